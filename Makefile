@@ -1,0 +1,47 @@
+# Build tags: containers/image without the C libraries it does not need, and
+# seccomp support in libcontainer (needs libseccomp-dev and pkg-config).
+TAGS      := containers_image_openpgp containers_image_storage_stub seccomp
+GOFLAGS_T := -tags '$(TAGS)'
+GO        ?= go
+export CGO_ENABLED := 1
+
+# Settings for `make run`: development mode, a generated secret printed at
+# start, loopback only, state under /var/lib/executor.
+RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
+
+.PHONY: build run test e2e unit bench lint demo clean
+
+build: bin/executor
+
+bin/executor: $(shell find cmd api sandbox oci images netns storage -name '*.go' 2>/dev/null) go.mod go.sum
+	$(GO) build $(GOFLAGS_T) -o bin/executor ./cmd/executor
+
+run: build
+	$(RUN_ENV) ./bin/executor
+
+lint:
+	$(GO) vet $(GOFLAGS_T) ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The whole suite: unit tests of every package, then the end-to-end tests that
+# drive bin/executor over HTTP. Needs root (containers, cgroups, bridges).
+test: build lint
+	$(GO) test $(GOFLAGS_T) -count=1 -timeout 25m ./...
+
+unit:
+	$(GO) test $(GOFLAGS_T) -count=1 $$($(GO) list ./... | grep -v /tests/e2e)
+
+e2e: build
+	$(GO) test $(GOFLAGS_T) -count=1 -timeout 25m -v ./tests/e2e/
+
+bench: build
+	$(GO) test $(GOFLAGS_T) -run '^$$' -bench . -benchtime 20x -timeout 20m ./tests/e2e/ ./images/
+
+# A full round trip on a machine with no internet: build the test runtime
+# image, serve it from a local registry, start the executor and run one
+# execution with curl.
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin

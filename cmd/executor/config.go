@@ -1,0 +1,229 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"executor/storage"
+)
+
+// config is the daemon's configuration, read from OPR_EXECUTOR_* variables.
+type config struct {
+	Env                 string
+	Development         bool
+	Secret              string
+	SecretGenerated     bool
+	Listen              string
+	DataDir             string
+	Networks            []string
+	Subnet              netip.Prefix
+	CgroupParent        string
+	RuntimeVersions     []string
+	Storage             string
+	InactiveThreshold   time.Duration
+	MaintenanceInterval time.Duration
+	RetryAttempts       int
+	RetryDelay          time.Duration
+	DockerHubUsername   string
+	DockerHubPassword   string
+	Version             string
+	Images              []string
+	Runtimes            []string
+	PidsLimit           int64
+	StopGrace           time.Duration
+	LogLevel            string
+}
+
+// loadConfig reads the configuration through getenv. Every error names the
+// variable at fault.
+func loadConfig(getenv func(string) string) (*config, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	c := &config{
+		Env:               get("OPR_EXECUTOR_ENV", "production"),
+		Secret:            getenv("OPR_EXECUTOR_SECRET"),
+		Listen:            get("OPR_EXECUTOR_LISTEN", "0.0.0.0:9900"),
+		DataDir:           get("OPR_EXECUTOR_DATA_DIR", "/var/lib/executor"),
+		CgroupParent:      get("OPR_EXECUTOR_CGROUP_PARENT", "/executor"),
+		Storage:           getenv("OPR_EXECUTOR_CONNECTION_STORAGE"),
+		DockerHubUsername: getenv("OPR_EXECUTOR_DOCKER_HUB_USERNAME"),
+		DockerHubPassword: getenv("OPR_EXECUTOR_DOCKER_HUB_PASSWORD"),
+		Version:           get("OPR_EXECUTOR_VERSION", "unknown"),
+		LogLevel:          get("OPR_EXECUTOR_LOG_LEVEL", "info"),
+	}
+	switch c.Env {
+	case "production":
+	case "development":
+		c.Development = true
+	default:
+		return nil, fmt.Errorf("OPR_EXECUTOR_ENV must be production or development, not %q", c.Env)
+	}
+	if c.Secret == "" {
+		if !c.Development {
+			return nil, fmt.Errorf("OPR_EXECUTOR_SECRET is empty: set a secret (only OPR_EXECUTOR_ENV=development may run without one, with a generated key)")
+		}
+		c.Secret = "dev-" + randomKey()
+		c.SecretGenerated = true
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return nil, fmt.Errorf("OPR_EXECUTOR_LISTEN=%q is not host:port: %w", c.Listen, err)
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		return nil, fmt.Errorf("OPR_EXECUTOR_DATA_DIR=%q must be an absolute path", c.DataDir)
+	}
+	if !filepath.IsAbs(c.CgroupParent) || filepath.Clean(c.CgroupParent) == "/" {
+		return nil, fmt.Errorf("OPR_EXECUTOR_CGROUP_PARENT=%q must be an absolute cgroup path below the root", c.CgroupParent)
+	}
+	c.CgroupParent = filepath.Clean(c.CgroupParent)
+	c.Networks = splitList(get("OPR_EXECUTOR_NETWORK", "openruntimes-runtimes"))
+	if len(c.Networks) == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_NETWORK names no network")
+	}
+	subnet, err := netip.ParsePrefix(get("OPR_EXECUTOR_SUBNET", "10.89.0.0/16"))
+	if err != nil || !subnet.Addr().Is4() {
+		return nil, fmt.Errorf("OPR_EXECUTOR_SUBNET must be an IPv4 prefix such as 10.89.0.0/16: %v", err)
+	}
+	c.Subnet = subnet.Masked()
+	if _, err := c.networkSubnets(); err != nil {
+		return nil, err
+	}
+	c.RuntimeVersions = splitList(strings.ToLower(get("OPR_EXECUTOR_RUNTIME_VERSIONS", "v2,v3,v4,v5")))
+	for _, v := range c.RuntimeVersions {
+		switch v {
+		case "v2", "v3", "v4", "v5":
+		default:
+			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIME_VERSIONS: unknown protocol version %q (known: v2, v3, v4, v5)", v)
+		}
+	}
+	if len(c.RuntimeVersions) == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIME_VERSIONS lists no version")
+	}
+	if err := storage.Validate(c.Storage); err != nil {
+		return nil, fmt.Errorf("OPR_EXECUTOR_CONNECTION_STORAGE: %w", err)
+	}
+	threshold := getenv("OPR_EXECUTOR_INACTIVE_THRESHOLD")
+	name := "OPR_EXECUTOR_INACTIVE_THRESHOLD"
+	if strings.TrimSpace(threshold) == "" {
+		// The seed era's spelling.
+		threshold, name = getenv("OPR_EXECUTOR_INACTIVE_TRESHOLD"), "OPR_EXECUTOR_INACTIVE_TRESHOLD"
+	}
+	if c.InactiveThreshold, err = seconds(name, threshold, 60); err != nil {
+		return nil, err
+	}
+	if c.MaintenanceInterval, err = seconds("OPR_EXECUTOR_MAINTENANCE_INTERVAL", getenv("OPR_EXECUTOR_MAINTENANCE_INTERVAL"), 3600); err != nil {
+		return nil, err
+	}
+	if c.StopGrace, err = seconds("OPR_EXECUTOR_STOP_GRACE", getenv("OPR_EXECUTOR_STOP_GRACE"), 2); err != nil {
+		return nil, err
+	}
+	attempts, err := integer("OPR_EXECUTOR_RETRY_ATTEMPTS", getenv("OPR_EXECUTOR_RETRY_ATTEMPTS"), 5)
+	if err != nil {
+		return nil, err
+	}
+	c.RetryAttempts = int(attempts)
+	delay, err := integer("OPR_EXECUTOR_RETRY_DELAY_MS", getenv("OPR_EXECUTOR_RETRY_DELAY_MS"), 500)
+	if err != nil {
+		return nil, err
+	}
+	c.RetryDelay = time.Duration(delay) * time.Millisecond
+	if c.PidsLimit, err = integer("OPR_EXECUTOR_PIDS_LIMIT", getenv("OPR_EXECUTOR_PIDS_LIMIT"), 4096); err != nil {
+		return nil, err
+	}
+	if c.PidsLimit == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_PIDS_LIMIT must be positive")
+	}
+	c.Images = splitList(getenv("OPR_EXECUTOR_IMAGES"))
+	c.Runtimes = splitList(getenv("OPR_EXECUTOR_RUNTIMES"))
+	for _, rt := range c.Runtimes {
+		if i := strings.LastIndex(rt, "-"); i <= 0 || i == len(rt)-1 {
+			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIMES: %q is not <language>-<version> (e.g. node-18.0)", rt)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("OPR_EXECUTOR_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
+	}
+	return c, nil
+}
+
+// prePullImages is OPR_EXECUTOR_IMAGES plus every OPR_EXECUTOR_RUNTIMES entry
+// for each accepted version (php-8.0 x v4 -> openruntimes/php:v4-8.0).
+func (c *config) prePullImages() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, img := range c.Images {
+		add(img)
+	}
+	for _, rt := range c.Runtimes {
+		i := strings.LastIndex(rt, "-")
+		for _, v := range c.RuntimeVersions {
+			add(fmt.Sprintf("openruntimes/%s:%s-%s", rt[:i], v, rt[i+1:]))
+		}
+	}
+	return out
+}
+
+// networkSubnets splits the subnet evenly between the networks.
+func (c *config) networkSubnets() ([]netip.Prefix, error) {
+	n := len(c.Networks)
+	extra := 0
+	for 1<<extra < n {
+		extra++
+	}
+	bits := c.Subnet.Bits() + extra
+	if bits > 28 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_SUBNET %s is too small for %d networks", c.Subnet, n)
+	}
+	out := make([]netip.Prefix, n)
+	base := c.Subnet.Addr().As4()
+	v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	size := uint32(1) << (32 - bits)
+	for i := range out {
+		a := v + uint32(i)*size
+		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), bits)
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func integer(name, v string, def int64) (int64, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s=%q must be a non-negative integer", name, v)
+	}
+	return n, nil
+}
+
+func seconds(name, v string, def int64) (time.Duration, error) {
+	n, err := integer(name, v, def)
+	return time.Duration(n) * time.Second, err
+}

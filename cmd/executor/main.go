@@ -1,0 +1,213 @@
+// Command executor serves the Open Runtimes Executor /v1 API and runs every
+// runtime itself: images pulled and unpacked, containers through libcontainer,
+// one network namespace per runtime on a bridge of its own.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	_ "github.com/opencontainers/cgroups/devices" // device cgroup rules
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter" // runs before the Go runtime in container init
+
+	"executor/api"
+	"executor/images"
+	"executor/netns"
+	"executor/sandbox"
+)
+
+func init() {
+	// libcontainer re-executes this binary as "executor init" to become a
+	// container's init process.
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
+
+func main() {
+	cfg, err := loadConfig(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "executor: configuration error:", err)
+		os.Exit(2)
+	}
+	log := newLogger(cfg.LogLevel)
+	if err := run(cfg, log); err != nil {
+		log.Error("executor stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func randomKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func run(cfg *config, log *slog.Logger) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the executor needs root to create containers, cgroups and network namespaces (rootless mode is not available yet)")
+	}
+	hostname, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("hostname: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	store, err := images.New(images.Config{
+		Root:              filepath.Join(cfg.DataDir, "images"),
+		DockerHubUsername: cfg.DockerHubUsername,
+		DockerHubPassword: cfg.DockerHubPassword,
+		Logger:            log.With("component", "images"),
+	})
+	if err != nil {
+		return err
+	}
+	subnets, err := cfg.networkSubnets()
+	if err != nil {
+		return err
+	}
+	var networks []*netns.Network
+	defer func() {
+		for _, n := range networks {
+			if err := n.Close(context.Background()); err != nil {
+				log.Error("network teardown", "network", n.Name(), "err", err)
+			}
+		}
+	}()
+	for i, name := range cfg.Networks {
+		n, err := netns.New(ctx, netns.Config{
+			Name:     name,
+			Subnet:   subnets[i],
+			StateDir: filepath.Join(cfg.DataDir, "networks", netns.BridgeName(name)),
+			Logger:   log.With("component", "netns"),
+		})
+		if err != nil {
+			return fmt.Errorf("OPR_EXECUTOR_NETWORK %q: %w", name, err)
+		}
+		networks = append(networks, n)
+	}
+	mgr, err := sandbox.New(sandbox.Config{
+		DataDir:             cfg.DataDir,
+		Images:              store,
+		Networks:            networks,
+		Storage:             cfg.Storage,
+		CgroupParent:        cfg.CgroupParent,
+		Hostname:            hostname,
+		PidsLimit:           cfg.PidsLimit,
+		StopGrace:           cfg.StopGrace,
+		RetryAttempts:       cfg.RetryAttempts,
+		RetryDelay:          cfg.RetryDelay,
+		InactiveThreshold:   cfg.InactiveThreshold,
+		MaintenanceInterval: cfg.MaintenanceInterval,
+		Logger:              log.With("component", "sandbox"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Reconcile(ctx); err != nil {
+		log.Warn("could not remove everything an earlier run left", "err", err)
+	}
+	handler, err := api.New(api.Config{
+		Backend:         mgr,
+		Secret:          cfg.Secret,
+		Development:     cfg.Development,
+		Version:         cfg.Version,
+		RuntimeVersions: cfg.RuntimeVersions,
+		Hostname:        hostname,
+		Logger:          log.With("component", "api"),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = mgr.Close(context.Background())
+		return fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	var prepull sync.WaitGroup
+	prepull.Add(1)
+	go func() {
+		defer prepull.Done()
+		prePull(ctx, store, cfg.prePullImages(), log)
+	}()
+	if cfg.SecretGenerated {
+		fmt.Fprintf(os.Stderr, "\n  Development secret (OPR_EXECUTOR_SECRET was empty): %s\n  Try: curl -H 'Authorization: Bearer %s' http://%s/v1/runtimes\n\n", cfg.Secret, cfg.Secret, ln.Addr())
+	}
+	log.Info("Executor is ready.", "listen", ln.Addr().String(), "dataDir", cfg.DataDir, "networks", cfg.Networks, "env", cfg.Env)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: draining requests and removing every runtime")
+	case err := <-serveErr:
+		_ = mgr.Close(context.Background())
+		return err
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Stop accepting and let requests in flight finish, then remove the
+	// runtimes; Close also cancels creations still running.
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("requests still running at shutdown were cut", "err", err)
+	}
+	err = mgr.Close(context.Background())
+	prepull.Wait()
+	mgr.RemoveCgroupParent()
+	if err != nil {
+		return err
+	}
+	log.Info("executor stopped cleanly")
+	return nil
+}
+
+// prePull pulls images in the background at start, so the first runtime of
+// each does not wait for it.
+func prePull(ctx context.Context, store *images.Store, refs []string, log *slog.Logger) {
+	if len(refs) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	for _, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			if _, err := store.Pull(ctx, ref); err != nil {
+				log.Warn("pre-pull failed", "image", ref, "err", err)
+				return
+			}
+			mu.Lock()
+			done++
+			log.Info(fmt.Sprintf("[ImagePuller] Pulled %d/%d images.", done, len(refs)), "image", ref, "took", time.Since(start).Round(time.Millisecond))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}

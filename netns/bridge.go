@@ -1,0 +1,43 @@
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+)
+
+// ensureBridge creates the bridge if needed, makes sure it carries addr and is up.
+func ensureBridge(name string, addr netip.Prefix) (netlink.Link, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		if !isNotFound(err) {
+			return nil, fmt.Errorf("netns: look up bridge %s: %w", name, err)
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return nil, fmt.Errorf("netns: create bridge %s: %w", name, err)
+		}
+		if l, err = netlink.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("netns: look up bridge %s: %w", name, err)
+		}
+	}
+	if l.Type() != "bridge" {
+		return nil, fmt.Errorf("netns: interface %s exists and is a %s, not a bridge", name, l.Type())
+	}
+	nl := &netlink.Addr{IPNet: prefixToIPNet(addr)}
+	if err := netlink.AddrReplace(l, nl); err != nil {
+		return nil, fmt.Errorf("netns: address %s on bridge %s: %w", addr, name, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("netns: bring up bridge %s: %w", name, err)
+	}
+	return l, nil
+}
+
+func isNotFound(err error) bool {
+	var lnf netlink.LinkNotFoundError
+	return errors.As(err, &lnf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
+}

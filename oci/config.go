@@ -1,0 +1,169 @@
+// Package oci turns an image's configuration and a runtime request into the
+// libcontainer configuration and process of a runtime. It is pure: it reads no
+// files and changes nothing.
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"path"
+
+	"github.com/opencontainers/cgroups"
+	devconfig "github.com/opencontainers/cgroups/devices/config"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"golang.org/x/sys/unix"
+)
+
+// Bind is a host directory or file mounted into the runtime.
+type Bind struct {
+	Source      string
+	Destination string
+	ReadOnly    bool
+}
+
+// Spec is everything a runtime's container needs.
+type Spec struct {
+	Rootfs    string
+	Hostname  string
+	NetNSPath string // pinned network namespace; empty means a new, unconnected one
+	// CgroupPath is absolute (e.g. /executor/<id>): a relative one would be
+	// resolved against the daemon's own cgroup per controller.
+	CgroupPath string
+	CPUs       float64 // fractional cores; 0 means no CPU limit
+	MemoryMB   int64   // megabytes of 1,000,000 bytes, as the reference computes; 0 means no limit
+	PidsLimit  int64   // 0 means no limit
+	Binds      []Bind
+	// Cgroup2 selects the cgroup v2 layout (a private cgroup namespace).
+	Cgroup2 bool
+}
+
+const (
+	cpuPeriod       = 100000
+	defaultMntFlags = unix.MS_NOEXEC | unix.MS_NOSUID | unix.MS_NODEV
+)
+
+// DefaultCapabilities is podman's default set: narrower than Docker's (no
+// NET_RAW, MKNOD or AUDIT_WRITE). It is always set explicitly: a nil list
+// would give the container every capability of the daemon.
+var defaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+	"CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+	"CAP_SETUID", "CAP_SYS_CHROOT",
+}
+
+// DefaultCapabilities returns a copy of the capability set runtimes get.
+func DefaultCapabilities() []string { return append([]string(nil), defaultCapabilities...) }
+
+// Config builds the libcontainer configuration of a runtime.
+func Config(s Spec) (*configs.Config, error) {
+	if s.Rootfs == "" || !path.IsAbs(s.Rootfs) {
+		return nil, fmt.Errorf("oci: rootfs %q must be an absolute path", s.Rootfs)
+	}
+	if s.CgroupPath == "" || !path.IsAbs(s.CgroupPath) {
+		return nil, fmt.Errorf("oci: cgroup path %q must be absolute", s.CgroupPath)
+	}
+	if s.CPUs < 0 || s.MemoryMB < 0 || s.PidsLimit < 0 {
+		return nil, errors.New("oci: resource limits must not be negative")
+	}
+	res, err := resources(s)
+	if err != nil {
+		return nil, err
+	}
+	caps := DefaultCapabilities()
+	ns := configs.Namespaces{
+		{Type: configs.NEWNS},
+		{Type: configs.NEWUTS},
+		{Type: configs.NEWIPC},
+		{Type: configs.NEWPID},
+		{Type: configs.NEWNET, Path: s.NetNSPath},
+	}
+	if s.Cgroup2 {
+		ns = append(ns, configs.Namespace{Type: configs.NEWCGROUP})
+	}
+	cfg := &configs.Config{
+		Rootfs:          s.Rootfs,
+		Hostname:        s.Hostname,
+		Namespaces:      ns,
+		NoNewPrivileges: true,
+		Capabilities: &configs.Capabilities{
+			Bounding:  caps,
+			Effective: caps,
+			Permitted: caps,
+		},
+		Cgroups: &cgroups.Cgroup{
+			Path:      s.CgroupPath,
+			Resources: res,
+		},
+		Devices: specconv.AllowedDevices,
+		Mounts:  append(standardMounts(), binds(s.Binds)...),
+		MaskPaths: []string{
+			"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+			"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+			"/proc/timer_stats", "/sys/firmware", "/sys/devices/virtual/powercap",
+		},
+		ReadonlyPaths: []string{
+			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+		},
+		Rlimits: []configs.Rlimit{
+			{Type: unix.RLIMIT_NOFILE, Hard: 65536, Soft: 65536},
+		},
+	}
+	return cfg, nil
+}
+
+func resources(s Spec) (*cgroups.Resources, error) {
+	var rules []*devconfig.Rule
+	for _, d := range specconv.AllowedDevices {
+		rules = append(rules, &d.Rule)
+	}
+	res := &cgroups.Resources{Devices: rules}
+	if s.MemoryMB > 0 {
+		if s.MemoryMB > math.MaxInt64/1_000_000 {
+			return nil, fmt.Errorf("oci: memory %d MB is too large", s.MemoryMB)
+		}
+		res.Memory = s.MemoryMB * 1_000_000
+		// Equal memory+swap limit: no swap beyond the memory limit.
+		res.MemorySwap = res.Memory
+	}
+	if s.CPUs > 0 {
+		quota := int64(math.Round(s.CPUs * cpuPeriod))
+		if quota < 1000 {
+			quota = 1000 // the kernel's minimum quota is 1 ms
+		}
+		res.CpuQuota = quota
+		res.CpuPeriod = cpuPeriod
+	}
+	if s.PidsLimit > 0 {
+		p := s.PidsLimit
+		res.PidsLimit = &p
+	}
+	return res, nil
+}
+
+func standardMounts() []*configs.Mount {
+	return []*configs.Mount{
+		{Source: "proc", Destination: "/proc", Device: "proc", Flags: defaultMntFlags},
+		{Source: "tmpfs", Destination: "/dev", Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
+		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620"},
+		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: defaultMntFlags, Data: "mode=1777,size=65536k"},
+		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: defaultMntFlags},
+		{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: defaultMntFlags | unix.MS_RDONLY},
+		{Source: "cgroup", Destination: "/sys/fs/cgroup", Device: "cgroup", Flags: defaultMntFlags | unix.MS_RDONLY},
+	}
+}
+
+func binds(bs []Bind) []*configs.Mount {
+	out := make([]*configs.Mount, 0, len(bs))
+	for _, b := range bs {
+		flags := unix.MS_BIND | unix.MS_REC | unix.MS_NOSUID | unix.MS_NODEV
+		m := &configs.Mount{Source: b.Source, Destination: b.Destination, Device: "bind", Flags: flags,
+			PropagationFlags: []int{unix.MS_PRIVATE | unix.MS_REC}}
+		if b.ReadOnly {
+			m.Flags |= unix.MS_RDONLY
+		}
+		out = append(out, m)
+	}
+	return out
+}

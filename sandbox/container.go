@@ -1,0 +1,183 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+// container is one libcontainer container and its main process, whose stdout
+// and stderr are drained into a bounded tail buffer so the runtime never
+// blocks on a full pipe.
+type container struct {
+	c    *libcontainer.Container
+	proc *libcontainer.Process
+	out  *tailBuffer
+	done chan struct{} // closed when the main process has exited and its pipes are drained
+	exit exitStatus
+}
+
+type exitStatus struct {
+	code   int
+	signal string
+	err    error
+}
+
+func (e exitStatus) String() string {
+	switch {
+	case e.err != nil:
+		return e.err.Error()
+	case e.signal != "":
+		return "killed by " + e.signal
+	default:
+		return fmt.Sprintf("exit code %d", e.code)
+	}
+}
+
+// processSpec is the main process of a container.
+type processSpec struct {
+	Args []string
+	Env  []string
+	Cwd  string
+	UID  int
+	GID  int
+	Sgid []int
+}
+
+// startContainer creates the container and runs its main process.
+func startContainer(stateRoot, id string, cfg *configs.Config, ps processSpec) (*container, error) {
+	lc, err := libcontainer.Create(stateRoot, id, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	ct, err := runMain(lc, ps)
+	if err != nil {
+		_ = lc.Destroy()
+		return nil, err
+	}
+	return ct, nil
+}
+
+// runMain starts ps as the init process of lc, with its output on pipes.
+func runMain(lc *libcontainer.Container, ps processSpec) (*container, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &libcontainer.Process{
+		Args:             ps.Args,
+		Env:              ps.Env,
+		Cwd:              ps.Cwd,
+		UID:              ps.UID,
+		GID:              ps.GID,
+		AdditionalGroups: ps.Sgid,
+		Stdout:           outW,
+		Stderr:           outW,
+		Init:             true,
+	}
+	if err := lc.Run(p); err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	// Our copy of the write end must go, or the reader never sees EOF.
+	outW.Close()
+	ct := &container{c: lc, proc: p, out: newTailBuffer(64 << 10), done: make(chan struct{})}
+	var drained sync.WaitGroup
+	drained.Add(1)
+	go func() {
+		defer drained.Done()
+		_, _ = io.Copy(ct.out, outR)
+		outR.Close()
+	}()
+	go func() {
+		st, err := p.Wait()
+		drained.Wait()
+		ct.exit = toExitStatus(st, err)
+		close(ct.done)
+	}()
+	return ct, nil
+}
+
+func toExitStatus(st *os.ProcessState, err error) exitStatus {
+	if st == nil {
+		if err == nil {
+			err = errors.New("unknown exit status")
+		}
+		return exitStatus{code: -1, err: err}
+	}
+	if ws, ok := st.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+		return exitStatus{code: 128 + int(ws.Signal()), signal: unix.SignalName(ws.Signal())}
+	}
+	return exitStatus{code: st.ExitCode()}
+}
+
+// exited reports whether the main process has ended.
+func (ct *container) exited() bool {
+	select {
+	case <-ct.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop asks the main process to end with SIGTERM and kills the container after
+// grace. PID 1 of a container ignores signals it does not handle, so SIGKILL
+// is what usually ends a runtime.
+func (ct *container) stop(grace time.Duration) {
+	if ct.exited() {
+		return
+	}
+	if grace > 0 {
+		_ = ct.proc.Signal(unix.SIGTERM)
+		select {
+		case <-ct.done:
+			return
+		case <-time.After(grace):
+		}
+	}
+	_ = ct.c.Signal(unix.SIGKILL)
+	select {
+	case <-ct.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// destroy removes the container's state and cgroups. The main process must
+// have been stopped.
+func (ct *container) destroy() error {
+	return ct.c.Destroy()
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

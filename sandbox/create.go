@@ -1,0 +1,398 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/sys/user"
+
+	"executor/images"
+	"executor/oci"
+	"executor/storage"
+)
+
+func randomHex(n int) string {
+	b := make([]byte, n/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Create makes a runtime and, when spec.Command is set, builds in it. The
+// request is held until the build ends, as in the reference.
+func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
+	e, err := m.insert(spec)
+	if err != nil {
+		return nil, err
+	}
+	// A build outlives a client that hangs up, as the reference's does; its
+	// own timeout bounds it.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	res, err := m.create(cctx, e, spec)
+	m.settle(e, err)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Remove {
+		m.mu.Lock()
+		if m.table[spec.RuntimeID] == e {
+			delete(m.table, spec.RuntimeID)
+		}
+		m.mu.Unlock()
+		if err := m.finish(ctx, e, 0); err != nil {
+			m.log.Error("remove built runtime", "runtime", spec.RuntimeID, "err", err)
+		}
+	}
+	return res, nil
+}
+
+// insert adds a pending row, or answers 409 when the id is taken.
+func (m *Manager) insert(spec Spec) (*entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return nil, &Error{Type: ErrRuntimeFailed, Code: 503, Message: "Executor is shutting down."}
+	}
+	if old := m.table[spec.RuntimeID]; old != nil {
+		if old.pending() {
+			return nil, &Error{Type: ErrRuntimeConflict, Message: "A runtime with the same ID is already being created. Attempt a execution soon."}
+		}
+		return nil, &Error{Type: ErrRuntimeConflict, Message: "Runtime already exists "}
+	}
+	e := &entry{
+		id:       spec.RuntimeID,
+		created:  time.Now(),
+		image:    spec.Image,
+		version:  spec.Version,
+		name:     m.runtimeName(spec.RuntimeID),
+		ready:    make(chan struct{}),
+		cancel:   func() {},
+		hostname: randomHex(32),
+		secret:   randomHex(32),
+	}
+	m.table[spec.RuntimeID] = e
+	return e, nil
+}
+
+// settle ends the pending state of e: a failed creation leaves the table.
+func (m *Manager) settle(e *entry, err error) {
+	if err != nil {
+		e.err = err
+		m.mu.Lock()
+		if m.table[e.id] == e {
+			delete(m.table, e.id)
+		}
+		m.mu.Unlock()
+	}
+	close(e.ready)
+}
+
+// create builds the runtime of e. On failure everything made so far is
+// released before it returns.
+func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildResult, err error) {
+	start := e.created
+	r := &Runtime{
+		ID:       spec.RuntimeID,
+		Name:     e.name,
+		CID:      "rt-" + randomHex(24),
+		Hostname: e.hostname,
+		Secret:   e.secret,
+		Image:    spec.Image,
+		Version:  spec.Version,
+		Created:  start,
+		spec:     spec,
+		log:      m.log,
+		updated:  start,
+		status:   "pending",
+		httpc:    newForwardClient(),
+	}
+	r.Dir = filepath.Join(m.runDir, r.CID)
+	defer func() {
+		if err != nil {
+			if derr := r.destroy(context.WithoutCancel(ctx), m, 0); derr != nil {
+				m.log.Error("cleanup after failed creation", "runtime", spec.RuntimeID, "err", derr)
+			}
+		}
+	}()
+	if err := m.prepare(ctx, r, spec); err != nil {
+		return nil, err
+	}
+	e.rt = r
+	res = &BuildResult{StartTime: start, Version: spec.Version, Output: []LogEntry{}}
+	if spec.Command != "" {
+		if err := m.build(ctx, r, spec, res); err != nil {
+			return nil, err
+		}
+	}
+	res.Duration = time.Since(start)
+	r.markUp(res.Duration)
+	return res, nil
+}
+
+// prepare gives r its directories, source, root, network and running container.
+func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
+	if err := os.Mkdir(r.Dir, 0o700); err != nil {
+		return fmt.Errorf("Failed to create temporary directory: %w", err)
+	}
+	for _, d := range []string{"src", "builds", "logs"} {
+		if err := os.Mkdir(filepath.Join(r.Dir, d), 0o755); err != nil {
+			return fmt.Errorf("Failed to create temporary directory: %w", err)
+		}
+	}
+	if spec.Source != "" {
+		if err := m.copySource(ctx, r, spec.Source); err != nil {
+			return err
+		}
+	}
+	img, err := m.cfg.Images.Pull(ctx, spec.Image)
+	if err != nil {
+		return pullError(spec.Image, err)
+	}
+	rootfs, err := m.cfg.Images.MountRoot(ctx, img, filepath.Join(r.Dir, "root"))
+	if err != nil {
+		return fmt.Errorf("prepare root of %s: %w", spec.Image, err)
+	}
+	net := m.pickNetwork()
+	ep, err := net.Attach(ctx, r.CID)
+	if err != nil {
+		return fmt.Errorf("attach network %s: %w", net.Name(), err)
+	}
+	r.network, r.endpoint = net, ep
+	if err := r.writeNetFiles(); err != nil {
+		return err
+	}
+	imgCfg := oci.ImageConfig(img.Config)
+	r.shell = oci.Shell(hasBash(rootfs))
+	r.proc, err = m.process(r, spec, imgCfg, rootfs)
+	if err != nil {
+		return err
+	}
+	r.cfg, err = oci.Config(oci.Spec{
+		Rootfs:     rootfs,
+		Hostname:   r.Hostname,
+		NetNSPath:  ep.NSPath,
+		CgroupPath: filepath.Join(m.cfg.CgroupParent, r.CID),
+		CPUs:       spec.CPUs,
+		MemoryMB:   spec.MemoryMB,
+		PidsLimit:  m.cfg.PidsLimit,
+		Binds:      r.binds(spec),
+		Cgroup2:    m.cgroup2,
+	})
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ct, err := startContainer(m.stateRoot, r.CID, r.cfg, r.proc)
+	if err != nil {
+		return fmt.Errorf("Failed to start container: %w", err)
+	}
+	r.mu.Lock()
+	r.ct = ct
+	r.mu.Unlock()
+	r.supervising.Add(1)
+	go r.supervise(m)
+	return nil
+}
+
+func pullError(ref string, err error) error {
+	msg := fmt.Sprintf("Missing image %q and failed to pull it: %v", ref, err)
+	if errors.Is(err, images.ErrImageNotFound) || errors.Is(err, images.ErrUnauthorized) || errors.Is(err, images.ErrRegistryUnreachable) {
+		return &Error{Type: ErrRuntimeFailed, Message: msg, Err: err}
+	}
+	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: msg, Err: err}
+}
+
+// copySource fetches the source archive into src/, where the runtime sees it
+// as /tmp/code.tar.gz (or /tmp/code.tar for an uncompressed one).
+func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) error {
+	dev, err := storage.Open(m.cfg.Storage, "/")
+	if err != nil {
+		return err
+	}
+	name := "code.tar.gz"
+	if strings.HasSuffix(source, ".tar") {
+		name = "code.tar"
+	}
+	fail := func(err error) error {
+		return &Error{Type: ErrRuntimeFailed, Code: 500, Message: "Failed to copy source code to temporary directory: " + sourceReason(source, err), Err: err}
+	}
+	rc, err := dev.Read(ctx, source)
+	if err != nil {
+		return fail(err)
+	}
+	defer rc.Close()
+	dst := filepath.Join(r.Dir, "src", name)
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = io.Copy(f, rc)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+func sourceReason(source string, err error) string {
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return fmt.Sprintf("%s does not exist", source)
+	case errors.Is(err, storage.ErrInvalidPath):
+		return fmt.Sprintf("%s is not a valid path", source)
+	default:
+		return fmt.Sprintf("%s could not be read", source)
+	}
+}
+
+// binds are the runtime's directories as the reference mounts them.
+func (r *Runtime) binds(spec Spec) []oci.Bind {
+	code := "/mnt/code"
+	if spec.Version == "v2" {
+		code = "/usr/code"
+	}
+	b := []oci.Bind{
+		{Source: filepath.Join(r.Dir, "src"), Destination: "/tmp"},
+		{Source: filepath.Join(r.Dir, "builds"), Destination: code},
+		{Source: filepath.Join(r.Dir, "hosts"), Destination: "/etc/hosts", ReadOnly: true},
+		{Source: filepath.Join(r.Dir, "resolv.conf"), Destination: "/etc/resolv.conf", ReadOnly: true},
+	}
+	if spec.Version == "v4" || spec.Version == "v5" {
+		b = append(b, oci.Bind{Source: filepath.Join(r.Dir, "logs"), Destination: "/mnt/logs"})
+	}
+	return b
+}
+
+// process is the runtime's main process.
+func (m *Manager) process(r *Runtime, spec Spec, img oci.ImageConfig, rootfs string) (processSpec, error) {
+	env := oci.Env(img.Env, m.runtimeEnv(r, spec))
+	if !oci.HasPATH(env) {
+		env = append([]string{oci.DefaultPATH}, env...)
+	}
+	cwd := img.WorkingDir
+	if spec.Version == "v2" {
+		cwd = "/usr/code"
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	ps := processSpec{
+		Args: oci.Command(img, spec.RuntimeEntrypoint, spec.Version, spec.Command != "", r.shell == "bash"),
+		Env:  env,
+		Cwd:  cwd,
+	}
+	if img.User != "" {
+		passwd, err1 := securejoin.SecureJoin(rootfs, "/etc/passwd")
+		group, err2 := securejoin.SecureJoin(rootfs, "/etc/group")
+		if err := errors.Join(err1, err2); err != nil {
+			return ps, fmt.Errorf("resolve user %q: %w", img.User, err)
+		}
+		u, err := user.GetExecUserPath(img.User, &user.ExecUser{}, passwd, group)
+		if err != nil {
+			return ps, &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Image user %q cannot be resolved: %v", img.User, err), Err: err}
+		}
+		ps.UID, ps.GID, ps.Sgid = u.Uid, u.Gid, u.Sgids
+	}
+	return ps, nil
+}
+
+// runtimeEnv is the variables a runtime gets (§5.3): the user's, then the
+// protocol's (which win), then the output directory and CI=true.
+func (m *Manager) runtimeEnv(r *Runtime, spec Spec) map[string]string {
+	env := make(map[string]string, len(spec.Variables)+8)
+	for k, v := range spec.Variables {
+		env[k] = v
+	}
+	switch spec.Version {
+	case "v2":
+		env["INTERNAL_RUNTIME_KEY"] = r.Secret
+		env["INTERNAL_RUNTIME_ENTRYPOINT"] = spec.Entrypoint
+		env["INERNAL_EXECUTOR_HOSTNAME"] = m.cfg.Hostname
+	case "v3":
+		env["OPEN_RUNTIMES_SECRET"] = r.Secret
+		env["OPEN_RUNTIMES_ENTRYPOINT"] = spec.Entrypoint
+		env["OPEN_RUNTIMES_HOSTNAME"] = m.cfg.Hostname
+	default:
+		env["OPEN_RUNTIMES_SECRET"] = r.Secret
+		env["OPEN_RUNTIMES_ENTRYPOINT"] = spec.Entrypoint
+		env["OPEN_RUNTIMES_HOSTNAME"] = m.cfg.Hostname
+		env["OPEN_RUNTIMES_CPUS"] = strconv.FormatFloat(spec.CPUs, 'f', -1, 64)
+		env["OPEN_RUNTIMES_MEMORY"] = strconv.FormatInt(spec.MemoryMB, 10)
+	}
+	if spec.OutputDirectory != "" && spec.OutputDirectory != "0" {
+		env["OPEN_RUNTIMES_OUTPUT_DIRECTORY"] = spec.OutputDirectory
+	}
+	env["CI"] = "true"
+	return env
+}
+
+func hasBash(rootfs string) bool {
+	for _, p := range []string{"/bin/bash", "/usr/bin/bash"} {
+		full, err := securejoin.SecureJoin(rootfs, p)
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(full); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// writeNetFiles writes the runtime's /etc/hosts and /etc/resolv.conf.
+func (r *Runtime) writeNetFiles() error {
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n", r.endpoint.Addr, r.Hostname)
+	if err := os.WriteFile(filepath.Join(r.Dir, "hosts"), []byte(hosts), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(r.Dir, "resolv.conf"), resolvConf(), 0o644)
+}
+
+// resolvConf is the host's resolver configuration without loopback
+// nameservers, which a runtime in its own namespace cannot reach.
+func resolvConf() []byte {
+	data, _ := os.ReadFile("/etc/resolv.conf")
+	var b strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			continue
+		}
+		if len(f) > 0 && (f[0] == "nameserver" || f[0] == "search" || f[0] == "options") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return []byte(b.String())
+}
+
+// release frees what a runtime holds besides its container.
+func (m *Manager) release(ctx context.Context, r *Runtime) []error {
+	var errs []error
+	if r.endpoint != nil {
+		if err := r.network.Detach(ctx, r.endpoint); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if r.Dir != "" {
+		if err := images.UnmountRoot(filepath.Join(r.Dir, "root")); err != nil {
+			errs = append(errs, err)
+		} else if err := os.RemoveAll(r.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}

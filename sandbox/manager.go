@@ -1,0 +1,281 @@
+// Package sandbox runs the runtimes: it creates each runtime's container from
+// an image, network endpoint and directories, keeps the table of runtimes,
+// forwards executions to them, and removes them again.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/cgroups"
+
+	"executor/images"
+	"executor/netns"
+	"executor/storage"
+)
+
+// ImageStore is what the sandbox needs from the image store.
+type ImageStore interface {
+	Pull(ctx context.Context, ref string) (*images.Image, error)
+	MountRoot(ctx context.Context, img *images.Image, dir string) (string, error)
+}
+
+// Config configures a Manager.
+type Config struct {
+	// DataDir holds runtime directories and container state.
+	DataDir string
+	Images  ImageStore
+	// Networks are the bridges runtimes are attached to; each runtime gets
+	// one of them at random, as the reference does.
+	Networks []*netns.Network
+	// Storage is the DSN of the device sources are read from and artifacts
+	// written to (OPR_EXECUTOR_CONNECTION_STORAGE).
+	Storage string
+	// CgroupParent is the absolute cgroup under which every runtime's cgroup
+	// is created, so operators can cap all runtimes at once.
+	CgroupParent string
+	// Hostname is the executor's hostname (runtime names, INERNAL_EXECUTOR_HOSTNAME).
+	Hostname string
+	// PidsLimit caps the processes of one runtime.
+	PidsLimit int64
+	// StopGrace is how long a runtime gets between SIGTERM and SIGKILL.
+	StopGrace time.Duration
+	// RetryAttempts and RetryDelay govern re-sending an execution whose
+	// connection was refused (the runtime restarting).
+	RetryAttempts int
+	RetryDelay    time.Duration
+	// InactiveThreshold is the idle time after which maintenance removes a
+	// runtime; MaintenanceInterval how often it looks. Zero disables.
+	InactiveThreshold   time.Duration
+	MaintenanceInterval time.Duration
+	Logger              *slog.Logger
+}
+
+// Manager is the table of runtimes.
+type Manager struct {
+	cfg       Config
+	stateRoot string
+	runDir    string
+	cgroup2   bool
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	table   map[string]*entry
+	closing bool
+
+	uniqMu   sync.Mutex
+	lastUniq int64
+
+	stopMaint chan struct{}
+	maintDone chan struct{}
+}
+
+// entry is a row of the table. ready is closed when creation ends; then rt is
+// set, or err says why creation failed.
+type entry struct {
+	id      string
+	created time.Time
+	image   string
+	version string
+	name    string
+	ready   chan struct{}
+	cancel  context.CancelFunc
+	rt      *Runtime
+	err     error
+	// hostname and secret are chosen before creation so the pending row can
+	// show them.
+	hostname string
+	secret   string
+}
+
+func (e *entry) pending() bool {
+	select {
+	case <-e.ready:
+		return false
+	default:
+		return true
+	}
+}
+
+// New prepares the data directories. Call Reconcile before serving to remove
+// what an earlier process left behind.
+func New(cfg Config) (*Manager, error) {
+	if cfg.DataDir == "" || !filepath.IsAbs(cfg.DataDir) {
+		return nil, fmt.Errorf("sandbox: data dir %q must be absolute", cfg.DataDir)
+	}
+	if cfg.Images == nil || len(cfg.Networks) == 0 {
+		return nil, errors.New("sandbox: images and at least one network are required")
+	}
+	if cfg.CgroupParent == "" || !filepath.IsAbs(cfg.CgroupParent) {
+		return nil, fmt.Errorf("sandbox: cgroup parent %q must be absolute", cfg.CgroupParent)
+	}
+	if _, err := storage.Open(cfg.Storage, "/"); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = 2 * time.Second
+	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = 4096
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = 500 * time.Millisecond
+	}
+	m := &Manager{
+		cfg:       cfg,
+		stateRoot: filepath.Join(cfg.DataDir, "containers"),
+		runDir:    filepath.Join(cfg.DataDir, "runtimes"),
+		cgroup2:   cgroups.IsCgroup2UnifiedMode(),
+		log:       cfg.Logger,
+		table:     make(map[string]*entry),
+	}
+	for _, d := range []string{m.stateRoot, m.runDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
+	}
+	if cfg.MaintenanceInterval > 0 && cfg.InactiveThreshold > 0 {
+		m.stopMaint = make(chan struct{})
+		m.maintDone = make(chan struct{})
+		go m.maintain()
+	}
+	return m, nil
+}
+
+func (m *Manager) runtimeName(id string) string { return m.cfg.Hostname + "-" + id }
+
+// List returns every runtime, in creation order.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	entries := make([]*entry, 0, len(m.table))
+	for _, e := range m.table {
+		entries = append(entries, e)
+	}
+	m.mu.Unlock()
+	sort.Slice(entries, func(i, j int) bool { return entries[i].created.Before(entries[j].created) })
+	out := make([]Info, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e.info())
+	}
+	return out
+}
+
+func (e *entry) info() Info {
+	if !e.pending() && e.rt != nil {
+		return e.rt.Info()
+	}
+	return Info{
+		Version:  e.version,
+		Created:  e.created,
+		Updated:  e.created,
+		Name:     e.name,
+		Hostname: e.hostname,
+		Status:   "pending",
+		Key:      e.secret,
+		Image:    e.image,
+	}
+}
+
+// Get returns one runtime.
+func (m *Manager) Get(id string) (Info, error) {
+	m.mu.Lock()
+	e := m.table[id]
+	m.mu.Unlock()
+	if e == nil {
+		return Info{}, &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found"}
+	}
+	return e.info(), nil
+}
+
+// Delete removes a runtime: it leaves the table at once, then its container
+// is stopped and everything it held is released before Delete returns.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	m.mu.Lock()
+	e := m.table[id]
+	if e != nil {
+		delete(m.table, id)
+	}
+	m.mu.Unlock()
+	if e == nil {
+		return &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found"}
+	}
+	return m.finish(ctx, e, 0)
+}
+
+// finish ends a removed entry: cancels a creation in progress, waits for it,
+// and destroys the runtime if it exists.
+func (m *Manager) finish(ctx context.Context, e *entry, grace time.Duration) error {
+	e.cancel()
+	<-e.ready
+	if e.rt == nil {
+		return nil
+	}
+	if err := e.rt.destroy(ctx, m, grace); err != nil {
+		m.log.Error("runtime removal incomplete", "runtime", e.id, "err", err)
+		return fmt.Errorf("remove runtime %s: %w", e.id, err)
+	}
+	return nil
+}
+
+// lookup returns the ready runtime for id, waiting for a creation in progress
+// until ctx ends.
+func (m *Manager) lookup(ctx context.Context, id string) (*entry, error) {
+	m.mu.Lock()
+	e := m.table[id]
+	m.mu.Unlock()
+	if e == nil {
+		return nil, nil
+	}
+	select {
+	case <-e.ready:
+	case <-ctx.Done():
+		return nil, &Error{Type: ErrRuntimeTimeout, Message: "Timed out waiting for runtime.", Err: ctx.Err()}
+	}
+	return e, nil
+}
+
+// Close stops maintenance and removes every runtime, giving each the stop
+// grace period to exit on SIGTERM.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closing = true
+	entries := make([]*entry, 0, len(m.table))
+	for id, e := range m.table {
+		entries = append(entries, e)
+		delete(m.table, id)
+	}
+	m.mu.Unlock()
+	if m.stopMaint != nil {
+		close(m.stopMaint)
+		<-m.maintDone
+		m.stopMaint = nil
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(entries))
+	for i, e := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.finish(ctx, e, m.cfg.StopGrace)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (m *Manager) pickNetwork() *netns.Network {
+	return m.cfg.Networks[rand.IntN(len(m.cfg.Networks))]
+}
+
+func joinErrs(errs []error) error { return errors.Join(errs...) }

@@ -1,0 +1,209 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+
+	"executor/netns"
+)
+
+// Runtime is one runtime: a container, its root, its network endpoint and its
+// directories. Its identity fields never change after creation; the rest is
+// guarded by mu.
+type Runtime struct {
+	ID       string // the client's runtime id
+	Name     string // <executor hostname>-<id>
+	CID      string // container id and directory name (safe characters only)
+	Hostname string
+	Secret   string
+	Image    string
+	Version  string
+	Dir      string
+	Created  time.Time
+	spec     Spec
+
+	endpoint *netns.Endpoint
+	network  *netns.Network
+	cfg      *configs.Config
+	proc     processSpec
+	shell    string
+	log      *slog.Logger
+	httpc    *http.Client
+
+	mu          sync.Mutex
+	ct          *container
+	updated     time.Time
+	status      string
+	listening   bool
+	initialised bool
+	inflight    int
+	stopped     bool // set once destroy starts: no restarts after it
+	restarts    int
+	supervising sync.WaitGroup
+}
+
+func (r *Runtime) client() *http.Client { return r.httpc }
+
+// Addr is host:port of the runtime's HTTP server.
+func (r *Runtime) Addr() string {
+	return r.endpoint.Addr.String() + ":3000"
+}
+
+// Info returns the API view of the runtime.
+func (r *Runtime) Info() Info {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Info{
+		Version:     r.Version,
+		Created:     r.Created,
+		Updated:     r.updated,
+		Name:        r.Name,
+		Hostname:    r.Hostname,
+		Status:      r.status,
+		Key:         r.Secret,
+		Listening:   r.listening,
+		Image:       r.Image,
+		Initialised: r.initialised,
+	}
+}
+
+func (r *Runtime) touch() {
+	r.mu.Lock()
+	r.updated = time.Now()
+	r.mu.Unlock()
+}
+
+// begin and end bracket work in flight (executions, builds, commands), which
+// maintenance never interrupts.
+func (r *Runtime) begin() {
+	r.mu.Lock()
+	r.inflight++
+	r.updated = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *Runtime) end() {
+	r.mu.Lock()
+	r.inflight--
+	r.updated = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *Runtime) idleSince() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.updated, r.inflight == 0 && r.initialised
+}
+
+func (r *Runtime) markUp(d time.Duration) {
+	r.mu.Lock()
+	r.status = "Up " + strconv.FormatFloat(math.Round(d.Seconds()*100)/100, 'f', -1, 64) + "s"
+	r.initialised = true
+	r.updated = time.Now()
+	r.mu.Unlock()
+}
+
+func (r *Runtime) current() *container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ct
+}
+
+// supervise restarts the main process when it exits, as restartPolicy asks.
+func (r *Runtime) supervise(m *Manager) {
+	defer r.supervising.Done()
+	for {
+		ct := r.current()
+		<-ct.done
+		r.mu.Lock()
+		stopped := r.stopped
+		r.mu.Unlock()
+		if stopped {
+			return
+		}
+		r.log.Info("runtime main process exited", "runtime", r.ID, "status", ct.exit.String(), "output", lastLines(ct.out.String(), 5))
+		if !shouldRestart(r.spec.RestartPolicy, ct.exit.code) {
+			return
+		}
+		// A crash loop must not spin: back off like Docker does, doubling
+		// from 100 ms, capped at 10 s.
+		r.mu.Lock()
+		r.restarts++
+		delay := time.Duration(math.Min(float64(100*time.Millisecond)*math.Pow(2, float64(r.restarts-1)), float64(10*time.Second)))
+		r.mu.Unlock()
+		time.Sleep(delay)
+		if err := r.restart(m); err != nil {
+			r.log.Error("runtime restart failed", "runtime", r.ID, "err", err)
+			return
+		}
+	}
+}
+
+func shouldRestart(policy string, code int) bool {
+	switch policy {
+	case "always", "unless-stopped":
+		return true
+	case "on-failure":
+		return code != 0
+	default:
+		return false
+	}
+}
+
+func (r *Runtime) restart(m *Manager) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return nil
+	}
+	if err := r.ct.destroy(); err != nil {
+		return fmt.Errorf("destroy exited container: %w", err)
+	}
+	lc, err := libcontainer.Create(m.stateRoot, r.CID, r.cfg)
+	if err != nil {
+		return fmt.Errorf("re-create container: %w", err)
+	}
+	ct, err := runMain(lc, r.proc)
+	if err != nil {
+		_ = lc.Destroy()
+		return err
+	}
+	r.ct = ct
+	r.listening = false
+	return nil
+}
+
+// destroy stops the runtime and releases everything it holds. It is safe to
+// call on a partially created runtime.
+func (r *Runtime) destroy(ctx context.Context, m *Manager, grace time.Duration) error {
+	r.mu.Lock()
+	r.stopped = true
+	ct := r.ct
+	r.mu.Unlock()
+	var errs []error
+	if ct != nil {
+		ct.stop(grace)
+		r.supervising.Wait()
+		r.mu.Lock()
+		ct = r.ct // a restart may have raced with stopped being set
+		r.mu.Unlock()
+		ct.stop(0)
+		if err := ct.destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("destroy container: %w", err))
+		}
+	}
+	if r.httpc != nil {
+		r.httpc.CloseIdleConnections()
+	}
+	errs = append(errs, m.release(ctx, r)...)
+	return joinErrs(errs)
+}
