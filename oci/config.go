@@ -37,6 +37,9 @@ type Spec struct {
 	Binds      []Bind
 	// Cgroup2 selects the cgroup v2 layout (a private cgroup namespace).
 	Cgroup2 bool
+	// NoFile is the open files limit (soft and hard). It cannot exceed the
+	// daemon's own hard limit; 0 leaves the inherited limit.
+	NoFile uint64
 }
 
 const (
@@ -106,9 +109,9 @@ func Config(s Spec) (*configs.Config, error) {
 		ReadonlyPaths: []string{
 			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 		},
-		Rlimits: []configs.Rlimit{
-			{Type: unix.RLIMIT_NOFILE, Hard: 65536, Soft: 65536},
-		},
+	}
+	if s.NoFile > 0 {
+		cfg.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Hard: s.NoFile, Soft: s.NoFile}}
 	}
 	return cfg, nil
 }

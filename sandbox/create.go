@@ -15,6 +15,7 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/sys/user"
+	"golang.org/x/sys/unix"
 
 	"executor/images"
 	"executor/oci"
@@ -127,7 +128,9 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 	if err := m.prepare(ctx, r, spec); err != nil {
 		return nil, err
 	}
+	m.mu.Lock()
 	e.rt = r
+	m.mu.Unlock()
 	res = &BuildResult{StartTime: start, Version: spec.Version, Output: []LogEntry{}}
 	if spec.Command != "" {
 		if err := m.build(ctx, r, spec, res); err != nil {
@@ -187,6 +190,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 		PidsLimit:  m.cfg.PidsLimit,
 		Binds:      r.binds(spec),
 		Cgroup2:    m.cgroup2,
+		NoFile:     noFileLimit(),
 	})
 	if err != nil {
 		return err
@@ -395,4 +399,15 @@ func (m *Manager) release(ctx context.Context, r *Runtime) []error {
 		}
 	}
 	return errs
+}
+
+// noFileLimit is the open files limit of runtimes: generous for servers, but
+// never above what the daemon itself may grant.
+func noFileLimit() uint64 {
+	const want = 1 << 20
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	return min(rl.Max, want)
 }

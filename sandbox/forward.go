@@ -145,6 +145,7 @@ func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Conte
 		retry := errors.Is(err, syscall.ECONNREFUSED) && (attempt < m.cfg.RetryAttempts || time.Since(start) < timeout)
 		if !retry {
 			cancel()
+			r.client().CloseIdleConnections()
 			m.log.Warn("execution forwarding failed", "runtime", r.ID, "err", err)
 			return nil, transportError(err)
 		}

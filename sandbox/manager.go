@@ -228,6 +228,21 @@ func (m *Manager) finish(ctx context.Context, e *entry, grace time.Duration) err
 	return nil
 }
 
+// removeDead removes a runtime whose main process ended for good.
+func (m *Manager) removeDead(r *Runtime) {
+	m.mu.Lock()
+	e := m.table[r.ID]
+	if e == nil || e.rt != r {
+		m.mu.Unlock()
+		return // already removed, or the id now belongs to a newer runtime
+	}
+	delete(m.table, r.ID)
+	m.mu.Unlock()
+	if err := m.finish(context.Background(), e, 0); err != nil {
+		m.log.Error("remove exited runtime", "runtime", r.ID, "err", err)
+	}
+}
+
 // lookup returns the ready runtime for id, waiting for a creation in progress
 // until ctx ends.
 func (m *Manager) lookup(ctx context.Context, id string) (*entry, error) {

@@ -49,6 +49,8 @@ type Runtime struct {
 	stopped     bool // set once destroy starts: no restarts after it
 	restarts    int
 	supervising sync.WaitGroup
+	destroyOnce sync.Once
+	destroyErr  error
 }
 
 func (r *Runtime) client() *http.Client { return r.httpc }
@@ -131,7 +133,12 @@ func (r *Runtime) supervise(m *Manager) {
 			return
 		}
 		r.log.Info("runtime main process exited", "runtime", r.ID, "status", ct.exit.String(), "output", lastLines(ct.out.String(), 5))
+		// Connections kept alive to the old process are dead.
+		r.httpc.CloseIdleConnections()
 		if !shouldRestart(r.spec.RestartPolicy, ct.exit.code) {
+			// A runtime that will not come back leaves the table, so the
+			// next execution with cold-start parameters creates a new one.
+			go m.removeDead(r)
 			return
 		}
 		// A crash loop must not spin: back off like Docker does, doubling
@@ -143,6 +150,7 @@ func (r *Runtime) supervise(m *Manager) {
 		time.Sleep(delay)
 		if err := r.restart(m); err != nil {
 			r.log.Error("runtime restart failed", "runtime", r.ID, "err", err)
+			go m.removeDead(r)
 			return
 		}
 	}
@@ -183,8 +191,14 @@ func (r *Runtime) restart(m *Manager) error {
 }
 
 // destroy stops the runtime and releases everything it holds. It is safe to
-// call on a partially created runtime.
+// call on a partially created runtime, and more than once: only the first
+// call does the work, so nothing (an address above all) is released twice.
 func (r *Runtime) destroy(ctx context.Context, m *Manager, grace time.Duration) error {
+	r.destroyOnce.Do(func() { r.destroyErr = r.doDestroy(ctx, m, grace) })
+	return r.destroyErr
+}
+
+func (r *Runtime) doDestroy(ctx context.Context, m *Manager, grace time.Duration) error {
 	r.mu.Lock()
 	r.stopped = true
 	ct := r.ct

@@ -1,0 +1,282 @@
+package api
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"executor/sandbox"
+)
+
+const (
+	contentTypeJSON = "application/json; charset=UTF-8"
+	// Executions answer with the bare type, as the reference does (§2.4).
+	contentTypeExecJSON = "application/json"
+)
+
+// marshalPHP encodes v the way the reference's PHP json_encode(..., JSON_UNESCAPED_UNICODE) does: UTF-8 left
+// as is, `<>&` not escaped, and forward slashes escaped as `\/`. Struct field order gives the key order.
+func marshalPHP(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	// A '/' can only occur inside a JSON string, so escaping every one keeps the document valid.
+	return bytes.ReplaceAll(out, []byte("/"), []byte(`\/`)), nil
+}
+
+// jsonString encodes s as a JSON string without HTML escaping (slashes are escaped later by marshalPHP).
+func jsonString(s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // encoding a string cannot fail
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// writeBody sends a complete response. Content-Length is set so that clients never see a chunked reply for a
+// document that is already in memory.
+func writeBody(w http.ResponseWriter, status int, data []byte) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(status)
+	_, _ = w.Write(data)
+}
+
+// writeJSON sends v as a PHP-style JSON document.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	data, err := marshalPHP(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", contentTypeJSON)
+	writeBody(w, status, data)
+	return nil
+}
+
+// unixSeconds is the reference's microtime(true): float seconds with microsecond precision.
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixMicro()) / 1e6
+}
+
+// seconds is a duration as float seconds, microsecond precision like microtime() differences.
+func seconds(d time.Duration) float64 {
+	return float64(d.Round(time.Microsecond).Microseconds()) / 1e6
+}
+
+// finite keeps NaN and ±Inf (which JSON cannot carry) out of documents.
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
+}
+
+// logTimestamp is the build-output timestamp format: `YYYY-MM-DDTHH:MM:SS.mmm+00:00`, always UTC.
+func logTimestamp(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000") + "+00:00"
+}
+
+// phpFloatString is PHP's (string) conversion of a float (precision=14, %.14G): 1753300000.123456 ->
+// "1753300000.1235", 12.0 -> "12", 0.00001 -> "1.0E-5".
+func phpFloatString(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "NAN"
+	case math.IsInf(f, 1):
+		return "INF"
+	case math.IsInf(f, -1):
+		return "-INF"
+	}
+	s := strconv.FormatFloat(f, 'g', 14, 64)
+	e := strings.IndexByte(s, 'e')
+	if e < 0 {
+		return s
+	}
+	mant, exp := s[:e], s[e+1:]
+	if !strings.Contains(mant, ".") {
+		mant += ".0"
+	}
+	sign, digits := exp[:1], strings.TrimLeft(exp[1:], "0")
+	if digits == "" {
+		digits = "0"
+	}
+	return mant + "E" + sign + digits
+}
+
+// phpString is PHP's strval() of a decoded JSON value, used for variables and headers: strings as they are,
+// integers in decimal, floats as phpFloatString (so 2.5 -> "2.5" and 1.0 -> "1"), true -> "1", false and null ->
+// "". Nested arrays/objects (where PHP would print "Array") are JSON-encoded, which is at least useful.
+func phpString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		if n, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return strconv.FormatInt(n, 10)
+		}
+		f, _ := strconv.ParseFloat(string(x), 64)
+		return phpFloatString(f)
+	case bool:
+		if x {
+			return "1"
+		}
+		return ""
+	case nil:
+		return ""
+	default:
+		b, err := marshalPHP(x)
+		if err != nil {
+			return ""
+		}
+		return string(b)
+	}
+}
+
+// stringMap stringifies the values of a decoded JSON object.
+func stringMap(m map[string]any) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = phpString(v)
+	}
+	return out
+}
+
+// headerSet is the `headers` object of an execution result: keys in order of first appearance, each value a
+// string, or an array of strings for a repeated header when arrays are kept (x-executor-response-format >=
+// 0.11.0; older clients get the last value). Empty encodes as `[]`, like a PHP empty array.
+type headerSet struct {
+	fields []sandbox.Header
+	arrays bool
+}
+
+func newHeaderSet(hs []sandbox.Header, arrays bool) headerSet {
+	// Merge repeated names defensively: a JSON object must not have duplicate keys.
+	var fields []sandbox.Header
+	index := map[string]int{}
+	for _, h := range hs {
+		if i, ok := index[h.Name]; ok {
+			fields[i].Values = append(fields[i].Values, h.Values...)
+			continue
+		}
+		index[h.Name] = len(fields)
+		fields = append(fields, sandbox.Header{Name: h.Name, Values: append([]string(nil), h.Values...)})
+	}
+	return headerSet{fields: fields, arrays: arrays}
+}
+
+func (h headerSet) MarshalJSON() ([]byte, error) {
+	if len(h.fields) == 0 {
+		return []byte("[]"), nil
+	}
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	for i, f := range h.fields {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(jsonString(f.Name))
+		buf.WriteByte(':')
+		switch {
+		case h.arrays && len(f.Values) > 1:
+			buf.WriteByte('[')
+			for j, v := range f.Values {
+				if j > 0 {
+					buf.WriteByte(',')
+				}
+				buf.Write(jsonString(v))
+			}
+			buf.WriteByte(']')
+		case len(f.Values) == 0:
+			buf.WriteString(`""`)
+		default:
+			buf.Write(jsonString(f.Values[len(f.Values)-1]))
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// validUTF8 reports whether every header name and value is valid UTF-8 (JSON replies cannot carry others).
+func (h headerSet) validUTF8() bool {
+	for _, f := range h.fields {
+		if !utf8.ValidString(f.Name) {
+			return false
+		}
+		for _, v := range f.Values {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// execJSON is the execution result in JSON form, keys in the order of §3.6.
+type execJSON struct {
+	StatusCode int       `json:"statusCode"`
+	Headers    headerSet `json:"headers"`
+	Body       string    `json:"body"`
+	Logs       string    `json:"logs"`
+	Errors     string    `json:"errors"`
+	Duration   float64   `json:"duration"`
+	StartTime  float64   `json:"startTime"`
+}
+
+// multipartBoundary returns a boundary in the reference's shape (29 dashes + 13 hex digits, as PHP uniqid()
+// gives) that does not occur in any of the parts: random rather than clock-based so that a function cannot
+// predict it and forge parts.
+func multipartBoundary(parts ...[]byte) string {
+	var raw [7]byte
+	for {
+		_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails
+		b := strings.Repeat("-", 29) + hex.EncodeToString(raw[:])[:13]
+		clash := false
+		for _, p := range parts {
+			if bytes.Contains(p, []byte(b)) {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			return b
+		}
+	}
+}
+
+// multipartPart is one field of the multipart execution reply.
+type multipartPart struct {
+	name  string
+	value []byte
+	json  bool // carries `Content-Type: application/json`
+}
+
+// encodeMultipart lays the parts out exactly like the reference's BodyMultipart (§3.6): `--B`, then per part
+// CRLF, Content-Disposition [CRLF Content-Type], CRLF CRLF, value, CRLF, `--B`; finally `--` CRLF.
+func encodeMultipart(boundary string, parts []multipartPart) []byte {
+	var buf bytes.Buffer
+	buf.WriteString("--" + boundary)
+	for _, p := range parts {
+		buf.WriteString("\r\nContent-Disposition: form-data; name=\"" + p.name + "\"")
+		if p.json {
+			buf.WriteString("\r\nContent-Type: application/json")
+		}
+		buf.WriteString("\r\n\r\n")
+		buf.Write(p.value)
+		buf.WriteString("\r\n--" + boundary)
+	}
+	buf.WriteString("--\r\n")
+	return buf.Bytes()
+}

@@ -1,0 +1,228 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime"
+
+	"executor/sandbox"
+)
+
+// catalogueEntry is the default HTTP status and message of an executor error type (spec §2.5).
+type catalogueEntry struct {
+	code    int
+	message string
+}
+
+// catalogue returns the defaults of an executor error type. It is a function rather than a package-level map so
+// that the table cannot be mutated at run time.
+func catalogue(typ string) (catalogueEntry, bool) {
+	switch typ {
+	case sandbox.ErrGeneralUnknown:
+		return catalogueEntry{500, "Internal server error."}, true
+	case sandbox.ErrRouteNotFound:
+		return catalogueEntry{404, "The requested route was not found."}, true
+	case sandbox.ErrUnauthorized:
+		return catalogueEntry{401, "You are not authorized to access this resource."}, true
+	case sandbox.ErrBuildFailed:
+		return catalogueEntry{400, "Build failed."}, true
+	case sandbox.ErrRuntimeFailed:
+		return catalogueEntry{400, "Runtime failed."}, true
+	case sandbox.ErrRuntimeTimeout:
+		return catalogueEntry{400, "Timed out waiting for runtime."}, true
+	case sandbox.ErrRuntimeNotFound:
+		return catalogueEntry{404, "Runtime not found"}, true
+	case sandbox.ErrRuntimeConflict:
+		// The trailing space is the reference's and clients may compare the text.
+		return catalogueEntry{409, "Runtime already exists "}, true
+	case sandbox.ErrExecutionBadRequest:
+		return catalogueEntry{400, "Execution request was invalid."}, true
+	case sandbox.ErrExecutionBadJSON:
+		return catalogueEntry{400, `Execution resulted in binary response, but JSON response does not allow binaries. Use "Accept: multipart/form-data" header to support binaries.`}, true
+	case sandbox.ErrExecutionTimeout:
+		return catalogueEntry{400, "Timed out waiting for execution."}, true
+	case sandbox.ErrLogsTimeout:
+		return catalogueEntry{504, "Timed out waiting for logs."}, true
+	case sandbox.ErrCommandTimeout:
+		return catalogueEntry{500, "Operation timed out."}, true
+	case sandbox.ErrCommandFailed:
+		return catalogueEntry{500, "Failed to execute command."}, true
+	}
+	return catalogueEntry{}, false
+}
+
+// executorError builds a catalogue error raised by the HTTP layer itself (auth, cacheKey, bad JSON reply...).
+// An empty message means the catalogue's default.
+func executorError(typ, message string) *sandbox.Error {
+	if message == "" {
+		if c, ok := catalogue(typ); ok {
+			message = c.message
+		}
+	}
+	return &sandbox.Error{Type: typ, Message: message}
+}
+
+// requestError is a framework-level failure of the request itself: a missing or invalid parameter, an unknown
+// route, an unreadable body. The reference renders those as `general_unknown` with their own code, and Part 0 of
+// the spec says they are shown as they are in production too (unlike the reference, which masks them).
+type requestError struct {
+	code    int
+	message string
+	pcs     []uintptr // where it was raised, for the development-mode trace
+}
+
+func (e *requestError) Error() string { return e.message }
+
+func newRequestError(code int, message string) *requestError {
+	return raiseRequestError(1, code, message)
+}
+
+// raiseRequestError records the stack above its caller's skip frames, so that helpers point at their caller.
+func raiseRequestError(skip, code int, message string) *requestError {
+	pcs := make([]uintptr, maxTraceFrames)
+	n := runtime.Callers(2+skip, pcs)
+	return &requestError{code: code, message: message, pcs: pcs[:n]}
+}
+
+func errNotOptional(name string) *requestError {
+	return raiseRequestError(1, http.StatusBadRequest, `Param "`+name+`" is not optional.`)
+}
+
+func errInvalidParam(name, description string) *requestError {
+	return raiseRequestError(1, http.StatusBadRequest, "Invalid `"+name+"` param: "+description)
+}
+
+// errorBody is the error document, keys in the order clients expect.
+type errorBody struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+	Code    int    `json:"code"`
+	Version string `json:"version"`
+}
+
+// devErrorBody adds the development-mode details. They only ever hold Go caller information (file, line,
+// function), never request data or configuration, so they cannot leak the secret.
+type devErrorBody struct {
+	errorBody
+	File  string       `json:"file"`
+	Line  int          `json:"line"`
+	Trace []traceFrame `json:"trace"`
+}
+
+type traceFrame struct {
+	File     string `json:"file"`
+	Line     int    `json:"line"`
+	Function string `json:"function"`
+}
+
+const maxTraceFrames = 16
+
+func frames(pcs []uintptr) []traceFrame {
+	out := []traceFrame{}
+	it := runtime.CallersFrames(pcs)
+	for {
+		f, more := it.Next()
+		if f.Function != "" {
+			out = append(out, traceFrame{File: f.File, Line: f.Line, Function: f.Function})
+		}
+		if !more {
+			break
+		}
+	}
+	return out
+}
+
+// classify maps an error to what the client sees. internal reports an unexpected failure, the only kind that is
+// masked in production.
+func (s *Server) classify(err error) (body errorBody, internal bool) {
+	body.Version = s.version
+
+	var se *sandbox.Error
+	var re *requestError
+	switch {
+	case errors.As(err, &se):
+		body.Type = se.Type
+		if body.Type == "" {
+			body.Type = sandbox.ErrGeneralUnknown
+		}
+		def, known := catalogue(body.Type)
+		body.Message = se.Message
+		if body.Message == "" {
+			body.Message = def.message
+		}
+		body.Code = se.Code
+		if body.Code == 0 && known {
+			body.Code = def.code
+		}
+	case errors.As(err, &re):
+		body.Type, body.Message, body.Code = sandbox.ErrGeneralUnknown, re.message, re.code
+	default:
+		internal = true
+		body.Type, body.Code = sandbox.ErrGeneralUnknown, http.StatusInternalServerError
+		body.Message = "Internal server error."
+		if s.dev {
+			body.Message = err.Error()
+		}
+	}
+	// The code doubles as the HTTP status: anything that is not an error status would produce a nonsensical
+	// response, so it is treated as an internal failure code.
+	if body.Code < 400 || body.Code > 599 {
+		body.Code = http.StatusInternalServerError
+	}
+	return body, internal
+}
+
+// writeError renders err as the executor's JSON error document. It must only be called before anything of the
+// response has been written.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	body, internal := s.classify(err)
+	s.logError(r, err, body, internal)
+
+	var v any = body
+	if s.dev {
+		var pcs []uintptr
+		var re *requestError
+		if errors.As(err, &re) {
+			pcs = re.pcs
+		} else {
+			pcs = make([]uintptr, maxTraceFrames)
+			pcs = pcs[:runtime.Callers(2, pcs)]
+		}
+		d := devErrorBody{errorBody: body, Trace: frames(pcs)}
+		if len(d.Trace) > 0 {
+			d.File, d.Line = d.Trace[0].File, d.Trace[0].Line
+		}
+		v = d
+	}
+
+	data, mErr := marshalPHP(v)
+	if mErr != nil {
+		// Cannot happen with these types; keep the status meaningful anyway.
+		s.log.ErrorContext(r.Context(), "encoding error response", "error", mErr)
+		data = []byte(`{"type":"general_unknown","message":"Internal server error.","code":500,"version":""}`)
+		body.Code = http.StatusInternalServerError
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	h.Set("Expires", "0")
+	h.Set("Pragma", "no-cache")
+	writeBody(w, body.Code, data)
+}
+
+func (s *Server) logError(r *http.Request, err error, body errorBody, internal bool) {
+	ctx := r.Context()
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "code", body.Code, "type", body.Type, "error", err}
+	switch {
+	case internal && errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		// The client left; nobody will read the answer.
+		s.log.InfoContext(ctx, "request abandoned by client", attrs...)
+	case internal:
+		s.log.ErrorContext(ctx, "request failed", attrs...)
+	case body.Code >= 500:
+		s.log.WarnContext(ctx, "request failed", attrs...)
+	default:
+		s.log.DebugContext(ctx, "request rejected", attrs...)
+	}
+}

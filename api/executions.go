@@ -1,0 +1,182 @@
+package api
+
+import (
+	"errors"
+	"maps"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/julienschmidt/httprouter"
+
+	"executor/sandbox"
+)
+
+// execute is POST /v1/runtimes/:runtimeId/executions (and the /execution alias), §3.6 and §6.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	v, err := bind(r, ps, s.execution)
+	if err != nil {
+		return err
+	}
+	if err := checkStoragePaths(v, "source"); err != nil {
+		return err
+	}
+	req, err := s.execRequest(v)
+	if err != nil {
+		return err
+	}
+	res, err := s.backend.Execute(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	if res == nil {
+		return errors.New("backend returned no execution result")
+	}
+	return writeExecution(w, r, res)
+}
+
+// execRequest applies the pre-processing of §6.1 to validated parameters.
+func (s *Server) execRequest(v values) (sandbox.ExecRequest, error) {
+	headers, err := objectParam(v["headers"])
+	if err != nil {
+		return sandbox.ExecRequest{}, err
+	}
+	variables, err := objectParam(v["variables"])
+	if err != nil {
+		return sandbox.ExecRequest{}, err
+	}
+	vars := stringMap(variables)
+	vars["INERNAL_EXECUTOR_HOSTNAME"] = s.hostname // sic: the reference's spelling, runtimes read it
+
+	body := v.str("body")
+	if body == "0" { // the reference's PHP truthiness: "0" is no body
+		body = ""
+	}
+	path := v.str("path")
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	req := sandbox.ExecRequest{
+		RuntimeID: v.str("runtimeId"),
+		Method:    v.str("method"),
+		Path:      path,
+		Headers:   stringMap(headers),
+		Body:      []byte(body),
+		Timeout:   time.Duration(v.int("timeout")) * time.Second,
+		Logging:   v.bool("logging"),
+		Variables: vars,
+	}
+	// Without both an image and a source the runtime cannot be cold-started; the backend answers 404 then.
+	if image, source := v.str("image"), v.str("source"); image != "" && source != "" {
+		req.Cold = &sandbox.Spec{
+			RuntimeID:         req.RuntimeID,
+			Image:             image,
+			Entrypoint:        v.str("entrypoint"),
+			Source:            source,
+			Variables:         maps.Clone(vars),
+			RuntimeEntrypoint: v.str("runtimeEntrypoint"),
+			Timeout:           600 * time.Second, // what the reference's self-call gets; there is no build command
+			CPUs:              v.float("cpus"),
+			MemoryMB:          v.int("memory"),
+			Version:           v.str("version"),
+			RestartPolicy:     v.str("restartPolicy"),
+		}
+	}
+	return req, nil
+}
+
+// writeExecution answers with the result as JSON or multipart, per the request's Accept header, with repeated
+// headers collapsed per x-executor-response-format.
+func writeExecution(w http.ResponseWriter, r *http.Request, res *sandbox.ExecResult) error {
+	headers := newHeaderSet(res.Headers, keepHeaderArrays(r.Header.Get("x-executor-response-format")))
+	duration, start := finite(seconds(res.Duration)), finite(unixSeconds(res.StartTime))
+
+	if wantsJSON(r.Header.Values("Accept")) {
+		// JSON strings cannot carry arbitrary bytes; the reference fails json_encode and reports it.
+		if !utf8.Valid(res.Body) || !utf8.ValidString(res.Logs) || !utf8.ValidString(res.Errors) || !headers.validUTF8() {
+			return executorError(sandbox.ErrExecutionBadJSON, "")
+		}
+		data, err := marshalPHP(execJSON{
+			StatusCode: res.StatusCode,
+			Headers:    headers,
+			Body:       string(res.Body),
+			Logs:       res.Logs,
+			Errors:     res.Errors,
+			Duration:   duration,
+			StartTime:  start,
+		})
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", contentTypeExecJSON)
+		writeBody(w, http.StatusOK, data)
+		return nil
+	}
+
+	headersJSON, err := marshalPHP(headers)
+	if err != nil {
+		return err
+	}
+	logs, errs := []byte(res.Logs), []byte(res.Errors)
+	boundary := multipartBoundary(headersJSON, res.Body, logs, errs)
+	data := encodeMultipart(boundary, []multipartPart{
+		{name: "statusCode", value: []byte(strconv.Itoa(res.StatusCode))},
+		{name: "headers", value: headersJSON, json: true},
+		{name: "body", value: res.Body},
+		{name: "logs", value: logs},
+		{name: "errors", value: errs},
+		{name: "duration", value: []byte(phpFloatString(duration))},
+		{name: "startTime", value: []byte(phpFloatString(start))},
+	})
+	w.Header().Set("Content-Type", "multipart/form-data; boundary="+boundary)
+	writeBody(w, http.StatusOK, data)
+	return nil
+}
+
+// wantsJSON is the reference's Accept rule: the header split on exactly ", " (so "a,b" is one item), JSON when
+// an item starts with application/json or application/*, multipart otherwise and by default. Repeated Accept
+// lines are treated as one list.
+func wantsJSON(accept []string) bool {
+	for _, item := range strings.Split(strings.Join(accept, ", "), ", ") {
+		if strings.HasPrefix(item, "application/json") || strings.HasPrefix(item, "application/*") {
+			return true
+		}
+	}
+	return false
+}
+
+// keepHeaderArrays reports whether the client's response format (x-executor-response-format, default 0.10.0)
+// is at least 0.11.0, which keeps repeated headers as arrays. Versions are compared as numeric
+// major.minor.patch (missing parts are 0); a pre-release of a version sorts below it, as in PHP's
+// version_compare; an unreadable value counts as the default.
+func keepHeaderArrays(format string) bool {
+	format = strings.TrimSpace(format)
+	if format == "" {
+		return false
+	}
+	core, pre := format, false
+	if i := strings.IndexAny(format, "-+"); i >= 0 {
+		core, pre = format[:i], format[i] == '-'
+	}
+	parts := strings.Split(core, ".")
+	if len(parts) > 3 {
+		return false
+	}
+	var n [3]int
+	for i, p := range parts {
+		x, err := strconv.Atoi(p)
+		if err != nil || x < 0 {
+			return false
+		}
+		n[i] = x
+	}
+	want := [3]int{0, 11, 0}
+	for i := range n {
+		if n[i] != want[i] {
+			return n[i] > want[i]
+		}
+	}
+	return !pre
+}

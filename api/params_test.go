@@ -1,0 +1,179 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"executor/sandbox"
+)
+
+// TestCreateParamSources sends the same creation through each accepted body encoding.
+func TestCreateParamSources(t *testing.T) {
+	form := url.Values{"runtimeId": {"ignored", "r1"}, "image": {"img"}, "command": {"make"}, "cpus": {"2.5"}}
+	mpBody, mpType := multipartBody(t, [][2]string{{"runtimeId", "r1"}, {"image", "img"}, {"command", "file:make"}, {"cpus", "2.5"}})
+	tests := []struct {
+		name string
+		rq   request
+	}{
+		{"json", request{body: strings.NewReader(`{"runtimeId":"r1","image":"img","command":"make","cpus":2.5,"workdir":"/x"}`), ctype: "application/json"}},
+		{"json with charset", request{body: strings.NewReader(`{"runtimeId":"r1","image":"img","command":"make","cpus":"2.5"}`), ctype: "application/json; charset=utf-8"}},
+		{"urlencoded", request{body: strings.NewReader(form.Encode()), ctype: "application/x-www-form-urlencoded"}},
+		{"multipart", request{body: mpBody, ctype: mpType}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &fakeBackend{}
+			s := newTestServer(t, b)
+			tt.rq.method, tt.rq.path = http.MethodPost, "/v1/runtimes?image=fromquery"
+			w := do(t, s, tt.rq)
+			if w.Code != 201 {
+				t.Fatalf("status %d: %s", w.Code, w.Body)
+			}
+			want := sandbox.Spec{
+				RuntimeID: "r1", Image: "img", Command: "make", Variables: map[string]string{},
+				Timeout: 600 * time.Second, CPUs: 2.5, MemoryMB: 512, Version: "v5", RestartPolicy: "no",
+			}
+			if got := *b.spec; !specEqual(got, want) {
+				t.Errorf("spec %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func specEqual(a, b sandbox.Spec) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func TestBodyWithoutParams(t *testing.T) {
+	for _, rq := range []request{
+		{body: strings.NewReader(`{"runtimeId":`), ctype: "application/json"},                   // invalid JSON
+		{body: strings.NewReader(``), ctype: "application/json"},                                // empty
+		{body: strings.NewReader(`["runtimeId"]`), ctype: "application/json"},                   // not an object
+		{body: strings.NewReader(`{"runtimeId":"r"} {"image":"i"}`), ctype: "application/json"}, // trailing data
+		{body: strings.NewReader(`runtimeId=r&image=i`), ctype: "text/plain"},                   // unknown type
+		{body: strings.NewReader(`runtimeId=r&image=i`)},                                        // no type
+	} {
+		s := newTestServer(t, &fakeBackend{})
+		rq.method, rq.path = http.MethodPost, "/v1/runtimes?runtimeId=q&image=q" // query ignored for POST
+		w := do(t, s, rq)
+		if w.Code != 400 || !strings.Contains(w.Body.String(), `Param \"runtimeId\" is not optional.`) {
+			t.Errorf("%s: status %d body %s", rq.ctype, w.Code, w.Body)
+		}
+	}
+}
+
+func TestMalformedMultipart(t *testing.T) {
+	s := newTestServer(t, &fakeBackend{})
+	for _, ct := range []string{"multipart/form-data", "multipart/form-data; boundary=xyz"} {
+		w := do(t, s, request{method: http.MethodPost, path: "/v1/runtimes", ctype: ct, body: strings.NewReader("--xyz\r\nbroken")})
+		if w.Code != 400 {
+			t.Errorf("%s: status %d body %s", ct, w.Code, w.Body)
+		}
+	}
+}
+
+func TestCreateValidation(t *testing.T) {
+	long := strings.Repeat("a", 65)
+	tests := []struct {
+		name, body, wantType, wantMsg string
+	}{
+		{"missing image", `{"runtimeId":"r"}`, "general_unknown", `Param "image" is not optional.`},
+		{"runtimeId too long", `{"runtimeId":"` + long + `","image":"i"}`, "general_unknown",
+			"Invalid `runtimeId` param: Value must be a valid string and at least 1 chars and no longer than 64 chars"},
+		{"empty image", `{"runtimeId":"r","image":""}`, "general_unknown",
+			"Invalid `image` param: Value must be a valid string and at least 1 chars and no longer than 128 chars"},
+		{"null required", `{"runtimeId":null,"image":"i"}`, "general_unknown",
+			"Invalid `runtimeId` param: Value must be a valid string and at least 1 chars and no longer than 64 chars"},
+		{"strict timeout string", `{"runtimeId":"r","image":"i","timeout":"600"}`, "general_unknown",
+			"Invalid `timeout` param: Value must be a valid signed 32-bit integer between -2,147,483,648 and 2,147,483,647"},
+		{"strict memory float", `{"runtimeId":"r","image":"i","memory":512.0}`, "general_unknown",
+			"Invalid `memory` param: Value must be a valid signed 32-bit integer between -2,147,483,648 and 2,147,483,647"},
+		{"strict remove string", `{"runtimeId":"r","image":"i","remove":"true"}`, "general_unknown",
+			"Invalid `remove` param: Value must be a valid boolean"},
+		{"variables string", `{"runtimeId":"r","image":"i","variables":"{}"}`, "general_unknown",
+			"Invalid `variables` param: Value must be a valid object."},
+		{"variables list", `{"runtimeId":"r","image":"i","variables":["a"]}`, "general_unknown",
+			"Invalid `variables` param: Value must be a valid object."},
+		{"bad version", `{"runtimeId":"r","image":"i","version":"v6"}`, "general_unknown",
+			"Invalid `version` param: Value must be one of (v2, v3, v4, v5)"},
+		{"bad restart policy", `{"runtimeId":"r","image":"i","restartPolicy":"Always"}`, "general_unknown",
+			"Invalid `restartPolicy` param: Value must be one of (no, always, on-failure, unless-stopped)"},
+		{"cpus garbage", `{"runtimeId":"r","image":"i","cpus":"two"}`, "general_unknown",
+			"Invalid `cpus` param: Value must be a valid float"},
+		{"cacheKey regex", `{"runtimeId":"r","image":"i","cacheKey":"-bad"}`, "execution_bad_request",
+			"Cache key must start with a letter or number and may only contain letters, numbers, dots, underscores, and hyphens."},
+		{"cacheKey dotdot", `{"runtimeId":"r","image":"i","cacheKey":".."}`, "execution_bad_request",
+			"Invalid `cacheKey`: path segments \"..\" are not allowed."},
+		{"source dotdot", `{"runtimeId":"r","image":"i","source":"/storage/../etc/passwd"}`, "execution_bad_request",
+			"Invalid `source`: path segments \"..\" are not allowed."},
+		{"destination dotdot", `{"runtimeId":"r","image":"i","destination":"builds/.."}`, "execution_bad_request",
+			"Invalid `destination`: path segments \"..\" are not allowed."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &fakeBackend{}
+			s := newTestServer(t, b)
+			rq := jsonBody(tt.body)
+			rq.path = "/v1/runtimes"
+			w := do(t, s, rq)
+			var got errorBody
+			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+				t.Fatal(err)
+			}
+			if w.Code != 400 || got.Type != tt.wantType || got.Message != tt.wantMsg {
+				t.Errorf("status %d type %q message %q", w.Code, got.Type, got.Message)
+			}
+			if b.creates != 0 {
+				t.Error("backend called")
+			}
+		})
+	}
+}
+
+func TestCreateSpecMapping(t *testing.T) {
+	b := &fakeBackend{}
+	s := newTestServer(t, b, func(c *Config) { c.RuntimeVersions = []string{"v2", "v4"} })
+	rq := jsonBody(`{"runtimeId":"r","image":"openruntimes/node:v4-18.0","entrypoint":"index.js","source":"/s/code.tar.gz",
+		"destination":"/storage/builds","outputDirectory":"0","variables":{"A":"x","N":5,"F":2.50,"T":true,"B":false,"Z":null,"O":{"k":"v/w"}},
+		"runtimeEntrypoint":"sh run","command":"make","cacheKey":"key.1_a-b","timeout":30,"remove":true,"cpus":"0.5","memory":1024,
+		"version":"V2","restartPolicy":"unless-stopped"}`)
+	rq.path = "/v1/runtimes"
+	if w := do(t, s, rq); w.Code != 201 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	want := sandbox.Spec{
+		RuntimeID: "r", Image: "openruntimes/node:v4-18.0", Entrypoint: "index.js", Source: "/s/code.tar.gz",
+		Destination: "/storage/builds", OutputDirectory: "",
+		Variables:         map[string]string{"A": "x", "N": "5", "F": "2.5", "T": "1", "B": "", "Z": "", "O": `{"k":"v\/w"}`},
+		RuntimeEntrypoint: "sh run", Command: "make", CacheKey: "key.1_a-b", Timeout: 30 * time.Second, Remove: true,
+		CPUs: 0.5, MemoryMB: 1024, Version: "v2", RestartPolicy: "unless-stopped",
+	}
+	if !specEqual(*b.spec, want) {
+		t.Errorf("spec %+v\nwant %+v", *b.spec, want)
+	}
+
+	// Without `version` the newest accepted one is used.
+	rq = jsonBody(`{"runtimeId":"r","image":"i"}`)
+	rq.path = "/v1/runtimes"
+	do(t, s, rq)
+	if b.spec.Version != "v4" {
+		t.Errorf("default version %q, want v4", b.spec.Version)
+	}
+}
+
+func TestHasDotDotSegment(t *testing.T) {
+	for p, want := range map[string]bool{
+		"..": true, "../a": true, "a/..": true, "/a/../b": true, `a\..\b`: true,
+		"a..b": false, "...": false, "/storage/builds/x.gz": false, "": false, "..a/b..": false,
+	} {
+		if got := hasDotDotSegment(p); got != want {
+			t.Errorf("%q: %v", p, got)
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"executor/sandbox"
+)
+
+// createRuntime is POST /v1/runtimes (§3.2): create a runtime and run its build.
+func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	v, err := bind(r, ps, s.create)
+	if err != nil {
+		return err
+	}
+	if err := checkStoragePaths(v, "source", "destination", "cacheKey"); err != nil {
+		return err
+	}
+	if key := v.str("cacheKey"); key != "" && !cacheKeyPattern.MatchString(key) {
+		return executorError(sandbox.ErrExecutionBadRequest, cacheKeyMessage)
+	}
+	outputDir := v.str("outputDirectory")
+	if outputDir == "0" { // PHP truthiness: "0" is "not given"
+		outputDir = ""
+	}
+	spec := sandbox.Spec{
+		RuntimeID:         v.str("runtimeId"),
+		Image:             v.str("image"),
+		Entrypoint:        v.str("entrypoint"),
+		Source:            v.str("source"),
+		Destination:       v.str("destination"),
+		OutputDirectory:   outputDir,
+		Variables:         stringMap(v.object("variables")),
+		RuntimeEntrypoint: v.str("runtimeEntrypoint"),
+		Command:           v.str("command"),
+		CacheKey:          v.str("cacheKey"),
+		Timeout:           time.Duration(v.int("timeout")) * time.Second,
+		Remove:            v.bool("remove"),
+		CPUs:              v.float("cpus"),
+		MemoryMB:          v.int("memory"),
+		Version:           v.str("version"),
+		RestartPolicy:     v.str("restartPolicy"),
+	}
+	res, err := s.backend.Create(r.Context(), spec)
+	if err != nil {
+		return err
+	}
+	if res == nil {
+		return errors.New("backend returned no build result")
+	}
+	version := res.Version
+	if version == "" {
+		version = spec.Version
+	}
+	return writeJSON(w, http.StatusCreated, newBuildJSON(res, version))
+}
+
+// listRuntimes is GET /v1/runtimes.
+func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	infos := s.backend.List()
+	out := make([]runtimeJSON, 0, len(infos)) // `[]`, never `null`
+	for _, info := range infos {
+		out = append(out, s.runtimeJSON(info))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// getRuntime is GET /v1/runtimes/:runtimeId.
+func (s *Server) getRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	v, err := bind(r, ps, s.byID)
+	if err != nil {
+		return err
+	}
+	info, err := s.backend.Get(v.str("runtimeId"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, s.runtimeJSON(info))
+}
+
+// deleteRuntime is DELETE /v1/runtimes/:runtimeId: 200 with an empty body.
+func (s *Server) deleteRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
+	v, err := bind(r, ps, s.byID)
+	if err != nil {
+		return err
+	}
+	if err := s.backend.Delete(r.Context(), v.str("runtimeId")); err != nil {
+		return err
+	}
+	writeBody(w, http.StatusOK, nil)
+	return nil
+}
+
+// runtimeJSON is the runtime object of §4, keys in the reference's order.
+type runtimeJSON struct {
+	Version     string  `json:"version"`
+	Created     float64 `json:"created"`
+	Updated     float64 `json:"updated"`
+	Name        string  `json:"name"`
+	Hostname    string  `json:"hostname"`
+	Status      string  `json:"status"`
+	Key         string  `json:"key"`
+	Listening   int     `json:"listening"`
+	Image       string  `json:"image"`
+	Initialised int     `json:"initialised"`
+}
+
+func (s *Server) runtimeJSON(info sandbox.Info) runtimeJSON {
+	out := runtimeJSON{
+		Version:     info.Version,
+		Created:     unixSeconds(info.Created),
+		Updated:     unixSeconds(info.Updated),
+		Name:        info.Name,
+		Hostname:    info.Hostname,
+		Status:      info.Status,
+		Listening:   boolInt(info.Listening),
+		Image:       info.Image,
+		Initialised: boolInt(info.Initialised),
+	}
+	// The runtime secret authenticates calls into the runtime; the reference exposes it, we only do in
+	// development (Part 0).
+	if s.dev {
+		out.Key = info.Key
+	}
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// buildJSON is the creation result of §3.2. size and path are present only when an artifact was uploaded.
+type buildJSON struct {
+	Size      *int64  `json:"size,omitempty"`
+	Path      *string `json:"path,omitempty"`
+	Output    any     `json:"output"`
+	StartTime float64 `json:"startTime"`
+	Duration  float64 `json:"duration"`
+}
+
+type logEntryJSON struct {
+	Timestamp string `json:"timestamp"`
+	Content   string `json:"content"`
+}
+
+func newBuildJSON(res *sandbox.BuildResult, version string) buildJSON {
+	out := buildJSON{
+		StartTime: unixSeconds(res.StartTime),
+		Duration:  seconds(res.Duration),
+	}
+	if res.HasArtifact {
+		size, path := res.Size, res.Path
+		out.Size, out.Path = &size, &path
+	}
+	if legacyOutput(version) {
+		// v2-v4 clients expect the pre-v5 `output` string (Part 0).
+		var b strings.Builder
+		for _, e := range res.Output {
+			b.WriteString(e.Content)
+		}
+		text := b.String()
+		if text == "" {
+			text = "Runtime created successfully!"
+		}
+		out.Output = text
+	} else {
+		entries := make([]logEntryJSON, 0, len(res.Output))
+		for _, e := range res.Output {
+			entries = append(entries, logEntryJSON{Timestamp: logTimestamp(e.Timestamp), Content: e.Content})
+		}
+		out.Output = entries
+	}
+	return out
+}
+
+// legacyOutput reports whether a protocol version predates timestamped build output.
+func legacyOutput(version string) bool {
+	switch strings.ToLower(version) {
+	case "v2", "v3", "v4":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(kv map[string]string) func(string) string {
+	return func(k string) string { return kv[k] }
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:9900" || c.DataDir != "/var/lib/executor" || c.Networks[0] != "openruntimes-runtimes" ||
+		c.InactiveThreshold != 60*time.Second || c.MaintenanceInterval != 3600*time.Second || c.RetryAttempts != 5 ||
+		c.RetryDelay != 500*time.Millisecond || c.Version != "unknown" || strings.Join(c.RuntimeVersions, ",") != "v2,v3,v4,v5" ||
+		c.Development || c.Subnet.String() != "10.89.0.0/16" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "OPR_EXECUTOR_SECRET"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_ENV": "staging"}, "OPR_EXECUTOR_ENV"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LISTEN": "9900"}, "OPR_EXECUTOR_LISTEN"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DATA_DIR": "rel/dir"}, "OPR_EXECUTOR_DATA_DIR"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RUNTIME_VERSIONS": "v5,v9"}, "OPR_EXECUTOR_RUNTIME_VERSIONS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_INACTIVE_THRESHOLD": "soon"}, "OPR_EXECUTOR_INACTIVE_THRESHOLD"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_INACTIVE_TRESHOLD": "-1"}, "OPR_EXECUTOR_INACTIVE_TRESHOLD"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAINTENANCE_INTERVAL": "x"}, "OPR_EXECUTOR_MAINTENANCE_INTERVAL"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RETRY_ATTEMPTS": "many"}, "OPR_EXECUTOR_RETRY_ATTEMPTS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RETRY_DELAY_MS": "1.5"}, "OPR_EXECUTOR_RETRY_DELAY_MS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_SUBNET": "not-a-net"}, "OPR_EXECUTOR_SUBNET"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CGROUP_PARENT": "relative"}, "OPR_EXECUTOR_CGROUP_PARENT"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RUNTIMES": "node"}, "OPR_EXECUTOR_RUNTIMES"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOG_LEVEL": "loud"}, "OPR_EXECUTOR_LOG_LEVEL"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_PIDS_LIMIT": "0"}, "OPR_EXECUTOR_PIDS_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CONNECTION_STORAGE": "s3://k:s@host/bucket"}, "OPR_EXECUTOR_CONNECTION_STORAGE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.want, func(t *testing.T) {
+			_, err := loadConfig(envOf(tc.env))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v does not name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigSettings(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{
+		"OPR_EXECUTOR_ENV":               "development",
+		"OPR_EXECUTOR_INACTIVE_TRESHOLD": "30",
+		"OPR_EXECUTOR_RUNTIME_VERSIONS":  "V4",
+		"OPR_EXECUTOR_NETWORK":           "a, b,c",
+		"OPR_EXECUTOR_RUNTIMES":          "php-8.0,node-18.0",
+		"OPR_EXECUTOR_IMAGES":            "openruntimes/node:v5-18.0, x/y:z",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.SecretGenerated || !strings.HasPrefix(c.Secret, "dev-") {
+		t.Errorf("development without a secret should generate one: %q", c.Secret)
+	}
+	if c.InactiveThreshold != 30*time.Second {
+		t.Errorf("seed-era threshold spelling ignored: %v", c.InactiveThreshold)
+	}
+	if got := strings.Join(c.prePullImages(), " "); got != "openruntimes/node:v5-18.0 x/y:z openruntimes/php:v4-8.0 openruntimes/node:v4-18.0" {
+		t.Errorf("pre-pull list %q", got)
+	}
+	subnets, err := c.networkSubnets()
+	if err != nil || len(subnets) != 3 || subnets[0].String() != "10.89.0.0/18" || subnets[2].String() != "10.89.128.0/18" {
+		t.Errorf("subnets %v %v", subnets, err)
+	}
+}

@@ -1,0 +1,77 @@
+package images
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// BenchmarkMountRoot measures what a cold start pays for its root once the
+// image is in the store: Pull (a cache hit) plus MountRoot; and, separately,
+// UnmountRoot at destroy.
+//
+//	go test -tags containers_image_openpgp,containers_image_storage_stub -run '^$' -bench MountRoot ./images/
+func BenchmarkMountRoot(b *testing.B) {
+	requireRoot(b)
+	ctx := context.Background()
+	for _, layers := range []int{3, 20} {
+		s := newTestStore(b, Config{})
+		l := newLayout(b, b.TempDir())
+		img := baseImage()
+		for i := len(img.layers); i < layers; i++ {
+			img.layers = append(img.layers, testLayer{compression: "gzip", entries: []entry{
+				dir("data/"), file(fmt.Sprintf("data/%d", i), strings.Repeat("x", 4096)),
+			}})
+		}
+		ref := l.tag(l.image(img), "bench")
+		if _, err := s.Pull(ctx, ref); err != nil {
+			b.Fatal(err)
+		}
+		base := b.TempDir()
+		var dirs []string
+		b.Cleanup(func() {
+			for _, d := range dirs {
+				UnmountRoot(d)
+			}
+		})
+
+		b.Run(fmt.Sprintf("layers=%d/prepare", layers), func(b *testing.B) {
+			for b.Loop() {
+				dir := filepath.Join(base, fmt.Sprint(len(dirs)))
+				dirs = append(dirs, dir)
+				img, err := s.Pull(ctx, ref)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.MountRoot(ctx, img, dir); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := UnmountRoot(dir); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+		b.Run(fmt.Sprintf("layers=%d/unmount", layers), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				dir := filepath.Join(base, fmt.Sprint(len(dirs)))
+				dirs = append(dirs, dir)
+				img, err := s.Pull(ctx, ref)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.MountRoot(ctx, img, dir); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := UnmountRoot(dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,41 @@
+// Package images turns an image reference into unpacked layers on disk and
+// gives each runtime its own writable root over them.
+//
+// Pulling uses go.podman.io/image/v5 for everything that talks to a source
+// (registries.conf, mirrors, insecure registries, credentials, manifest lists,
+// signature policy) but not for storage: layers are unpacked by this package,
+// once each, into a content-addressed store that overlayfs can use directly.
+//
+// # Store layout
+//
+//	<Root>/layers/<hex>/         one unpacked layer; <hex> is the hex of the layer's
+//	                             sha256 diffID (the digest of the *uncompressed* tar),
+//	                             so gzip and zstd copies of one layer share a directory
+//	<Root>/images/<sha256>.json  one pulled image; <sha256> is the hex sha256 of the
+//	                             canonical reference ("docker://docker.io/library/node:20")
+//	<Root>/tmp/                  work in progress; emptied by New
+//	<Root>/empty/                lower layer for images without layers
+//	<Root>/blobinfocache/        containers/image's cache directory
+//
+// A layer is unpacked into <Root>/tmp/layer-*, verified (compressed digest and
+// diffID), synced, and only then renamed into layers/, so a layer directory is
+// either absent or complete. The image record is written last, also by rename,
+// so an image is "pulled" only when all of its layers are in place.
+//
+// # Layer safety
+//
+// Layers are applied with go.podman.io/storage/pkg/archive, which confines
+// every path (names with "..", absolute names, symlinked parents, hard link
+// targets) to the layer directory; AUFS whiteouts become overlay whiteouts
+// (0/0 character devices) and opaque markers the trusted.overlay.opaque
+// xattr. After unpacking, any other trusted.overlay.* / user.overlay.* xattr
+// that came from the image is removed, so an image cannot plant overlay
+// redirects or metacopy markers in its own layers.
+//
+// Ownership, permission bits (setuid/setgid included) and device nodes are
+// kept as the image describes them, as Docker does: the runtime's devices
+// cgroup decides whether a device node can be opened, and no_new_privs or
+// a user namespace decides what setuid files are worth. Layers are owned by
+// host uids; a user-namespaced runtime sees them through its mapping (see
+// DESIGN.md, "Users, user namespaces").
+package images

@@ -1,0 +1,193 @@
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/types"
+	"golang.org/x/sync/errgroup"
+)
+
+// parallelLayers bounds concurrent layer downloads of one image, as Docker does.
+const parallelLayers = 3
+
+// Pull resolves ref and returns the local image, pulling and unpacking only
+// what is missing. ref has docker semantics by default ("openruntimes/node:v5-18.0"
+// is docker.io/openruntimes/node:v5-18.0); the transports docker://, oci:,
+// oci-archive: and docker-archive: may be named explicitly.
+//
+// An image pulled before is returned from the store without contacting its
+// source ("pull if missing"). Concurrent Pulls of one image share one pull;
+// images that share a layer unpack it once.
+//
+// Errors wrap ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable,
+// ErrInvalidReference or ErrPolicyRejected where they apply.
+func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
+	iref, err := parseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("images: pull %s: %w", ref, err)
+	}
+	key := imageKey(iref)
+	img, err := s.loadImage(key)
+	if err != nil {
+		if !isMissing(err) {
+			s.log.Warn("image record unusable, pulling again", "ref", ref, "err", err)
+		}
+		img, err, _ = s.pulls.do(ctx, key, func(ctx context.Context) (*Image, error) {
+			// Another flight may have finished between our look and this one.
+			if img, err := s.loadImage(key); err == nil {
+				return img, nil
+			}
+			return s.pull(ctx, iref, key)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("images: pull %s: %w", ref, err)
+		}
+	}
+	// The flight's result is shared: give each caller its own copy, with the
+	// reference spelled the way it asked.
+	out := *img
+	out.Ref = ref
+	out.Layers = slices.Clone(img.Layers)
+	out.Config = ImageConfig{
+		Env:        slices.Clone(img.Config.Env),
+		Entrypoint: slices.Clone(img.Config.Entrypoint),
+		Cmd:        slices.Clone(img.Config.Cmd),
+		WorkingDir: img.Config.WorkingDir,
+		User:       img.Config.User,
+	}
+	return &out, nil
+}
+
+// pull fetches the image named by ref from its source.
+func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) (*Image, error) {
+	start := time.Now()
+	name := canonicalName(ref)
+	sys := s.systemContext(ref)
+
+	src, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		if ref.Transport().Name() != dockerTransport && errors.Is(err, fs.ErrNotExist) {
+			// A local layout or archive that is not there.
+			return nil, fmt.Errorf("%w: %w", ErrImageNotFound, err)
+		}
+		return nil, classify(err)
+	}
+	defer src.Close()
+
+	// Resolve a manifest list to this platform's image ourselves, as
+	// containers/image's copy does, so that the policy is checked against,
+	// and Digest names, the image that is actually unpacked.
+	raw, mime, err := src.GetManifest(ctx, nil)
+	if err != nil {
+		return nil, classify(err)
+	}
+	var instance *digest.Digest
+	if manifest.MIMETypeIsMultiImage(mime) {
+		list, err := manifest.ListFromBlob(raw, mime)
+		if err != nil {
+			return nil, fmt.Errorf("parse manifest list: %w", err)
+		}
+		d, err := list.ChooseInstance(sys)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrImageNotFound, err)
+		}
+		instance = &d
+	}
+	unparsed := image.UnparsedInstance(src, instance)
+	if err := s.checkPolicy(ctx, unparsed); err != nil {
+		return nil, err
+	}
+	img, err := image.FromUnparsedImage(ctx, sys, unparsed)
+	if err != nil {
+		return nil, classify(err)
+	}
+	manifestBlob, _, err := img.Manifest(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	manifestDigest, err := manifest.Digest(manifestBlob)
+	if err != nil {
+		return nil, err
+	}
+	config, err := img.OCIConfig(ctx)
+	if err != nil {
+		return nil, classify(fmt.Errorf("read image config: %w", err))
+	}
+	if config.OS != "" && config.OS != "linux" {
+		return nil, fmt.Errorf("%w: image is for %s, not linux", ErrImageNotFound, config.OS)
+	}
+	blobs, err := img.LayerInfosForCopy(ctx)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if blobs == nil {
+		blobs = img.LayerInfos()
+	}
+	diffIDs := config.RootFS.DiffIDs
+	if len(diffIDs) != len(blobs) {
+		// Schema 1 manifests and broken configs: without one diffID per layer
+		// a layer cannot be named before it is unpacked.
+		return nil, fmt.Errorf("image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
+	}
+
+	limit := 1
+	if src.HasThreadSafeGetBlob() {
+		limit = parallelLayers
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(limit)
+	for i := range blobs {
+		g.Go(func() error {
+			return s.ensureLayer(gctx, src, blobs[i], diffIDs[i])
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, classify(err)
+	}
+
+	rec := record{
+		Name:   name,
+		Digest: manifestDigest,
+		Layers: diffIDs,
+		Config: ImageConfig{
+			Env:        config.Config.Env,
+			Entrypoint: config.Config.Entrypoint,
+			Cmd:        config.Config.Cmd,
+			WorkingDir: config.Config.WorkingDir,
+			User:       config.Config.User,
+		},
+		Pulled: time.Now().UTC(),
+	}
+	if err := s.saveImage(key, rec); err != nil {
+		return nil, fmt.Errorf("save image record: %w", err)
+	}
+	s.log.Info("image pulled", "ref", name, "digest", manifestDigest, "layers", len(diffIDs), "duration", time.Since(start))
+	return s.loadImage(key)
+}
+
+// checkPolicy applies the signature policy to the image about to be unpacked.
+// A PolicyContext is not safe for concurrent use, hence one per pull.
+func (s *Store) checkPolicy(ctx context.Context, unparsed types.UnparsedImage) error {
+	pc, err := signature.NewPolicyContext(s.policy)
+	if err != nil {
+		return fmt.Errorf("signature policy: %w", err)
+	}
+	defer pc.Destroy()
+	allowed, err := pc.IsRunningImageAllowed(ctx, unparsed)
+	if !allowed || err != nil { // Be paranoid, as copy is: either value refuses.
+		if err == nil {
+			err = errors.New("not allowed")
+		}
+		return fmt.Errorf("%w: %w", ErrPolicyRejected, classify(err))
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package images
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"go.podman.io/image/v5/pkg/blobinfocache/memory"
+	"go.podman.io/image/v5/signature"
+	"go.podman.io/image/v5/types"
+	"go.podman.io/storage/pkg/configfile"
+)
+
+// Config configures a Store.
+type Config struct {
+	// Root is the directory owned by the store, e.g. <data>/images. One Store per Root.
+	Root string
+	// RegistriesConf is the registries.conf path; "" means the standard lookup
+	// (CONTAINERS_REGISTRIES_CONF, then /etc/containers/registries.conf).
+	RegistriesConf string
+	// AuthFile is the auth.json path; "" means containers' standard lookup.
+	AuthFile string
+	// DockerHubUsername and DockerHubPassword are used for docker.io itself
+	// only; never for its mirrors or any other registry.
+	DockerHubUsername, DockerHubPassword string
+	// PolicyPath is the signature policy (policy.json). "" means the standard
+	// lookup (/etc/containers/policy.json and friends) when such a file
+	// exists, and accepting any image when none does.
+	PolicyPath string
+	Logger     *slog.Logger
+}
+
+// Store is the local image store. It is safe for concurrent use.
+type Store struct {
+	cfg    Config
+	root   string
+	log    *slog.Logger
+	policy *signature.Policy
+	// cache remembers where blobs were found (mirrors) across pulls. It is the
+	// in-memory variant: the persistent one needs cgo sqlite, and the store's
+	// own layer directories already make repeated pulls cheap.
+	cache types.BlobInfoCache
+
+	pulls  flightGroup[*Image]
+	layers flightGroup[struct{}]
+
+	overlay overlaySupport // how MountRoot assembles roots on this host; set by New
+}
+
+// New opens (creating if needed) the store at cfg.Root and removes what an
+// interrupted pull left in Root/tmp.
+func New(cfg Config) (*Store, error) {
+	if cfg.Root == "" {
+		return nil, errors.New("images: Config.Root is required")
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("images: root: %w", err)
+	}
+	if cfg.RegistriesConf != "" {
+		if _, err := os.Stat(cfg.RegistriesConf); err != nil {
+			return nil, fmt.Errorf("images: registries.conf: %w", err)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Store{cfg: cfg, root: root, log: log.With("component", "images"), cache: memory.New()}
+	// Private to root: overlayfs reads lower layers with the mounter's
+	// credentials, so runtimes never need to traverse the store themselves.
+	for _, d := range []string{root, s.layersDir(), s.imagesDir(), s.emptyDir(), s.blobInfoCacheDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("images: %w", err)
+		}
+	}
+	if err := s.cleanTmp(); err != nil {
+		return nil, fmt.Errorf("images: clean %s: %w", s.tmpDir(), err)
+	}
+	if s.policy, err = loadPolicy(cfg.PolicyPath); err != nil {
+		return nil, fmt.Errorf("images: signature policy: %w", err)
+	}
+	s.overlay = s.probeOverlay()
+	return s, nil
+}
+
+func (s *Store) layersDir() string        { return filepath.Join(s.root, "layers") }
+func (s *Store) imagesDir() string        { return filepath.Join(s.root, "images") }
+func (s *Store) tmpDir() string           { return filepath.Join(s.root, "tmp") }
+func (s *Store) emptyDir() string         { return filepath.Join(s.root, "empty") }
+func (s *Store) blobInfoCacheDir() string { return filepath.Join(s.root, "blobinfocache") }
+
+// cleanTmp removes everything in Root/tmp: half-unpacked layers, unfinished
+// records, archives extracted by the oci-archive transport, overlay probes.
+func (s *Store) cleanTmp() error {
+	tmp := s.tmpDir()
+	entries, err := os.ReadDir(tmp)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(tmp, e.Name())
+		if strings.HasPrefix(e.Name(), probePrefix) {
+			// A crash during the overlay probe can leave its mount behind;
+			// removing files through it would be pointless work.
+			if err := UnmountRoot(p); err != nil {
+				return err
+			}
+		}
+		s.log.Info("removing leftover from an interrupted operation", "path", p)
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(tmp, 0o700)
+}
+
+// systemContext points containers/image at the store instead of its
+// system-wide defaults (/var/lib/containers/cache, /var/tmp) and leaves
+// configuration files to their documented lookup.
+func (s *Store) systemContext(ref types.ImageReference) *types.SystemContext {
+	sys := &types.SystemContext{
+		SystemRegistriesConfPath: s.cfg.RegistriesConf,
+		AuthFilePath:             s.cfg.AuthFile,
+		BlobInfoCacheDir:         s.blobInfoCacheDir(),
+		BigFilesTemporaryDir:     s.tmpDir(),
+		OSChoice:                 "linux",
+		ArchitectureChoice:       runtime.GOARCH,
+		DockerRegistryUserAgent:  "open-runtimes-executor",
+	}
+	// containers/image itself drops DockerAuthConfig for mirrors on another
+	// domain; limiting it to docker.io keeps it from every other registry.
+	if s.cfg.DockerHubUsername != "" && isDockerHub(ref) {
+		sys.DockerAuthConfig = &types.DockerAuthConfig{
+			Username: s.cfg.DockerHubUsername,
+			Password: s.cfg.DockerHubPassword,
+		}
+	}
+	return sys
+}
+
+func loadPolicy(path string) (*signature.Policy, error) {
+	if path != "" {
+		return signature.NewPolicyFromFile(path)
+	}
+	p, err := signature.DefaultPolicy(nil)
+	if errors.Is(err, configfile.ErrConfigFileNotFound) || errors.Is(err, os.ErrNotExist) {
+		// No policy configured on this host: behave like Docker, which has none.
+		return &signature.Policy{Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()}}, nil
+	}
+	return p, err
+}

@@ -1,0 +1,118 @@
+package images
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/moby/sys/userns"
+	"go.podman.io/storage/pkg/archive"
+	"golang.org/x/sys/unix"
+)
+
+const opaqueXattr = "trusted.overlay.opaque"
+
+// unpackLayer applies an uncompressed layer tar to the empty directory dest.
+//
+// archive.Unpack confines every path to dest: names are cleaned and ".."
+// refused, parents are resolved with securejoin (a symlink inside the layer,
+// absolute or relative, resolves inside dest), hard link targets are resolved
+// the same way, and an entry that replaces an existing symlink removes the
+// symlink instead of writing through it. AUFS whiteouts become overlay ones.
+// Device nodes, FIFOs and setuid/setgid bits are created as the tar says;
+// ownership is kept (we are root).
+func unpackLayer(r io.Reader, dest string) error {
+	opts := &archive.TarOptions{
+		WhiteoutFormat: archive.OverlayWhiteoutFormat,
+		// In a user namespace devices cannot be created; archive skips them
+		// instead of failing the whole layer.
+		InUserNS: userns.RunningInUserNS(),
+	}
+	if err := archive.Unpack(r, dest, opts); err != nil {
+		return fmt.Errorf("unpack layer: %w", err)
+	}
+	if err := scrubOverlayXattrs(dest); err != nil {
+		return fmt.Errorf("unpack layer: %w", err)
+	}
+	return nil
+}
+
+// scrubOverlayXattrs removes overlayfs' private xattrs that came from the
+// layer's tar headers (archive applies every SCHILY.xattr record). With them
+// an image could plant redirects, metacopy or whiteout markers that overlay
+// would honour. The only one kept is the opaque marker with the value "y",
+// which is exactly what a ".wh..wh..opq" entry produces.
+func scrubOverlayXattrs(root string) error {
+	buf := make([]byte, 4096)
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		names, err := listXattrs(path, &buf)
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			if !strings.HasPrefix(name, "trusted.overlay.") && !strings.HasPrefix(name, "user.overlay.") {
+				continue
+			}
+			if name == opaqueXattr && d.IsDir() && isOpaqueDir(path) {
+				continue
+			}
+			if err := unix.Lremovexattr(path, name); err != nil && !errors.Is(err, unix.ENODATA) {
+				return &os.PathError{Op: "lremovexattr " + name, Path: path, Err: err}
+			}
+		}
+		return nil
+	})
+}
+
+// listXattrs returns the xattr names of path, without following a symlink.
+func listXattrs(path string, buf *[]byte) ([]string, error) {
+	for {
+		n, err := unix.Llistxattr(path, *buf)
+		if errors.Is(err, unix.ERANGE) {
+			size, err := unix.Llistxattr(path, nil)
+			if err != nil {
+				return nil, &os.PathError{Op: "llistxattr", Path: path, Err: err}
+			}
+			*buf = make([]byte, size*2)
+			continue
+		}
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "llistxattr", Path: path, Err: err}
+		}
+		var names []string
+		for name := range bytes.SplitSeq((*buf)[:n], []byte{0}) {
+			if len(name) > 0 {
+				names = append(names, string(name))
+			}
+		}
+		return names, nil
+	}
+}
+
+// isOpaqueDir reports whether path carries overlay's opaque marker "y".
+func isOpaqueDir(path string) bool {
+	var v [2]byte
+	n, err := unix.Lgetxattr(path, opaqueXattr, v[:])
+	return err == nil && n == 1 && v[0] == 'y'
+}
+
+// isWhiteout reports whether fi is an overlay whiteout (0/0 character device).
+func isWhiteout(fi fs.FileInfo) bool {
+	if fi.Mode()&fs.ModeCharDevice == 0 {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Rdev == 0
+}

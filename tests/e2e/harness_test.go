@@ -1,0 +1,491 @@
+// Package e2e drives the real bin/executor over HTTP: a real registry on
+// loopback serves our test runtime images, the executor pulls them through a
+// registries.conf mirror and runs them in libcontainer containers on a bridge.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"executor/netns"
+	"executor/tests/testenv"
+)
+
+const secret = "e2e-secret-key"
+
+// env is what every test shares: the registry with the test images, the
+// executor binary, and the registries.conf that mirrors docker.io to it.
+type env struct {
+	work           string
+	bin            string
+	registry       *testenv.Registry
+	registriesConf string
+	storage        string // directory holding function sources
+}
+
+var shared *env
+
+func TestMain(m *testing.M) {
+	if os.Getuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: these tests need root (containers, cgroups, bridges); CI runs them as root")
+		os.Exit(1)
+	}
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	work, err := os.MkdirTemp("", "executor-e2e-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(work)
+	e := &env{work: work, storage: filepath.Join(work, "storage")}
+	if err := os.MkdirAll(e.storage, 0o755); err != nil {
+		return 1, err
+	}
+	e.bin = os.Getenv("EXECUTOR_BIN")
+	if e.bin == "" {
+		e.bin = filepath.Join(work, "executor")
+		root, err := moduleRoot()
+		if err != nil {
+			return 1, err
+		}
+		cmd := exec.CommandContext(ctx, "go", "build", "-tags", "containers_image_openpgp containers_image_storage_stub seccomp", "-o", e.bin, "./cmd/executor")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("build executor: %v\n%s", err, out)
+		}
+	}
+	reg, err := testenv.StartRegistry(ctx, testenv.RegistryConfig{Dir: filepath.Join(work, "registry")})
+	if err != nil {
+		return 1, err
+	}
+	defer reg.Stop()
+	e.registry = reg
+	server := filepath.Join(work, "runtime-server")
+	if err := testenv.BuildRuntimeServer(ctx, server); err != nil {
+		return 1, err
+	}
+	for _, im := range []struct {
+		tag, protocol string
+		bash          bool
+	}{{"v5-1", "v5", true}, {"v4-1", "v4", true}, {"v3-1", "v3", true}, {"v2-1", "v2", true}, {"v5-nobash", "v5", false}} {
+		layout, err := testenv.BuildRuntimeImage(ctx, testenv.ImageOptions{
+			Dir: filepath.Join(work, "images", im.tag), Protocol: im.protocol, ServerBinary: server, WithBash: im.bash, Tag: im.tag,
+		})
+		if err != nil {
+			return 1, err
+		}
+		if err := testenv.PushImage(ctx, layout, im.tag, reg.Addr()+"/openruntimes/test:"+im.tag, true); err != nil {
+			return 1, err
+		}
+	}
+	e.registriesConf = filepath.Join(work, "registries.conf")
+	if err := testenv.WriteRegistriesConf(e.registriesConf, reg.Addr()); err != nil {
+		return 1, err
+	}
+	shared = e
+	return m.Run(), nil
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// executor is one running bin/executor with its own data dir, bridge,
+// subnet and cgroup parent.
+type executor struct {
+	t        testing.TB
+	cmd      *exec.Cmd
+	url      string
+	dataDir  string
+	network  string
+	cgParent string
+	env      []string
+	logs     *syncBuffer
+	exited   chan struct{}
+	exitErr  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freeSubnet picks a /24 in 10.0.0.0/8 that no interface of the host uses.
+func freeSubnet(t testing.TB) netip.Prefix {
+	t.Helper()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+	for i := 0; i < 1000; i++ {
+		n := (os.Getpid()*7919 + i*104729 + int(time.Now().UnixNano()%1000)) % 60000
+		cand := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 100+n/256%150, n%256))
+		clash := false
+		for _, a := range addrs {
+			if p, ok := netip.AddrFromSlice(a.IP.To4()); ok && cand.Contains(p) {
+				clash = true
+			}
+		}
+		for _, r := range routes {
+			if r.Dst == nil {
+				continue
+			}
+			if p, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok {
+				ones, _ := r.Dst.Mask.Size()
+				if ones > 0 && netip.PrefixFrom(p, ones).Overlaps(cand) {
+					clash = true
+				}
+			}
+		}
+		if !clash {
+			return cand
+		}
+	}
+	t.Fatal("no free subnet")
+	return netip.Prefix{}
+}
+
+var instanceSeq struct {
+	mu sync.Mutex
+	n  int
+}
+
+// startExecutor starts bin/executor with the shared test settings plus extra
+// (NAME=value) and stops it at the end of the test, checking it left nothing.
+func startExecutor(t testing.TB, extra ...string) *executor {
+	t.Helper()
+	instanceSeq.mu.Lock()
+	instanceSeq.n++
+	seq := instanceSeq.n
+	instanceSeq.mu.Unlock()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &executor{
+		t:        t,
+		url:      fmt.Sprintf("http://127.0.0.1:%d", port),
+		dataDir:  filepath.Join(shared.work, fmt.Sprintf("data-%d", seq)),
+		network:  fmt.Sprintf("e2e-%d-%d", os.Getpid(), seq),
+		cgParent: fmt.Sprintf("/executor-e2e-%d-%d", os.Getpid(), seq),
+		logs:     &syncBuffer{},
+		exited:   make(chan struct{}),
+	}
+	x.env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"OPR_EXECUTOR_ENV=development",
+		"OPR_EXECUTOR_SECRET=" + secret,
+		fmt.Sprintf("OPR_EXECUTOR_LISTEN=127.0.0.1:%d", port),
+		"OPR_EXECUTOR_DATA_DIR=" + x.dataDir,
+		"OPR_EXECUTOR_NETWORK=" + x.network,
+		"OPR_EXECUTOR_SUBNET=" + freeSubnet(t).String(),
+		"OPR_EXECUTOR_CGROUP_PARENT=" + x.cgParent,
+		"OPR_EXECUTOR_RETRY_DELAY_MS=100",
+		"OPR_EXECUTOR_STOP_GRACE=1",
+		"OPR_EXECUTOR_LOG_LEVEL=debug",
+		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
+	}, extra...)
+	x.start()
+	t.Cleanup(func() {
+		x.stop()
+		if t.Failed() {
+			t.Logf("executor log:\n%s", x.logs.String())
+		}
+		x.assertClean()
+	})
+	return x
+}
+
+func (x *executor) start() {
+	x.t.Helper()
+	x.exited = make(chan struct{})
+	x.cmd = exec.Command(shared.bin)
+	x.cmd.Env = x.env
+	x.cmd.Stdout = x.logs
+	x.cmd.Stderr = x.logs
+	x.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := x.cmd.Start(); err != nil {
+		x.t.Fatal(err)
+	}
+	go func() {
+		x.exitErr = x.cmd.Wait()
+		close(x.exited)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-x.exited:
+			x.t.Fatalf("executor exited at start: %v\n%s", x.exitErr, x.logs.String())
+		default:
+		}
+		resp, err := http.Get(x.url + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	x.t.Fatalf("executor did not become healthy\n%s", x.logs.String())
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (x *executor) stop() {
+	select {
+	case <-x.exited:
+		return
+	default:
+	}
+	_ = x.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-x.exited:
+		if x.exitErr != nil {
+			x.t.Errorf("executor exited with %v after SIGTERM", x.exitErr)
+		}
+	case <-time.After(60 * time.Second):
+		_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGKILL)
+		<-x.exited
+		x.t.Errorf("executor did not stop within 60s of SIGTERM")
+	}
+}
+
+// kill ends the executor with SIGKILL, as a crash would.
+func (x *executor) kill() {
+	_ = x.cmd.Process.Signal(syscall.SIGKILL)
+	<-x.exited
+}
+
+// leftovers lists what this executor's runtimes hold on the host right now.
+func (x *executor) leftovers() []string {
+	var out []string
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(line, x.dataDir+"/") && !strings.Contains(line, x.dataDir+"/images/") {
+			out = append(out, "mount: "+line)
+		}
+	}
+	for _, d := range []string{"runtimes", "containers"} {
+		ents, _ := os.ReadDir(filepath.Join(x.dataDir, d))
+		for _, e := range ents {
+			out = append(out, "dir: "+filepath.Join(d, e.Name()))
+		}
+	}
+	links, _ := netlink.LinkList()
+	if br, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				out = append(out, "veth: "+l.Attrs().Name)
+			}
+		}
+	}
+	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent, "*"))
+	for _, c := range cgs {
+		if st, err := os.Stat(c); err == nil && st.IsDir() {
+			out = append(out, "cgroup: "+c)
+		}
+	}
+	if c2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", x.cgParent, "rt-*")); len(c2) > 0 {
+		out = append(out, "cgroup: "+strings.Join(c2, ","))
+	}
+	return out
+}
+
+// assertClean checks, once the executor is stopped, that nothing of it is
+// left: no runtime resources, no bridge, no cgroup parent.
+func (x *executor) assertClean() {
+	x.t.Helper()
+	if l := x.leftovers(); len(l) > 0 {
+		x.t.Errorf("left behind after shutdown:\n%s", strings.Join(l, "\n"))
+	}
+	if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
+		x.t.Errorf("bridge %s left behind after shutdown", netns.BridgeName(x.network))
+	}
+	if p, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent)); len(p) > 0 {
+		x.t.Errorf("cgroup parent left behind: %v", p)
+	}
+}
+
+// waitClean polls until the runtime resources are gone (deletion is
+// synchronous, so this should hold at once; the poll only absorbs the kernel's
+// asynchronous link removal).
+func (x *executor) waitClean(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := x.leftovers()
+		if len(l) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runtime resources left behind:\n%s", strings.Join(l, "\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// response is a decoded HTTP answer.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r *response) json(t testing.TB) map[string]any {
+	t.Helper()
+	var v map[string]any
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("status %d: body is not a JSON object: %v\n%s", r.status, err, r.body)
+	}
+	return v
+}
+
+// request sends method path with a JSON body (nil for none).
+func (x *executor) request(t testing.TB, method, path string, body any, headers map[string]string) *response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, x.url+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+secret)
+	for k, v := range headers {
+		if v == "" {
+			req.Header.Del(k)
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	return do(t, req)
+}
+
+func do(t testing.TB, req *http.Request) *response {
+	t.Helper()
+	client := &http.Client{Timeout: 120 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// parseMultipart splits a multipart execution reply into its named parts.
+func parseMultipart(t testing.TB, r *response) map[string][]byte {
+	t.Helper()
+	mt, params, err := mime.ParseMediaType(r.header.Get("Content-Type"))
+	if err != nil || mt != "multipart/form-data" {
+		t.Fatalf("content type %q is not multipart (%v); body %q", r.header.Get("Content-Type"), err, r.body)
+	}
+	mr := multipart.NewReader(bytes.NewReader(r.body), params["boundary"])
+	parts := map[string][]byte{}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("multipart: %v", err)
+		}
+		b, _ := io.ReadAll(p)
+		parts[p.FormName()] = b
+	}
+	return parts
+}
+
+// source writes a code.tar.gz with files into the storage dir and returns
+// its path, as a client names it in `source`.
+func source(t testing.TB, files map[string]string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(shared.storage, "fn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "code.tar.gz")
+	if err := testenv.MakeSourceTarball(p, files); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const startCommand = `cp /tmp/code.tar.gz /mnt/code/code.tar.gz && nohup helpers/start.sh "sh helpers/server.sh"`
+
+func logLines(s string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
+
+var _ = net.Dial
