@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -113,7 +114,7 @@ func toExitStatus(st *os.ProcessState, err error) exitStatus {
 		}
 		return exitStatus{code: -1, err: err}
 	}
-	if ws, ok := st.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return exitStatus{code: 128 + int(ws.Signal()), signal: unix.SignalName(ws.Signal())}
 	}
 	return exitStatus{code: st.ExitCode()}
