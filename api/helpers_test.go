@@ -37,6 +37,51 @@ type fakeBackend struct {
 	execRes   *sandbox.ExecResult
 	execErr   error
 	panicMsg  string
+
+	stream     *fakeStream
+	streamErr  error
+	command    string
+	cmdTimeout time.Duration
+	cmdOut     string
+	cmdErr     error
+}
+
+// fakeStream hands out batches of log entries, then io.EOF.
+type fakeStream struct {
+	version string
+	batches [][]sandbox.LogEntry
+	block   bool // after the batches, wait for the context instead of ending
+}
+
+func (s *fakeStream) Version() string { return s.version }
+
+func (s *fakeStream) Next(ctx context.Context) ([]sandbox.LogEntry, error) {
+	if len(s.batches) > 0 {
+		b := s.batches[0]
+		s.batches = s.batches[1:]
+		return b, nil
+	}
+	if s.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, io.EOF
+}
+
+func (f *fakeBackend) FollowLogs(_ context.Context, id string, _ time.Duration) (sandbox.LogStream, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.streamErr != nil {
+		return nil, f.streamErr
+	}
+	return f.stream, nil
+}
+
+func (f *fakeBackend) Command(_ context.Context, id, command string, timeout time.Duration) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.command, f.cmdTimeout = command, timeout
+	return f.cmdOut, f.cmdErr
 }
 
 func (f *fakeBackend) Create(_ context.Context, spec sandbox.Spec) (*sandbox.BuildResult, error) {

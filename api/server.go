@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -28,6 +29,10 @@ type Backend interface {
 	Get(id string) (sandbox.Info, error)
 	Delete(ctx context.Context, id string) error
 	Execute(ctx context.Context, req sandbox.ExecRequest) (*sandbox.ExecResult, error)
+	// FollowLogs waits up to wait for runtime id to exist and returns its build output stream.
+	FollowLogs(ctx context.Context, id string, wait time.Duration) (sandbox.LogStream, error)
+	// Command runs command in runtime id and returns its stdout then its stderr.
+	Command(ctx context.Context, id, command string, timeout time.Duration) (string, error)
 }
 
 // Stats is implemented by backends that can report CPU usage for GET /v1/health: the host's usage in percent and
@@ -60,7 +65,7 @@ type Server struct {
 	log            *slog.Logger
 	router         *httprouter.Router
 
-	create, execution, byID []field
+	create, execution, byID, logs, commands []field
 }
 
 // New returns a Server for cfg.
@@ -102,6 +107,8 @@ func New(cfg Config) (*Server, error) {
 	s.create = s.createFields()
 	s.execution = s.executionFields()
 	s.byID = []field{runtimeIDField()}
+	s.logs = logsFields()
+	s.commands = commandFields()
 
 	s.router = httprouter.New()
 	// The reference neither redirects nor distinguishes a wrong method from an unknown path: both are its
@@ -126,6 +133,9 @@ func (s *Server) routes() {
 	s.handle(http.MethodDelete, "/v1/runtimes/:runtimeId", keyed, s.deleteRuntime)
 	s.handle(http.MethodPost, "/v1/runtimes/:runtimeId/executions", keyed, s.execute)
 	s.handle(http.MethodPost, "/v1/runtimes/:runtimeId/execution", keyed, s.execute) // pre-0.5 alias
+	s.get("/v1/runtimes/:runtimeId/logs", keyed, s.streamLogs)
+	// Unlike the reference, commands need the key: they run arbitrary shell in a runtime (Part 0).
+	s.handle(http.MethodPost, "/v1/runtimes/:runtimeId/commands", keyed, s.runCommand)
 }
 
 // ServeHTTP implements http.Handler.

@@ -23,12 +23,48 @@ const maxBuildOutput = 1_000_000
 const buildTruncatedNotice = "Logs truncated due to size exceeding 5.00MB."
 
 // outputLog collects a command's output as chunks stamped with the time they
-// were read from the pipe, up to maxBuildOutput bytes.
+// were read from the pipe, up to maxBuildOutput bytes. Followers wait on
+// changed, which is closed and replaced at every change.
 type outputLog struct {
 	mu        sync.Mutex
 	entries   []LogEntry
 	size      int
 	truncated bool
+	finished  bool
+	changed   chan struct{}
+}
+
+func newOutputLog() *outputLog { return &outputLog{changed: make(chan struct{})} }
+
+// notify wakes followers; o.mu must be held.
+func (o *outputLog) notify() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// finish marks the end of the output: followers drain what is left and stop.
+func (o *outputLog) finish() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.finished {
+		o.finished = true
+		o.notify()
+	}
+}
+
+// since returns the entries from index i on, whether the log is finished,
+// and a channel closed at the next change.
+func (o *outputLog) since(i int) ([]LogEntry, bool, <-chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []LogEntry
+	if i < len(o.entries) {
+		out = make([]LogEntry, len(o.entries)-i)
+		for k, e := range o.entries[i:] {
+			out[k] = LogEntry{Timestamp: e.Timestamp, Content: strings.ToValidUTF8(e.Content, "\uFFFD")}
+		}
+	}
+	return out, o.finished, o.changed
 }
 
 func (o *outputLog) Write(p []byte) (int, error) {
@@ -47,12 +83,14 @@ func (o *outputLog) Write(p []byte) (int, error) {
 		o.truncated = true
 		o.entries = append(o.entries, LogEntry{Timestamp: time.Now().UTC(), Content: buildTruncatedNotice})
 	}
+	o.notify()
 	return len(p), nil
 }
 
 func (o *outputLog) add(content string) {
 	o.mu.Lock()
 	o.entries = append(o.entries, LogEntry{Timestamp: time.Now().UTC(), Content: content})
+	o.notify()
 	o.mu.Unlock()
 }
 
@@ -67,24 +105,67 @@ func (o *outputLog) snapshot() []LogEntry {
 	return out
 }
 
-func (o *outputLog) text() string {
+func entriesText(entries []LogEntry) string {
 	var b strings.Builder
-	for _, e := range o.snapshot() {
+	for _, e := range entries {
 		b.WriteString(e.Content)
 	}
 	return b.String()
 }
 
-// exec runs command in the runtime with its output on w. It returns the exit
-// code; ctx ending kills the command.
+// withWarnings puts the build-cache warnings before the output (after it for
+// v2, as the reference does).
+func (r *Runtime) withWarnings(spec Spec, entries []LogEntry) []LogEntry {
+	r.mu.Lock()
+	warnings := append([]LogEntry(nil), r.cacheWarnings...)
+	r.mu.Unlock()
+	if len(warnings) == 0 {
+		return entries
+	}
+	if spec.Version == "v2" {
+		return append(entries, warnings...)
+	}
+	return append(warnings, entries...)
+}
+
+// exec runs command in the runtime with stdout and stderr both on w, in the
+// order they were written. It returns the exit code; ctx ending kills it.
 func (r *Runtime) exec(ctx context.Context, command string, w io.Writer) (int, error) {
+	return r.execSplit(ctx, command, w, nil)
+}
+
+// execSplit runs command with its stdout on stdout and its stderr on stderr
+// (on stdout too when stderr is nil).
+func (r *Runtime) execSplit(ctx context.Context, command string, stdout, stderr io.Writer) (int, error) {
 	ct := r.current()
 	if ct == nil || ct.exited() {
 		return -1, errors.New("runtime is not running")
 	}
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return -1, err
+	type stream struct {
+		r, w *os.File
+		dst  io.Writer
+	}
+	var streams []stream
+	closeAll := func() {
+		for _, s := range streams {
+			s.r.Close()
+			s.w.Close()
+		}
+	}
+	for _, dst := range []io.Writer{stdout, stderr} {
+		if dst == nil {
+			continue
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			closeAll()
+			return -1, err
+		}
+		streams = append(streams, stream{pr, pw, dst})
+	}
+	errW := streams[0].w
+	if len(streams) > 1 {
+		errW = streams[1].w
 	}
 	p := &libcontainer.Process{
 		Args:             []string{r.shell, "-c", command},
@@ -93,19 +174,25 @@ func (r *Runtime) exec(ctx context.Context, command string, w io.Writer) (int, e
 		UID:              r.proc.UID,
 		GID:              r.proc.GID,
 		AdditionalGroups: r.proc.Sgid,
-		Stdout:           pw,
-		Stderr:           pw,
+		Stdout:           streams[0].w,
+		Stderr:           errW,
 	}
 	if err := ct.c.Run(p); err != nil {
-		pr.Close()
-		pw.Close()
+		closeAll()
 		return -1, fmt.Errorf("start command: %w", err)
 	}
-	pw.Close()
+	var copies sync.WaitGroup
+	for _, s := range streams {
+		s.w.Close()
+		copies.Add(1)
+		go func() {
+			defer copies.Done()
+			_, _ = io.Copy(s.dst, s.r)
+		}()
+	}
 	copied := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(w, pr)
-		pr.Close()
+		copies.Wait()
 		close(copied)
 	}()
 	waited := make(chan struct{})
@@ -121,12 +208,14 @@ func (r *Runtime) exec(ctx context.Context, command string, w io.Writer) (int, e
 		_ = p.Signal(unix.SIGKILL)
 		<-waited
 	}
-	// Children the command left running may hold the pipe open: do not wait
-	// for them longer than a moment.
+	// Children the command left running may hold the pipes open: do not
+	// wait for them longer than a moment.
 	select {
 	case <-copied:
 	case <-time.After(time.Second):
-		pr.Close()
+	}
+	for _, s := range streams {
+		s.r.Close()
 	}
 	if ctx.Err() != nil {
 		return -1, ctx.Err()
@@ -137,8 +226,9 @@ func (r *Runtime) exec(ctx context.Context, command string, w io.Writer) (int, e
 	return toExitStatus(st, nil).code, nil
 }
 
-// build runs the build command and uploads the artifact.
-func (m *Manager) build(ctx context.Context, r *Runtime, spec Spec, res *BuildResult) error {
+// build runs the build command with its output in out, saves the build
+// cache and uploads the artifact.
+func (m *Manager) build(ctx context.Context, r *Runtime, spec Spec, res *BuildResult, out *outputLog) error {
 	r.begin()
 	defer r.end()
 	timeout := spec.Timeout
@@ -147,7 +237,6 @@ func (m *Manager) build(ctx context.Context, r *Runtime, spec Spec, res *BuildRe
 	}
 	bctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out := &outputLog{}
 	code, err := r.exec(bctx, spec.Command, out)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -157,13 +246,16 @@ func (m *Manager) build(ctx context.Context, r *Runtime, spec Spec, res *BuildRe
 	}
 	if code != 0 {
 		out.add(fmt.Sprintf("Build command exited with code %d.", code))
-		msg := strings.TrimSpace(truncateUTF8(out.text(), maxBuildOutput))
+		msg := strings.TrimSpace(truncateUTF8(entriesText(r.withWarnings(spec, out.snapshot())), maxBuildOutput))
 		if msg == "" {
 			msg = "Build command failed."
 		}
 		return &Error{Type: ErrBuildFailed, Message: msg}
 	}
-	res.Output = out.snapshot()
+	if cacheEnabled(spec) {
+		m.saveCache(ctx, r, spec.CacheKey)
+	}
+	res.Output = r.withWarnings(spec, out.snapshot())
 	if spec.Destination != "" {
 		path, size, err := m.upload(ctx, r, spec.Destination)
 		if err != nil {

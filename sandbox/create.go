@@ -46,9 +46,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
 	}
 	if spec.Remove {
 		m.mu.Lock()
-		if m.table[spec.RuntimeID] == e {
-			delete(m.table, spec.RuntimeID)
-		}
+		m.dropLocked(e)
 		m.mu.Unlock()
 		if err := m.finish(ctx, e, 0); err != nil {
 			m.log.Error("remove built runtime", "runtime", spec.RuntimeID, "err", err)
@@ -80,6 +78,8 @@ func (m *Manager) insert(spec Spec) (*entry, error) {
 		cancel:   func() {},
 		hostname: randomHex(32),
 		secret:   randomHex(32),
+		log:      newOutputLog(),
+		gone:     make(chan struct{}),
 	}
 	m.table[spec.RuntimeID] = e
 	return e, nil
@@ -87,12 +87,11 @@ func (m *Manager) insert(spec Spec) (*entry, error) {
 
 // settle ends the pending state of e: a failed creation leaves the table.
 func (m *Manager) settle(e *entry, err error) {
+	e.log.finish()
 	if err != nil {
 		e.err = err
 		m.mu.Lock()
-		if m.table[e.id] == e {
-			delete(m.table, e.id)
-		}
+		m.dropLocked(e)
 		m.mu.Unlock()
 	}
 	close(e.ready)
@@ -133,7 +132,7 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 	m.mu.Unlock()
 	res = &BuildResult{StartTime: start, Version: spec.Version, Output: []LogEntry{}}
 	if spec.Command != "" {
-		if err := m.build(ctx, r, spec, res); err != nil {
+		if err := m.build(ctx, r, spec, res, e.log); err != nil {
 			return nil, err
 		}
 	}
@@ -156,6 +155,9 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 		if err := m.copySource(ctx, r, spec.Source); err != nil {
 			return err
 		}
+	}
+	if cacheEnabled(spec) {
+		m.restoreCache(ctx, r, spec.CacheKey)
 	}
 	img, err := m.cfg.Images.Pull(ctx, spec.Image)
 	if err != nil {
@@ -277,6 +279,9 @@ func (r *Runtime) binds(spec Spec) []oci.Bind {
 	}
 	if spec.Version == "v4" || spec.Version == "v5" {
 		b = append(b, oci.Bind{Source: filepath.Join(r.Dir, "logs"), Destination: "/mnt/logs"})
+	}
+	if cacheEnabled(spec) {
+		b = append(b, oci.Bind{Source: filepath.Join(r.Dir, "cache"), Destination: "/cache"})
 	}
 	return b
 }

@@ -25,14 +25,14 @@ func (m *Manager) maintain() {
 func (m *Manager) reapIdle(ctx context.Context, threshold time.Time) {
 	m.mu.Lock()
 	var victims []*entry
-	for id, e := range m.table {
+	for _, e := range m.table {
 		if e.pending() || e.rt == nil {
 			continue
 		}
 		last, idle := e.rt.idleSince()
 		if idle && last.Before(threshold) {
 			victims = append(victims, e)
-			delete(m.table, id)
+			m.dropLocked(e)
 		}
 	}
 	m.mu.Unlock()

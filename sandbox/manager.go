@@ -39,6 +39,8 @@ type Config struct {
 	// Storage is the DSN of the device sources are read from and artifacts
 	// written to (OPR_EXECUTOR_CONNECTION_STORAGE).
 	Storage string
+	// BuildCacheStorage is the DSN of the build cache device; empty means Storage.
+	BuildCacheStorage string
 	// CgroupParent is the absolute cgroup under which every runtime's cgroup
 	// is created, so operators can cap all runtimes at once.
 	CgroupParent string
@@ -74,6 +76,9 @@ type Manager struct {
 	uniqMu   sync.Mutex
 	lastUniq int64
 
+	usageMu   sync.Mutex
+	lastUsage *usageSample
+
 	stopMaint chan struct{}
 	maintDone chan struct{}
 }
@@ -90,6 +95,10 @@ type entry struct {
 	cancel  context.CancelFunc
 	rt      *Runtime
 	err     error
+	// log is the build output, followed by log streams while it grows.
+	log *outputLog
+	// gone is closed when the entry leaves the table.
+	gone chan struct{}
 	// hostname and secret are chosen before creation so the pending row can
 	// show them.
 	hostname string
@@ -204,7 +213,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	m.mu.Lock()
 	e := m.table[id]
 	if e != nil {
-		delete(m.table, id)
+		m.dropLocked(e)
 	}
 	m.mu.Unlock()
 	if e == nil {
@@ -228,6 +237,14 @@ func (m *Manager) finish(ctx context.Context, e *entry, grace time.Duration) err
 	return nil
 }
 
+// dropLocked removes e from the table if it is still there; m.mu is held.
+func (m *Manager) dropLocked(e *entry) {
+	if m.table[e.id] == e {
+		delete(m.table, e.id)
+		close(e.gone)
+	}
+}
+
 // removeDead removes a runtime whose main process ended for good.
 func (m *Manager) removeDead(r *Runtime) {
 	m.mu.Lock()
@@ -236,7 +253,7 @@ func (m *Manager) removeDead(r *Runtime) {
 		m.mu.Unlock()
 		return // already removed, or the id now belongs to a newer runtime
 	}
-	delete(m.table, r.ID)
+	m.dropLocked(e)
 	m.mu.Unlock()
 	if err := m.finish(context.Background(), e, 0); err != nil {
 		m.log.Error("remove exited runtime", "runtime", r.ID, "err", err)
@@ -266,9 +283,9 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closing = true
 	entries := make([]*entry, 0, len(m.table))
-	for id, e := range m.table {
+	for _, e := range m.table {
 		entries = append(entries, e)
-		delete(m.table, id)
+		m.dropLocked(e)
 	}
 	m.mu.Unlock()
 	if m.stopMaint != nil {

@@ -51,6 +51,8 @@ type Runtime struct {
 	supervising sync.WaitGroup
 	destroyOnce sync.Once
 	destroyErr  error
+	// cacheWarnings are build-cache problems, reported before the build output.
+	cacheWarnings []LogEntry
 }
 
 func (r *Runtime) client() *http.Client { return r.httpc }
