@@ -200,6 +200,33 @@ func TestMountRootManyLayers(t *testing.T) {
 	}
 }
 
+// Paths longer than fsconfig accepts for one value (255 bytes) still mount.
+func TestMountRootLongPaths(t *testing.T) {
+	requireRoot(t)
+	long := t.TempDir()
+	for len(long) < 300 {
+		long = filepath.Join(long, strings.Repeat("d", 60))
+	}
+	for _, tc := range rootModes {
+		if tc.ov.mode == overlayNone {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			s := newTestStore(t, Config{Root: filepath.Join(long, tc.name, "images")})
+			forceOverlay(s, tc.ov)
+			l := newLayout(t, t.TempDir())
+			img, err := s.Pull(context.Background(), l.tag(l.image(baseImage()), "v1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rootfs := mountRoot(t, s, img, filepath.Join(long, tc.name, "runtime"))
+			if got := readFile(t, filepath.Join(rootfs, "etc/hello")); got != "layer2" {
+				t.Errorf("etc/hello = %q", got)
+			}
+		})
+	}
+}
+
 func TestMountDataLimit(t *testing.T) {
 	requireRoot(t)
 	layer := t.TempDir()

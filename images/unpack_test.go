@@ -263,9 +263,12 @@ func TestUnpackKeepsDevicesAndSetuid(t *testing.T) {
 }
 
 // FuzzUnpack feeds arbitrary tar streams to the unpacker and checks that
-// nothing outside the layer directory changes.
+// nothing outside the layer directory changes. Inputs are tars of several KiB,
+// which the fuzzer's default minimisation (up to a minute per new input) makes
+// look stalled; cap it:
 //
-//	go test -tags containers_image_openpgp,containers_image_storage_stub -run '^$' -fuzz FuzzUnpack ./images/
+//	go test -tags containers_image_openpgp,containers_image_storage_stub -run '^$' \
+//	    -fuzz FuzzUnpack -fuzzminimizetime 2s -fuzztime 5m ./images/
 func FuzzUnpack(f *testing.F) {
 	if os.Geteuid() != 0 {
 		f.Skip("needs root")

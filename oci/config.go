@@ -37,6 +37,8 @@ type Spec struct {
 	Binds      []Bind
 	// Cgroup2 selects the cgroup v2 layout (a private cgroup namespace).
 	Cgroup2 bool
+	// Seccomp filters the runtime's system calls; nil means unconfined.
+	Seccomp *configs.Seccomp
 	// NoFile is the open files limit (soft and hard). It cannot exceed the
 	// daemon's own hard limit; 0 leaves the inherited limit.
 	NoFile uint64
@@ -110,6 +112,7 @@ func Config(s Spec) (*configs.Config, error) {
 			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 		},
 	}
+	cfg.Seccomp = s.Seccomp
 	if s.NoFile > 0 {
 		cfg.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Hard: s.NoFile, Soft: s.NoFile}}
 	}

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -18,21 +21,25 @@ import (
 // and stderr are drained into a bounded tail buffer so the runtime never
 // blocks on a full pipe.
 type container struct {
-	c    *libcontainer.Container
-	proc *libcontainer.Process
-	out  *tailBuffer
-	done chan struct{} // closed when the main process has exited and its pipes are drained
-	exit exitStatus
+	c       *libcontainer.Container
+	proc    *libcontainer.Process
+	out     *tailBuffer
+	done    chan struct{} // closed when the main process has exited and its pipes are drained
+	exit    exitStatus
+	cgPaths map[string]string
 }
 
 type exitStatus struct {
-	code   int
-	signal string
-	err    error
+	code      int
+	signal    string
+	err       error
+	oomKilled bool
 }
 
 func (e exitStatus) String() string {
 	switch {
+	case e.oomKilled:
+		return fmt.Sprintf("killed: out of memory (exit code %d)", e.code)
 	case e.err != nil:
 		return e.err.Error()
 	case e.signal != "":
@@ -91,6 +98,9 @@ func runMain(lc *libcontainer.Container, ps processSpec) (*container, error) {
 	// Our copy of the write end must go, or the reader never sees EOF.
 	outW.Close()
 	ct := &container{c: lc, proc: p, out: newTailBuffer(64 << 10), done: make(chan struct{})}
+	if st, err := lc.State(); err == nil {
+		ct.cgPaths = st.CgroupPaths
+	}
 	var drained sync.WaitGroup
 	drained.Add(1)
 	go func() {
@@ -102,6 +112,7 @@ func runMain(lc *libcontainer.Container, ps processSpec) (*container, error) {
 		st, err := p.Wait()
 		drained.Wait()
 		ct.exit = toExitStatus(st, err)
+		ct.exit.oomKilled = ct.oomKills() > 0
 		close(ct.done)
 	}()
 	return ct, nil
@@ -118,6 +129,33 @@ func toExitStatus(st *os.ProcessState, err error) exitStatus {
 		return exitStatus{code: 128 + int(ws.Signal()), signal: unix.SignalName(ws.Signal())}
 	}
 	return exitStatus{code: st.ExitCode()}
+}
+
+// oomKills is how many processes of the container the kernel killed for
+// want of memory, from the cgroup's own counters (memory.events on v2,
+// memory.oom_control on v1): OOM notifications are not reliable on v2.
+func (ct *container) oomKills() int {
+	// A v1 memory hierarchy wins: on hybrid hosts "" is the unified
+	// hierarchy, which has no memory controller there.
+	var file string
+	if p := ct.cgPaths["memory"]; p != "" {
+		file = filepath.Join(p, "memory.oom_control")
+	} else if p := ct.cgPaths[""]; p != "" {
+		file = filepath.Join(p, "memory.events")
+	} else {
+		return 0
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
 }
 
 // exited reports whether the main process has ended.

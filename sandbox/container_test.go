@@ -48,7 +48,7 @@ func busyboxRoot(t testing.TB) string {
 		t.Fatal(err)
 	}
 	dst.Close()
-	for _, applet := range []string{"sh", "echo", "sleep", "cat"} {
+	for _, applet := range []string{"sh", "echo", "sleep", "cat", "tail"} {
 		if err := os.Symlink("busybox", filepath.Join(root, "bin", applet)); err != nil {
 			t.Fatal(err)
 		}

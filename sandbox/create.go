@@ -193,6 +193,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 		Binds:      r.binds(spec),
 		Cgroup2:    m.cgroup2,
 		NoFile:     noFileLimit(),
+		Seccomp:    m.seccomp,
 	})
 	if err != nil {
 		return err

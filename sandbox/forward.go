@@ -147,6 +147,9 @@ func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Conte
 			cancel()
 			r.client().CloseIdleConnections()
 			m.log.Warn("execution forwarding failed", "runtime", r.ID, "err", err)
+			if oom := r.outOfMemory(); oom != nil {
+				return nil, oom
+			}
 			return nil, transportError(err)
 		}
 		select {

@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer/configs"
 
 	"executor/images"
 	"executor/netns"
+	"executor/oci"
 	"executor/storage"
 )
 
@@ -48,6 +50,8 @@ type Config struct {
 	Hostname string
 	// PidsLimit caps the processes of one runtime.
 	PidsLimit int64
+	// Unconfined turns the default seccomp profile off (opt-in weakening).
+	Unconfined bool
 	// StopGrace is how long a runtime gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// RetryAttempts and RetryDelay govern re-sending an execution whose
@@ -67,6 +71,7 @@ type Manager struct {
 	stateRoot string
 	runDir    string
 	cgroup2   bool
+	seccomp   *configs.Seccomp
 	log       *slog.Logger
 
 	mu      sync.Mutex
@@ -148,6 +153,13 @@ func New(cfg Config) (*Manager, error) {
 		cgroup2:   cgroups.IsCgroup2UnifiedMode(),
 		log:       cfg.Logger,
 		table:     make(map[string]*entry),
+	}
+	if !cfg.Unconfined {
+		sc, err := oci.DefaultSeccomp()
+		if err != nil {
+			return nil, err
+		}
+		m.seccomp = sc
 	}
 	for _, d := range []string{m.stateRoot, m.runDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {

@@ -51,6 +51,7 @@ type Runtime struct {
 	supervising sync.WaitGroup
 	destroyOnce sync.Once
 	destroyErr  error
+	oomSeen     int // OOM kills already reported
 	// cacheWarnings are build-cache problems, reported before the build output.
 	cacheWarnings []LogEntry
 }
@@ -122,6 +123,31 @@ func (r *Runtime) current() *container {
 	return r.ct
 }
 
+// outOfMemory returns the error to report when the runtime lost a process
+// to the OOM killer since the last report, nil otherwise. The main process
+// may still be on its way out: give it a moment.
+func (r *Runtime) outOfMemory() error {
+	ct := r.current()
+	if ct == nil {
+		return nil
+	}
+	select {
+	case <-ct.done:
+	case <-time.After(300 * time.Millisecond):
+	}
+	n := ct.oomKills()
+	if ct.exited() && ct.exit.oomKilled && n == 0 {
+		n = 1 // the cgroup may already be gone; the exit recorded it
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n <= r.oomSeen {
+		return nil
+	}
+	r.oomSeen = n
+	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: fmt.Sprintf("Runtime ran out of memory: the kernel killed it at its limit of %d MB. Raise `memory` or use less.", r.spec.MemoryMB)}
+}
+
 // supervise restarts the main process when it exits, as restartPolicy asks.
 func (r *Runtime) supervise(m *Manager) {
 	defer r.supervising.Done()
@@ -189,6 +215,7 @@ func (r *Runtime) restart(m *Manager) error {
 	}
 	r.ct = ct
 	r.listening = false
+	r.oomSeen = 0
 	return nil
 }
 

@@ -37,6 +37,7 @@ type config struct {
 	PidsLimit           int64
 	StopGrace           time.Duration
 	LogLevel            string
+	Unconfined          bool
 }
 
 // loadConfig reads the configuration through getenv. Every error names the
@@ -147,6 +148,13 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		if i := strings.LastIndex(rt, "-"); i <= 0 || i == len(rt)-1 {
 			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIMES: %q is not <language>-<version> (e.g. node-18.0)", rt)
 		}
+	}
+	switch sc := get("OPR_EXECUTOR_SECCOMP", "default"); sc {
+	case "default":
+	case "unconfined":
+		c.Unconfined = true
+	default:
+		return nil, fmt.Errorf("OPR_EXECUTOR_SECCOMP must be default or unconfined, not %q", sc)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -117,6 +117,7 @@ func run(cfg *config, log *slog.Logger) error {
 		CgroupParent:        cfg.CgroupParent,
 		Hostname:            hostname,
 		PidsLimit:           cfg.PidsLimit,
+		Unconfined:          cfg.Unconfined,
 		StopGrace:           cfg.StopGrace,
 		RetryAttempts:       cfg.RetryAttempts,
 		RetryDelay:          cfg.RetryDelay,

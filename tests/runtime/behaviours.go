@@ -62,6 +62,9 @@ var behaviours = map[string]behaviour{
 	"/fs":      behaveFS,
 	"/exit":    behaveExit,
 	"/write":   behaveWrite,
+	"/attack":  behaveAttack,
+	"/alloc":   behaveAlloc,
+	"/spin":    behaveSpin,
 }
 
 func (s *server) dispatch(ctx context.Context, inv *invocation) (response, error) {

@@ -1,0 +1,205 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// createIdle makes a runtime whose server runs, for commands and executions.
+func createIdle(t *testing.T, x *executor, id string, extra map[string]any) {
+	t.Helper()
+	body := map[string]any{"runtimeId": id, "image": "openruntimes/test:v5-1", "source": source(t, map[string]string{"index.js": "x"}),
+		"entrypoint": "index.js", "runtimeEntrypoint": startCommand}
+	for k, v := range extra {
+		body[k] = v
+	}
+	if r := x.request(t, "POST", "/v1/runtimes", body, nil); r.status != 201 {
+		t.Fatalf("create %s: %d %s", id, r.status, r.body)
+	}
+}
+
+func command(t *testing.T, x *executor, id, cmd string) (string, int) {
+	t.Helper()
+	r := x.request(t, "POST", "/v1/runtimes/"+id+"/commands", map[string]any{"command": cmd, "timeout": 60}, nil)
+	if r.status != 200 {
+		return string(r.body), r.status
+	}
+	return r.json(t)["output"].(string), r.status
+}
+
+func TestAttacksFromInsideFail(t *testing.T) {
+	x := startExecutor(t)
+	createIdle(t, x, "victim", nil)
+	for _, what := range []string{"mount", "unshare-mount", "unshare-user", "keyctl", "mknod", "raw-socket", "load-module", "reboot", "kcore", "sysrq", "firmware", "ptrace-host", "setuid-root-files"} {
+		t.Run(what, func(t *testing.T) {
+			r := x.request(t, "POST", "/v1/runtimes/victim/executions", map[string]any{"path": "/attack?what=" + what}, jsonAccept)
+			var res struct {
+				OK     bool   `json:"ok"`
+				Detail string `json:"detail"`
+			}
+			if err := json.Unmarshal([]byte(r.json(t)["body"].(string)), &res); err != nil {
+				t.Fatalf("%s: %v", r.body, err)
+			}
+			if res.OK {
+				t.Fatalf("%s worked from inside a runtime: %s", what, res.Detail)
+			}
+			t.Logf("%s refused: %s", what, res.Detail)
+		})
+	}
+	t.Run("seccomp filter and capabilities", func(t *testing.T) {
+		out, _ := command(t, x, "victim", "grep -E '^(Seccomp|CapEff|NoNewPrivs):' /proc/1/status")
+		if !strings.Contains(out, "Seccomp:\t2") || !strings.Contains(out, "NoNewPrivs:\t1") {
+			t.Fatalf("status: %q", out)
+		}
+		// podman's set: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service sys_chroot setfcap
+		const want = "00000000800405fb"
+		if !strings.Contains(out, "CapEff:\t"+want) {
+			t.Fatalf("effective capabilities: %q, want %s", out, want)
+		}
+	})
+	t.Run("private /dev", func(t *testing.T) {
+		out, _ := command(t, x, "victim", "ls /dev")
+		for _, dev := range strings.Fields(out) {
+			switch dev {
+			case "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "mqueue", "fd", "stdin", "stdout", "stderr", "console", "core":
+			default:
+				t.Errorf("unexpected /dev entry %q", dev)
+			}
+		}
+	})
+}
+
+func TestLimitsHold(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_PIDS_LIMIT=64")
+	t.Run("fork bomb stops at the pids limit", func(t *testing.T) {
+		createIdle(t, x, "forks", nil)
+		out, _ := command(t, x, "forks", `i=0; while [ $i -lt 200 ]; do sleep 30 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null; cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || cat /sys/fs/cgroup/pids.current`)
+		fields := strings.Fields(out)
+		n, err := strconv.Atoi(fields[len(fields)-1])
+		if err != nil || n > 64 || n < 30 {
+			t.Fatalf("pids.current after the bomb: %q", out)
+		}
+		x.request(t, "DELETE", "/v1/runtimes/forks", nil, nil)
+	})
+	t.Run("memory hog is killed and reported, others keep serving", func(t *testing.T) {
+		createIdle(t, x, "bystander", nil)
+		createIdle(t, x, "hog", map[string]any{"memory": 64})
+		r := x.request(t, "POST", "/v1/runtimes/hog/executions", map[string]any{"path": "/alloc?mb=256"}, jsonAccept)
+		if r.status != 500 || !strings.Contains(string(r.body), "ran out of memory") {
+			t.Fatalf("hog: %d %s", r.status, r.body)
+		}
+		if r := x.request(t, "POST", "/v1/runtimes/bystander/executions", map[string]any{"path": "/"}, jsonAccept); r.status != 200 || r.json(t)["statusCode"] != float64(200) {
+			t.Fatalf("bystander: %d %s", r.status, r.body)
+		}
+		// No restart policy: the dead runtime leaves the table.
+		deadline := time.Now().Add(5 * time.Second)
+		for x.request(t, "GET", "/v1/runtimes/hog", nil, nil).status != 404 {
+			if time.Now().After(deadline) {
+				t.Fatal("OOM-killed runtime still listed")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		x.request(t, "DELETE", "/v1/runtimes/bystander", nil, nil)
+	})
+	t.Run("cpu hog is throttled to its quota", func(t *testing.T) {
+		createIdle(t, x, "spinner", map[string]any{"cpus": 0.25})
+		start := time.Now()
+		r := x.request(t, "POST", "/v1/runtimes/spinner/executions", map[string]any{"path": "/spin?ms=1000"}, jsonAccept)
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		out, _ := command(t, x, "spinner", "cat /sys/fs/cgroup/cpu/cpu.stat 2>/dev/null || cat /sys/fs/cgroup/cpu.stat")
+		throttled := -1
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "nr_throttled" {
+				throttled, _ = strconv.Atoi(f[1])
+			}
+		}
+		if throttled < 3 {
+			t.Fatalf("nr_throttled %d after %v of spinning: %q", throttled, time.Since(start), out)
+		}
+		x.request(t, "DELETE", "/v1/runtimes/spinner", nil, nil)
+	})
+	x.waitClean(t)
+}
+
+// hostState counts what runtimes hold on the host.
+type hostState struct {
+	mounts, veths, cgroups, netns, fds, threads int
+}
+
+func snapshot(t testing.TB, x *executor) hostState {
+	var s hostState
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	s.mounts = strings.Count(string(mounts), "\n")
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if l.Type() == "veth" {
+			s.veths++
+		}
+	}
+	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent, "*"))
+	s.cgroups = len(cgs)
+	ns, _ := filepath.Glob(filepath.Join(x.dataDir, "networks", "*", "ns", "*"))
+	s.netns = len(ns)
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", x.cmd.Process.Pid))
+	s.fds = len(fds)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", x.cmd.Process.Pid))
+	s.threads = len(tasks)
+	return s
+}
+
+func TestNoLeaksOver200Cycles(t *testing.T) {
+	x := startExecutor(t)
+	src := source(t, map[string]string{"index.js": "x"})
+	// One cycle first so that pools, caches and keep-alive connections exist
+	// before the baseline.
+	if r := x.request(t, "POST", "/v1/runtimes/warm/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatal(r.status)
+	}
+	x.request(t, "DELETE", "/v1/runtimes/warm", nil, nil)
+	x.waitClean(t)
+	before := snapshot(t, x)
+	const cycles, workers = 200, 4
+	var wg sync.WaitGroup
+	errs := make(chan string, cycles)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < cycles; i += workers {
+				id := fmt.Sprintf("cycle-%d", i)
+				if r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+					errs <- fmt.Sprintf("%s: %d %s", id, r.status, r.body)
+				}
+				if r := x.request(t, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 {
+					errs <- fmt.Sprintf("delete %s: %d", id, r.status)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	x.waitClean(t)
+	time.Sleep(200 * time.Millisecond)
+	after := snapshot(t, x)
+	if after.mounts != before.mounts || after.veths != before.veths || after.cgroups != before.cgroups || after.netns != before.netns {
+		t.Fatalf("host state changed over %d cycles: before %+v after %+v", cycles, before, after)
+	}
+	if after.fds > before.fds+8 || after.threads > before.threads+8 {
+		t.Fatalf("executor grew over %d cycles: before %+v after %+v", cycles, before, after)
+	}
+	t.Logf("before %+v after %+v", before, after)
+}
