@@ -89,7 +89,7 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 	}
 	diffDigest := diffID.Verifier()
 	content := &countingReader{r: io.TeeReader(dec, diffDigest)}
-	err = unpackLayer(content, tmp)
+	err = unpackLayer(content, tmp, s.cfg.IDMap)
 	if err == nil {
 		// The tar reader stops at the end-of-archive marker; the padding after
 		// it is part of the diffID too.

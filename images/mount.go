@@ -59,6 +59,12 @@ func (s *Store) MountRoot(ctx context.Context, img *Image, dir string) (root str
 		if err := os.Chmod(d.path, d.perm); err != nil {
 			return "", fmt.Errorf("images: MountRoot: %w", err)
 		}
+		// The runtime's own layer belongs to its (mapped) root.
+		if m := s.cfg.IDMap; m != nil {
+			if err := os.Chown(d.path, m.HostUID, m.HostGID); err != nil {
+				return "", fmt.Errorf("images: MountRoot: %w", err)
+			}
+		}
 	}
 	if ov.mode == overlayNone {
 		if err := copyLayers(ctx, img.Layers, rootfs); err != nil {

@@ -31,7 +31,18 @@ type Config struct {
 	// lookup (/etc/containers/policy.json and friends) when such a file
 	// exists, and accepting any image when none does.
 	PolicyPath string
-	Logger     *slog.Logger
+	// IDMap, when set, stores layers with their owners shifted into a host
+	// range (container uid/gid 0 becomes HostUID/HostGID) for runtimes in a
+	// user namespace with that mapping: files then keep their image owners
+	// inside the runtime. Layers of different mappings are kept apart.
+	IDMap  *IDMap
+	Logger *slog.Logger
+}
+
+// IDMap maps container ids [0, Size) onto host ids starting at HostUID and
+// HostGID.
+type IDMap struct {
+	HostUID, HostGID, Size int
 }
 
 // Store is the local image store. It is safe for concurrent use.
@@ -81,6 +92,15 @@ func New(cfg Config) (*Store, error) {
 	if err := s.cleanTmp(); err != nil {
 		return nil, fmt.Errorf("images: clean %s: %w", s.tmpDir(), err)
 	}
+	if m := cfg.IDMap; m != nil {
+		if m.HostUID <= 0 || m.HostGID <= 0 || m.Size <= 0 {
+			return nil, fmt.Errorf("images: id map %+v must map onto positive host ids", *m)
+		}
+		// The "/" of an image without layers must belong to the mapped root too.
+		if err := os.Chown(s.emptyDir(), m.HostUID, m.HostGID); err != nil {
+			return nil, fmt.Errorf("images: %w", err)
+		}
+	}
 	if s.policy, err = loadPolicy(cfg.PolicyPath); err != nil {
 		return nil, fmt.Errorf("images: signature policy: %w", err)
 	}
@@ -88,7 +108,12 @@ func New(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) layersDir() string        { return filepath.Join(s.root, "layers") }
+func (s *Store) layersDir() string {
+	if m := s.cfg.IDMap; m != nil {
+		return filepath.Join(s.root, fmt.Sprintf("layers-%d-%d-%d", m.HostUID, m.HostGID, m.Size))
+	}
+	return filepath.Join(s.root, "layers")
+}
 func (s *Store) imagesDir() string        { return filepath.Join(s.root, "images") }
 func (s *Store) tmpDir() string           { return filepath.Join(s.root, "tmp") }
 func (s *Store) emptyDir() string         { return filepath.Join(s.root, "empty") }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/sys/userns"
 	"go.podman.io/storage/pkg/archive"
+	"go.podman.io/storage/pkg/idtools"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,12 +28,19 @@ const opaqueXattr = "trusted.overlay.opaque"
 // symlink instead of writing through it. AUFS whiteouts become overlay ones.
 // Device nodes, FIFOs and setuid/setgid bits are created as the tar says;
 // ownership is kept (we are root).
-func unpackLayer(r io.Reader, dest string) error {
+//
+// With idmap set, owners are shifted into the host range (an owner outside
+// the mapped range fails the layer).
+func unpackLayer(r io.Reader, dest string, idmap *IDMap) error {
 	opts := &archive.TarOptions{
 		WhiteoutFormat: archive.OverlayWhiteoutFormat,
 		// In a user namespace devices cannot be created; archive skips them
 		// instead of failing the whole layer.
 		InUserNS: userns.RunningInUserNS(),
+	}
+	if idmap != nil {
+		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: idmap.HostUID, Size: idmap.Size}}
+		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: idmap.HostGID, Size: idmap.Size}}
 	}
 	if err := archive.Unpack(r, dest, opts); err != nil {
 		return fmt.Errorf("unpack layer: %w", err)

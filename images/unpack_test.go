@@ -172,7 +172,7 @@ func TestUnpackHostileLayers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sb := newSandbox(t)
 			before := sb.snapshot(t)
-			err := unpackLayer(bytes.NewReader(buildTar(t, tt.entries(sb)...)), sb.dest)
+			err := unpackLayer(bytes.NewReader(buildTar(t, tt.entries(sb)...)), sb.dest, nil)
 			t.Logf("unpack: %v", err)
 			if (err != nil) != tt.wantErr {
 				t.Errorf("err = %v, wantErr %v", err, tt.wantErr)
@@ -197,7 +197,7 @@ func TestUnpackWhiteoutsAndXattrs(t *testing.T) {
 		entry{name: "fake-opaque", typ: tar.TypeDir, mode: 0o755, xattrs: map[string]string{"trusted.overlay.opaque": "x"}},
 		entry{name: "meta", typ: tar.TypeReg, mode: 0o644, xattrs: map[string]string{"trusted.overlay.metacopy": ""}},
 		entry{name: "cap", typ: tar.TypeReg, mode: 0o755, xattrs: map[string]string{"security.capability": string(netRawCap)}},
-	)), sb.dest)
+	)), sb.dest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestUnpackKeepsDevicesAndSetuid(t *testing.T) {
 		entry{name: "fifo", typ: tar.TypeFifo, mode: 0o600},
 		entry{name: "su", typ: tar.TypeReg, mode: 0o4755, body: "x"},
 		entry{name: "sg", typ: tar.TypeReg, mode: 0o2755, body: "x", uid: 1000},
-	)), sb.dest)
+	)), sb.dest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,39 @@ func FuzzUnpack(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sb := newSandbox(t)
 		before := sb.snapshot(t)
-		_ = unpackLayer(bytes.NewReader(data), sb.dest)
+		_ = unpackLayer(bytes.NewReader(data), sb.dest, nil)
 		sb.assertUntouched(t, before)
 	})
+}
+
+// With an id map, owners are shifted into the host range so that a runtime
+// in a user namespace sees the image's own owners; an owner outside the
+// range fails the layer rather than landing on a host id.
+func TestUnpackShiftsOwnersIntoTheMappedRange(t *testing.T) {
+	requireRoot(t)
+	m := &IDMap{HostUID: 200000, HostGID: 300000, Size: 65536}
+	sb := newSandbox(t)
+	err := unpackLayer(bytes.NewReader(buildTar(t,
+		entry{name: "root-file", typ: tar.TypeReg, mode: 0o644, body: "x"},
+		entry{name: "user-file", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 1000},
+	)), sb.dest, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][2]uint32{"root-file": {200000, 300000}, "user-file": {201000, 301000}} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(sb.dest, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != want[0] || st.Gid != want[1] {
+			t.Errorf("%s owned by %d:%d, want %d:%d", name, st.Uid, st.Gid, want[0], want[1])
+		}
+	}
+	sb2 := newSandbox(t)
+	err = unpackLayer(bytes.NewReader(buildTar(t,
+		entry{name: "outside", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 70000},
+	)), sb2.dest, m)
+	if err == nil {
+		t.Fatal("an owner outside the mapped range was accepted")
+	}
 }

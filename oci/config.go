@@ -37,6 +37,9 @@ type Spec struct {
 	Binds      []Bind
 	// Cgroup2 selects the cgroup v2 layout (a private cgroup namespace).
 	Cgroup2 bool
+	// UserNS, when set, runs the runtime in its own user namespace: its root
+	// is an unprivileged host id range.
+	UserNS *IDMap
 	// Seccomp filters the runtime's system calls; nil means unconfined.
 	Seccomp *configs.Seccomp
 	// NoFile is the open files limit (soft and hard). It cannot exceed the
@@ -60,6 +63,11 @@ var defaultCapabilities = []string{
 
 // DefaultCapabilities returns a copy of the capability set runtimes get.
 func DefaultCapabilities() []string { return append([]string(nil), defaultCapabilities...) }
+
+// IDMap maps container ids [0, Size) onto host ids from HostUID and HostGID.
+type IDMap struct {
+	HostUID, HostGID, Size int64
+}
 
 // Config builds the libcontainer configuration of a runtime.
 func Config(s Spec) (*configs.Config, error) {
@@ -87,6 +95,12 @@ func Config(s Spec) (*configs.Config, error) {
 	if s.Cgroup2 {
 		ns = append(ns, configs.Namespace{Type: configs.NEWCGROUP})
 	}
+	if s.UserNS != nil {
+		if s.UserNS.HostUID <= 0 || s.UserNS.HostGID <= 0 || s.UserNS.Size <= 0 {
+			return nil, fmt.Errorf("oci: user namespace mapping %+v must map onto positive host ids", *s.UserNS)
+		}
+		ns = append(ns, configs.Namespace{Type: configs.NEWUSER})
+	}
 	cfg := &configs.Config{
 		Rootfs:          s.Rootfs,
 		Hostname:        s.Hostname,
@@ -102,7 +116,7 @@ func Config(s Spec) (*configs.Config, error) {
 			Resources: res,
 		},
 		Devices: specconv.AllowedDevices,
-		Mounts:  append(standardMounts(), binds(s.Binds)...),
+		Mounts:  append(standardMounts(s.UserNS != nil), binds(s.Binds)...),
 		MaskPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
 			"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
@@ -111,6 +125,10 @@ func Config(s Spec) (*configs.Config, error) {
 		ReadonlyPaths: []string{
 			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 		},
+	}
+	if m := s.UserNS; m != nil {
+		cfg.UIDMappings = []configs.IDMap{{ContainerID: 0, HostID: m.HostUID, Size: m.Size}}
+		cfg.GIDMappings = []configs.IDMap{{ContainerID: 0, HostID: m.HostGID, Size: m.Size}}
 	}
 	cfg.Seccomp = s.Seccomp
 	if s.NoFile > 0 {
@@ -148,14 +166,23 @@ func resources(s Spec) (*cgroups.Resources, error) {
 	return res, nil
 }
 
-func standardMounts() []*configs.Mount {
+func standardMounts(userns bool) []*configs.Mount {
+	sys := &configs.Mount{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: defaultMntFlags | unix.MS_RDONLY}
+	if userns {
+		// sysfs can only be mounted by an owner of the network namespace,
+		// and the runtime's was made by the daemon outside the runtime's
+		// user namespace: bind the host's read-only instead, as rootless
+		// runc and podman do (the masked paths still apply).
+		sys = &configs.Mount{Source: "/sys", Destination: "/sys", Device: "bind",
+			Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | defaultMntFlags}
+	}
 	return []*configs.Mount{
 		{Source: "proc", Destination: "/proc", Device: "proc", Flags: defaultMntFlags},
 		{Source: "tmpfs", Destination: "/dev", Device: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
 		{Source: "devpts", Destination: "/dev/pts", Device: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620"},
 		{Source: "shm", Destination: "/dev/shm", Device: "tmpfs", Flags: defaultMntFlags, Data: "mode=1777,size=65536k"},
 		{Source: "mqueue", Destination: "/dev/mqueue", Device: "mqueue", Flags: defaultMntFlags},
-		{Source: "sysfs", Destination: "/sys", Device: "sysfs", Flags: defaultMntFlags | unix.MS_RDONLY},
+		sys,
 		{Source: "cgroup", Destination: "/sys/fs/cgroup", Device: "cgroup", Flags: defaultMntFlags | unix.MS_RDONLY},
 	}
 }

@@ -26,12 +26,22 @@ func cacheObject(key string) string {
 	return path.Join(buildCacheRoot, key, "lz4-b1M", cacheFile)
 }
 
+// cacheDevice is the build-cache device. On the local filesystem the cache
+// lives under the data dir rather than in a /build-cache directory at the
+// host's root, where the reference (inside its container) keeps it.
 func (m *Manager) cacheDevice() (storage.Device, error) {
 	dsn := m.cfg.BuildCacheStorage
 	if dsn == "" {
 		dsn = m.cfg.Storage
 	}
-	return storage.Open(dsn, buildCacheRoot)
+	dev, err := storage.Open(dsn, buildCacheRoot)
+	if err != nil {
+		return nil, err
+	}
+	if _, local := dev.(*storage.Local); local {
+		return storage.NewLocal(m.cfg.DataDir)
+	}
+	return dev, nil
 }
 
 // warn records a build-cache warning; the build goes on without the cache.

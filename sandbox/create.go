@@ -194,11 +194,15 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 		Cgroup2:    m.cgroup2,
 		NoFile:     noFileLimit(),
 		Seccomp:    m.seccomp,
+		UserNS:     m.cfg.UserNS,
 	})
 	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.chownDirs(m.cfg.UserNS); err != nil {
 		return err
 	}
 	ct, err := startContainer(m.stateRoot, r.CID, r.cfg, r.proc)
@@ -361,6 +365,27 @@ func hasBash(rootfs string) bool {
 		}
 	}
 	return false
+}
+
+// chownDirs gives the runtime's mounted directories, and what is in them, to
+// its mapped root, so that root inside the runtime owns them.
+func (r *Runtime) chownDirs(m *oci.IDMap) error {
+	if m == nil {
+		return nil
+	}
+	for _, d := range []string{"src", "builds", "logs", "cache"} {
+		err := filepath.WalkDir(filepath.Join(r.Dir, d), func(p string, _ os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, int(m.HostUID), int(m.HostGID))
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("give runtime directories to its root: %w", err)
+		}
+	}
+	// The runtime directory itself must be traversable by the mapped root.
+	return os.Chmod(r.Dir, 0o711)
 }
 
 // writeNetFiles writes the runtime's /etc/hosts and /etc/resolv.conf.

@@ -52,6 +52,10 @@ type Config struct {
 	PidsLimit int64
 	// Unconfined turns the default seccomp profile off (opt-in weakening).
 	Unconfined bool
+	// UserNS runs every runtime in a user namespace whose root is this host
+	// range; nil runs them as host root (opt-in weakening). The image store
+	// must shift layer owners into the same range.
+	UserNS *oci.IDMap
 	// StopGrace is how long a runtime gets between SIGTERM and SIGKILL.
 	StopGrace time.Duration
 	// RetryAttempts and RetryDelay govern re-sending an execution whose
@@ -161,10 +165,16 @@ func New(cfg Config) (*Manager, error) {
 		}
 		m.seccomp = sc
 	}
-	for _, d := range []string{m.stateRoot, m.runDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("sandbox: %w", err)
-		}
+	if err := os.MkdirAll(m.stateRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	// Runtime directories hold each runtime's root: traversable (not
+	// listable) by a user-namespaced runtime's root.
+	if err := os.MkdirAll(m.runDir, 0o711); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := os.Chmod(m.runDir, 0o711); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if cfg.MaintenanceInterval > 0 && cfg.InactiveThreshold > 0 {
 		m.stopMaint = make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,13 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 			continue
 		}
 		_ = c.Signal(unix.SIGKILL)
+		// The kill is asynchronous: Destroy refuses a container still running.
+		for i := 0; i < 500; i++ {
+			if st, err := c.Status(); err != nil || st == libcontainer.Stopped {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if err := c.Destroy(); err != nil {
 			errs = append(errs, fmt.Errorf("destroy leftover container %s: %w", id, err))
 			continue

@@ -14,6 +14,14 @@ var ErrNotFound = errors.New("storage: object not found")
 // ErrInvalidPath means the path would leave the device's root.
 var ErrInvalidPath = errors.New("storage: path escapes the device root")
 
+// ErrUnauthorized means the storage service refused the credentials (HTTP 401
+// or 403, AccessDenied, SignatureDoesNotMatch, InvalidAccessKeyId, ...).
+var ErrUnauthorized = errors.New("storage: access denied")
+
+// ErrUnavailable means the storage service could not be reached or failed
+// (connection refused, DNS failure, timeout, 5xx).
+var ErrUnavailable = errors.New("storage: service unavailable")
+
 // Device is one storage device with a root. Paths are absolute, in the
 // device's namespace ("/storage/functions/x/code.tar.gz").
 type Device interface {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"executor/oci"
 	"executor/storage"
 )
 
@@ -25,6 +26,7 @@ type config struct {
 	CgroupParent        string
 	RuntimeVersions     []string
 	Storage             string
+	BuildCacheStorage   string
 	InactiveThreshold   time.Duration
 	MaintenanceInterval time.Duration
 	RetryAttempts       int
@@ -38,6 +40,8 @@ type config struct {
 	StopGrace           time.Duration
 	LogLevel            string
 	Unconfined          bool
+	// UserNS is the host id range runtimes' root maps to; nil when off.
+	UserNS *oci.IDMap
 }
 
 // loadConfig reads the configuration through getenv. Every error names the
@@ -50,12 +54,12 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		return def
 	}
 	c := &config{
-		Env:               get("OPR_EXECUTOR_ENV", "production"),
-		Secret:            getenv("OPR_EXECUTOR_SECRET"),
-		Listen:            get("OPR_EXECUTOR_LISTEN", "0.0.0.0:9900"),
-		DataDir:           get("OPR_EXECUTOR_DATA_DIR", "/var/lib/executor"),
-		CgroupParent:      get("OPR_EXECUTOR_CGROUP_PARENT", "/executor"),
-		Storage:           getenv("OPR_EXECUTOR_CONNECTION_STORAGE"),
+		Env:          get("OPR_EXECUTOR_ENV", "production"),
+		Secret:       getenv("OPR_EXECUTOR_SECRET"),
+		Listen:       get("OPR_EXECUTOR_LISTEN", "0.0.0.0:9900"),
+		DataDir:      get("OPR_EXECUTOR_DATA_DIR", "/var/lib/executor"),
+		CgroupParent: get("OPR_EXECUTOR_CGROUP_PARENT", "/executor"),
+
 		DockerHubUsername: getenv("OPR_EXECUTOR_DOCKER_HUB_USERNAME"),
 		DockerHubPassword: getenv("OPR_EXECUTOR_DOCKER_HUB_PASSWORD"),
 		Version:           get("OPR_EXECUTOR_VERSION", "unknown"),
@@ -108,8 +112,19 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if len(c.RuntimeVersions) == 0 {
 		return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIME_VERSIONS lists no version")
 	}
+	// The DSN, or the seed era's OPR_EXECUTOR_STORAGE_* variables when it
+	// is empty; the build cache falls back to it.
+	if c.Storage, err = storage.DSNFromEnv(getenv); err != nil {
+		return nil, err
+	}
 	if err := storage.Validate(c.Storage); err != nil {
 		return nil, fmt.Errorf("OPR_EXECUTOR_CONNECTION_STORAGE: %w", err)
+	}
+	if c.BuildCacheStorage, err = storage.BuildCacheDSNFromEnv(getenv); err != nil {
+		return nil, err
+	}
+	if err := storage.Validate(c.BuildCacheStorage); err != nil {
+		return nil, fmt.Errorf("OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE: %w", err)
 	}
 	threshold := getenv("OPR_EXECUTOR_INACTIVE_THRESHOLD")
 	name := "OPR_EXECUTOR_INACTIVE_THRESHOLD"
@@ -148,6 +163,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		if i := strings.LastIndex(rt, "-"); i <= 0 || i == len(rt)-1 {
 			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIMES: %q is not <language>-<version> (e.g. node-18.0)", rt)
 		}
+	}
+	if c.UserNS, err = parseUserNS(get("OPR_EXECUTOR_USERNS", "1000000000:65536")); err != nil {
+		return nil, err
 	}
 	switch sc := get("OPR_EXECUTOR_SECCOMP", "default"); sc {
 	case "default":
@@ -207,6 +225,40 @@ func (c *config) networkSubnets() ([]netip.Prefix, error) {
 		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), bits)
 	}
 	return out, nil
+}
+
+// parseUserNS reads OPR_EXECUTOR_USERNS: "off", "HOSTID:SIZE" (same uid and
+// gid) or "HOSTUID:HOSTGID:SIZE".
+func parseUserNS(v string) (*oci.IDMap, error) {
+	if v == "off" {
+		return nil, nil
+	}
+	parts := strings.Split(v, ":")
+	var n []int64
+	for _, p := range parts {
+		x, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || x <= 0 {
+			n = nil
+			break
+		}
+		n = append(n, x)
+	}
+	var m *oci.IDMap
+	switch len(n) {
+	case 2:
+		m = &oci.IDMap{HostUID: n[0], HostGID: n[0], Size: n[1]}
+	case 3:
+		m = &oci.IDMap{HostUID: n[0], HostGID: n[1], Size: n[2]}
+	default:
+		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q must be off, HOSTID:SIZE or HOSTUID:HOSTGID:SIZE (e.g. 1000000000:65536)", v)
+	}
+	if m.Size < 65536 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: the range must hold at least 65536 ids (images use uids up to 65534)", v)
+	}
+	if m.HostUID+m.Size > 1<<32-1 || m.HostGID+m.Size > 1<<32-1 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: the range goes past the largest id", v)
+	}
+	return m, nil
 }
 
 func splitList(s string) []string {

@@ -43,7 +43,12 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RUNTIMES": "node"}, "OPR_EXECUTOR_RUNTIMES"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOG_LEVEL": "loud"}, "OPR_EXECUTOR_LOG_LEVEL"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_PIDS_LIMIT": "0"}, "OPR_EXECUTOR_PIDS_LIMIT"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CONNECTION_STORAGE": "s3://k:s@host/bucket"}, "OPR_EXECUTOR_CONNECTION_STORAGE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CONNECTION_STORAGE": "dospaces://k:s@host/bucket"}, "OPR_EXECUTOR_CONNECTION_STORAGE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE": "wasabi://k:s@host/b"}, "OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_STORAGE_DEVICE": "floppy"}, "OPR_EXECUTOR_STORAGE_DEVICE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_USERNS": "1000:10"}, "OPR_EXECUTOR_USERNS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_USERNS": "root"}, "OPR_EXECUTOR_USERNS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_SECCOMP": "maybe"}, "OPR_EXECUTOR_SECCOMP"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
@@ -76,8 +81,33 @@ func TestLoadConfigSettings(t *testing.T) {
 	if got := strings.Join(c.prePullImages(), " "); got != "openruntimes/node:v5-18.0 x/y:z openruntimes/php:v4-8.0 openruntimes/node:v4-18.0" {
 		t.Errorf("pre-pull list %q", got)
 	}
+	if c.UserNS == nil || c.UserNS.HostUID != 1000000000 || c.UserNS.Size != 65536 {
+		t.Errorf("user namespace default %+v", c.UserNS)
+	}
 	subnets, err := c.networkSubnets()
 	if err != nil || len(subnets) != 3 || subnets[0].String() != "10.89.0.0/18" || subnets[2].String() != "10.89.128.0/18" {
 		t.Errorf("subnets %v %v", subnets, err)
+	}
+}
+
+func TestLoadConfigOptOutsAndLegacyStorage(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{
+		"OPR_EXECUTOR_SECRET":                "s",
+		"OPR_EXECUTOR_USERNS":                "off",
+		"OPR_EXECUTOR_SECCOMP":               "unconfined",
+		"OPR_EXECUTOR_STORAGE_DEVICE":        "s3",
+		"OPR_EXECUTOR_STORAGE_S3_ACCESS_KEY": "key",
+		"OPR_EXECUTOR_STORAGE_S3_SECRET":     "secret",
+		"OPR_EXECUTOR_STORAGE_S3_REGION":     "eu-west-1",
+		"OPR_EXECUTOR_STORAGE_S3_BUCKET":     "bucket",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UserNS != nil || !c.Unconfined {
+		t.Errorf("opt-outs not applied: %+v %v", c.UserNS, c.Unconfined)
+	}
+	if !strings.HasPrefix(c.Storage, "s3://") || c.BuildCacheStorage != c.Storage {
+		t.Errorf("legacy storage variables: %q, cache %q", c.Storage, c.BuildCacheStorage)
 	}
 }

@@ -26,7 +26,9 @@ import (
 	"executor/api"
 	"executor/images"
 	"executor/netns"
+	"executor/oci"
 	"executor/sandbox"
+	"executor/storage"
 )
 
 func init() {
@@ -70,7 +72,12 @@ func run(cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+	// Traversable but not listable: a user-namespaced runtime's root must be
+	// able to reach its own root file system and directories below it.
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -80,6 +87,7 @@ func run(cfg *config, log *slog.Logger) error {
 		Root:              filepath.Join(cfg.DataDir, "images"),
 		DockerHubUsername: cfg.DockerHubUsername,
 		DockerHubPassword: cfg.DockerHubPassword,
+		IDMap:             imagesIDMap(cfg.UserNS),
 		Logger:            log.With("component", "images"),
 	})
 	if err != nil {
@@ -114,10 +122,12 @@ func run(cfg *config, log *slog.Logger) error {
 		Images:              store,
 		Networks:            networks,
 		Storage:             cfg.Storage,
+		BuildCacheStorage:   cfg.BuildCacheStorage,
 		CgroupParent:        cfg.CgroupParent,
 		Hostname:            hostname,
 		PidsLimit:           cfg.PidsLimit,
 		Unconfined:          cfg.Unconfined,
+		UserNS:              cfg.UserNS,
 		StopGrace:           cfg.StopGrace,
 		RetryAttempts:       cfg.RetryAttempts,
 		RetryDelay:          cfg.RetryDelay,
@@ -158,7 +168,8 @@ func run(cfg *config, log *slog.Logger) error {
 	if cfg.SecretGenerated {
 		fmt.Fprintf(os.Stderr, "\n  Development secret (OPR_EXECUTOR_SECRET was empty): %s\n  Try: curl -H 'Authorization: Bearer %s' http://%s/v1/runtimes\n\n", cfg.Secret, cfg.Secret, ln.Addr())
 	}
-	log.Info("Executor is ready.", "listen", ln.Addr().String(), "dataDir", cfg.DataDir, "networks", cfg.Networks, "env", cfg.Env)
+	log.Info("Executor is ready.", "listen", ln.Addr().String(), "dataDir", cfg.DataDir, "networks", cfg.Networks, "env", cfg.Env,
+		"storage", storage.Describe(cfg.Storage), "userns", cfg.UserNS != nil, "seccomp", !cfg.Unconfined)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -184,6 +195,13 @@ func run(cfg *config, log *slog.Logger) error {
 	}
 	log.Info("executor stopped cleanly")
 	return nil
+}
+
+func imagesIDMap(m *oci.IDMap) *images.IDMap {
+	if m == nil {
+		return nil
+	}
+	return &images.IDMap{HostUID: int(m.HostUID), HostGID: int(m.HostGID), Size: int(m.Size)}
 }
 
 // prePull pulls images in the background at start, so the first runtime of

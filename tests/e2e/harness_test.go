@@ -65,6 +65,11 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	defer os.RemoveAll(work)
+	// The executor's data dirs live here: runtimes' mapped roots must be
+	// able to traverse it, as they can /var/lib.
+	if err := os.Chmod(work, 0o711); err != nil {
+		return 1, err
+	}
 	e := &env{work: work, storage: filepath.Join(work, "storage")}
 	if err := os.MkdirAll(e.storage, 0o755); err != nil {
 		return 1, err

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"executor/netns"
 )
 
 // createIdle makes a runtime whose server runs, for commands and executions.
@@ -66,6 +68,30 @@ func TestAttacksFromInsideFail(t *testing.T) {
 			t.Fatalf("effective capabilities: %q, want %s", out, want)
 		}
 	})
+	t.Run("root is an unprivileged host range", func(t *testing.T) {
+		out, _ := command(t, x, "victim", "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u:%g /usr/local/server /mnt/code /tmp")
+		f := strings.Fields(out)
+		if len(f) < 7 || f[0] != "0" || f[1] != "1000000000" || f[2] != "65536" || f[3] != "0" || f[4] != "1000000000" || f[6] != "0" {
+			t.Fatalf("id maps: %q", out)
+		}
+		// Image files and the mounted directories belong to root inside.
+		if !strings.Contains(out, "0:0\n0:0\n0:0") && strings.Count(out, "0:0") < 3 {
+			t.Fatalf("owners inside the runtime: %q", out)
+		}
+		// And the runtime's processes are that range on the host.
+		pids := hostPIDsOf(t, x)
+		if len(pids) == 0 {
+			t.Fatal("no runtime processes found")
+		}
+		for _, pid := range pids {
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			for _, line := range strings.Split(string(status), "\n") {
+				if strings.HasPrefix(line, "Uid:") && !strings.Contains(line, "1000000000") {
+					t.Errorf("runtime process %d runs as %q on the host", pid, line)
+				}
+			}
+		}
+	})
 	t.Run("private /dev", func(t *testing.T) {
 		out, _ := command(t, x, "victim", "ls /dev")
 		for _, dev := range strings.Fields(out) {
@@ -78,15 +104,67 @@ func TestAttacksFromInsideFail(t *testing.T) {
 	})
 }
 
+// readRuntimeCgroupFiles reads a pids-controller file of this executor's
+// (only) runtime from the host side, on cgroup v1 or v2.
+func readRuntimeCgroupFiles(t *testing.T, x *executor, name string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/pids", x.cgParent, "rt-*", name))
+	if len(files) == 0 {
+		files, _ = filepath.Glob(filepath.Join("/sys/fs/cgroup", x.cgParent, "rt-*", name))
+	}
+	if len(files) != 1 {
+		t.Fatalf("expected one runtime cgroup with %s, found %v", name, files)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// hostPIDsOf lists the host PIDs of processes in this executor's runtime cgroups.
+func hostPIDsOf(t *testing.T, x *executor) []int {
+	var pids []int
+	files, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/pids", x.cgParent, "*", "cgroup.procs"))
+	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", x.cgParent, "*", "cgroup.procs"))
+	for _, f := range append(files, more...) {
+		data, _ := os.ReadFile(f)
+		for _, p := range strings.Fields(string(data)) {
+			if n, err := strconv.Atoi(p); err == nil {
+				pids = append(pids, n)
+			}
+		}
+	}
+	return pids
+}
+
+func TestUserNamespaceOptOut(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_USERNS=off")
+	createIdle(t, x, "plain", nil)
+	out, _ := command(t, x, "plain", "cat /proc/self/uid_map")
+	if f := strings.Fields(out); len(f) != 3 || f[1] != "0" {
+		t.Fatalf("with OPR_EXECUTOR_USERNS=off the runtime should use the host ids: %q", out)
+	}
+	if r := x.request(t, "POST", "/v1/runtimes/plain/executions", map[string]any{"path": "/"}, jsonAccept); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+}
+
 func TestLimitsHold(t *testing.T) {
 	x := startExecutor(t, "OPR_EXECUTOR_PIDS_LIMIT=64")
 	t.Run("fork bomb stops at the pids limit", func(t *testing.T) {
 		createIdle(t, x, "forks", nil)
-		out, _ := command(t, x, "forks", `i=0; while [ $i -lt 200 ]; do sleep 30 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null; cat /sys/fs/cgroup/pids/pids.current 2>/dev/null || cat /sys/fs/cgroup/pids.current`)
-		fields := strings.Fields(out)
-		n, err := strconv.Atoi(fields[len(fields)-1])
+		// The bomb itself may fail once it cannot fork any more: what counts
+		// is what the host's cgroup says.
+		command(t, x, "forks", `i=0; while [ $i -lt 200 ]; do sleep 30 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null; true`)
+		current := readRuntimeCgroupFiles(t, x, "pids.current")
+		events := readRuntimeCgroupFiles(t, x, "pids.events")
+		n, err := strconv.Atoi(strings.TrimSpace(current))
 		if err != nil || n > 64 || n < 30 {
-			t.Fatalf("pids.current after the bomb: %q", out)
+			t.Fatalf("pids.current after the bomb: %q", current)
+		}
+		if !strings.Contains(events, "max ") || strings.Contains(events, "max 0") {
+			t.Fatalf("pids.events shows no refused fork: %q", events)
 		}
 		x.request(t, "DELETE", "/v1/runtimes/forks", nil, nil)
 	})
@@ -139,12 +217,19 @@ type hostState struct {
 
 func snapshot(t testing.TB, x *executor) hostState {
 	var s hostState
+	// Only what is this executor's: other tests may run on the machine.
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	s.mounts = strings.Count(string(mounts), "\n")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(line, x.dataDir+"/") {
+			s.mounts++
+		}
+	}
 	links, _ := netlink.LinkList()
-	for _, l := range links {
-		if l.Type() == "veth" {
-			s.veths++
+	if br, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
+		for _, l := range links {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				s.veths++
+			}
 		}
 	}
 	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent, "*"))
