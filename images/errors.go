@@ -33,6 +33,10 @@ var (
 	ErrInvalidReference = errors.New("invalid image reference")
 	// ErrPolicyRejected: the signature policy does not allow the image.
 	ErrPolicyRejected = errors.New("image rejected by signature policy")
+	// ErrBlocked: registries.conf blocks the registry the image would come
+	// from (`[[registry]] blocked = true`). Only pulls are refused: an image
+	// already in the store is still served (as podman does).
+	ErrBlocked = errors.New("registry blocked")
 )
 
 // classify wraps err with the sentinel that describes it, or returns it as is.
@@ -43,7 +47,8 @@ func classify(err error) error {
 		return nil
 	}
 	if errors.Is(err, ErrImageNotFound) || errors.Is(err, ErrUnauthorized) ||
-		errors.Is(err, ErrRegistryUnreachable) || errors.Is(err, ErrPolicyRejected) || errors.Is(err, ErrInvalidReference) {
+		errors.Is(err, ErrRegistryUnreachable) || errors.Is(err, ErrPolicyRejected) || errors.Is(err, ErrInvalidReference) ||
+		errors.Is(err, ErrBlocked) {
 		return err
 	}
 	var sentinel error

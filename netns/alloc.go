@@ -1,9 +1,11 @@
 package netns
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // ErrNoAddress means every address of the subnet is in use.
@@ -19,11 +21,12 @@ type allocator struct {
 	last   netip.Addr
 	next   netip.Addr
 	used   map[netip.Addr]bool
+	freed  chan struct{} // closed and replaced whenever an address is put back
 }
 
 func newAllocator(subnet netip.Prefix, gateway netip.Addr) *allocator {
 	last := lastAddr(subnet).Prev() // keep the broadcast address free
-	a := &allocator{subnet: subnet, first: gateway.Next(), last: last, used: map[netip.Addr]bool{}}
+	a := &allocator{subnet: subnet, first: gateway.Next(), last: last, used: map[netip.Addr]bool{}, freed: make(chan struct{})}
 	a.next = a.first
 	return a
 }
@@ -48,10 +51,49 @@ func (a *allocator) get() (netip.Addr, error) {
 	}
 }
 
+// reserve marks addr as used (an address held by a lease of an earlier
+// process). Addresses outside the allocator's range are ignored.
+func (a *allocator) reserve(addr netip.Addr) {
+	if addr.Less(a.first) || a.last.Less(addr) {
+		return
+	}
+	a.mu.Lock()
+	a.used[addr] = true
+	a.mu.Unlock()
+}
+
+func (a *allocator) isUsed(addr netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.used[addr]
+}
+
 func (a *allocator) put(addr netip.Addr) {
 	a.mu.Lock()
 	delete(a.used, addr)
+	close(a.freed)
+	a.freed = make(chan struct{})
 	a.mu.Unlock()
+}
+
+// getOrWait is get, but when the subnet is full and wait says that addresses
+// are about to come back (background teardowns), it waits for one.
+func (a *allocator) getOrWait(ctx context.Context, wait func() bool) (netip.Addr, error) {
+	for {
+		a.mu.Lock()
+		freed := a.freed
+		a.mu.Unlock()
+		addr, err := a.get()
+		if err != ErrNoAddress || !wait() {
+			return addr, err
+		}
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return netip.Addr{}, err
+		case <-time.After(time.Second): // re-check wait()
+		}
+	}
 }
 
 func (a *allocator) inUse() int {

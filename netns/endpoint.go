@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -15,7 +17,7 @@ import (
 
 // Endpoint is one runtime's place on a network.
 type Endpoint struct {
-	ID      string       // caller's identifier, used for the namespace file name
+	ID      string       // caller's identifier; the namespace file name unless the endpoint came from the pool
 	NSPath  string       // pinned network namespace to hand to the container
 	Addr    netip.Addr   // the runtime's address
 	Subnet  netip.Prefix // the network's subnet
@@ -24,28 +26,94 @@ type Endpoint struct {
 	Network string       // network name
 }
 
-// Attach creates a namespace for id with eth0 on the bridge, lo up, an address
-// and a default route via the bridge. id must be a valid file name.
-func (n *Network) Attach(ctx context.Context, id string) (_ *Endpoint, err error) {
-	if id == "" || filepath.Base(id) != id {
+// Attach gives id a namespace with eth0 on the bridge, lo up, an address and
+// a default route via the bridge: one from the pool when there is a ready
+// one, else a new one. id must be a valid file name.
+func (n *Network) Attach(ctx context.Context, id string) (*Endpoint, error) {
+	if id == "" || filepath.Base(id) != id || strings.HasPrefix(id, poolPrefix) {
 		return nil, fmt.Errorf("netns: invalid endpoint id %q", id)
 	}
-	if n.seq.Load() == 0 {
-		n.seq.CompareAndSwap(0, uint64(rand.Uint32()|1))
+	n.startPool()
+	n.mu.Lock()
+	pool := n.pool
+	n.mu.Unlock()
+	if pool != nil {
+		select {
+		case ep := <-pool:
+			ep.ID = id
+			n.mu.Lock()
+			closed := n.closed
+			if !closed {
+				n.endpoints[ep.NSPath] = ep
+			}
+			n.mu.Unlock()
+			if closed {
+				_ = n.teardown(ep)
+				return nil, errClosed
+			}
+			return ep, nil
+		default:
+		}
 	}
-	addr, err := n.addrs.get()
+	ep, err := n.create(ctx, id, id)
 	if err != nil {
 		return nil, err
 	}
+	n.mu.Lock()
+	closed := n.closed
+	if !closed {
+		n.endpoints[ep.NSPath] = ep
+	}
+	n.mu.Unlock()
+	if closed {
+		_ = n.teardown(ep)
+		return nil, errClosed
+	}
+	return ep, nil
+}
+
+var errClosed = errors.New("netns: network is closed")
+
+// create builds an endpoint whose namespace file is nsDir/file. The lease is
+// written before anything exists in the kernel, so that every veth of ours
+// has one.
+func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err error) {
+	n.creating.RLock()
+	defer n.creating.RUnlock()
+	if n.seq.Load() == 0 {
+		n.seq.CompareAndSwap(0, uint64(rand.Uint32()|1))
+	}
 	ep := &Endpoint{
 		ID:      id,
-		NSPath:  filepath.Join(n.nsDir, id),
-		Addr:    addr,
+		NSPath:  filepath.Join(n.nsDir, file),
 		Subnet:  n.cfg.Subnet,
 		Gateway: n.gateway,
 		HostIf:  fmt.Sprintf("%s%x", n.vethTag, uint32(n.seq.Add(1))),
 		Network: n.cfg.Name,
 	}
+	for attempt := 0; ; attempt++ {
+		addr, err := n.addrs.getOrWait(ctx, func() bool { return n.tearingDown.Load() > 0 })
+		if err != nil {
+			return nil, err
+		}
+		err = n.leases.create(lease{Addr: addr, ID: id, HostIf: ep.HostIf, NSPath: ep.NSPath})
+		if err == nil {
+			ep.Addr = addr
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			n.addrs.put(addr)
+			return nil, err
+		}
+		// Leased by someone else (a lease file we did not load): leave the
+		// address reserved and take another.
+		if attempt > 64 {
+			return nil, ErrNoAddress
+		}
+	}
+	n.mu.Lock()
+	n.owned[ep.HostIf] = ep
+	n.mu.Unlock()
 	defer func() {
 		if err != nil {
 			_ = n.teardown(ep)
@@ -67,15 +135,17 @@ func (n *Network) Attach(ctx context.Context, id string) (_ *Endpoint, err error
 	if err := netlink.LinkAdd(veth); err != nil {
 		return nil, fmt.Errorf("netns: create veth %s: %w", ep.HostIf, err)
 	}
+	if !n.cfg.AllowRuntimeToRuntime {
+		if err := netlink.LinkSetIsolated(veth, true); err != nil {
+			return nil, fmt.Errorf("netns: isolate port %s: %w", ep.HostIf, err)
+		}
+	}
 	if err := netlink.LinkSetUp(veth); err != nil {
 		return nil, fmt.Errorf("netns: bring up %s: %w", ep.HostIf, err)
 	}
 	if err := configureInside(ns, ep); err != nil {
 		return nil, err
 	}
-	n.mu.Lock()
-	n.endpoints[ep.NSPath] = ep
-	n.mu.Unlock()
 	return ep, nil
 }
 
@@ -111,32 +181,65 @@ func configureInside(ns vnetns.NsHandle, ep *Endpoint) error {
 
 // Detach removes the endpoint's veth pair and namespace and frees its address.
 // The address is freed only once the veth is gone, so it is never handed out
-// while the old link could still answer for it.
+// while the old link could still answer for it. With AsyncDetach the work is
+// done in the background and errors are logged.
 func (n *Network) Detach(ctx context.Context, ep *Endpoint) error {
 	if ep == nil {
 		return nil
 	}
 	n.mu.Lock()
 	delete(n.endpoints, ep.NSPath)
+	async := n.cfg.AsyncDetach && !n.closed
+	if async {
+		n.bg.Add(1)
+		n.tearingDown.Add(1)
+	}
 	n.mu.Unlock()
-	return n.teardown(ep)
+	if !async {
+		return n.teardown(ep)
+	}
+	go func() {
+		defer n.bg.Done()
+		defer n.tearingDown.Add(-1)
+		if err := n.teardown(ep); err != nil {
+			n.log.Warn("endpoint teardown", "network", n.cfg.Name, "id", ep.ID, "err", err)
+		}
+	}()
+	return nil
 }
 
 func (n *Network) teardown(ep *Endpoint) error {
+	defer func() {
+		n.mu.Lock()
+		delete(n.owned, ep.HostIf)
+		n.mu.Unlock()
+	}()
 	var errs []error
+	gone := false
 	if l, err := netlink.LinkByName(ep.HostIf); err == nil {
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("netns: delete veth %s: %w", ep.HostIf, err))
+		} else {
+			gone = !linkExists(ep.HostIf)
 		}
-	} else if !isNotFound(err) {
+	} else if isNotFound(err) {
+		gone = true
+	} else {
 		errs = append(errs, fmt.Errorf("netns: look up veth %s: %w", ep.HostIf, err))
 	}
 	if err := removeNamespace(ep.NSPath); err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) == 0 {
-		n.addrs.put(ep.Addr)
+	if !gone || !ep.Addr.IsValid() {
+		if len(errs) == 0 && ep.Addr.IsValid() {
+			errs = append(errs, fmt.Errorf("netns: veth %s still exists after deletion", ep.HostIf))
+		}
+		return errors.Join(errs...)
 	}
+	if err := n.leases.remove(ep.Addr); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	n.addrs.put(ep.Addr)
 	return errors.Join(errs...)
 }
 

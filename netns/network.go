@@ -18,7 +18,8 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// Config describes one network (one name of OPR_EXECUTOR_NETWORK).
+// Config describes one network (one name of OPR_EXECUTOR_NETWORK). The zero
+// value of every optional field is the safe default.
 type Config struct {
 	// Name is the network name clients know (e.g. openruntimes-runtimes).
 	Name string
@@ -28,9 +29,48 @@ type Config struct {
 	// Subnet holds the bridge address (the first host address) and the
 	// runtimes' addresses.
 	Subnet netip.Prefix
-	// StateDir holds the namespace files of this network's endpoints.
+	// StateDir holds the namespace files (ns/) and address leases (leases/)
+	// of this network's endpoints. It must be this network's own.
 	StateDir string
 	Logger   *slog.Logger
+
+	// AllowRuntimeToRuntime lets runtimes reach each other. By default
+	// (false) bridge ports cannot talk to each other (isolated ports plus a
+	// bridge-family nftables rule), and no new connection is routed into the
+	// bridge (from runtimes of other networks, hairpin, other hosts): only
+	// the host itself opens connections to runtimes.
+	AllowRuntimeToRuntime bool
+	// AllowHostAccess lets runtimes open connections to the host's own
+	// addresses (the gateway, the executor's API port...). By default
+	// (false) only replies to connections the host opened, and DNS (port 53,
+	// UDP and TCP) to DNSServers, get in.
+	AllowHostAccess bool
+	// AllowLinkLocal lets runtimes reach 169.254.0.0/16 (cloud metadata
+	// services). Blocked by default.
+	AllowLinkLocal bool
+	// DenyCIDRs are destinations runtimes may not reach (IPv4 prefixes).
+	// Use 0.0.0.0/0 with AllowCIDRs for an allow-list-only egress.
+	DenyCIDRs []netip.Prefix
+	// AllowCIDRs are exceptions: destinations that stay reachable even when
+	// they fall inside DenyCIDRs or 169.254.0.0/16. Deny wins unless an
+	// allow entry covers the destination. They do not open the host's own
+	// addresses (see AllowHostAccess) nor other runtimes.
+	AllowCIDRs []netip.Prefix
+	// DNSServers are host addresses runtimes may query on port 53 when a
+	// resolver listens on the host itself. nil means the non-loopback IPv4
+	// nameservers of /etc/resolv.conf (what the sandbox gives runtimes); an
+	// empty non-nil slice allows none.
+	DNSServers []netip.Addr
+
+	// PoolSize keeps that many endpoints (namespace, veth, address) ready,
+	// refilled in the background, so Attach is off the critical path.
+	// 0 disables the pool. Pooled namespace files are not named after the
+	// endpoint id.
+	PoolSize int
+	// AsyncDetach makes Detach return at once and tear the veth and
+	// namespace down in the background (deleting a veth takes ~30 ms). The
+	// address is released only once the veth is gone; Close waits for it.
+	AsyncDetach bool
 }
 
 // Network is a bridge and the endpoints attached to it.
@@ -39,12 +79,30 @@ type Network struct {
 	bridge  netlink.Link
 	gateway netip.Addr
 	addrs   *allocator
+	leases  leaseStore
 	nsDir   string
 	seq     atomic.Uint64
 	vethTag string
+	dns     []netip.Addr
+	log     *slog.Logger
 
-	mu        sync.Mutex
-	endpoints map[string]*Endpoint
+	// creating is held shared while endpoints are built and exclusively
+	// by Reset, so Reset never mistakes a half-built endpoint for a leftover.
+	creating sync.RWMutex
+
+	mu          sync.Mutex
+	endpoints   map[string]*Endpoint // handed out by Attach, by NSPath
+	owned       map[string]*Endpoint // every endpoint of this process not yet torn down, by HostIf
+	closed      bool
+	bg          sync.WaitGroup // background teardowns
+	tearingDown atomic.Int64   // background teardowns in flight
+
+	pool       chan *Endpoint
+	poolOnce   sync.Once
+	poolStop   chan struct{}
+	poolCancel context.CancelFunc
+	poolDone   sync.WaitGroup
+	poolSeq    atomic.Uint64
 }
 
 // BridgeName derives the interface name used for a network name.
@@ -53,8 +111,11 @@ func BridgeName(network string) string {
 	return "opr" + hex.EncodeToString(sum[:])[:10]
 }
 
-// New ensures the bridge exists with its gateway address and is up. It does
-// not remove endpoints left by an earlier process: call Reset for that.
+// New ensures the bridge exists with its gateway address and is up, turns on
+// IPv4 forwarding, and (re)writes the network's nftables tables. It reads the
+// address leases in StateDir: an address whose veth still exists stays
+// reserved; leases without a veth are dropped. It does not remove endpoints
+// left by an earlier process: call Reset for that.
 func New(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("netns: network name is empty")
@@ -69,6 +130,19 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if len(cfg.Bridge) > 15 {
 		return nil, fmt.Errorf("netns: bridge name %q is longer than 15 bytes", cfg.Bridge)
 	}
+	if len(cfg.Bridge) < 9 {
+		return nil, fmt.Errorf("netns: bridge name %q is shorter than 9 bytes", cfg.Bridge)
+	}
+	for _, l := range [][]netip.Prefix{cfg.AllowCIDRs, cfg.DenyCIDRs} {
+		for _, p := range l {
+			if !p.IsValid() || !p.Addr().Is4() {
+				return nil, fmt.Errorf("netns: %q is not an IPv4 prefix", p)
+			}
+		}
+	}
+	if cfg.PoolSize < 0 {
+		return nil, fmt.Errorf("netns: pool size %d is negative", cfg.PoolSize)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -76,21 +150,61 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		cfg:       cfg,
 		gateway:   cfg.Subnet.Addr().Next(),
 		nsDir:     filepath.Join(cfg.StateDir, "ns"),
+		leases:    leaseStore{dir: filepath.Join(cfg.StateDir, "leases")},
 		endpoints: make(map[string]*Endpoint),
+		owned:     make(map[string]*Endpoint),
+		log:       cfg.Logger,
+		dns:       cfg.DNSServers,
+	}
+	if n.dns == nil {
+		n.dns = hostDNS()
 	}
 	// Host-side veth names carry a tag of the bridge so that Reset can tell
 	// ours from anyone else's even when they are detached from the bridge.
 	n.vethTag = "v" + cfg.Bridge[3:9]
 	n.addrs = newAllocator(cfg.Subnet, n.gateway)
-	if err := os.MkdirAll(n.nsDir, 0o700); err != nil {
-		return nil, fmt.Errorf("netns: state dir: %w", err)
+	for _, d := range []string{n.nsDir, n.leases.dir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("netns: state dir: %w", err)
+		}
 	}
 	br, err := ensureBridge(cfg.Bridge, netip.PrefixFrom(n.gateway, cfg.Subnet.Bits()))
 	if err != nil {
 		return nil, err
 	}
 	n.bridge = br
+	if err := enableForwarding(); err != nil {
+		return nil, err
+	}
+	if err := n.installFirewall(); err != nil {
+		return nil, err
+	}
+	if err := n.loadLeases(); err != nil {
+		n.log.Warn("address leases", "network", cfg.Name, "err", err)
+	}
 	return n, nil
+}
+
+// loadLeases reserves the addresses of an earlier process whose veth still
+// exists and drops the leases whose veth is gone.
+func (n *Network) loadLeases() error {
+	ls, err := n.leases.load()
+	for _, l := range ls {
+		if l.HostIf == "" || linkExists(l.HostIf) {
+			n.addrs.reserve(l.Addr)
+			continue
+		}
+		if rerr := n.leases.remove(l.Addr); rerr != nil {
+			n.addrs.reserve(l.Addr)
+			err = errors.Join(err, rerr)
+		}
+	}
+	return err
+}
+
+func linkExists(name string) bool {
+	_, err := netlink.LinkByName(name)
+	return err == nil || !isNotFound(err)
 }
 
 // Name returns the network's name.
@@ -106,12 +220,21 @@ func (n *Network) Gateway() netip.Addr { return n.gateway }
 func (n *Network) Subnet() netip.Prefix { return n.cfg.Subnet }
 
 // Reset removes every endpoint an earlier process of ours left behind: veths
-// with our tag, namespace files and their mounts. Endpoints of this process are
-// kept.
+// with our tag, namespace files and their mounts, and releases their leases
+// once their veths are gone. Endpoints of this process are kept. It then
+// starts filling the pool, if there is one.
 func (n *Network) Reset(ctx context.Context) error {
+	err := n.reset()
+	n.startPool()
+	return err
+}
+
+func (n *Network) reset() error {
+	n.creating.Lock()
+	defer n.creating.Unlock()
 	n.mu.Lock()
-	live := make(map[string]bool, len(n.endpoints))
-	for _, ep := range n.endpoints {
+	live := make(map[string]bool, 2*len(n.owned))
+	for _, ep := range n.owned {
 		live[ep.HostIf] = true
 		live[ep.NSPath] = true
 	}
@@ -144,6 +267,24 @@ func (n *Network) Reset(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	ls, err := n.leases.load()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range ls {
+		if live[l.HostIf] && l.HostIf != "" {
+			continue
+		}
+		if l.HostIf != "" && linkExists(l.HostIf) {
+			errs = append(errs, fmt.Errorf("netns: veth %s of lease %s still exists", l.HostIf, l.Addr))
+			continue
+		}
+		if err := n.leases.remove(l.Addr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n.addrs.put(l.Addr)
+	}
 	return errors.Join(errs...)
 }
 
@@ -155,24 +296,30 @@ func (n *Network) ownsVeth(l netlink.Link) bool {
 	return n.bridge != nil && l.Attrs().MasterIndex == n.bridge.Attrs().Index
 }
 
-// Close detaches every endpoint and deletes the bridge.
+// Close detaches every endpoint (waiting for background teardowns), empties
+// the pool, removes leftovers, the nftables tables and the bridge.
 func (n *Network) Close(ctx context.Context) error {
 	n.mu.Lock()
+	n.closed = true
 	eps := make([]*Endpoint, 0, len(n.endpoints))
 	for _, ep := range n.endpoints {
 		eps = append(eps, ep)
 	}
 	n.mu.Unlock()
 	var errs []error
+	errs = append(errs, n.stopPool())
 	for _, ep := range eps {
 		errs = append(errs, n.Detach(ctx, ep))
 	}
-	errs = append(errs, n.Reset(ctx))
+	n.bg.Wait()
+	errs = append(errs, n.reset())
+	errs = append(errs, n.removeFirewall())
 	if l, err := netlink.LinkByName(n.cfg.Bridge); err == nil {
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("netns: delete bridge %s: %w", n.cfg.Bridge, err))
 		}
 	}
 	_ = os.Remove(n.nsDir)
+	_ = os.Remove(n.leases.dir)
 	return errors.Join(errs...)
 }

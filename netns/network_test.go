@@ -6,27 +6,53 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
+
+	"executor/netns/nettest"
 )
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("netns tests need root (CI runs as root)")
 	}
 }
 
-func testNetwork(t *testing.T) *Network {
+var netSeq struct {
+	mu sync.Mutex
+	n  int
+}
+
+// testNetwork makes a network with a name, bridge and subnet unique to this
+// test run; cleanup closes it and checks it left nothing behind.
+func testNetwork(t testing.TB, bits int, mod func(*Config)) *Network {
 	t.Helper()
 	requireRoot(t)
-	name := fmt.Sprintf("nstest-%d-%s", os.Getpid(), t.Name())
-	subnet := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 200+os.Getpid()%50, os.Getpid()%250))
-	n, err := New(context.Background(), Config{Name: name, Subnet: subnet, StateDir: t.TempDir()})
+	netSeq.mu.Lock()
+	netSeq.n++
+	seq := netSeq.n
+	netSeq.mu.Unlock()
+	subnet, err := nettest.FreeSubnet(bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Name:       fmt.Sprintf("nstest-%d-%d-%d", os.Getpid(), seq, time.Now().UnixNano()),
+		Subnet:     subnet,
+		StateDir:   t.TempDir(),
+		DNSServers: []netip.Addr{},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,46 +60,106 @@ func testNetwork(t *testing.T) *Network {
 		if err := n.Close(context.Background()); err != nil {
 			t.Errorf("close: %v", err)
 		}
-		if _, err := netlink.LinkByName(n.BridgeName()); err == nil {
-			t.Errorf("bridge %s left behind", n.BridgeName())
-		}
+		assertGone(t, n)
 	})
 	return n
 }
 
-// listenIn opens a TCP listener inside the namespace at path.
-func listenIn(t *testing.T, path string, addr string) net.Listener {
+// assertGone checks that nothing of n is left: bridge, veths, tables, leases.
+func assertGone(t testing.TB, n *Network) {
 	t.Helper()
-	type res struct {
-		l   net.Listener
-		err error
+	if _, err := netlink.LinkByName(n.BridgeName()); err == nil {
+		t.Errorf("bridge %s left behind", n.BridgeName())
 	}
-	ch := make(chan res, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ns, err := vnetns.GetFromPath(path)
+	links, _ := netlink.LinkList()
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, n.vethTag) {
+			t.Errorf("veth %s left behind", l.Attrs().Name)
+		}
+	}
+	if tabs := ourTables(t, n); len(tabs) > 0 {
+		t.Errorf("nftables tables left behind: %v", tabs)
+	}
+	if ents, _ := os.ReadDir(n.leases.dir); len(ents) > 0 {
+		t.Errorf("%d leases left behind", len(ents))
+	}
+}
+
+// ourTables lists the nftables tables named for n, as family/name.
+func ourTables(t testing.TB, n *Network) []string {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tabs, err := c.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, tb := range tabs {
+		if tb.Name == TableName(n.BridgeName()) {
+			out = append(out, fmt.Sprintf("%d/%s", tb.Family, tb.Name))
+		}
+	}
+	return out
+}
+
+// ruleCount counts the rules of n's tables per chain, as "family/chain".
+func ruleCount(t testing.TB, n *Network) map[string]int {
+	t.Helper()
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChains()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, ch := range chains {
+		if ch.Table.Name != TableName(n.BridgeName()) {
+			continue
+		}
+		rules, err := c.GetRules(ch.Table, ch)
 		if err != nil {
-			ch <- res{err: err}
-			return
+			t.Fatal(err)
 		}
-		defer ns.Close()
-		if err := vnetns.Set(ns); err != nil {
-			ch <- res{err: err}
-			return
-		}
-		l, err := net.Listen("tcp", addr)
-		ch <- res{l, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
+		out[fmt.Sprintf("%d/%s", ch.Table.Family, ch.Name)] += len(rules)
 	}
-	t.Cleanup(func() { r.l.Close() })
-	return r.l
+	return out
+}
+
+// listen opens a listener inside ep's namespace that answers every
+// connection with reply; closed at cleanup.
+func listen(t testing.TB, nsPath, addr, reply string) {
+	t.Helper()
+	l, err := nettest.ListenIn(nsPath, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go serveReply(l, reply)
+}
+
+func serveReply(l net.Listener, reply string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			buf := make([]byte, 4096)
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, _ = c.Read(buf) // the request, if any
+			fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(reply), reply)
+			c.Close()
+		}()
+	}
 }
 
 func TestAttachReachableAndDetachCleans(t *testing.T) {
-	n := testNetwork(t)
+	n := testNetwork(t, 24, nil)
 	ctx := context.Background()
 	ep, err := n.Attach(ctx, "rt1")
 	if err != nil {
@@ -82,25 +168,19 @@ func TestAttachReachableAndDetachCleans(t *testing.T) {
 	if !n.Subnet().Contains(ep.Addr) || ep.Addr == n.Gateway() {
 		t.Fatalf("address %s not a runtime address of %s", ep.Addr, n.Subnet())
 	}
-	l := listenIn(t, ep.NSPath, net.JoinHostPort(ep.Addr.String(), "3000"))
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			c.Write([]byte("hi"))
-			c.Close()
-		}
-	}()
-	c, err := net.Dial("tcp", net.JoinHostPort(ep.Addr.String(), "3000"))
-	if err != nil {
-		t.Fatalf("dial runtime address from host: %v", err)
+	if _, err := os.Stat(n.leases.path(ep.Addr)); err != nil {
+		t.Errorf("no lease for %s: %v", ep.Addr, err)
 	}
-	buf := make([]byte, 2)
-	if _, err := c.Read(buf); err != nil || string(buf) != "hi" {
-		t.Fatalf("read %q, %v", buf, err)
+	l, _ := netlink.LinkByName(ep.HostIf)
+	if pi, err := netlink.LinkGetProtinfo(l); err != nil || !pi.Isolated {
+		t.Errorf("port %s not isolated: %+v %v", ep.HostIf, pi, err)
 	}
-	c.Close()
-	l.Close()
-
+	listen(t, ep.NSPath, net.JoinHostPort(ep.Addr.String(), "3000"), "hi")
+	// The host opens connections to runtimes; the replies must pass the
+	// input chain.
+	if body, err := hostGet(net.JoinHostPort(ep.Addr.String(), "3000")); err != nil || body != "hi" {
+		t.Fatalf("host -> runtime:3000: %q %v", body, err)
+	}
 	if err := n.Detach(ctx, ep); err != nil {
 		t.Fatal(err)
 	}
@@ -110,88 +190,266 @@ func TestAttachReachableAndDetachCleans(t *testing.T) {
 	if _, err := os.Stat(ep.NSPath); !os.IsNotExist(err) {
 		t.Errorf("namespace file %s still exists: %v", ep.NSPath, err)
 	}
+	if _, err := os.Stat(n.leases.path(ep.Addr)); !os.IsNotExist(err) {
+		t.Errorf("lease of %s still exists: %v", ep.Addr, err)
+	}
 	if got := n.addrs.inUse(); got != 0 {
 		t.Errorf("%d addresses still allocated", got)
 	}
 }
 
-func TestConcurrentAttachUniqueAddresses(t *testing.T) {
-	n := testNetwork(t)
-	ctx := context.Background()
-	const count = 20
-	var mu sync.Mutex
-	seen := map[netip.Addr]string{}
-	var wg sync.WaitGroup
-	errs := make(chan error, count)
-	for i := 0; i < count; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			ep, err := n.Attach(ctx, fmt.Sprintf("c%d", i))
-			if err != nil {
-				errs <- err
-				return
-			}
-			mu.Lock()
-			if other, dup := seen[ep.Addr]; dup {
-				errs <- fmt.Errorf("address %s given to %s and %s", ep.Addr, other, ep.ID)
-			}
-			seen[ep.Addr] = ep.ID
-			mu.Unlock()
-			if err := n.Detach(ctx, ep); err != nil {
-				errs <- err
-			}
-		}(i)
+func hostGet(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\n\r\n")
+	b := make([]byte, 4096)
+	var got []byte
+	for {
+		k, err := c.Read(b)
+		got = append(got, b[:k]...)
+		if err != nil {
+			break
+		}
+	}
+	s := string(got)
+	if i := strings.Index(s, "\r\n\r\n"); i >= 0 {
+		return s[i+4:], nil
+	}
+	return s, nil
+}
+
+// TestConcurrentAttachDetachNoDuplicate runs 200 concurrent Attach/Detach
+// cycles and checks that no address is ever held twice, and that an address
+// comes back only once the veth of its previous holder is gone.
+func TestConcurrentAttachDetachNoDuplicate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"sync", nil},
+		{"async", func(c *Config) { c.AsyncDetach = true }},
+		{"pool+async", func(c *Config) { c.AsyncDetach = true; c.PoolSize = 8 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A /24 (253 addresses) for 200 concurrent endpoints plus the
+			// pool and the background teardowns: addresses get reused.
+			n := testNetwork(t, 24, tc.mod)
+			ctx := context.Background()
+			if err := n.Reset(ctx); err != nil {
+				t.Fatal(err)
+			}
+			const workers, cycles = 200, 2
+			var mu sync.Mutex
+			holder := map[netip.Addr]string{} // address -> id holding it now
+			prevIf := map[netip.Addr]string{} // address -> host veth of its last holder
+			reused := 0
+			var wg sync.WaitGroup
+			errs := make(chan error, workers*cycles)
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for c := 0; c < cycles; c++ {
+						id := fmt.Sprintf("c%d-%d", w, c)
+						ep, err := n.Attach(ctx, id)
+						if err != nil {
+							errs <- err
+							return
+						}
+						mu.Lock()
+						if other, dup := holder[ep.Addr]; dup {
+							errs <- fmt.Errorf("address %s given to %s while %s holds it", ep.Addr, id, other)
+						}
+						holder[ep.Addr] = id
+						prev, seen := prevIf[ep.Addr]
+						if seen {
+							reused++
+						}
+						mu.Unlock()
+						if seen {
+							if _, err := netlink.LinkByName(prev); err == nil {
+								errs <- fmt.Errorf("address %s handed out while the veth %s of its last holder exists", ep.Addr, prev)
+							}
+						}
+						mu.Lock()
+						delete(holder, ep.Addr)
+						prevIf[ep.Addr] = ep.HostIf
+						mu.Unlock()
+						if err := n.Detach(ctx, ep); err != nil {
+							errs <- err
+						}
+					}
+				}(w)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			t.Logf("%d endpoints, %d distinct addresses, %d reuses", workers*cycles, len(prevIf), reused)
+			if reused == 0 {
+				t.Error("no address was reused: the check is blind")
+			}
+		})
 	}
 }
 
-func TestResetRemovesLeftovers(t *testing.T) {
-	n := testNetwork(t)
+func TestLeasesSurviveRestart(t *testing.T) {
+	n := testNetwork(t, 28, nil) // gateway .1, runtimes .2-.14
 	ctx := context.Background()
-	ep, err := n.Attach(ctx, "left")
+	old, err := n.Attach(ctx, "old")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A new process knows nothing of ep: simulate with a second Network value.
+	// A lease whose veth never came to be (crash between the lease and the
+	// veth): dropped by New.
+	stale := old.Addr.Next()
+	if err := n.leases.create(lease{Addr: stale, ID: "stale", HostIf: n.vethTag + "dead", NSPath: filepath.Join(n.nsDir, "stale")}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new process (the old one crashed: no Close).
 	n2, err := New(ctx, n.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !n2.addrs.isUsed(old.Addr) {
+		t.Fatalf("address %s of a live veth is not reserved after restart", old.Addr)
+	}
+	if n2.addrs.isUsed(stale) {
+		t.Errorf("address %s of a lease without veth is still reserved", stale)
+	}
+	if _, err := os.Stat(n2.leases.path(stale)); !os.IsNotExist(err) {
+		t.Errorf("stale lease kept: %v", err)
+	}
+	// Before Reset, every new endpoint avoids the old address.
+	var eps []*Endpoint
+	for i := 0; ; i++ {
+		ep, err := n2.Attach(ctx, fmt.Sprintf("new%d", i))
+		if err == ErrNoAddress {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ep.Addr == old.Addr {
+			t.Fatalf("address %s handed out while its old veth %s exists", ep.Addr, old.HostIf)
+		}
+		eps = append(eps, ep)
+	}
+	if len(eps) != 12 {
+		t.Errorf("got %d endpoints, want 12 (13 addresses less the old one)", len(eps))
+	}
+	// Reset removes the old endpoint and releases its address.
 	if err := n2.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := netlink.LinkByName(ep.HostIf); err == nil {
-		t.Errorf("veth %s survived reset", ep.HostIf)
+	if _, err := netlink.LinkByName(old.HostIf); err == nil {
+		t.Errorf("old veth %s survived reset", old.HostIf)
 	}
-	if _, err := os.Stat(ep.NSPath); !os.IsNotExist(err) {
-		t.Errorf("namespace %s survived reset", ep.NSPath)
+	if _, err := os.Stat(old.NSPath); !os.IsNotExist(err) {
+		t.Errorf("old namespace %s survived reset", old.NSPath)
 	}
+	for _, ep := range eps {
+		if _, err := netlink.LinkByName(ep.HostIf); err != nil {
+			t.Errorf("reset removed live endpoint %s: %v", ep.HostIf, err)
+		}
+	}
+	ep, err := n2.Attach(ctx, "after")
+	if err != nil || ep.Addr != old.Addr {
+		t.Fatalf("after reset got %v %v, want %s", ep, err, old.Addr)
+	}
+	// The first process is gone; forget its endpoint so its cleanup does not
+	// tear down what n2 now owns.
 	n.mu.Lock()
-	delete(n.endpoints, ep.NSPath)
+	n.endpoints = map[string]*Endpoint{}
+	n.owned = map[string]*Endpoint{}
 	n.mu.Unlock()
+	if err := n2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, n2)
 }
 
-func TestAllocatorWrapsAndExhausts(t *testing.T) {
-	subnet := netip.MustParsePrefix("10.1.2.0/29") // gateway .1, usable .2-.6
-	a := newAllocator(subnet, subnet.Addr().Next())
-	var got []netip.Addr
-	for {
-		addr, err := a.get()
-		if err != nil {
-			break
-		}
-		got = append(got, addr)
+func TestFirewallReplacedAfterCrashAndRemovedByClose(t *testing.T) {
+	n := testNetwork(t, 24, func(c *Config) {
+		c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+		c.AllowCIDRs = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}
+		c.DNSServers = []netip.Addr{netip.MustParseAddr("10.0.0.53")}
+	})
+	if tabs := ourTables(t, n); len(tabs) != 2 {
+		t.Fatalf("tables %v, want inet and bridge", tabs)
 	}
-	if len(got) != 5 || got[0].String() != "10.1.2.2" || got[4].String() != "10.1.2.6" {
-		t.Fatalf("got %v", got)
+	want := map[string]int{
+		"1/input":       4, // established, dns udp, dns tcp, drop
+		"1/forward":     5, // established, new-into-bridge drop, allow, link-local, deny
+		"1/postrouting": 1,
+		"7/forward":     1,
 	}
-	a.put(got[1])
-	if addr, err := a.get(); err != nil || addr != got[1] {
-		t.Fatalf("after release got %v %v", addr, err)
+	got := ruleCount(t, n)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rules %v, want %v", got, want)
 	}
+	// A crash: New again without Close replaces the tables, no duplicates.
+	n2, err := New(context.Background(), n.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ruleCount(t, n2); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after restart rules %v, want %v", got, want)
+	}
+	if err := n2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, n2)
+	// And a later start rebuilds everything.
+	n3, err := New(context.Background(), n.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ruleCount(t, n3); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after rebuild rules %v, want %v", got, want)
+	}
+	if _, err := netlink.LinkByName(n3.BridgeName()); err != nil {
+		t.Fatalf("bridge not rebuilt: %v", err)
+	}
+	// n's cleanup closes the rebuilt network.
+}
+
+func TestPoolHandsOutReadyEndpoints(t *testing.T) {
+	n := testNetwork(t, 24, func(c *Config) { c.PoolSize = 3; c.AsyncDetach = true })
+	ctx := context.Background()
+	if err := n.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(n.pool) < cap(n.pool) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	ep, err := n.Attach(ctx, "pooled")
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("attach from a full pool took %v", took)
+	if ep.ID != "pooled" || !strings.HasPrefix(filepath.Base(ep.NSPath), poolPrefix) {
+		t.Errorf("endpoint %+v", ep)
+	}
+	listen(t, ep.NSPath, net.JoinHostPort(ep.Addr.String(), "3000"), "pooled-ok")
+	if body, err := hostGet(net.JoinHostPort(ep.Addr.String(), "3000")); err != nil || body != "pooled-ok" {
+		t.Fatalf("host -> pooled runtime: %q %v", body, err)
+	}
+	if _, err := n.Attach(ctx, poolPrefix+"x"); err == nil {
+		t.Error("an id with the pool prefix was accepted")
+	}
+	if err := n.Detach(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	// Close (cleanup) must drain the pool and wait for the background
+	// teardown; assertGone checks.
 }

@@ -22,8 +22,10 @@ const (
 
 func cacheEnabled(spec Spec) bool { return spec.CacheKey != "" && spec.Command != "" }
 
-func cacheObject(key string) string {
-	return path.Join(buildCacheRoot, key, "lz4-b1M", cacheFile)
+// cacheObject is where the cache of key lives on dev, under its root
+// (bucket/build-cache on S3, as the reference keeps it).
+func cacheObject(dev storage.Device, key string) string {
+	return path.Join(dev.Root(), key, "lz4-b1M", cacheFile)
 }
 
 // cacheDevice is the build-cache device. On the local filesystem the cache
@@ -39,7 +41,7 @@ func (m *Manager) cacheDevice() (storage.Device, error) {
 		return nil, err
 	}
 	if _, local := dev.(*storage.Local); local {
-		return storage.NewLocal(m.cfg.DataDir)
+		return storage.NewLocal(filepath.Join(m.cfg.DataDir, "build-cache"))
 	}
 	return dev, nil
 }
@@ -64,7 +66,7 @@ func (m *Manager) restoreCache(ctx context.Context, r *Runtime, key string) {
 		r.warn(err.Error())
 		return
 	}
-	obj := cacheObject(key)
+	obj := cacheObject(dev, key)
 	rc, err := dev.Read(ctx, obj)
 	if errors.Is(err, storage.ErrNotFound) {
 		return // a miss: the helpers build without it
@@ -107,7 +109,7 @@ func (m *Manager) saveCache(ctx context.Context, r *Runtime, key string) {
 		r.warn(err.Error())
 		return
 	}
-	if _, err := dev.Write(ctx, cacheObject(key), f); err != nil {
+	if _, err := dev.Write(ctx, cacheObject(dev, key), f); err != nil {
 		r.warn(fmt.Sprintf("save failed: %v", err))
 	}
 }

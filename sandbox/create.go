@@ -115,6 +115,7 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 		updated:  start,
 		status:   "pending",
 		httpc:    newForwardClient(),
+		dns:      m.cfg.DNSServers,
 	}
 	r.Dir = filepath.Join(m.runDir, r.CID)
 	defer func() {
@@ -265,6 +266,10 @@ func sourceReason(source string, err error) string {
 		return fmt.Sprintf("%s does not exist", source)
 	case errors.Is(err, storage.ErrInvalidPath):
 		return fmt.Sprintf("%s is not a valid path", source)
+	case errors.Is(err, storage.ErrUnauthorized):
+		return fmt.Sprintf("%s could not be read: the storage device refused the credentials", source)
+	case errors.Is(err, storage.ErrUnavailable):
+		return fmt.Sprintf("%s could not be read: the storage device is unreachable", source)
 	default:
 		return fmt.Sprintf("%s could not be read", source)
 	}
@@ -394,22 +399,33 @@ func (r *Runtime) writeNetFiles() error {
 	if err := os.WriteFile(filepath.Join(r.Dir, "hosts"), []byte(hosts), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(r.Dir, "resolv.conf"), resolvConf(), 0o644)
+	return os.WriteFile(filepath.Join(r.Dir, "resolv.conf"), r.resolvConf(), 0o644)
 }
 
-// resolvConf is the host's resolver configuration without loopback
-// nameservers, which a runtime in its own namespace cannot reach.
-func resolvConf() []byte {
+// resolvConf is the runtime's resolver configuration: the configured
+// nameservers, or the host's without loopback ones, which a runtime in its own
+// network namespace cannot reach.
+func (r *Runtime) resolvConf() []byte {
 	data, _ := os.ReadFile("/etc/resolv.conf")
 	var b strings.Builder
+	for _, ns := range r.dns {
+		b.WriteString("nameserver " + ns.String() + "\n")
+	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+		if len(f) == 0 {
 			continue
 		}
-		if len(f) > 0 && (f[0] == "nameserver" || f[0] == "search" || f[0] == "options") {
-			b.WriteString(line + "\n")
+		switch f[0] {
+		case "nameserver":
+			if r.dns != nil || len(f) < 2 || strings.HasPrefix(f[1], "127.") || f[1] == "::1" {
+				continue
+			}
+		case "search", "options":
+		default:
+			continue
 		}
+		b.WriteString(line + "\n")
 	}
 	return []byte(b.String())
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -43,6 +44,9 @@ type Config struct {
 	Storage string
 	// BuildCacheStorage is the DSN of the build cache device; empty means Storage.
 	BuildCacheStorage string
+	// DNSServers are the nameservers runtimes get in /etc/resolv.conf; nil
+	// means the host's own, without loopback ones they cannot reach.
+	DNSServers []netip.Addr
 	// CgroupParent is the absolute cgroup under which every runtime's cgroup
 	// is created, so operators can cap all runtimes at once.
 	CgroupParent string

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -38,6 +39,7 @@ type Runtime struct {
 	shell    string
 	log      *slog.Logger
 	httpc    *http.Client
+	dns      []netip.Addr
 
 	mu          sync.Mutex
 	ct          *container

@@ -40,6 +40,16 @@ type config struct {
 	StopGrace           time.Duration
 	LogLevel            string
 	Unconfined          bool
+	// Network policy and speed (netns.Config).
+	AllowRuntimeToRuntime bool
+	AllowHostAccess       bool
+	AllowLinkLocal        bool
+	EgressAllow           []netip.Prefix
+	EgressDeny            []netip.Prefix
+	DNSServers            []netip.Addr // nil = the host's non-loopback nameservers
+	NetworkPool           int
+	// SentryDSN is where errors are reported (OPR_EXECUTOR_LOGGING_*); "" = nowhere.
+	SentryDSN string
 	// UserNS is the host id range runtimes' root maps to; nil when off.
 	UserNS *oci.IDMap
 }
@@ -164,6 +174,39 @@ func loadConfig(getenv func(string) string) (*config, error) {
 			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIMES: %q is not <language>-<version> (e.g. node-18.0)", rt)
 		}
 	}
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{
+		{"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME", &c.AllowRuntimeToRuntime},
+		{"OPR_EXECUTOR_ALLOW_HOST_ACCESS", &c.AllowHostAccess},
+		{"OPR_EXECUTOR_ALLOW_LINK_LOCAL", &c.AllowLinkLocal},
+	} {
+		if *b.dst, err = boolean(b.name, getenv(b.name)); err != nil {
+			return nil, err
+		}
+	}
+	if c.EgressAllow, err = prefixes("OPR_EXECUTOR_EGRESS_ALLOW", getenv("OPR_EXECUTOR_EGRESS_ALLOW")); err != nil {
+		return nil, err
+	}
+	if c.EgressDeny, err = prefixes("OPR_EXECUTOR_EGRESS_DENY", getenv("OPR_EXECUTOR_EGRESS_DENY")); err != nil {
+		return nil, err
+	}
+	if v := strings.TrimSpace(getenv("OPR_EXECUTOR_DNS")); v != "" {
+		c.DNSServers = []netip.Addr{}
+		for _, s := range splitList(v) {
+			a, err := netip.ParseAddr(s)
+			if err != nil || !a.Is4() || a.IsLoopback() {
+				return nil, fmt.Errorf("OPR_EXECUTOR_DNS: %q is not a non-loopback IPv4 address (runtimes cannot reach the host's loopback)", s)
+			}
+			c.DNSServers = append(c.DNSServers, a)
+		}
+	}
+	pool, err := integer("OPR_EXECUTOR_NETWORK_POOL", getenv("OPR_EXECUTOR_NETWORK_POOL"), 0)
+	if err != nil {
+		return nil, err
+	}
+	c.NetworkPool = int(pool)
 	if c.UserNS, err = parseUserNS(get("OPR_EXECUTOR_USERNS", "1000000000:65536")); err != nil {
 		return nil, err
 	}
@@ -173,6 +216,15 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		c.Unconfined = true
 	default:
 		return nil, fmt.Errorf("OPR_EXECUTOR_SECCOMP must be default or unconfined, not %q", sc)
+	}
+	switch provider := strings.ToLower(getenv("OPR_EXECUTOR_LOGGING_PROVIDER")); provider {
+	case "":
+	case "sentry":
+		if c.SentryDSN, err = sentryDSN(getenv("OPR_EXECUTOR_LOGGING_CONFIG")); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("OPR_EXECUTOR_LOGGING_PROVIDER=%q is not supported (sentry is)", provider)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -259,6 +311,28 @@ func parseUserNS(v string) (*oci.IDMap, error) {
 		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: the range goes past the largest id", v)
 	}
 	return m, nil
+}
+
+func boolean(name, v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "false", "0", "no":
+		return false, nil
+	case "true", "1", "yes":
+		return true, nil
+	}
+	return false, fmt.Errorf("%s=%q must be true or false", name, v)
+}
+
+func prefixes(name, v string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range splitList(v) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() {
+			return nil, fmt.Errorf("%s: %q is not an IPv4 prefix such as 203.0.113.0/24", name, s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func splitList(s string) []string {

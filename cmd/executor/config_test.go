@@ -49,6 +49,13 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_USERNS": "1000:10"}, "OPR_EXECUTOR_USERNS"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_USERNS": "root"}, "OPR_EXECUTOR_USERNS"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_SECCOMP": "maybe"}, "OPR_EXECUTOR_SECCOMP"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOGGING_PROVIDER": "raygun"}, "OPR_EXECUTOR_LOGGING_PROVIDER"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_ALLOW_HOST_ACCESS": "perhaps"}, "OPR_EXECUTOR_ALLOW_HOST_ACCESS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_EGRESS_DENY": "10.0.0.0/33"}, "OPR_EXECUTOR_EGRESS_DENY"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_EGRESS_ALLOW": "fe80::/10"}, "OPR_EXECUTOR_EGRESS_ALLOW"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DNS": "127.0.0.53"}, "OPR_EXECUTOR_DNS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_NETWORK_POOL": "-2"}, "OPR_EXECUTOR_NETWORK_POOL"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOGGING_PROVIDER": "sentry", "OPR_EXECUTOR_LOGGING_CONFIG": "x"}, "OPR_EXECUTOR_LOGGING_CONFIG"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
@@ -109,5 +116,28 @@ func TestLoadConfigOptOutsAndLegacyStorage(t *testing.T) {
 	}
 	if !strings.HasPrefix(c.Storage, "s3://") || c.BuildCacheStorage != c.Storage {
 		t.Errorf("legacy storage variables: %q, cache %q", c.Storage, c.BuildCacheStorage)
+	}
+}
+
+func TestLoadConfigNetworkPolicy(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{
+		"OPR_EXECUTOR_SECRET":                   "s",
+		"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME": "true",
+		"OPR_EXECUTOR_EGRESS_DENY":              "0.0.0.0/0",
+		"OPR_EXECUTOR_EGRESS_ALLOW":             "203.0.113.7/24, 198.51.100.0/24",
+		"OPR_EXECUTOR_DNS":                      "192.0.2.53",
+		"OPR_EXECUTOR_NETWORK_POOL":             "4",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.AllowRuntimeToRuntime || c.AllowHostAccess || c.AllowLinkLocal || c.NetworkPool != 4 ||
+		len(c.EgressDeny) != 1 || len(c.EgressAllow) != 2 || c.EgressAllow[0].String() != "203.0.113.0/24" ||
+		len(c.DNSServers) != 1 || c.DNSServers[0].String() != "192.0.2.53" {
+		t.Fatalf("network policy %+v", c)
+	}
+	d, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
+	if err != nil || d.AllowRuntimeToRuntime || d.AllowHostAccess || d.AllowLinkLocal || d.DNSServers != nil || d.NetworkPool != 0 {
+		t.Fatalf("safe defaults: %+v %v", d, err)
 	}
 }

@@ -205,6 +205,10 @@ func freeSubnet(t testing.TB) netip.Prefix {
 	return netip.Prefix{}
 }
 
+// listenAllAddrs, passed to startExecutor, makes the API listen on every
+// address (on the port the harness picked) instead of loopback only.
+const listenAllAddrs = "OPR_EXECUTOR_LISTEN=0.0.0.0"
+
 var instanceSeq struct {
 	mu sync.Mutex
 	n  int
@@ -231,6 +235,12 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 		logs:     &syncBuffer{},
 		exited:   make(chan struct{}),
 	}
+	for i, kv := range extra {
+		if kv == listenAllAddrs {
+			extra[i] = fmt.Sprintf("OPR_EXECUTOR_LISTEN=0.0.0.0:%d", port)
+		}
+	}
+	// Later entries win: extra overrides the defaults.
 	x.env = append([]string{
 		"PATH=" + os.Getenv("PATH"),
 		"OPR_EXECUTOR_ENV=development",

@@ -288,3 +288,23 @@ func TestNoLeaksOver200Cycles(t *testing.T) {
 	}
 	t.Logf("before %+v after %+v", before, after)
 }
+
+func TestResolverAndNetworkPool(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_DNS=192.0.2.53,192.0.2.54", "OPR_EXECUTOR_NETWORK_POOL=2")
+	src := source(t, map[string]string{"index.js": "x"})
+	for i := 0; i < 4; i++ { // more than the pool holds: it refills
+		id := fmt.Sprintf("pooled-%d", i)
+		if r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+	out, _ := command(t, x, "pooled-0", "cat /etc/resolv.conf; cat /etc/hosts; hostname")
+	if !strings.Contains(out, "nameserver 192.0.2.53\nnameserver 192.0.2.54\n") || strings.Count(out, "nameserver") != 2 {
+		t.Fatalf("resolv.conf: %q", out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if host := lines[len(lines)-1]; len(host) != 32 || !strings.Contains(out, "\t"+host+"\n") {
+		t.Fatalf("/etc/hosts does not name the runtime's hostname %q: %q", host, out)
+	}
+	// Shutdown (cleanup) must remove the pool's ready namespaces too.
+}

@@ -91,14 +91,7 @@ func TestS3Storage(t *testing.T) {
 			t.Errorf("index.js in the uploaded artifact: %q, want %q", got, marker)
 		}
 		// Written atomically: the one object, no temporary ones beside it.
-		var keys []string
-		for o := range admin.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: "builds/", Recursive: true}) {
-			if o.Err != nil {
-				t.Fatal(o.Err)
-			}
-			keys = append(keys, o.Key)
-		}
-		if len(keys) != 1 || keys[0] != key {
+		if keys := listKeys(t, ctx, admin, bucket, "builds/"); len(keys) != 1 || keys[0] != key {
 			t.Errorf("objects under builds/: %v, want only %s", keys, key)
 		}
 		x.waitClean(t) // remove=true
@@ -148,6 +141,9 @@ func TestS3Storage(t *testing.T) {
 		}
 		if out := build("s3-cache-1", `test -e /cache/stores.sqfs && echo cache-hit || echo cache-miss; echo cached-bytes-s3 > /cache/stores.sqfs`); !strings.Contains(out, "cache-miss") {
 			t.Fatalf("first build: %q", out)
+		}
+		if _, err := admin.StatObject(ctx, bucket, cacheObject, minio.StatObjectOptions{}); err != nil {
+			t.Fatalf("the build cache is not in the bucket at %s (%v); the bucket holds %v", cacheObject, err, listKeys(t, ctx, admin, bucket, ""))
 		}
 		if got := objectText(t, ctx, admin, bucket, cacheObject); got != "cached-bytes-s3\n" {
 			t.Fatalf("cache object %s holds %q", cacheObject, got)
@@ -213,7 +209,6 @@ func TestS3Storage(t *testing.T) {
 		if r.status != 500 || !strings.Contains(msg, "Failed to copy source code") || !strings.Contains(msg, sourceArg) {
 			t.Errorf("build with a source and wrong credentials: %d %s", r.status, r.body)
 		}
-		t.Logf("wrong credentials, source: %d %s", r.status, r.body)
 		noLeak(t, "the response", string(r.body))
 		bad.waitClean(t)
 
@@ -228,23 +223,23 @@ func TestS3Storage(t *testing.T) {
 		if r.status != 500 || !strings.Contains(msg, "Failed to move built code to storage") {
 			t.Errorf("build with wrong credentials for the upload: %d %s", r.status, r.body)
 		}
-		t.Logf("wrong credentials, upload: %d %s", r.status, r.body)
 		noLeak(t, "the response", string(r.body))
 		bad.waitClean(t)
 
 		var keys []string
-		for _, prefix := range []string{"builds/denied", "build-cache/s3-denied.cache"} {
-			for o := range admin.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-				if o.Err != nil {
-					t.Fatal(o.Err)
-				}
-				keys = append(keys, o.Key)
+		for _, k := range listKeys(t, ctx, admin, bucket, "") {
+			if strings.Contains(k, "denied") {
+				keys = append(keys, k)
 			}
 		}
 		if len(keys) > 0 {
 			t.Errorf("objects written with wrong credentials: %v", keys)
 		}
-		noLeak(t, "the executor log", bad.logs.String())
+		logs := bad.logs.String()
+		noLeak(t, "the executor log", logs)
+		if !strings.Contains(logs, "access denied") || !strings.Contains(logs, sourceArg) {
+			t.Errorf("the executor log does not say that the storage refused the credentials for %s:\n%s", sourceArg, logs)
+		}
 	})
 
 	if r := x.request(t, "GET", "/v1/runtimes", nil, nil); string(r.body) != "[]" {
@@ -254,6 +249,19 @@ func TestS3Storage(t *testing.T) {
 	if strings.Contains(x.logs.String(), srv.Secret) {
 		t.Errorf("the executor log shows the storage secret")
 	}
+}
+
+// listKeys lists the keys in bucket under prefix.
+func listKeys(t testing.TB, ctx context.Context, c *minio.Client, bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	for o := range c.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			t.Fatalf("list %s/%s: %v", bucket, prefix, o.Err)
+		}
+		keys = append(keys, o.Key)
+	}
+	return keys
 }
 
 // buildOutput joins the contents of a v5 build result's output entries.

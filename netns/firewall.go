@@ -1,0 +1,260 @@
+package netns
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// The firewall of one network lives in two nftables tables of its own, named
+// after the bridge, and touches nothing else on the host:
+//
+//	table inet executor_<bridge>
+//	  chain input       (filter, hook input, priority 0, policy accept)
+//	    iifname <br> ct state established,related accept       \
+//	    iifname <br> ip daddr <dns> udp/tcp dport 53 accept     | unless AllowHostAccess
+//	    iifname <br> counter drop                              /
+//	  chain forward     (filter, hook forward, priority 0, policy accept)
+//	    oifname <br> ct state established,related accept      \ unless AllowRuntimeToRuntime
+//	    oifname <br> counter drop                             /
+//	    iifname <br> ip daddr <AllowCIDRs> accept
+//	    iifname <br> ip daddr 169.254.0.0/16 counter drop        unless AllowLinkLocal
+//	    iifname <br> ip daddr <DenyCIDRs> counter drop
+//	  chain postrouting (nat, hook postrouting, priority 100)
+//	    ip saddr <subnet> oifname != <br> masquerade
+//	table bridge executor_<bridge>                               unless AllowRuntimeToRuntime
+//	  chain forward     (filter, hook forward, priority -200, policy accept)
+//	    iifname <vethtag>* oifname <vethtag>* counter drop
+//
+// The chains accept by default and only ever match packets of our bridge, so
+// other tables' verdicts are unaffected. Both tables are (re)written in one
+// transaction that first deletes them, so a table left by a crashed run is
+// replaced, never duplicated, and a half-written state is never visible.
+
+// TableName is the name of the nftables tables (inet and bridge families) of
+// the network whose bridge is bridge.
+func TableName(bridge string) string { return "executor_" + bridge }
+
+var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
+
+func (n *Network) installFirewall() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("netns: nftables: %w", err)
+	}
+	name := TableName(n.cfg.Bridge)
+	br := n.cfg.Bridge
+	inet := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	bridge := &nftables.Table{Name: name, Family: nftables.TableFamilyBridge}
+	replaceTable(c, inet)
+	deleteTable(c, bridge)
+
+	accept := nftables.ChainPolicyAccept
+	input := c.AddChain(&nftables.Chain{Name: "input", Table: inet, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	forward := c.AddChain(&nftables.Chain{Name: "forward", Table: inet, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: inet, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
+	rule := func(ch *nftables.Chain, exprs ...[]expr.Any) {
+		var all []expr.Any
+		for _, e := range exprs {
+			all = append(all, e...)
+		}
+		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: all})
+	}
+
+	if !n.cfg.AllowHostAccess {
+		rule(input, iif(br), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
+		for _, dns := range n.dns {
+			for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+				rule(input, iif(br), daddr(netip.PrefixFrom(dns, 32)), l4proto(proto), dport(53), verdict(expr.VerdictAccept))
+			}
+		}
+		rule(input, iif(br), drop())
+	}
+	if !n.cfg.AllowRuntimeToRuntime {
+		rule(forward, oif(br, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
+		rule(forward, oif(br, true), drop())
+	}
+	for _, p := range n.cfg.AllowCIDRs {
+		rule(forward, iif(br), daddr(p), verdict(expr.VerdictAccept))
+	}
+	if !n.cfg.AllowLinkLocal {
+		rule(forward, iif(br), daddr(linkLocal), drop())
+	}
+	for _, p := range n.cfg.DenyCIDRs {
+		rule(forward, iif(br), daddr(p), drop())
+	}
+	rule(post, saddr(n.cfg.Subnet), oif(br, false), []expr.Any{&expr.Masq{}})
+
+	if !n.cfg.AllowRuntimeToRuntime {
+		c.AddTable(bridge)
+		bfwd := c.AddChain(&nftables.Chain{Name: "forward", Table: bridge, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+		rule(bfwd, ifPrefix(expr.MetaKeyIIFNAME, n.vethTag), ifPrefix(expr.MetaKeyOIFNAME, n.vethTag), drop())
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netns: install nftables rules for %s: %w", br, err)
+	}
+	return nil
+}
+
+// removeFirewall deletes the network's tables; missing tables are fine.
+func (n *Network) removeFirewall() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("netns: nftables: %w", err)
+	}
+	name := TableName(n.cfg.Bridge)
+	deleteTable(c, &nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	deleteTable(c, &nftables.Table{Name: name, Family: nftables.TableFamilyBridge})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netns: remove nftables tables %s: %w", name, err)
+	}
+	return nil
+}
+
+// replaceTable queues: create t if missing, delete it (with everything in
+// it), create it empty. All in the caller's transaction.
+func replaceTable(c *nftables.Conn, t *nftables.Table) {
+	deleteTable(c, t)
+	c.AddTable(t)
+}
+
+// deleteTable queues the deletion of t whether or not it exists (adding an
+// existing table is a no-op, so the delete never fails for a missing one).
+func deleteTable(c *nftables.Conn, t *nftables.Table) {
+	c.AddTable(t)
+	c.DelTable(t)
+}
+
+// enableForwarding turns on IPv4 forwarding. It is left on at Close: other
+// networks of this or other programs may rely on it.
+func enableForwarding() error {
+	const p = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("netns: enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+// hostDNS lists the IPv4 nameservers of /etc/resolv.conf that are not
+// loopback: those the sandbox writes into runtimes' resolv.conf.
+func hostDNS() []netip.Addr {
+	data, _ := os.ReadFile("/etc/resolv.conf")
+	var out []netip.Addr
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err == nil && a.Is4() && !a.IsLoopback() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Expressions. Register 1 is the only one used.
+
+func ifnameBytes(name string) []byte {
+	b := make([]byte, 16) // IFNAMSIZ, NUL padded as the kernel compares it
+	copy(b, name)
+	return b
+}
+
+func iif(name string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(name)},
+	}
+}
+
+// oif matches the output interface name: equal when eq, different otherwise.
+func oif(name string, eq bool) []expr.Any {
+	op := expr.CmpOpNeq
+	if eq {
+		op = expr.CmpOpEq
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: ifnameBytes(name)},
+	}
+}
+
+// ifPrefix matches an interface name starting with prefix (nft's "name*").
+func ifPrefix(key expr.MetaKey, prefix string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(prefix)},
+	}
+}
+
+func ipv4() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+	}
+}
+
+func addrMatch(offset uint32, p netip.Prefix) []expr.Any {
+	p = p.Masked()
+	e := append(ipv4(), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4})
+	if p.Bits() < 32 {
+		mask := net4Mask(p.Bits())
+		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	}
+	a := p.Addr().As4()
+	return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]})
+}
+
+func net4Mask(bits int) []byte {
+	v := ^uint32(0) << (32 - bits)
+	if bits == 0 {
+		v = 0
+	}
+	return []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+
+func saddr(p netip.Prefix) []expr.Any { return addrMatch(12, p) }
+func daddr(p netip.Prefix) []expr.Any { return addrMatch(16, p) }
+
+func l4proto(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+func dport(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
+	}
+}
+
+func ctState(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+func drop() []expr.Any {
+	return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+}

@@ -1,0 +1,89 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// poolPrefix starts the namespace file names of pooled endpoints; Attach
+// refuses ids with it so they can never clash.
+const poolPrefix = ".pool-"
+
+// startPool starts the filler once, if the network has a pool.
+func (n *Network) startPool() {
+	if n.cfg.PoolSize <= 0 {
+		return
+	}
+	n.poolOnce.Do(func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.closed {
+			return
+		}
+		// The filler holds one ready endpoint while it waits to hand it
+		// over, so the channel holds one less.
+		n.pool = make(chan *Endpoint, n.cfg.PoolSize-1)
+		n.poolStop = make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		n.poolCancel = cancel
+		n.poolDone.Add(1)
+		go n.fill(ctx)
+	})
+}
+
+// fill keeps the pool full. Failures back off, up to a second.
+func (n *Network) fill(ctx context.Context) {
+	defer n.poolDone.Done()
+	backoff := 10 * time.Millisecond
+	for {
+		select {
+		case <-n.poolStop:
+			return
+		default:
+		}
+		name := fmt.Sprintf("%s%x", poolPrefix, n.poolSeq.Add(1))
+		ep, err := n.create(ctx, name, name)
+		if err != nil {
+			n.log.Warn("network pool refill", "network", n.cfg.Name, "err", err)
+			select {
+			case <-n.poolStop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		select {
+		case n.pool <- ep:
+		case <-n.poolStop:
+			_ = n.teardown(ep)
+			return
+		}
+	}
+}
+
+// stopPool stops the filler and tears down the ready endpoints.
+func (n *Network) stopPool() error {
+	var errs []error
+	n.poolOnce.Do(func() {}) // no pool may start after this
+	n.mu.Lock()
+	pool := n.pool
+	n.mu.Unlock()
+	if pool == nil {
+		return nil
+	}
+	close(n.poolStop)
+	n.poolCancel()
+	n.poolDone.Wait()
+	for {
+		select {
+		case ep := <-pool:
+			errs = append(errs, n.teardown(ep))
+		default:
+			return errors.Join(errs...)
+		}
+	}
+}
