@@ -11,10 +11,14 @@ RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
 .PHONY: build run test e2e unit bench lint demo clean
 
-build: bin/executor
+build: bin/executor bin/executor-init
 
 bin/executor: $(shell find cmd api sandbox oci images netns storage -name '*.go' 2>/dev/null) go.mod go.sum
 	$(GO) build $(GOFLAGS_T) -o bin/executor ./cmd/executor
+
+# PID 1 of every runtime, mounted into them: static, no libc needed there.
+bin/executor-init: cmd/executor-init/main.go
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/executor-init ./cmd/executor-init
 
 run: build
 	$(RUN_ENV) ./bin/executor

@@ -31,6 +31,15 @@ func Command(img ImageConfig, runtimeEntrypoint, version string, hasBuildCommand
 	return []string{"tail", "-f", "/dev/null"}
 }
 
+// InitPath is where the executor's init is mounted in every runtime.
+const InitPath = "/.executor-init"
+
+// WithInit runs args under the executor's init, which forwards signals and
+// reaps orphans as PID 1.
+func WithInit(args []string) []string {
+	return append([]string{InitPath, "--"}, args...)
+}
+
 // Shell is the shell used for runtimeEntrypoint and commands.
 func Shell(hasBash bool) string {
 	if hasBash {

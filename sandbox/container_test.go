@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,4 +167,54 @@ func median(ds []time.Duration) time.Duration {
 		}
 	}
 	return s[len(s)/2]
+}
+
+// buildInit builds cmd/executor-init for tests.
+func buildInit(t testing.TB) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "executor-init")
+	cmd := exec.Command("go", "build", "-o", out, "../cmd/executor-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build executor-init: %v\n%s", err, b)
+	}
+	return out
+}
+
+// With executor-init as PID 1, SIGTERM reaches a command that does not
+// handle it (sleep), and orphans are reaped instead of piling up as zombies.
+func TestInitForwardsSignalsAndReaps(t *testing.T) {
+	root := busyboxRoot(t)
+	for _, applet := range []string{"ps", "grep", "wc"} {
+		_ = os.Symlink("busybox", filepath.Join(root, "bin", applet))
+	}
+	cleanupCgroupParent(t)
+	spec := testConfig(t, root, "init")
+	spec.Binds = []oci.Bind{{Source: buildInit(t), Destination: oci.InitPath, ReadOnly: true}}
+	cfg, err := oci.Config(*spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Orphans: each subshell exits at once, leaving its sleep to PID 1.
+	script := `for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 1; echo zombies=$(ps -o stat | grep -c '^Z'); exec sleep 60`
+	ct, err := startContainer(t.TempDir(), "init", cfg, processSpec{Args: oci.WithInit([]string{"sh", "-c", script}), Env: []string{oci.DefaultPATH}, Cwd: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ct.stop(0); _ = ct.destroy() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(ct.out.String(), "zombies=") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(ct.out.String(), "zombies=0") {
+		t.Fatalf("output %q: orphans were not reaped", ct.out.String())
+	}
+	start := time.Now()
+	ct.stop(5 * time.Second)
+	if d := time.Since(start); d > 2*time.Second || ct.exit.signal == "SIGKILL" {
+		t.Fatalf("SIGTERM did not stop the runtime (took %v, exit %+v)", d, ct.exit)
+	}
+	if ct.exit.code != 128+15 {
+		t.Errorf("exit %+v, want the command's SIGTERM status 143", ct.exit)
+	}
 }

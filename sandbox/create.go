@@ -116,6 +116,7 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 		status:   "pending",
 		httpc:    newForwardClient(),
 		dns:      m.cfg.DNSServers,
+		init:     m.cfg.Init,
 	}
 	r.Dir = filepath.Join(m.runDir, r.CID)
 	defer func() {
@@ -293,6 +294,9 @@ func (r *Runtime) binds(spec Spec) []oci.Bind {
 	if cacheEnabled(spec) {
 		b = append(b, oci.Bind{Source: filepath.Join(r.Dir, "cache"), Destination: "/cache"})
 	}
+	if r.init != "" {
+		b = append(b, oci.Bind{Source: r.init, Destination: oci.InitPath, ReadOnly: true})
+	}
 	return b
 }
 
@@ -313,6 +317,9 @@ func (m *Manager) process(r *Runtime, spec Spec, img oci.ImageConfig, rootfs str
 		Args: oci.Command(img, spec.RuntimeEntrypoint, spec.Version, spec.Command != "", r.shell == "bash"),
 		Env:  env,
 		Cwd:  cwd,
+	}
+	if r.init != "" {
+		ps.Args = oci.WithInit(ps.Args)
 	}
 	if img.User != "" {
 		passwd, err1 := securejoin.SecureJoin(rootfs, "/etc/passwd")

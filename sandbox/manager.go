@@ -56,6 +56,10 @@ type Config struct {
 	PidsLimit int64
 	// Unconfined turns the default seccomp profile off (opt-in weakening).
 	Unconfined bool
+	// Init is the host path of the static executor-init binary, run as each
+	// runtime's PID 1; empty runs the runtime's command as PID 1 (no signal
+	// forwarding, no zombie reaping).
+	Init string
 	// UserNS runs every runtime in a user namespace whose root is this host
 	// range; nil runs them as host root (opt-in weakening). The image store
 	// must shift layer owners into the same range.
@@ -132,6 +136,11 @@ func (e *entry) pending() bool {
 func New(cfg Config) (*Manager, error) {
 	if cfg.DataDir == "" || !filepath.IsAbs(cfg.DataDir) {
 		return nil, fmt.Errorf("sandbox: data dir %q must be absolute", cfg.DataDir)
+	}
+	if cfg.Init != "" {
+		if st, err := os.Stat(cfg.Init); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+			return nil, fmt.Errorf("sandbox: init %s is not an executable file (build it with make build): %v", cfg.Init, err)
+		}
 	}
 	if cfg.Images == nil || len(cfg.Networks) == 0 {
 		return nil, errors.New("sandbox: images and at least one network are required")

@@ -40,6 +40,7 @@ type Runtime struct {
 	log      *slog.Logger
 	httpc    *http.Client
 	dns      []netip.Addr
+	init     string // host path of executor-init, or ""
 
 	mu          sync.Mutex
 	ct          *container

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -48,10 +49,18 @@ type config struct {
 	EgressDeny            []netip.Prefix
 	DNSServers            []netip.Addr // nil = the host's non-loopback nameservers
 	NetworkPool           int
+	// Init is the executor-init binary run as each runtime's PID 1; "" = none.
+	Init string
 	// SentryDSN is where errors are reported (OPR_EXECUTOR_LOGGING_*); "" = nowhere.
 	SentryDSN string
 	// UserNS is the host id range runtimes' root maps to; nil when off.
 	UserNS *oci.IDMap
+	// ImageGCInterval is the time between image garbage collections (0 = off);
+	// ImageGCAge how long an image must have been unused to be collected.
+	ImageGCInterval time.Duration
+	ImageGCAge      time.Duration
+	// RegistryAuthFile is the auth.json for registry credentials; "" = the standard lookup.
+	RegistryAuthFile string
 }
 
 // loadConfig reads the configuration through getenv. Every error names the
@@ -151,6 +160,20 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.StopGrace, err = seconds("OPR_EXECUTOR_STOP_GRACE", getenv("OPR_EXECUTOR_STOP_GRACE"), 2); err != nil {
 		return nil, err
 	}
+	if c.ImageGCInterval, err = seconds("OPR_EXECUTOR_IMAGE_GC_INTERVAL", getenv("OPR_EXECUTOR_IMAGE_GC_INTERVAL"), 3600); err != nil {
+		return nil, err
+	}
+	if c.ImageGCAge, err = seconds("OPR_EXECUTOR_IMAGE_GC_AGE", getenv("OPR_EXECUTOR_IMAGE_GC_AGE"), 86400); err != nil {
+		return nil, err
+	}
+	// containers-auth.json(5)'s REGISTRY_AUTH_FILE is honoured as podman and skopeo do.
+	name = "OPR_EXECUTOR_REGISTRY_AUTH_FILE"
+	if c.RegistryAuthFile = strings.TrimSpace(getenv(name)); c.RegistryAuthFile == "" {
+		name, c.RegistryAuthFile = "REGISTRY_AUTH_FILE", strings.TrimSpace(getenv("REGISTRY_AUTH_FILE"))
+	}
+	if c.RegistryAuthFile != "" && !filepath.IsAbs(c.RegistryAuthFile) {
+		return nil, fmt.Errorf("%s=%q must be an absolute path", name, c.RegistryAuthFile)
+	}
 	attempts, err := integer("OPR_EXECUTOR_RETRY_ATTEMPTS", getenv("OPR_EXECUTOR_RETRY_ATTEMPTS"), 5)
 	if err != nil {
 		return nil, err
@@ -207,6 +230,19 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		return nil, err
 	}
 	c.NetworkPool = int(pool)
+	switch v := get("OPR_EXECUTOR_INIT", ""); v {
+	case "off":
+	case "":
+		// Installed beside the executor binary (make build, packages).
+		if exe, err := os.Executable(); err == nil {
+			c.Init = filepath.Join(filepath.Dir(exe), "executor-init")
+		}
+	default:
+		if !filepath.IsAbs(v) {
+			return nil, fmt.Errorf("OPR_EXECUTOR_INIT=%q must be an absolute path or off", v)
+		}
+		c.Init = v
+	}
 	if c.UserNS, err = parseUserNS(get("OPR_EXECUTOR_USERNS", "1000000000:65536")); err != nil {
 		return nil, err
 	}

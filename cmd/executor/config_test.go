@@ -56,6 +56,10 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DNS": "127.0.0.53"}, "OPR_EXECUTOR_DNS"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_NETWORK_POOL": "-2"}, "OPR_EXECUTOR_NETWORK_POOL"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOGGING_PROVIDER": "sentry", "OPR_EXECUTOR_LOGGING_CONFIG": "x"}, "OPR_EXECUTOR_LOGGING_CONFIG"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_IMAGE_GC_INTERVAL": "hourly"}, "OPR_EXECUTOR_IMAGE_GC_INTERVAL"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_IMAGE_GC_AGE": "-5"}, "OPR_EXECUTOR_IMAGE_GC_AGE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REGISTRY_AUTH_FILE": "auth.json"}, "OPR_EXECUTOR_REGISTRY_AUTH_FILE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "REGISTRY_AUTH_FILE": "auth.json"}, "REGISTRY_AUTH_FILE"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
@@ -139,5 +143,32 @@ func TestLoadConfigNetworkPolicy(t *testing.T) {
 	d, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
 	if err != nil || d.AllowRuntimeToRuntime || d.AllowHostAccess || d.AllowLinkLocal || d.DNSServers != nil || d.NetworkPool != 0 {
 		t.Fatalf("safe defaults: %+v %v", d, err)
+	}
+}
+
+func TestLoadConfigImageGCAndAuthFile(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ImageGCInterval != time.Hour || c.ImageGCAge != 24*time.Hour || c.RegistryAuthFile != "" {
+		t.Errorf("defaults: interval %v, age %v, auth file %q", c.ImageGCInterval, c.ImageGCAge, c.RegistryAuthFile)
+	}
+	c, err = loadConfig(envOf(map[string]string{
+		"OPR_EXECUTOR_SECRET":             "s",
+		"OPR_EXECUTOR_IMAGE_GC_INTERVAL":  "0",
+		"OPR_EXECUTOR_IMAGE_GC_AGE":       "600",
+		"OPR_EXECUTOR_REGISTRY_AUTH_FILE": "/etc/executor/auth.json",
+		"REGISTRY_AUTH_FILE":              "/root/other.json",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ImageGCInterval != 0 || c.ImageGCAge != 10*time.Minute || c.RegistryAuthFile != "/etc/executor/auth.json" {
+		t.Errorf("settings: interval %v, age %v, auth file %q", c.ImageGCInterval, c.ImageGCAge, c.RegistryAuthFile)
+	}
+	c, err = loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "REGISTRY_AUTH_FILE": "/run/auth.json"}))
+	if err != nil || c.RegistryAuthFile != "/run/auth.json" {
+		t.Errorf("REGISTRY_AUTH_FILE fallback: %q %v", c.RegistryAuthFile, err)
 	}
 }

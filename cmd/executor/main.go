@@ -98,10 +98,14 @@ func run(cfg *config, log *slog.Logger) error {
 		Root:              filepath.Join(cfg.DataDir, "images"),
 		DockerHubUsername: cfg.DockerHubUsername,
 		DockerHubPassword: cfg.DockerHubPassword,
+		AuthFile:          cfg.RegistryAuthFile,
 		IDMap:             imagesIDMap(cfg.UserNS),
 		Logger:            log.With("component", "images"),
 	})
 	if err != nil {
+		if cfg.RegistryAuthFile != "" {
+			return fmt.Errorf("%w (OPR_EXECUTOR_REGISTRY_AUTH_FILE / REGISTRY_AUTH_FILE=%s)", err, cfg.RegistryAuthFile)
+		}
 		return err
 	}
 	subnets, err := cfg.networkSubnets()
@@ -151,6 +155,7 @@ func run(cfg *config, log *slog.Logger) error {
 		PidsLimit:           cfg.PidsLimit,
 		Unconfined:          cfg.Unconfined,
 		UserNS:              cfg.UserNS,
+		Init:                cfg.Init,
 		StopGrace:           cfg.StopGrace,
 		RetryAttempts:       cfg.RetryAttempts,
 		RetryDelay:          cfg.RetryDelay,
@@ -188,6 +193,14 @@ func run(cfg *config, log *slog.Logger) error {
 		defer prepull.Done()
 		prePull(ctx, store, cfg.prePullImages(), log)
 	}()
+	var imageGC sync.WaitGroup
+	gcCtx, stopGC := context.WithCancel(ctx)
+	defer stopGC()
+	imageGC.Add(1)
+	go func() {
+		defer imageGC.Done()
+		collectImages(gcCtx, store, cfg.ImageGCInterval, cfg.ImageGCAge, cfg.prePullImages(), log)
+	}()
 	if cfg.SecretGenerated {
 		fmt.Fprintf(os.Stderr, "\n  Development secret (OPR_EXECUTOR_SECRET was empty): %s\n  Try: curl -H 'Authorization: Bearer %s' http://%s/v1/runtimes\n\n", cfg.Secret, cfg.Secret, ln.Addr())
 	}
@@ -200,6 +213,8 @@ func run(cfg *config, log *slog.Logger) error {
 	case <-ctx.Done():
 		log.Info("stopping: draining requests and removing every runtime")
 	case err := <-serveErr:
+		stopGC()
+		imageGC.Wait()
 		_ = mgr.Close(context.Background())
 		return err
 	}
@@ -210,6 +225,8 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("requests still running at shutdown were cut", "err", err)
 	}
+	stopGC()
+	imageGC.Wait()
 	err = mgr.Close(context.Background())
 	prepull.Wait()
 	mgr.RemoveCgroupParent()
@@ -252,4 +269,29 @@ func prePull(ctx context.Context, store *images.Store, refs []string, log *slog.
 		}()
 	}
 	wg.Wait()
+}
+
+// collectImages removes, every interval, the images no runtime has used for
+// age; the pre-pulled ones (keep) stay. interval 0 turns it off.
+func collectImages(ctx context.Context, store *images.Store, interval, age time.Duration, keep []string, log *slog.Logger) {
+	if interval <= 0 {
+		return
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		st, err := store.GC(ctx, age, keep...)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("image garbage collection", "err", err)
+		}
+		if len(st.Images) > 0 || st.Layers > 0 {
+			log.Info("image garbage collection removed unused images", "images", st.Images, "layers", st.Layers,
+				"bytes", st.Bytes, "unusedFor", age, "kept", st.Kept)
+		}
+	}
 }

@@ -87,6 +87,12 @@ func setup(m *testing.M) (int, error) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("build executor: %v\n%s", err, out)
 		}
+		cmd = exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(work, "executor-init"), "./cmd/executor-init")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("build executor-init: %v\n%s", err, out)
+		}
 	}
 	reg, err := testenv.StartRegistry(ctx, testenv.RegistryConfig{Dir: filepath.Join(work, "registry")})
 	if err != nil {
