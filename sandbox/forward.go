@@ -146,7 +146,18 @@ func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Conte
 		if !retry {
 			cancel()
 			r.client().CloseIdleConnections()
-			m.log.Warn("execution forwarding failed", "runtime", r.ID, "err", err)
+			state := "running"
+			if ct := r.current(); ct == nil {
+				state = "no container"
+			} else if ct.exited() {
+				state = ct.exit.String()
+			}
+			var out string
+			if ct := r.current(); ct != nil {
+				out = lastLines(ct.out.String(), 10)
+			}
+			m.log.Warn("execution forwarding failed", "runtime", r.ID, "addr", r.Addr(), "err", err, "attempts", attempt,
+				"elapsed", time.Since(start).Round(time.Millisecond), "main", state, "output", out)
 			if oom := r.outOfMemory(); oom != nil {
 				return nil, oom
 			}
