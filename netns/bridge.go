@@ -1,8 +1,11 @@
 package netns
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"syscall"
 
@@ -27,6 +30,16 @@ func ensureBridge(name string, addr netip.Prefix) (netlink.Link, error) {
 	if l.Type() != "bridge" {
 		return nil, fmt.Errorf("netns: interface %s exists and is a %s, not a bridge", name, l.Type())
 	}
+	// A bridge without an address of its own takes the lowest MAC of its
+	// ports, so it changes as runtimes come and go; runtimes that cached
+	// the old one would send their replies nowhere until their ARP entry
+	// ages out (tens of seconds of stalled executions). Pin it.
+	mac := bridgeMAC(name)
+	if !bytes.Equal(l.Attrs().HardwareAddr, mac) {
+		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+			return nil, fmt.Errorf("netns: set the address of bridge %s: %w", name, err)
+		}
+	}
 	nl := &netlink.Addr{IPNet: prefixToIPNet(addr)}
 	if err := netlink.AddrReplace(l, nl); err != nil {
 		return nil, fmt.Errorf("netns: address %s on bridge %s: %w", addr, name, err)
@@ -35,6 +48,14 @@ func ensureBridge(name string, addr netip.Prefix) (netlink.Link, error) {
 		return nil, fmt.Errorf("netns: bring up bridge %s: %w", name, err)
 	}
 	return l, nil
+}
+
+// bridgeMAC is a stable, locally administered unicast MAC for a bridge name.
+func bridgeMAC(name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("executor-bridge:" + name))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&0xfe | 0x02 // unicast, locally administered
+	return mac
 }
 
 func isNotFound(err error) bool {

@@ -453,3 +453,35 @@ func TestPoolHandsOutReadyEndpoints(t *testing.T) {
 	// Close (cleanup) must drain the pool and wait for the background
 	// teardown; assertGone checks.
 }
+
+// The bridge's MAC must not follow its ports: runtimes cache it, and a change
+// would send their replies nowhere until their ARP entries age out.
+func TestBridgeMACIsStable(t *testing.T) {
+	n := testNetwork(t, 24, nil)
+	ctx := context.Background()
+	br, err := netlink.LinkByName(n.BridgeName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := br.Attrs().HardwareAddr.String()
+	if want != bridgeMAC(n.BridgeName()).String() {
+		t.Fatalf("bridge MAC %s, want the pinned %s", want, bridgeMAC(n.BridgeName()))
+	}
+	var eps []*Endpoint
+	for i := 0; i < 6; i++ {
+		ep, err := n.Attach(ctx, fmt.Sprintf("mac-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eps = append(eps, ep)
+	}
+	for _, ep := range eps {
+		if err := n.Detach(ctx, ep); err != nil {
+			t.Fatal(err)
+		}
+		br, _ = netlink.LinkByName(n.BridgeName())
+		if got := br.Attrs().HardwareAddr.String(); got != want {
+			t.Fatalf("bridge MAC changed from %s to %s as ports came and went", want, got)
+		}
+	}
+}
