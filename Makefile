@@ -38,8 +38,11 @@ unit:
 e2e: build
 	$(GO) test $(GOFLAGS_T) -count=1 -timeout 25m -v ./tests/e2e/
 
+# Cold start, warm latency through the executor vs straight to the runtime,
+# the runtime's own boot, libcontainer start alone, network setup, runtime
+# root preparation, and image pulls against skopeo+umoci.
 bench: build
-	$(GO) test $(GOFLAGS_T) -run '^$$' -bench . -benchtime 20x -timeout 20m ./tests/e2e/ ./images/
+	$(GO) test $(GOFLAGS_T) -run '^$$' -bench . -benchtime 20x -timeout 30m ./tests/e2e/ ./sandbox/ ./netns/ ./images/
 
 # A full round trip on a machine with no internet: build the test runtime
 # image, serve it from a local registry, start the executor and run one
