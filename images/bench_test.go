@@ -33,7 +33,7 @@ func BenchmarkMountRoot(b *testing.B) {
 		var dirs []string
 		b.Cleanup(func() {
 			for _, d := range dirs {
-				UnmountRoot(d)
+				s.UnmountRoot(d)
 			}
 		})
 
@@ -49,7 +49,7 @@ func BenchmarkMountRoot(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StopTimer()
-				if err := UnmountRoot(dir); err != nil {
+				if err := s.UnmountRoot(dir); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
@@ -68,7 +68,7 @@ func BenchmarkMountRoot(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				if err := UnmountRoot(dir); err != nil {
+				if err := s.UnmountRoot(dir); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -12,8 +12,9 @@
 //	                             sha256 diffID (the digest of the *uncompressed* tar),
 //	                             so gzip and zstd copies of one layer share a directory
 //	<Root>/images/<sha256>.json  one pulled image; <sha256> is the hex sha256 of the
-//	                             canonical reference ("docker://docker.io/library/node:20")
-//	<Root>/tmp/                  work in progress; emptied by New
+//	                             canonical reference ("docker://docker.io/library/node:20");
+//	                             the file's mtime is when the image was last used
+//	<Root>/tmp/                  work in progress and what GC is removing; emptied by New
 //	<Root>/empty/                lower layer for images without layers
 //	<Root>/blobinfocache/        containers/image's cache directory
 //
@@ -21,6 +22,23 @@
 // diffID), synced, and only then renamed into layers/, so a layer directory is
 // either absent or complete. The image record is written last, also by rename,
 // so an image is "pulled" only when all of its layers are in place.
+//
+// # Garbage collection
+//
+// Store.GC removes image records that no runtime has used for a given time
+// and that are not in use now (a root made by MountRoot and not yet
+// UnmountRoot-ed), then the layer directories no remaining record refers to.
+// Removal is a rename into Root/tmp followed by the deletion, so a crash
+// never leaves half a layer in Root/layers. See gc.go for how it stays safe
+// against concurrent pulls and mounts.
+//
+// # Registries
+//
+// registries.conf (containers-registries.conf(5)) is honoured as
+// containers/image does, with two choices of our own: a short name is
+// resolved through its [aliases] or else is docker.io's (no search of
+// unqualified-search-registries), and a blocked registry fails the pull with
+// ErrBlocked before anything is asked of it.
 //
 // # Layer safety
 //

@@ -333,7 +333,7 @@ func mountPoints(t testing.TB, prefix string) []string {
 func mountRoot(t testing.TB, s *Store, img *Image, dir string) string {
 	t.Helper()
 	t.Cleanup(func() {
-		if err := UnmountRoot(dir); err != nil {
+		if err := s.UnmountRoot(dir); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	})

@@ -21,6 +21,9 @@ const probePrefix = "probe-"
 // copy of the layers with their whiteouts applied.
 //
 // dir may exist but must not hold a root already: UnmountRoot it first.
+//
+// Until UnmountRoot(dir), the image and its layers are in use: GC keeps them.
+// If they were collected after Pull returned img, MountRoot pulls img.Ref again.
 func (s *Store) MountRoot(ctx context.Context, img *Image, dir string) (root string, err error) {
 	if img == nil {
 		return "", errors.New("images: MountRoot: nil image")
@@ -45,10 +48,24 @@ func (s *Store) MountRoot(ctx context.Context, img *Image, dir string) (root str
 			return "", fmt.Errorf("images: MountRoot: %s already holds a root (%s exists)", dir, p)
 		}
 	}
+	// In use from here until UnmountRoot(dir): GC keeps the image and its layers.
+	if err := s.acquire(img, dir); err != nil {
+		if !errors.Is(err, errLayersGone) || img.Ref == "" {
+			return "", fmt.Errorf("images: MountRoot: %w", err)
+		}
+		// GC (or a person) removed the image since Pull returned it. Pull
+		// it again, marked busy until it is acquired, so that GC cannot
+		// take it away again in between.
+		s.log.Info("image removed since it was pulled; pulling it again", "ref", img.Ref, "err", err)
+		img, err = s.repull(ctx, img, dir)
+		if err != nil {
+			return "", fmt.Errorf("images: MountRoot: %w", err)
+		}
+	}
 	defer func() {
 		if err != nil {
 			// Leave dir as we found it; the error is what matters.
-			_ = UnmountRoot(dir)
+			_ = s.UnmountRoot(dir)
 		}
 	}()
 	for _, d := range dirs {
@@ -81,8 +98,25 @@ func (s *Store) MountRoot(ctx context.Context, img *Image, dir string) (root str
 // UnmountRoot undoes MountRoot: it unmounts dir/rootfs if it is a mount point
 // (umount itself tells, so no state is needed: it works after a restart), then
 // removes dir/upper, dir/work and dir/rootfs. It is idempotent and a no-op on
-// a dir that never had a root; dir itself is left alone.
+// a dir that never had a root; dir itself is left alone. Once the root is
+// unmounted, its image is no longer in use (GC may collect it when it has
+// been unused long enough).
 func UnmountRoot(dir string) error {
+	return removeRoot(dir)
+}
+
+// UnmountRoot is the package's UnmountRoot for a root this store mounted:
+// once the root is gone, its image and layers are no longer in use.
+func (s *Store) UnmountRoot(dir string) error {
+	if err := removeRoot(dir); err != nil {
+		return err
+	}
+	// The overlay no longer reads the layers. (A copied root never did.)
+	s.release(dir)
+	return nil
+}
+
+func removeRoot(dir string) error {
 	rootfs, upper, work := rootPaths(dir)
 	if err := unmountAll(rootfs); err != nil {
 		// Never remove files through a root that is still mounted: with the

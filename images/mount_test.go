@@ -125,7 +125,7 @@ func TestMountRoot(t *testing.T) {
 				}
 			}
 
-			if err := UnmountRoot(dir); err != nil {
+			if err := s.UnmountRoot(dir); err != nil {
 				t.Fatal(err)
 			}
 			if m := mountPoints(t, dir); len(m) != 0 {
@@ -136,7 +136,7 @@ func TestMountRoot(t *testing.T) {
 					t.Errorf("%s left behind: %v", p, err)
 				}
 			}
-			if err := UnmountRoot(dir); err != nil {
+			if err := s.UnmountRoot(dir); err != nil {
 				t.Errorf("second UnmountRoot: %v", err)
 			}
 			// The image is untouched and can give the next runtime a fresh root.

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/image"
 	"go.podman.io/image/v5/manifest"
+	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 	"golang.org/x/sync/errgroup"
@@ -28,16 +30,23 @@ const parallelLayers = 3
 // source ("pull if missing"). Concurrent Pulls of one image share one pull;
 // images that share a layer unpack it once.
 //
+// Short names ("node:20") honour the [aliases] of registries.conf and are
+// docker.io's otherwise (see resolveReference). A registry that registries.conf
+// blocks is not pulled from.
+//
 // Errors wrap ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable,
-// ErrInvalidReference or ErrPolicyRejected where they apply.
+// ErrInvalidReference, ErrPolicyRejected or ErrBlocked where they apply.
 func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
-	iref, err := parseReference(ref)
+	iref, err := s.resolveReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("images: pull %s: %w", ref, err)
 	}
 	key := imageKey(iref)
 	img, err := s.loadImage(key)
-	if err != nil {
+	if err == nil {
+		// A use: GC must not take it away between this and MountRoot.
+		s.touch(key)
+	} else {
 		if !isMissing(err) {
 			s.log.Warn("image record unusable, pulling again", "ref", ref, "err", err)
 		}
@@ -56,6 +65,7 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	// reference spelled the way it asked.
 	out := *img
 	out.Ref = ref
+	out.key = key
 	out.Layers = slices.Clone(img.Layers)
 	out.Config = ImageConfig{
 		Env:        slices.Clone(img.Config.Env),
@@ -73,6 +83,9 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	name := canonicalName(ref)
 	sys := s.systemContext(ref)
 
+	if err := checkBlocked(ref, sys); err != nil {
+		return nil, err
+	}
 	src, err := ref.NewImageSource(ctx, sys)
 	if err != nil {
 		if ref.Transport().Name() != dockerTransport && errors.Is(err, fs.ErrNotExist) {
@@ -139,6 +152,16 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 		return nil, fmt.Errorf("image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
 	}
 
+	paths := make([]string, len(diffIDs))
+	for i, id := range diffIDs {
+		if err := layerKey(id); err != nil {
+			return nil, err
+		}
+		paths[i] = s.layerPath(id)
+	}
+	// GC leaves these layers alone until the record naming them is written.
+	defer s.startPull(key, paths)()
+
 	limit := 1
 	if src.HasThreadSafeGetBlob() {
 		limit = parallelLayers
@@ -188,6 +211,24 @@ func (s *Store) checkPolicy(ctx context.Context, unparsed types.UnparsedImage) e
 			err = errors.New("not allowed")
 		}
 		return fmt.Errorf("%w: %w", ErrPolicyRejected, classify(err))
+	}
+	return nil
+}
+
+// checkBlocked refuses a docker reference whose registry registries.conf
+// blocks. containers/image refuses it too, but with an error that cannot be
+// told from others.
+func checkBlocked(ref types.ImageReference, sys *types.SystemContext) error {
+	if ref.Transport().Name() != dockerTransport || ref.DockerReference() == nil {
+		return nil
+	}
+	reg, err := sysregistriesv2.FindRegistry(sys, ref.DockerReference().String())
+	if err != nil {
+		return fmt.Errorf("registries.conf: %w", err)
+	}
+	if reg != nil && reg.Blocked {
+		return fmt.Errorf("%w: %s is blocked by the [[registry]] entry with prefix %q in %s", ErrBlocked,
+			reference.Domain(ref.DockerReference()), reg.Prefix, sysregistriesv2.ConfigurationSourceDescription(sys))
 	}
 	return nil
 }

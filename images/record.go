@@ -17,6 +17,8 @@ type Image struct {
 	Digest string   // digest of the image manifest that was unpacked (the platform's instance when Ref names a manifest list)
 	Layers []string // absolute paths of unpacked layer dirs, bottom (base) layer first
 	Config ImageConfig
+
+	key string // record key: identifies the image for use tracking and GC
 }
 
 // ImageConfig is the part of the image configuration a runtime needs.
@@ -72,7 +74,7 @@ func (s *Store) loadImage(key string) (*Image, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("image record %s: %w", s.recordPath(key), err)
 	}
-	img := &Image{Digest: rec.Digest.String(), Config: rec.Config, Layers: make([]string, 0, len(rec.Layers))}
+	img := &Image{Digest: rec.Digest.String(), Config: rec.Config, Layers: make([]string, 0, len(rec.Layers)), key: key}
 	for _, id := range rec.Layers {
 		if err := layerKey(id); err != nil {
 			return nil, fmt.Errorf("image record %s: %w", s.recordPath(key), err)

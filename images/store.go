@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"go.podman.io/image/v5/pkg/blobinfocache/memory"
 	"go.podman.io/image/v5/signature"
@@ -22,7 +23,11 @@ type Config struct {
 	// RegistriesConf is the registries.conf path; "" means the standard lookup
 	// (CONTAINERS_REGISTRIES_CONF, then /etc/containers/registries.conf).
 	RegistriesConf string
-	// AuthFile is the auth.json path; "" means containers' standard lookup.
+	// AuthFile is the auth.json path (containers-auth.json(5)); "" means
+	// containers' standard lookup (${XDG_RUNTIME_DIR}/containers/auth.json or
+	// /run/containers/<uid>/auth.json, $XDG_CONFIG_HOME/containers/auth.json,
+	// then Docker's config.json). Nothing reads REGISTRY_AUTH_FILE here: that
+	// is for the caller (the daemon) to pass in.
 	AuthFile string
 	// DockerHubUsername and DockerHubPassword are used for docker.io itself
 	// only; never for its mirrors or any other registry.
@@ -60,6 +65,16 @@ type Store struct {
 	layers flightGroup[struct{}]
 
 	overlay overlaySupport // how MountRoot assembles roots on this host; set by New
+
+	// mounts maps each mounted root's dir to what it holds, until UnmountRoot.
+	mountsMu sync.Mutex
+	mounts   map[string]*mountUse
+
+	// mu guards the use tracking GC relies on (see gc.go).
+	mu      sync.Mutex
+	inUse   map[string]int // image key -> mounted roots made from it
+	pulling map[string]int // image key -> pulls in flight
+	pins    map[string]int // layer dir -> mounted roots and pulls that need it
 }
 
 // New opens (creating if needed) the store at cfg.Root and removes what an
@@ -75,6 +90,11 @@ func New(cfg Config) (*Store, error) {
 	if cfg.RegistriesConf != "" {
 		if _, err := os.Stat(cfg.RegistriesConf); err != nil {
 			return nil, fmt.Errorf("images: registries.conf: %w", err)
+		}
+	}
+	if cfg.AuthFile != "" {
+		if _, err := os.Stat(cfg.AuthFile); err != nil {
+			return nil, fmt.Errorf("images: auth file: %w", err)
 		}
 	}
 	log := cfg.Logger

@@ -221,7 +221,8 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 
 func pullError(ref string, err error) error {
 	msg := fmt.Sprintf("Missing image %q and failed to pull it: %v", ref, err)
-	if errors.Is(err, images.ErrImageNotFound) || errors.Is(err, images.ErrUnauthorized) || errors.Is(err, images.ErrRegistryUnreachable) {
+	if errors.Is(err, images.ErrImageNotFound) || errors.Is(err, images.ErrUnauthorized) || errors.Is(err, images.ErrRegistryUnreachable) ||
+		errors.Is(err, images.ErrBlocked) || errors.Is(err, images.ErrInvalidReference) || errors.Is(err, images.ErrPolicyRejected) {
 		return &Error{Type: ErrRuntimeFailed, Message: msg, Err: err}
 	}
 	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: msg, Err: err}
@@ -446,7 +447,7 @@ func (m *Manager) release(ctx context.Context, r *Runtime) []error {
 		}
 	}
 	if r.Dir != "" {
-		if err := images.UnmountRoot(filepath.Join(r.Dir, "root")); err != nil {
+		if err := m.cfg.Images.UnmountRoot(filepath.Join(r.Dir, "root")); err != nil {
 			errs = append(errs, err)
 		} else if err := os.RemoveAll(r.Dir); err != nil {
 			errs = append(errs, err)

@@ -29,6 +29,8 @@ import (
 type ImageStore interface {
 	Pull(ctx context.Context, ref string) (*images.Image, error)
 	MountRoot(ctx context.Context, img *images.Image, dir string) (string, error)
+	// UnmountRoot removes a root MountRoot made, also after a restart.
+	UnmountRoot(dir string) error
 }
 
 // Config configures a Manager.

@@ -11,8 +11,6 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
-
-	"executor/images"
 )
 
 // Reconcile removes what an earlier process of this executor left behind:
@@ -55,7 +53,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	}
 	for _, d := range dirs {
 		dir := filepath.Join(m.runDir, d.Name())
-		if err := images.UnmountRoot(filepath.Join(dir, "root")); err != nil {
+		if err := m.cfg.Images.UnmountRoot(filepath.Join(dir, "root")); err != nil {
 			errs = append(errs, err)
 			continue
 		}

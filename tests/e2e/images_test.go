@@ -1,0 +1,269 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"executor/tests/testenv"
+)
+
+// layoutOf is the OCI layout TestMain built for a shared test image tag.
+func imagesLayout(tag string) string { return filepath.Join(shared.work, "images", tag) }
+
+// registriesConfWith writes a registries.conf that keeps the shared docker.io
+// mirror and also marks the given plain-HTTP registries insecure.
+func imagesRegistriesConf(t *testing.T, insecure ...string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "registries.conf")
+	if err := testenv.WriteRegistriesConf(p, shared.registry.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range insecure {
+		fmt.Fprintf(f, "\n[[registry]]\nlocation = %q\ninsecure = true\n", addr)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startTestRegistry starts a private registry for one test.
+func imagesRegistry(t *testing.T, htpasswd string) *testenv.Registry {
+	t.Helper()
+	reg, err := testenv.StartRegistry(context.Background(), testenv.RegistryConfig{Dir: t.TempDir(), Htpasswd: htpasswd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg.Stop)
+	return reg
+}
+
+func imagesPush(t *testing.T, tag, dest string, opts ...testenv.PushOption) {
+	t.Helper()
+	if err := testenv.PushImage(context.Background(), imagesLayout(tag), tag, dest, true, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// coldStart creates runtime id from image with one execution and checks the
+// runtime answered.
+func imagesColdStart(t *testing.T, x *executor, id, image string) {
+	t.Helper()
+	src := source(t, map[string]string{"index.js": "image-test"})
+	r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, map[string]any{"image": image, "path": "/echo"}), jsonAccept)
+	if r.status != 200 || r.json(t)["statusCode"] != float64(200) {
+		t.Fatalf("cold start of %s from %s: %d %s", id, image, r.status, r.body)
+	}
+}
+
+// imageRecord is where the executor's store keeps the record of ref
+// (canonical docker name, as images.Store spells it).
+func imagesRecord(x *executor, canonical string) string {
+	sum := sha256.Sum256([]byte(canonical))
+	return filepath.Join(x.dataDir, "images", "images", hex.EncodeToString(sum[:])+".json")
+}
+
+func imagesExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// An auth.json named by OPR_EXECUTOR_REGISTRY_AUTH_FILE authenticates pulls
+// from a registry with htpasswd auth; wrong credentials fail with the
+// registry's own answer in the error.
+func TestImagesAuthenticatedPull(t *testing.T) {
+	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
+	if err := testenv.WriteHtpasswd(htpasswd, "e2e-user", "e2e-pass"); err != nil {
+		t.Fatal(err)
+	}
+	reg := imagesRegistry(t, htpasswd)
+	image := reg.Addr() + "/private/test:v5-1"
+	imagesPush(t, "v5-1", image, testenv.WithCredentials("e2e-user", "e2e-pass"))
+
+	authFile := filepath.Join(t.TempDir(), "auth.json")
+	if err := testenv.WriteAuthFile(authFile, reg.Addr(), "e2e-user", "wrong-pass"); err != nil {
+		t.Fatal(err)
+	}
+	x := startExecutor(t, "CONTAINERS_REGISTRIES_CONF="+imagesRegistriesConf(t, reg.Addr()), "OPR_EXECUTOR_REGISTRY_AUTH_FILE="+authFile)
+
+	src := source(t, map[string]string{"index.js": "x"})
+	r := x.request(t, "POST", "/v1/runtimes/auth-1/executions", execBody(src, map[string]any{"image": image}), jsonAccept)
+	msg, _ := r.json(t)["message"].(string)
+	if r.status != 400 || !strings.Contains(msg, "Missing image") || !strings.Contains(msg, "unauthorized") ||
+		!strings.Contains(msg, "authentication required") {
+		t.Fatalf("wrong credentials: %d %s", r.status, r.body)
+	}
+	t.Logf("wrong credentials: %s", msg)
+	x.waitClean(t)
+
+	// The file is read at every pull: fixing it is enough.
+	if err := testenv.WriteAuthFile(authFile, reg.Addr(), "e2e-user", "e2e-pass"); err != nil {
+		t.Fatal(err)
+	}
+	imagesColdStart(t, x, "auth-1", image)
+	if r := x.request(t, "DELETE", "/v1/runtimes/auth-1", nil, nil); r.status != 200 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	x.waitClean(t)
+}
+
+// An oci-archive: reference (a tar of an OCI layout) runs a runtime.
+func TestImagesOCIArchive(t *testing.T) {
+	dir, err := os.MkdirTemp(shared.work, "oa-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	archive := filepath.Join(dir, "v5.tar")
+	if err := testenv.TarLayout(imagesLayout("v5-1"), archive); err != nil {
+		t.Fatal(err)
+	}
+	x := startExecutor(t)
+	imagesColdStart(t, x, "archive-1", "oci-archive:"+archive+":v5-1")
+	r := x.request(t, "GET", "/v1/runtimes/archive-1", nil, nil)
+	if r.status != 200 || r.json(t)["image"] != "oci-archive:"+archive+":v5-1" {
+		t.Fatalf("runtime: %d %s", r.status, r.body)
+	}
+	if r := x.request(t, "DELETE", "/v1/runtimes/archive-1", nil, nil); r.status != 200 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	x.waitClean(t)
+}
+
+// Two images that share their base layer, started at the same time: every
+// blob is downloaded once, the shared one included.
+func TestImagesSharedLayersPulledOnce(t *testing.T) {
+	reg := imagesRegistry(t, "")
+	imagesPush(t, "v5-1", reg.Addr()+"/shared/a:v5-1")
+	imagesPush(t, "v4-1", reg.Addr()+"/shared/b:v4-1")
+	la, err := testenv.LayoutLayers(imagesLayout("v5-1"), "v5-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := testenv.LayoutLayers(imagesLayout("v4-1"), "v4-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sharedLayers []string
+	for _, d := range la {
+		if slices.Contains(lb, d) {
+			sharedLayers = append(sharedLayers, d.String())
+		}
+	}
+	if len(sharedLayers) == 0 {
+		t.Fatal("the test images share no layer")
+	}
+
+	x := startExecutor(t, "CONTAINERS_REGISTRIES_CONF="+imagesRegistriesConf(t, reg.Addr()))
+	var wg sync.WaitGroup
+	for i, image := range []string{reg.Addr() + "/shared/a:v5-1", reg.Addr() + "/shared/b:v4-1"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			imagesColdStart(t, x, fmt.Sprintf("shared-%d", i), image)
+		}()
+	}
+	wg.Wait()
+	for _, d := range append(la, lb...) {
+		want := 1
+		if n := reg.BlobGets(d.String()); n != want {
+			t.Errorf("layer %s downloaded %d times, want %d (shared: %v)", d, n, want, slices.Contains(sharedLayers, d.String()))
+		}
+	}
+	for i := range 2 {
+		if r := x.request(t, "DELETE", fmt.Sprintf("/v1/runtimes/shared-%d", i), nil, nil); r.status != 200 {
+			t.Fatalf("delete: %d %s", r.status, r.body)
+		}
+	}
+	x.waitClean(t)
+}
+
+// With a short OPR_EXECUTOR_IMAGE_GC_INTERVAL/AGE the daemon removes an image
+// once its runtime is deleted, with the layers only it used, and keeps an
+// image in use and a pre-pulled one.
+func TestImagesGarbageCollection(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_IMAGE_GC_INTERVAL=1", "OPR_EXECUTOR_IMAGE_GC_AGE=1",
+		"OPR_EXECUTOR_IMAGES=openruntimes/test:v3-1")
+	recA := imagesRecord(x, "docker://docker.io/openruntimes/test:v5-1")
+	recB := imagesRecord(x, "docker://docker.io/openruntimes/test:v4-1")
+	recKeep := imagesRecord(x, "docker://docker.io/openruntimes/test:v3-1")
+	imagesWaitFor(t, 20*time.Second, "pre-pull of v3-1", func() bool { return imagesExists(recKeep) })
+
+	imagesColdStart(t, x, "gc-a", "openruntimes/test:v5-1")
+	imagesColdStart(t, x, "gc-b", "openruntimes/test:v4-1")
+	if !imagesExists(recA) || !imagesExists(recB) {
+		t.Fatal("image records missing after the cold starts")
+	}
+	if r := x.request(t, "DELETE", "/v1/runtimes/gc-a", nil, nil); r.status != 200 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	imagesWaitFor(t, 15*time.Second, "GC of the unused v5-1", func() bool { return !imagesExists(recA) })
+	// Several more GC runs while gc-b keeps v4-1 in use.
+	time.Sleep(2500 * time.Millisecond)
+	if !imagesExists(recB) || !imagesExists(recKeep) {
+		t.Fatalf("GC removed an image in use (%v) or a pre-pulled one (%v)", !imagesExists(recB), !imagesExists(recKeep))
+	}
+	// Only the layers of the remaining images are left.
+	want := map[string]bool{}
+	for _, rec := range []string{recB, recKeep} {
+		var r struct{ Layers []string }
+		b, err := os.ReadFile(rec)
+		if err != nil || json.Unmarshal(b, &r) != nil {
+			t.Fatalf("record %s: %v", rec, err)
+		}
+		for _, l := range r.Layers {
+			want[strings.TrimPrefix(l, "sha256:")] = true
+		}
+	}
+	layerDirs, _ := filepath.Glob(filepath.Join(x.dataDir, "images", "layers*", "*"))
+	var got []string
+	for _, d := range layerDirs {
+		got = append(got, filepath.Base(d))
+		if !want[filepath.Base(d)] {
+			t.Errorf("layer %s of no remaining image is left", d)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("layers %v, want %v", got, want)
+	}
+	if !strings.Contains(x.logs.String(), "image garbage collection removed unused images") {
+		t.Errorf("GC did not log what it removed")
+	}
+	// The runtime in use still works, and its image still serves a new runtime.
+	if r := x.request(t, "POST", "/v1/runtimes/gc-b/executions", map[string]any{"path": "/echo"}, jsonAccept); r.status != 200 {
+		t.Fatalf("warm execution of gc-b: %d %s", r.status, r.body)
+	}
+	if r := x.request(t, "DELETE", "/v1/runtimes/gc-b", nil, nil); r.status != 200 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	imagesWaitFor(t, 15*time.Second, "GC of v4-1 after its runtime went", func() bool { return !imagesExists(recB) })
+	if !imagesExists(recKeep) {
+		t.Error("the pre-pulled image was collected")
+	}
+	x.waitClean(t)
+}
+
+func imagesWaitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
