@@ -145,6 +145,8 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 
 // prepare gives r its directories, source, root, network and running container.
 func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
+	st := newStages()
+	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()
 	if err := os.Mkdir(r.Dir, 0o700); err != nil {
 		return fmt.Errorf("Failed to create temporary directory: %w", err)
 	}
@@ -161,19 +163,23 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 	if cacheEnabled(spec) {
 		m.restoreCache(ctx, r, spec.CacheKey)
 	}
+	st.mark("dirs+source")
 	img, err := m.cfg.Images.Pull(ctx, spec.Image)
 	if err != nil {
 		return pullError(spec.Image, err)
 	}
+	st.mark("image")
 	rootfs, err := m.cfg.Images.MountRoot(ctx, img, filepath.Join(r.Dir, "root"))
 	if err != nil {
 		return fmt.Errorf("prepare root of %s: %w", spec.Image, err)
 	}
+	st.mark("root")
 	net := m.pickNetwork()
 	ep, err := net.Attach(ctx, r.CID)
 	if err != nil {
 		return fmt.Errorf("attach network %s: %w", net.Name(), err)
 	}
+	st.mark("network")
 	r.network, r.endpoint = net, ep
 	if err := r.writeNetFiles(); err != nil {
 		return err
@@ -207,10 +213,12 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 	if err := r.chownDirs(m.cfg.UserNS); err != nil {
 		return err
 	}
+	st.mark("config")
 	ct, err := startContainer(m.stateRoot, r.CID, r.cfg, r.proc)
 	if err != nil {
 		return fmt.Errorf("Failed to start container: %w", err)
 	}
+	st.mark("container")
 	r.mu.Lock()
 	r.ct = ct
 	r.mu.Unlock()

@@ -1,0 +1,89 @@
+package oci
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/opencontainers/runc/libcontainer/configs"
+)
+
+func TestConfigDefaultsAreTheSafeOnes(t *testing.T) {
+	cfg, err := Config(Spec{Rootfs: "/r", CgroupPath: "/executor/x", CPUs: 0.5, MemoryMB: 128, PidsLimit: 64,
+		UserNS: &IDMap{HostUID: 100000, HostGID: 200000, Size: 65536}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Capabilities == nil || slices.Contains(cfg.Capabilities.Bounding, "CAP_SYS_ADMIN") || slices.Contains(cfg.Capabilities.Bounding, "CAP_NET_RAW") {
+		t.Fatalf("capabilities %+v", cfg.Capabilities)
+	}
+	if !cfg.NoNewPrivileges {
+		t.Error("no_new_privs off")
+	}
+	for _, ns := range []configs.NamespaceType{configs.NEWNS, configs.NEWPID, configs.NEWIPC, configs.NEWUTS, configs.NEWNET, configs.NEWUSER} {
+		if !cfg.Namespaces.Contains(ns) {
+			t.Errorf("namespace %s missing", ns)
+		}
+	}
+	if len(cfg.UIDMappings) != 1 || cfg.UIDMappings[0].HostID != 100000 || cfg.GIDMappings[0].HostID != 200000 {
+		t.Errorf("id maps %v %v", cfg.UIDMappings, cfg.GIDMappings)
+	}
+	r := cfg.Cgroups.Resources
+	if r.Memory != 128_000_000 || r.MemorySwap != r.Memory || r.CpuQuota != 50000 || r.CpuPeriod != 100000 || *r.PidsLimit != 64 {
+		t.Errorf("resources %+v", r)
+	}
+	for _, p := range []string{"/proc/kcore", "/sys/firmware"} {
+		if !slices.Contains(cfg.MaskPaths, p) {
+			t.Errorf("%s not masked", p)
+		}
+	}
+	if !slices.Contains(cfg.ReadonlyPaths, "/proc/sysrq-trigger") {
+		t.Error("/proc/sysrq-trigger writable")
+	}
+}
+
+func TestConfigRejectsBadInput(t *testing.T) {
+	for _, s := range []Spec{
+		{Rootfs: "rel", CgroupPath: "/e/x"},
+		{Rootfs: "/r", CgroupPath: "e/x"},
+		{Rootfs: "/r", CgroupPath: "/e/x", MemoryMB: -1},
+		{Rootfs: "/r", CgroupPath: "/e/x", UserNS: &IDMap{}},
+	} {
+		if _, err := Config(s); err == nil {
+			t.Errorf("accepted %+v", s)
+		}
+	}
+}
+
+func TestDefaultSeccompIsNativeOnlyAllowlist(t *testing.T) {
+	sc, err := DefaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc.Architectures) != 1 || sc.DefaultAction == configs.Allow || len(sc.Syscalls) < 100 {
+		t.Fatalf("profile: arches %v default %v rules %d", sc.Architectures, sc.DefaultAction, len(sc.Syscalls))
+	}
+}
+
+func TestCommandAndEnv(t *testing.T) {
+	img := ImageConfig{Entrypoint: []string{"/entry"}, Cmd: []string{"serve"}, Env: []string{"PATH=/bin", "A=image"}}
+	tests := []struct {
+		entry, version string
+		build, bash    bool
+		want           []string
+	}{
+		{"start it", "v5", false, true, []string{"bash", "-c", "start it"}},
+		{"start it", "v5", false, false, []string{"sh", "-c", "start it"}},
+		{"", "v2", false, true, []string{"/entry", "serve"}},
+		{"", "v2", true, true, []string{"tail", "-f", "/dev/null"}},
+		{"", "v5", false, true, []string{"tail", "-f", "/dev/null"}},
+	}
+	for _, tc := range tests {
+		if got := Command(img, tc.entry, tc.version, tc.build, tc.bash); !slices.Equal(got, tc.want) {
+			t.Errorf("Command(%q, %s, build=%v, bash=%v) = %v, want %v", tc.entry, tc.version, tc.build, tc.bash, got, tc.want)
+		}
+	}
+	env := Env(img.Env, map[string]string{"A": "user", "B": "b", "bad name": "x"})
+	if !slices.Equal(env, []string{"PATH=/bin", "A=user", "B=b"}) {
+		t.Errorf("env %v", env)
+	}
+}
