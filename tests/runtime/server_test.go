@@ -632,9 +632,6 @@ func TestV2Exit(t *testing.T) {
 // TestBinary runs the real static binary: readiness line, an answer over TCP,
 // and exit status 0 on SIGTERM.
 func TestBinary(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
 	t.Parallel()
 	bin := filepath.Join(t.TempDir(), "runtime-server")
 	build := exec.Command("go", "build", "-o", bin, ".")
