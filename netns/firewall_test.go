@@ -230,7 +230,7 @@ func TestHostDNSAllowed(t *testing.T) {
 	})
 	dns, err := net.Listen("tcp", hostPort(gw, 53))
 	if err != nil {
-		t.Skipf("cannot listen on %s:53: %v", gw, err)
+		t.Fatalf("cannot listen on %s:53 (the gateway address is the test's own): %v", gw, err)
 	}
 	t.Cleanup(func() { dns.Close() })
 	go serveReply(dns, "dns")
