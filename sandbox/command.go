@@ -19,11 +19,10 @@ func (m *Manager) Command(ctx context.Context, id, command string, timeout time.
 	if err != nil {
 		return "", err
 	}
-	if e == nil || e.rt == nil {
+	if e == nil || !m.claim(e) {
 		return "", &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found"}
 	}
 	r := e.rt
-	r.begin()
 	defer r.end()
 	if timeout <= 0 {
 		timeout = 600 * time.Second

@@ -20,8 +20,7 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, er
 	if err != nil {
 		return nil, err
 	}
-	rt := e.rt
-	rt.begin()
+	rt := e.rt // claimed by ensure
 	defer rt.end()
 
 	start := time.Now() // billable time starts before the readiness wait, as in the reference
@@ -95,11 +94,25 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 			}
 			return nil, e.err
 		}
-		if e.rt == nil {
+		if !m.claim(e) {
 			return nil, &Error{Type: ErrRuntimeNotFound, Message: "Runtime no longer exists."}
 		}
 		return e, nil
 	}
+}
+
+// claim marks work in flight in e's runtime if e is still in the table. It
+// takes the table lock that maintenance holds while it picks idle runtimes,
+// so a runtime is never reaped between being found and being used. The
+// caller must end() the runtime.
+func (m *Manager) claim(e *entry) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.table[e.id] != e || e.rt == nil {
+		return false
+	}
+	e.rt.begin()
+	return true
 }
 
 // waitReady waits until the runtime accepts connections on port 3000. The
