@@ -31,14 +31,14 @@ func randomHex(n int) string {
 // Create makes a runtime and, when spec.Command is set, builds in it. The
 // request is held until the build ends, as in the reference.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
-	e, err := m.insert(spec)
+	// A build outlives a client that hangs up, as the reference's does; its
+	// own timeout bounds it. Delete cancels it.
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	e, err := m.insert(spec, cancel)
 	if err != nil {
 		return nil, err
 	}
-	// A build outlives a client that hangs up, as the reference's does; its
-	// own timeout bounds it.
-	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	e.cancel = cancel
 	res, err := m.create(cctx, e, spec)
 	m.settle(e, err)
 	if err != nil {
@@ -55,8 +55,9 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
 	return res, nil
 }
 
-// insert adds a pending row, or answers 409 when the id is taken.
-func (m *Manager) insert(spec Spec) (*entry, error) {
+// insert adds a pending row, or answers 409 when the id is taken. cancel
+// aborts the creation (Delete calls it).
+func (m *Manager) insert(spec Spec, cancel context.CancelFunc) (*entry, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closing {
@@ -75,7 +76,7 @@ func (m *Manager) insert(spec Spec) (*entry, error) {
 		version:  spec.Version,
 		name:     m.runtimeName(spec.RuntimeID),
 		ready:    make(chan struct{}),
-		cancel:   func() {},
+		cancel:   cancel,
 		hostname: randomHex(32),
 		secret:   randomHex(32),
 		log:      newOutputLog(),

@@ -62,18 +62,18 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 			m.mu.Unlock()
 			spec := *req.Cold
 			spec.RuntimeID = req.RuntimeID
-			ne, err := m.insert(spec)
+			// The creation belongs to the runtime, not to this request: a
+			// client that hangs up does not abort it for the others waiting.
+			cctx, ccancel := context.WithDeadline(context.Background(), deadline)
+			ne, err := m.insert(spec, ccancel)
 			if err != nil {
+				ccancel()
 				var xe *Error
 				if errors.As(err, &xe) && xe.Type == ErrRuntimeConflict {
 					continue // someone else started it between our look and our insert
 				}
 				return nil, err
 			}
-			// The creation belongs to the runtime, not to this request: a
-			// client that hangs up does not abort it for the others waiting.
-			cctx, ccancel := context.WithDeadline(context.Background(), deadline)
-			ne.cancel = ccancel
 			go func() {
 				defer ccancel()
 				_, err := m.create(cctx, ne, spec)
