@@ -53,6 +53,19 @@ func TestReporterSendsErrors(t *testing.T) {
 	log.Info("not reported")
 	log.Error("request failed", "error", "boom-123")
 	h.flush(5 * time.Second)
+	// Delivery is asynchronous and Flush may return before the transport
+	// has picked the event up: wait for it to arrive.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(bodies)
+		mu.Unlock()
+		if n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // a second, wrong report would show here
 	mu.Lock()
 	defer mu.Unlock()
 	if len(bodies) != 1 || !strings.Contains(bodies[0], "/api/7/") || !strings.Contains(bodies[0], "request failed") || !strings.Contains(bodies[0], "boom-123") {
