@@ -145,9 +145,40 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 }
 
 // prepare gives r its directories, source, root, network and running container.
-func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
+func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
 	st := newStages()
 	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()
+	// The network needs nothing else: set it up while the directories,
+	// source, image and root are made.
+	network := m.pickNetwork()
+	attached := make(chan error, 1)
+	go func() {
+		ep, err := network.Attach(ctx, r.CID)
+		if err == nil {
+			r.mu.Lock()
+			r.network, r.endpoint = network, ep
+			r.mu.Unlock()
+		}
+		attached <- err
+	}()
+	// Whatever happens below, the attachment has ended (and is recorded on
+	// r for destroy to release) before prepare returns.
+	waitNet := func() error {
+		if attached == nil {
+			return nil
+		}
+		err := <-attached
+		attached = nil
+		if err != nil {
+			return fmt.Errorf("attach network %s: %w", network.Name(), err)
+		}
+		return nil
+	}
+	defer func() {
+		if nerr := waitNet(); err == nil {
+			err = nerr
+		}
+	}()
 	if err := os.Mkdir(r.Dir, 0o700); err != nil {
 		return fmt.Errorf("Failed to create temporary directory: %w", err)
 	}
@@ -175,13 +206,11 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) error {
 		return fmt.Errorf("prepare root of %s: %w", spec.Image, err)
 	}
 	st.mark("root")
-	net := m.pickNetwork()
-	ep, err := net.Attach(ctx, r.CID)
-	if err != nil {
-		return fmt.Errorf("attach network %s: %w", net.Name(), err)
+	if err := waitNet(); err != nil {
+		return err
 	}
+	ep := r.endpoint
 	st.mark("network")
-	r.network, r.endpoint = net, ep
 	if err := r.writeNetFiles(); err != nil {
 		return err
 	}
