@@ -180,6 +180,11 @@ func New(cfg Config) (*Manager, error) {
 		}
 		m.seccomp = sc
 	}
+	if cfg.UserNS != nil {
+		if err := Traversable(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(m.stateRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
@@ -197,6 +202,25 @@ func New(cfg Config) (*Manager, error) {
 		go m.maintain()
 	}
 	return m, nil
+}
+
+// Traversable checks that a user-namespaced runtime's root, an unprivileged
+// host uid, can walk down to the data dir: its root file system and mounted
+// directories live there, and the kernel checks each parent directory.
+func Traversable(dir string) error {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("sandbox: data dir %s: %w", dir, err)
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("sandbox: runtimes run as an unprivileged host uid (user namespace) and cannot traverse %s (mode %v) on the way to the data dir %s: give it o+x (chmod o+x %s) or choose another data dir",
+				d, st.Mode().Perm(), dir, d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }
 
 func (m *Manager) runtimeName(id string) string { return m.cfg.Hostname + "-" + id }

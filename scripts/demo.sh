@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TAGS='containers_image_openpgp containers_image_storage_stub seccomp'
 work=$(mktemp -d /tmp/executor-demo.XXXXXX)
+# Runtimes run as an unprivileged uid: they must be able to traverse to the data dir.
+chmod 711 "$work"
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

@@ -91,6 +91,11 @@ func run(cfg *config, log *slog.Logger) error {
 	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
 	}
+	if cfg.UserNS != nil {
+		if err := sandbox.Traversable(cfg.DataDir); err != nil {
+			return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 

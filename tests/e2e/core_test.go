@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -524,5 +526,21 @@ func TestBuildUploadsArtifact(t *testing.T) {
 	if r.status != 400 || r.json(t)["type"] != "build_failed" || !strings.Contains(r.json(t)["message"].(string), "failing-step") ||
 		!strings.Contains(r.json(t)["message"].(string), "Build command exited with code 7.") {
 		t.Fatalf("failed build: %d %s", r.status, r.body)
+	}
+}
+
+// A data dir that runtimes' unprivileged root cannot reach stops the daemon
+// at start with a message naming the setting, before it creates anything.
+func TestUnreachableDataDirStopsTheDaemon(t *testing.T) {
+	parent := t.TempDir() // 0700
+	cmd := exec.Command(shared.bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OPR_EXECUTOR_ENV=development", "OPR_EXECUTOR_LISTEN=127.0.0.1:0",
+		"OPR_EXECUTOR_DATA_DIR=" + parent + "/data", "OPR_EXECUTOR_NETWORK=e2e-unreachable", "OPR_EXECUTOR_CGROUP_PARENT=/executor-e2e-unreachable"}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "OPR_EXECUTOR_DATA_DIR") || !strings.Contains(string(out), "o+x") {
+		t.Fatalf("exit %v, output:\n%s", err, out)
+	}
+	if _, err := os.Stat(parent + "/data/images"); err == nil {
+		t.Error("the daemon created its store before refusing the data dir")
 	}
 }
