@@ -544,3 +544,35 @@ func TestUnreachableDataDirStopsTheDaemon(t *testing.T) {
 		t.Error("the daemon created its store before refusing the data dir")
 	}
 }
+
+// In production the runtime secret is not shown, executor and validation
+// errors are shown as they are, and nothing in an error body gives away files
+// or stack frames.
+func TestProductionMode(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_ENV=production", "OPR_EXECUTOR_VERSION=9.9.9")
+	src := source(t, map[string]string{"index.js": "x"})
+	if r := x.request(t, "POST", "/v1/runtimes/prod/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	rt := x.request(t, "GET", "/v1/runtimes/prod", nil, nil).json(t)
+	if rt["key"] != "" || rt["status"] == "" {
+		t.Fatalf("runtime object in production: %v", rt)
+	}
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+		typ          string
+	}{
+		{"GET", "/v1/unknown", nil, 404, "general_unknown"},
+		{"POST", "/v1/runtimes", map[string]any{"image": "x"}, 400, "general_unknown"},
+		{"GET", "/v1/runtimes/nope", nil, 404, "runtime_not_found"},
+		{"POST", "/v1/runtimes/nope/executions", map[string]any{}, 404, "runtime_not_found"},
+	} {
+		r := x.request(t, tc.method, tc.path, tc.body, nil)
+		e := r.json(t)
+		if r.status != tc.status || e["type"] != tc.typ || e["version"] != "9.9.9" || e["file"] != nil || e["trace"] != nil {
+			t.Errorf("%s %s: %d %s", tc.method, tc.path, r.status, r.body)
+		}
+	}
+}
