@@ -267,3 +267,33 @@ func imagesWaitFor(t *testing.T, timeout time.Duration, what string, cond func()
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A runtime that needs an image still being pre-pulled at start waits for
+// that pull instead of starting another: each blob is fetched once.
+func TestImagesPrePullSharedWithColdStart(t *testing.T) {
+	reg := imagesRegistry(t, "")
+	image := reg.Addr() + "/prepull/a:v5-1"
+	imagesPush(t, "v5-1", image)
+	layers, err := testenv.LayoutLayers(imagesLayout("v5-1"), "v5-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := startExecutor(t, "CONTAINERS_REGISTRIES_CONF="+imagesRegistriesConf(t, reg.Addr()), "OPR_EXECUTOR_IMAGES="+image)
+	imagesColdStart(t, x, "prepulled", image)
+	for _, d := range layers {
+		if n := reg.BlobGets(d.String()); n != 1 {
+			t.Errorf("layer %s downloaded %d times, want once", d, n)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(x.logs.String(), "[ImagePuller] Pulled 1/1 images.") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pre-pull progress in the log")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := x.request(t, "DELETE", "/v1/runtimes/prepulled", nil, nil); r.status != 200 {
+		t.Fatalf("delete: %d", r.status)
+	}
+	x.waitClean(t)
+}
