@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -456,6 +457,16 @@ func TestShutdownRemovesEverything(t *testing.T) {
 		t.Fatal("running runtimes should hold resources (the leak check would be blind)")
 	}
 	x.stop() // SIGTERM: must exit 0 and leave nothing (checked by the cleanup)
+	x.assertClean()
+}
+
+func TestInterruptRemovesEverything(t *testing.T) {
+	x := startExecutor(t)
+	src := source(t, map[string]string{"index.js": "x"})
+	if r := x.request(t, "POST", "/v1/runtimes/i/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	x.stopWith(syscall.SIGINT)
 	x.assertClean()
 }
 

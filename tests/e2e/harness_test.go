@@ -307,22 +307,25 @@ func (x *executor) start() {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (x *executor) stop() {
+func (x *executor) stop() { x.stopWith(syscall.SIGTERM) }
+
+// stopWith sends sig and waits for a clean exit.
+func (x *executor) stopWith(sig syscall.Signal) {
 	select {
 	case <-x.exited:
 		return
 	default:
 	}
-	_ = x.cmd.Process.Signal(syscall.SIGTERM)
+	_ = x.cmd.Process.Signal(sig)
 	select {
 	case <-x.exited:
 		if x.exitErr != nil {
-			x.t.Errorf("executor exited with %v after SIGTERM", x.exitErr)
+			x.t.Errorf("executor exited with %v after %v", x.exitErr, sig)
 		}
 	case <-time.After(60 * time.Second):
 		_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGKILL)
 		<-x.exited
-		x.t.Errorf("executor did not stop within 60s of SIGTERM")
+		x.t.Errorf("executor did not stop within 60s of %v", sig)
 	}
 }
 
