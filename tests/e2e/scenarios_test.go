@@ -110,3 +110,21 @@ func TestBuildScenarios(t *testing.T) {
 	})
 	x.waitClean(t)
 }
+
+// Bodies up to 20 MiB reach the runtime whole; one byte more is refused.
+func TestLargeBodies(t *testing.T) {
+	x := startExecutor(t)
+	createIdle(t, x, "big", nil)
+	body := strings.Repeat("b", 20<<20)
+	r := x.request(t, "POST", "/v1/runtimes/big/executions", map[string]any{"path": "/write?path=/usr/local/server/big", "method": "POST", "body": body, "timeout": 60}, jsonAccept)
+	if r.status != 200 || r.json(t)["statusCode"] != float64(200) {
+		t.Fatalf("%d %.300s", r.status, r.body)
+	}
+	if out, _ := command(t, x, "big", "wc -c < /usr/local/server/big"); strings.TrimSpace(out) != "20971520" {
+		t.Fatalf("the runtime received %q bytes", out)
+	}
+	r = x.request(t, "POST", "/v1/runtimes/big/executions", map[string]any{"path": "/", "method": "POST", "body": body + "b"}, jsonAccept)
+	if r.status != 400 || !strings.Contains(string(r.body), "Invalid `body` param") {
+		t.Fatalf("21 MiB body: %d %.300s", r.status, r.body)
+	}
+}
