@@ -27,6 +27,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"executor/netns"
+	"executor/netns/nettest"
 	"executor/tests/testenv"
 )
 
@@ -175,40 +176,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// freeSubnet picks a /24 in 10.0.0.0/8 that no interface of the host uses.
+// freeSubnet picks a /24 in 10.0.0.0/8 that no interface or route of the
+// host uses.
 func freeSubnet(t testing.TB) netip.Prefix {
 	t.Helper()
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	p, err := nettest.FreeSubnet(24)
 	if err != nil {
 		t.Fatal(err)
 	}
-	routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
-	for i := 0; i < 1000; i++ {
-		n := (os.Getpid()*7919 + i*104729 + int(time.Now().UnixNano()%1000)) % 60000
-		cand := netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", 100+n/256%150, n%256))
-		clash := false
-		for _, a := range addrs {
-			if p, ok := netip.AddrFromSlice(a.IP.To4()); ok && cand.Contains(p) {
-				clash = true
-			}
-		}
-		for _, r := range routes {
-			if r.Dst == nil {
-				continue
-			}
-			if p, ok := netip.AddrFromSlice(r.Dst.IP.To4()); ok {
-				ones, _ := r.Dst.Mask.Size()
-				if ones > 0 && netip.PrefixFrom(p, ones).Overlaps(cand) {
-					clash = true
-				}
-			}
-		}
-		if !clash {
-			return cand
-		}
-	}
-	t.Fatal("no free subnet")
-	return netip.Prefix{}
+	return p
 }
 
 // listenAllAddrs, passed to startExecutor, makes the API listen on every
