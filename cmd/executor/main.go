@@ -191,7 +191,8 @@ func run(cfg *config, log *slog.Logger) error {
 		_ = mgr.Close(context.Background())
 		return fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	// No write timeout: executions and log streams last as long as their own timeouts.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	var prepull sync.WaitGroup
 	prepull.Add(1)
 	go func() {
