@@ -146,15 +146,12 @@ func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Conte
 		if !retry {
 			cancel()
 			r.client().CloseIdleConnections()
-			state := "running"
-			if ct := r.current(); ct == nil {
-				state = "no container"
-			} else if ct.exited() {
-				state = ct.exit.String()
-			}
-			var out string
+			state, out := "no container", ""
 			if ct := r.current(); ct != nil {
-				out = lastLines(ct.out.String(), 10)
+				state, out = "running", lastLines(ct.out.String(), 10)
+				if ct.exited() {
+					state = ct.exit.String()
+				}
 			}
 			m.log.Warn("execution forwarding failed", "runtime", r.ID, "addr", r.Addr(), "err", err, "attempts", attempt,
 				"elapsed", time.Since(start).Round(time.Millisecond), "main", state, "output", out)

@@ -370,5 +370,3 @@ func (m *Manager) Close(ctx context.Context) error {
 func (m *Manager) pickNetwork() *netns.Network {
 	return m.cfg.Networks[rand.IntN(len(m.cfg.Networks))]
 }
-
-func joinErrs(errs []error) error { return errors.Join(errs...) }

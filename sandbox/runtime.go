@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -82,12 +83,6 @@ func (r *Runtime) Info() Info {
 		Image:       r.Image,
 		Initialised: r.initialised,
 	}
-}
-
-func (r *Runtime) touch() {
-	r.mu.Lock()
-	r.updated = time.Now()
-	r.mu.Unlock()
 }
 
 // begin and end bracket work in flight (executions, builds, commands), which
@@ -251,5 +246,5 @@ func (r *Runtime) doDestroy(ctx context.Context, m *Manager, grace time.Duration
 		r.httpc.CloseIdleConnections()
 	}
 	errs = append(errs, m.release(ctx, r)...)
-	return joinErrs(errs)
+	return errors.Join(errs...)
 }

@@ -126,7 +126,3 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
-
-func newError(typ, msg string, cause error) *Error {
-	return &Error{Type: typ, Message: msg, Err: cause}
-}

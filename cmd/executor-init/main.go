@@ -45,21 +45,19 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "executor-init: start %s: %v\n", args[0], err)
 		return 126
 	}
-	for {
-		select {
-		case s := <-sigs:
-			sig := s.(syscall.Signal)
-			if sig == syscall.SIGCHLD {
-				if code, done := reap(pid); done {
-					return code
-				}
-				continue
+	for s := range sigs {
+		sig := s.(syscall.Signal)
+		if sig == syscall.SIGCHLD {
+			if code, done := reap(pid); done {
+				return code
 			}
-			// To the command's whole process group: shells and the
-			// servers they start go together, as under a terminal.
-			_ = syscall.Kill(-pid, sig)
+			continue
 		}
+		// To the command's whole process group: shells and the
+		// servers they start go together, as under a terminal.
+		_ = syscall.Kill(-pid, sig)
 	}
+	return 0 // not reached: sigs is never closed
 }
 
 // reap collects every exited child; done reports that the command itself
