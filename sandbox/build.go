@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"executor/storage"
+	"executor/storage/safefs"
 )
 
 // maxBuildOutput is the reference's cap on build output, in bytes.
@@ -267,23 +268,54 @@ func (m *Manager) build(ctx context.Context, r *Runtime, spec Spec, res *BuildRe
 }
 
 // upload moves builds/code.tar.gz to the destination device as <uniqid>.gz.
+// The artifact is the runtime's: it must be a regular file of at most
+// BuildSizeLimit bytes, reached without a link.
 func (m *Manager) upload(ctx context.Context, r *Runtime, destination string) (string, int64, error) {
-	artifact := filepath.Join(r.Dir, "builds", "code.tar.gz")
-	f, err := os.Open(artifact)
+	d, err := r.openDir()
 	if err != nil {
 		return "", 0, &Error{Type: ErrRuntimeFailed, Code: 500, Message: "Something went wrong when starting runtime.", Err: err}
 	}
+	defer d.Close()
+	f, st, err := d.Open("builds/" + artifactName)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The reference's answer when no artifact was produced.
+		return "", 0, &Error{Type: ErrRuntimeFailed, Code: 500, Message: "Something went wrong when starting runtime.", Err: err}
+	}
+	if err != nil {
+		return "", 0, &Error{Type: ErrBuildFailed, Message: fmt.Sprintf("Build artifact %s was refused: %s.", r.artifactPath(), refusal(err)), Err: err}
+	}
 	defer f.Close()
+	limit := m.cfg.BuildSizeLimit
+	tooLarge := &Error{Type: ErrBuildFailed, Message: fmt.Sprintf("Build artifact %s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT).", r.artifactPath(), limit)}
+	if st.Size() > limit {
+		return "", 0, tooLarge
+	}
 	dev, err := storage.Open(m.cfg.Storage, destination)
 	if err != nil {
 		return "", 0, err
 	}
 	path := strings.TrimRight(dev.Root(), "/") + "/" + m.uniqid() + ".gz"
-	size, err := dev.Write(ctx, path, f)
+	// The file may still grow while it is copied: the cap holds for
+	// what is read, not only for the size seen at open.
+	size, err := dev.Write(ctx, path, safefs.Reader(ctx, f, limit))
+	if errors.Is(err, safefs.ErrTooLarge) {
+		return "", 0, tooLarge
+	}
 	if err != nil {
 		return "", 0, &Error{Type: ErrRuntimeFailed, Code: 500, Message: "Failed to move built code to storage", Err: err}
 	}
 	return path, size, nil
+}
+
+// artifactName is the file a build leaves in its code directory.
+const artifactName = "code.tar.gz"
+
+// artifactPath is where the runtime sees its artifact.
+func (r *Runtime) artifactPath() string {
+	if r.Version == "v2" {
+		return "/usr/code/" + artifactName
+	}
+	return "/mnt/code/" + artifactName
 }
 
 // uniqid mimics PHP's uniqid(): 13 hex characters from the clock (seconds and

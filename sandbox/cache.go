@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 	"path"
 	"path/filepath"
 	"time"
 
 	"executor/storage"
+	"executor/storage/safefs"
 )
 
 // The build cache (§5.5): a squashfs the image's helpers restore from /cache
@@ -55,9 +56,16 @@ func (r *Runtime) warn(msg string) {
 }
 
 // restoreCache makes cache/ and fills it from the device when an entry exists.
+// It runs before the runtime starts, but cache/ is the runtime's from its
+// first build on: the daemon writes it through safefs all the same.
 func (m *Manager) restoreCache(ctx context.Context, r *Runtime, key string) {
-	dir := filepath.Join(r.Dir, "cache")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	d, err := r.openDir()
+	if err != nil {
+		r.warn(fmt.Sprintf("cannot open the runtime directory: %v", err))
+		return
+	}
+	defer d.Close()
+	if err := d.Mkdir("cache", 0o755); err != nil {
 		r.warn(fmt.Sprintf("cannot create the cache directory: %v", err))
 		return
 	}
@@ -76,40 +84,63 @@ func (m *Manager) restoreCache(ctx context.Context, r *Runtime, key string) {
 		return
 	}
 	defer rc.Close()
-	tmp := filepath.Join(dir, "."+cacheFile+".part")
-	f, err := os.Create(tmp)
+	tmp := "cache/." + cacheFile + ".part"
+	f, err := d.Create(tmp, 0o644)
 	if err == nil {
-		_, err = io.Copy(f, rc)
+		_, err = io.Copy(f, safefs.Reader(ctx, rc, m.cfg.BuildSizeLimit))
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
+		if err == nil {
+			err = d.Rename(tmp, "cache/"+cacheFile)
+		}
+		if err != nil {
+			_ = d.Remove(tmp)
+		}
 	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, cacheFile))
+	if errors.Is(err, safefs.ErrTooLarge) {
+		err = fmt.Errorf("the cache is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", m.cfg.BuildSizeLimit)
 	}
 	if err != nil {
-		os.Remove(tmp)
 		r.warn(fmt.Sprintf("restore failed: %v", err))
 	}
 }
 
-// saveCache uploads cache/stores.sqfs after a successful build.
+// saveCache uploads cache/stores.sqfs after a successful build. The runtime
+// made that file: a link, FIFO, device or oversized file is not saved, and
+// the build goes on with a warning.
 func (m *Manager) saveCache(ctx context.Context, r *Runtime, key string) {
-	f, err := os.Open(filepath.Join(r.Dir, "cache", cacheFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
+	d, err := r.openDir()
 	if err != nil {
 		r.warn(fmt.Sprintf("save failed: %v", err))
 		return
 	}
+	defer d.Close()
+	f, st, err := d.Open("cache/" + cacheFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err != nil {
+		r.warn(fmt.Sprintf("save failed: /cache/%s was refused: %s", cacheFile, refusal(err)))
+		return
+	}
 	defer f.Close()
+	limit := m.cfg.BuildSizeLimit
+	tooLarge := fmt.Sprintf("save failed: /cache/%s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", cacheFile, limit)
+	if st.Size() > limit {
+		r.warn(tooLarge)
+		return
+	}
 	dev, err := m.cacheDevice()
 	if err != nil {
 		r.warn(err.Error())
 		return
 	}
-	if _, err := dev.Write(ctx, cacheObject(dev, key), f); err != nil {
+	if _, err := dev.Write(ctx, cacheObject(dev, key), safefs.Reader(ctx, f, limit)); err != nil {
+		if errors.Is(err, safefs.ErrTooLarge) {
+			r.warn(tooLarge)
+			return
+		}
 		r.warn(fmt.Sprintf("save failed: %v", err))
 	}
 }

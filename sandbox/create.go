@@ -1,12 +1,14 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 	"executor/images"
 	"executor/oci"
 	"executor/storage"
+	"executor/storage/safefs"
 )
 
 func randomHex(n int) string {
@@ -179,13 +182,8 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 			err = nerr
 		}
 	}()
-	if err := os.Mkdir(r.Dir, 0o700); err != nil {
+	if err := m.makeDir(r); err != nil {
 		return fmt.Errorf("Failed to create temporary directory: %w", err)
-	}
-	for _, d := range []string{"src", "builds", "logs"} {
-		if err := os.Mkdir(filepath.Join(r.Dir, d), 0o755); err != nil {
-			return fmt.Errorf("Failed to create temporary directory: %w", err)
-		}
 	}
 	if spec.Source != "" {
 		if err := m.copySource(ctx, r, spec.Source); err != nil {
@@ -285,14 +283,21 @@ func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) err
 		return fail(err)
 	}
 	defer rc.Close()
-	dst := filepath.Join(r.Dir, "src", name)
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	d, err := r.openDir()
 	if err != nil {
 		return fail(err)
 	}
-	_, err = io.Copy(f, rc)
+	defer d.Close()
+	f, err := d.Create("src/"+name, 0o644)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = io.Copy(f, safefs.Reader(ctx, rc, m.cfg.BuildSizeLimit))
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if errors.Is(err, safefs.ErrTooLarge) {
+		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Failed to copy source code to temporary directory: %s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", source, m.cfg.BuildSizeLimit), Err: err}
 	}
 	if err != nil {
 		return fail(err)
@@ -310,6 +315,8 @@ func sourceReason(source string, err error) string {
 		return fmt.Sprintf("%s could not be read: the storage device refused the credentials", source)
 	case errors.Is(err, storage.ErrUnavailable):
 		return fmt.Sprintf("%s could not be read: the storage device is unreachable", source)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%s could not be read: the copy was cancelled", source)
 	default:
 		return fmt.Sprintf("%s could not be read", source)
 	}
@@ -361,18 +368,49 @@ func (m *Manager) process(r *Runtime, spec Spec, img oci.ImageConfig, rootfs str
 		ps.Args = oci.WithInit(ps.Args)
 	}
 	if img.User != "" {
-		passwd, err1 := securejoin.SecureJoin(rootfs, "/etc/passwd")
-		group, err2 := securejoin.SecureJoin(rootfs, "/etc/group")
-		if err := errors.Join(err1, err2); err != nil {
-			return ps, fmt.Errorf("resolve user %q: %w", img.User, err)
-		}
-		u, err := user.GetExecUserPath(img.User, &user.ExecUser{}, passwd, group)
+		u, err := execUser(rootfs, img.User)
 		if err != nil {
 			return ps, &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Image user %q cannot be resolved: %v", img.User, err), Err: err}
 		}
 		ps.UID, ps.GID, ps.Sgid = u.Uid, u.Gid, u.Sgids
 	}
 	return ps, nil
+}
+
+// maxUserDB caps what is read of an image's /etc/passwd and /etc/group.
+const maxUserDB = 4 << 20
+
+// execUser resolves an image's User against its /etc/passwd and /etc/group,
+// read beneath the root: an image may make them links out of it, FIFOs or
+// huge files, and the daemon must not follow, block or fill up.
+func execUser(rootfs, spec string) (*user.ExecUser, error) {
+	d, err := safefs.OpenDir(rootfs, safefs.Options{FollowBeneath: true})
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	read := func(name string) (io.Reader, error) {
+		data, size, err := d.ReadFile(name, maxUserDB)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil // numeric ids work without the files
+		}
+		if err != nil {
+			return nil, fmt.Errorf("/%s: %w", name, err)
+		}
+		if size > maxUserDB {
+			return nil, fmt.Errorf("/%s is larger than %d bytes", name, maxUserDB)
+		}
+		return bytes.NewReader(data), nil
+	}
+	passwd, err := read("etc/passwd")
+	if err != nil {
+		return nil, err
+	}
+	group, err := read("etc/group")
+	if err != nil {
+		return nil, err
+	}
+	return user.GetExecUser(spec, &user.ExecUser{}, passwd, group)
 }
 
 // runtimeEnv is the variables a runtime gets (§5.3): the user's, then the
@@ -418,34 +456,64 @@ func hasBash(rootfs string) bool {
 	return false
 }
 
+// makeDir makes the runtime's directory and the directories mounted into
+// it. The directory is private (0700): other host users must not read a
+// tenant's source, artifacts or logs, even knowing their paths from the
+// mount table.
+func (m *Manager) makeDir(r *Runtime) error {
+	if err := os.Mkdir(r.Dir, 0o700); err != nil {
+		return err
+	}
+	d, err := r.openDir()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for _, name := range []string{"src", "builds", "logs"} {
+		if err := d.Mkdir(name, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // chownDirs gives the runtime's mounted directories, and what is in them, to
-// its mapped root, so that root inside the runtime owns them.
+// its mapped root, so that root inside the runtime owns them; and the
+// runtime's directory too, which its root must traverse to its mounts while
+// nobody else on the host may.
 func (r *Runtime) chownDirs(m *oci.IDMap) error {
 	if m == nil {
 		return nil
 	}
-	for _, d := range []string{"src", "builds", "logs", "cache"} {
-		err := filepath.WalkDir(filepath.Join(r.Dir, d), func(p string, _ os.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, int(m.HostUID), int(m.HostGID))
-		})
+	d, err := r.openDir()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for _, name := range []string{"src", "builds", "logs", "cache"} {
+		err := d.ChownTree(name, int(m.HostUID), int(m.HostGID))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("give runtime directories to its root: %w", err)
 		}
 	}
-	// The runtime directory itself must be traversable by the mapped root.
-	return os.Chmod(r.Dir, 0o711)
+	if err := os.Chown(r.Dir, int(m.HostUID), int(m.HostGID)); err != nil {
+		return fmt.Errorf("give runtime directory to its root: %w", err)
+	}
+	return nil
 }
 
 // writeNetFiles writes the runtime's /etc/hosts and /etc/resolv.conf.
 func (r *Runtime) writeNetFiles() error {
-	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n", r.endpoint.Addr, r.Hostname)
-	if err := os.WriteFile(filepath.Join(r.Dir, "hosts"), []byte(hosts), 0o644); err != nil {
+	d, err := r.openDir()
+	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(r.Dir, "resolv.conf"), r.resolvConf(), 0o644)
+	defer d.Close()
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n", r.endpoint.Addr, r.Hostname)
+	if err := d.WriteFile("hosts", []byte(hosts), 0o644); err != nil {
+		return err
+	}
+	return d.WriteFile("resolv.conf", r.resolvConf(), 0o644)
 }
 
 // resolvConf is the runtime's resolver configuration: the configured

@@ -8,16 +8,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"executor/storage/safefs"
 )
 
 const (
@@ -235,7 +236,9 @@ func responseHeaders(h http.Header) ([]Header, string) {
 }
 
 // readLogs reads and removes the execution's log files. Ids are restricted to
-// [A-Za-z0-9_-] so a runtime cannot make us read outside its logs dir.
+// [A-Za-z0-9_-] so a runtime cannot name a file outside its logs dir, and the
+// files are read through safefs: a link, FIFO or device planted there gives
+// empty logs (and a warning), never what it points at.
 func (r *Runtime) readLogs(id string) (logs, errs string) {
 	for _, c := range id {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
@@ -243,25 +246,30 @@ func (r *Runtime) readLogs(id string) (logs, errs string) {
 			return "", ""
 		}
 	}
-	dir := filepath.Join(r.Dir, "logs")
-	logs = readCapped(filepath.Join(dir, id+"_logs.log"), logTruncatedNote)
-	errs = readCapped(filepath.Join(dir, id+"_errors.log"), errTruncatedNote)
+	d, err := r.openDir()
+	if err != nil {
+		r.log.Warn("cannot open runtime directory", "runtime", r.ID, "err", err)
+		return "", ""
+	}
+	defer d.Close()
+	logs = r.readCapped(d, "logs/"+id+"_logs.log", logTruncatedNote)
+	errs = r.readCapped(d, "logs/"+id+"_errors.log", errTruncatedNote)
 	return logs, errs
 }
 
-func readCapped(path, note string) string {
-	f, err := os.Open(path)
+// readCapped reads at most maxLogFile bytes of name and removes it.
+func (r *Runtime) readCapped(d *safefs.Dir, name, note string) string {
+	data, size, err := d.ReadFile(name, maxLogFile)
+	if rerr := d.Remove(name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		r.log.Warn("cannot remove execution log file", "runtime", r.ID, "file", name, "err", rerr)
+	}
 	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			r.log.Warn("execution log file refused", "runtime", r.ID, "file", name, "reason", refusal(err))
+		}
 		return ""
 	}
-	defer os.Remove(path)
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		return ""
-	}
-	data, _ := io.ReadAll(io.LimitReader(f, maxLogFile))
-	if st.Size() > maxLogFile {
+	if size > maxLogFile {
 		return string(data) + note
 	}
 	return string(data)

@@ -33,6 +33,9 @@ type ImageStore interface {
 	UnmountRoot(dir string) error
 }
 
+// DefaultBuildSizeLimit is the cap on sources, artifacts and build caches.
+const DefaultBuildSizeLimit = 2 << 30
+
 // Config configures a Manager.
 type Config struct {
 	// DataDir holds runtime directories and container state.
@@ -54,6 +57,10 @@ type Config struct {
 	CgroupParent string
 	// Hostname is the executor's hostname (runtime names, INERNAL_EXECUTOR_HOSTNAME).
 	Hostname string
+	// BuildSizeLimit caps, in bytes, what the daemon copies out of or into
+	// a runtime: sources, build artifacts, build caches. Zero means the
+	// default, DefaultBuildSizeLimit.
+	BuildSizeLimit int64
 	// PidsLimit caps the processes of one runtime.
 	PidsLimit int64
 	// Unconfined turns the default seccomp profile off (opt-in weakening).
@@ -158,6 +165,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 2 * time.Second
+	}
+	if cfg.BuildSizeLimit <= 0 {
+		cfg.BuildSizeLimit = DefaultBuildSizeLimit
 	}
 	if cfg.PidsLimit == 0 {
 		cfg.PidsLimit = 4096

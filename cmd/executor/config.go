@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"executor/oci"
+	"executor/sandbox"
 	"executor/storage"
 )
 
@@ -38,9 +40,11 @@ type config struct {
 	Images              []string
 	Runtimes            []string
 	PidsLimit           int64
-	StopGrace           time.Duration
-	LogLevel            string
-	Unconfined          bool
+	// BuildSizeLimit caps sources, artifacts and build caches, in bytes.
+	BuildSizeLimit int64
+	StopGrace      time.Duration
+	LogLevel       string
+	Unconfined     bool
 	// Network policy and speed (netns.Config).
 	AllowRuntimeToRuntime bool
 	AllowHostAccess       bool
@@ -189,6 +193,12 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if c.PidsLimit == 0 {
 		return nil, fmt.Errorf("OPR_EXECUTOR_PIDS_LIMIT must be positive")
+	}
+	if c.BuildSizeLimit, err = byteSize("OPR_EXECUTOR_BUILD_SIZE_LIMIT", getenv("OPR_EXECUTOR_BUILD_SIZE_LIMIT"), sandbox.DefaultBuildSizeLimit); err != nil {
+		return nil, err
+	}
+	if c.BuildSizeLimit == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_BUILD_SIZE_LIMIT must be positive")
 	}
 	c.Images = splitList(getenv("OPR_EXECUTOR_IMAGES"))
 	c.Runtimes = splitList(getenv("OPR_EXECUTOR_RUNTIMES"))
@@ -391,6 +401,32 @@ func integer(name, v string, def int64) (int64, error) {
 		return 0, fmt.Errorf("%s=%q must be a non-negative integer", name, v)
 	}
 	return n, nil
+}
+
+// byteSize reads a size in bytes, with an optional binary suffix (KiB, MiB,
+// GiB, TiB; K, M, G, T mean the same): "2GiB", "512M", "1048576".
+func byteSize(name, v string, def int64) (int64, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return def, nil
+	}
+	num, unit := v, int64(1)
+	for i, suffix := range []string{"K", "M", "G", "T"} {
+		for _, s := range []string{suffix + "iB", suffix + "B", suffix} {
+			if strings.HasSuffix(strings.ToUpper(num), strings.ToUpper(s)) && len(num) > len(s) {
+				num, unit = strings.TrimSpace(num[:len(num)-len(s)]), int64(1)<<(10*(i+1))
+				break
+			}
+		}
+		if unit != 1 {
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/unit {
+		return 0, fmt.Errorf("%s=%q must be a size in bytes, optionally with a suffix such as MiB or GiB", name, v)
+	}
+	return n * unit, nil
 }
 
 func seconds(name, v string, def int64) (time.Duration, error) {

@@ -158,6 +158,7 @@ func run(cfg *config, log *slog.Logger) error {
 		CgroupParent:        cfg.CgroupParent,
 		Hostname:            hostname,
 		PidsLimit:           cfg.PidsLimit,
+		BuildSizeLimit:      cfg.BuildSizeLimit,
 		Unconfined:          cfg.Unconfined,
 		UserNS:              cfg.UserNS,
 		Init:                cfg.Init,

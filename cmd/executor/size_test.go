@@ -1,0 +1,57 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestByteSize(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{in: "", want: 7},
+		{in: "1048576", want: 1 << 20},
+		{in: "2GiB", want: 2 << 30},
+		{in: "2gib", want: 2 << 30},
+		{in: "512M", want: 512 << 20},
+		{in: "512 MB", want: 512 << 20},
+		{in: "1T", want: 1 << 40},
+		{in: "4KiB", want: 4 << 10},
+		{in: "0", want: 0},
+		{in: "GiB", wantErr: true},
+		{in: "-1", wantErr: true},
+		{in: "1.5G", wantErr: true},
+		{in: "9999999999T", wantErr: true},
+		{in: "12 apples", wantErr: true},
+	}
+	for _, tc := range tests {
+		got, err := byteSize("OPR_EXECUTOR_X", tc.in, 7)
+		if tc.wantErr {
+			if err == nil || !strings.Contains(err.Error(), "OPR_EXECUTOR_X") {
+				t.Errorf("%q: err %v, want one naming the variable", tc.in, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestBuildSizeLimitSetting(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
+	if err != nil || c.BuildSizeLimit != 2<<30 {
+		t.Fatalf("default: %d, %v", c.BuildSizeLimit, err)
+	}
+	c, err = loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_BUILD_SIZE_LIMIT": "100MiB"}))
+	if err != nil || c.BuildSizeLimit != 100<<20 {
+		t.Fatalf("100MiB: %d, %v", c.BuildSizeLimit, err)
+	}
+	for _, bad := range []string{"0", "lots"} {
+		if _, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_BUILD_SIZE_LIMIT": bad})); err == nil || !strings.Contains(err.Error(), "OPR_EXECUTOR_BUILD_SIZE_LIMIT") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
