@@ -50,10 +50,27 @@
 // that came from the image is removed, so an image cannot plant overlay
 // redirects or metacopy markers in its own layers.
 //
-// Ownership, permission bits (setuid/setgid included) and device nodes are
-// kept as the image describes them, as Docker does: the runtime's devices
-// cgroup decides whether a device node can be opened, and no_new_privs or
-// a user namespace decides what setuid files are worth. Layers are owned by
-// host uids; a user-namespaced runtime sees them through its mapping (see
-// DESIGN.md, "Users, user namespaces").
+// Before the unpacker sees an entry, a filter on the tar stream charges it
+// to the pull's limits (Config.SizeLimit bytes and Config.MaxEntries files
+// per pull, sparse files at their apparent size): a decompression bomb stops
+// at the limit with ErrImageTooLarge and its partial layer is removed.
+// The same filter leaves device nodes out of the store (character and block
+// devices other than overlay whiteouts), with one warning per layer: the
+// store is the host's filesystem, and runtimes get their own /dev.
+//
+// Ownership and permission bits (setuid/setgid included) are kept as the
+// image describes them, as Docker does: no_new_privs or a user namespace
+// decides what setuid files are worth. Layers are owned by host uids; a
+// user-namespaced runtime sees them through its mapping (see DESIGN.md,
+// "Users, user namespaces").
+//
+// # Sources
+//
+// Only registries by default. The oci:, oci-archive: and docker-archive:
+// transports read host paths, as root, named by the caller: they are refused
+// unless Config.ArchiveDir names a directory for air-gapped archives, and
+// then only paths inside it are read. Registries on this host's own
+// addresses (loopback, link-local, its interfaces) are refused unless
+// registries.conf names them. Pull's errors say what kind of failure it was,
+// never what the source answered (see PullError).
 package images

@@ -278,7 +278,27 @@ func (h *countingHandler) count(msg string) int {
 	return h.counts[msg]
 }
 
+// newTestStore makes a store for a test. Its archive directory (for the
+// oci: layouts most tests pull) is the test's own temp tree, where t.TempDir
+// makes the layouts, unless cfg names one; newRegistryOnlyStore makes one
+// without.
 func newTestStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	if cfg.ArchiveDir == "" {
+		cfg.ArchiveDir = filepath.Dir(t.TempDir())
+	}
+	return openTestStore(t, cfg)
+}
+
+// newRegistryOnlyStore is newTestStore without an archive directory, as
+// the daemon runs by default.
+func newRegistryOnlyStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	cfg.ArchiveDir = ""
+	return openTestStore(t, cfg)
+}
+
+func openTestStore(t testing.TB, cfg Config) *Store {
 	t.Helper()
 	if cfg.Root == "" {
 		cfg.Root = filepath.Join(t.TempDir(), "images")

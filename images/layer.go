@@ -21,7 +21,10 @@ import (
 // ensureLayer makes sure the layer with diffID is unpacked in the store,
 // fetching blob from src if it is not. Concurrent callers for one diffID,
 // from the same image or from different images, share one unpack.
-func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest) error {
+//
+// The layer is charged to budget, the pull's: a layer found in the store
+// costs nothing.
+func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest, budget *pullBudget) error {
 	if err := layerKey(diffID); err != nil {
 		return err
 	}
@@ -34,7 +37,7 @@ func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob typ
 			if exists(dir) {
 				return struct{}{}, nil
 			}
-			return struct{}{}, s.fetchLayer(ctx, src, blob, diffID)
+			return struct{}{}, s.fetchLayer(ctx, src, blob, diffID, budget)
 		})
 		// A shared flight ran with another pull's source, which that pull may
 		// have closed on its way out; one retry with our own source settles it.
@@ -48,9 +51,10 @@ func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob typ
 // fetchLayer streams the blob, verifies its digest and the diffID of its
 // content, unpacks it into Root/tmp and renames the result into place only
 // when all of that succeeded, so Root/layers never shows a partial layer.
-func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest) (err error) {
+// A layer that crosses budget's limits stops there and is removed.
+func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest, budget *pullBudget) (err error) {
 	if strings.Contains(blob.MediaType, "encrypted") {
-		return fmt.Errorf("layer %s: encrypted layers (%s) are not supported", blob.Digest, blob.MediaType)
+		return refuse(nil, "layer %s: encrypted layers (%s) are not supported", blob.Digest, blob.MediaType)
 	}
 	if err := blob.Digest.Validate(); err != nil {
 		return fmt.Errorf("layer %s: %w", blob.Digest, err)
@@ -88,12 +92,19 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 		return fmt.Errorf("layer %s: %w", blob.Digest, err)
 	}
 	diffDigest := diffID.Verifier()
-	content := &countingReader{r: io.TeeReader(dec, diffDigest)}
-	err = unpackLayer(content, tmp, s.cfg.IDMap)
+	// Metered before the tar reader sees it: a stream of zeros is a valid
+	// end of archive, and the rest of it is read for the diffID below.
+	content := &meteredReader{r: io.TeeReader(dec, diffDigest), budget: budget}
+	var st unpackStats
+	st, err = unpackLayer(content, tmp, unpackOptions{idmap: s.cfg.IDMap, budget: budget})
 	if err == nil {
 		// The tar reader stops at the end-of-archive marker; the padding after
 		// it is part of the diffID too.
 		_, err = io.Copy(io.Discard, content)
+	}
+	if st.devices > 0 {
+		s.log.Warn("layer holds device nodes; they are left out of the layer store", "diffID", diffID,
+			"devices", st.devices, "first", st.firstDevice)
 	}
 	if cerr := dec.Close(); err == nil {
 		err = cerr
@@ -105,10 +116,10 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 		return fmt.Errorf("layer %s: %w", blob.Digest, err)
 	}
 	if !blobDigest.Verified() {
-		return fmt.Errorf("layer %s: content does not match its digest (%d bytes read)", blob.Digest, compressed.n)
+		return refuse(nil, "layer %s: content does not match its digest (%d bytes read)", blob.Digest, compressed.n)
 	}
 	if !diffDigest.Verified() {
-		return fmt.Errorf("layer %s: uncompressed content does not match diffID %s", blob.Digest, diffID)
+		return refuse(nil, "layer %s: uncompressed content does not match diffID %s", blob.Digest, diffID)
 	}
 
 	if err = syncTree(tmp); err != nil {

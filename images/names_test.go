@@ -149,8 +149,9 @@ insecure = true
 		if !errors.Is(err, ErrBlocked) {
 			t.Fatalf("Pull(%q) = %v, want ErrBlocked", ref, err)
 		}
-		if !strings.Contains(err.Error(), "blocked") || !strings.Contains(err.Error(), blocked) {
-			t.Errorf("error does not say what blocks it: %v", err)
+		var perr *PullError
+		if !errors.As(err, &perr) || !strings.Contains(err.Error(), "blocked by registries.conf") || !strings.Contains(perr.Err.Error(), blocked) {
+			t.Errorf("error does not say what blocks it (the file in the detail only): %v / %v", err, perr)
 		}
 		for _, other := range []error{ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable} {
 			if errors.Is(err, other) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime"
 	"slices"
 	"time"
 
@@ -34,12 +35,30 @@ const parallelLayers = 3
 // docker.io's otherwise (see resolveReference). A registry that registries.conf
 // blocks is not pulled from.
 //
-// Errors wrap ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable,
-// ErrInvalidReference, ErrPolicyRejected or ErrBlocked where they apply.
+// The oci:, oci-archive: and docker-archive: transports read host files and
+// are refused unless Config.ArchiveDir is set (see parseReference). Requests
+// to registries on this host's own addresses are refused unless
+// registries.conf names them (see registryProxy). A pull unpacks at most
+// Config.SizeLimit bytes and Config.MaxEntries files.
+//
+// Errors are *PullError, whose message is safe to show to an API client and
+// which wraps ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable,
+// ErrInvalidReference, ErrPolicyRejected, ErrBlocked or ErrImageTooLarge
+// where they apply; the details are logged.
 func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
+	img, err := s.pullImage(ctx, ref)
+	if err != nil {
+		perr := newPullError(ctx, ref, err)
+		s.log.Warn("image pull failed", "ref", ref, "reason", perr.Error(), "err", perr.Err)
+		return nil, perr
+	}
+	return img, nil
+}
+
+func (s *Store) pullImage(ctx context.Context, ref string) (*Image, error) {
 	iref, err := s.resolveReference(ref)
 	if err != nil {
-		return nil, fmt.Errorf("images: pull %s: %w", ref, err)
+		return nil, err
 	}
 	key := imageKey(iref)
 	img, err := s.loadImage(key)
@@ -58,7 +77,7 @@ func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 			return s.pull(ctx, iref, key)
 		})
 		if err != nil {
-			return nil, fmt.Errorf("images: pull %s: %w", ref, err)
+			return nil, err
 		}
 	}
 	// The flight's result is shared: give each caller its own copy, with the
@@ -111,7 +130,7 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 		}
 		d, err := list.ChooseInstance(sys)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrImageNotFound, err)
+			return nil, fmt.Errorf("%w: %w", &refusal{kind: ErrImageNotFound, reason: "no image for linux/" + runtime.GOARCH + " in the manifest list"}, err)
 		}
 		instance = &d
 	}
@@ -136,7 +155,7 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 		return nil, classify(fmt.Errorf("read image config: %w", err))
 	}
 	if config.OS != "" && config.OS != "linux" {
-		return nil, fmt.Errorf("%w: image is for %s, not linux", ErrImageNotFound, config.OS)
+		return nil, refuse(ErrImageNotFound, "the image is for %s, not linux", config.OS)
 	}
 	blobs, err := img.LayerInfosForCopy(ctx)
 	if err != nil {
@@ -149,7 +168,7 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	if len(diffIDs) != len(blobs) {
 		// Schema 1 manifests and broken configs: without one diffID per layer
 		// a layer cannot be named before it is unpacked.
-		return nil, fmt.Errorf("image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
+		return nil, refuse(nil, "image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
 	}
 
 	paths := make([]string, len(diffIDs))
@@ -162,6 +181,7 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	// GC leaves these layers alone until the record naming them is written.
 	defer s.startPull(key, paths)()
 
+	budget := newPullBudget(s.cfg.SizeLimit, s.cfg.MaxEntries)
 	limit := 1
 	if src.HasThreadSafeGetBlob() {
 		limit = parallelLayers
@@ -170,7 +190,7 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	g.SetLimit(limit)
 	for i := range blobs {
 		g.Go(func() error {
-			return s.ensureLayer(gctx, src, blobs[i], diffIDs[i])
+			return s.ensureLayer(gctx, src, blobs[i], diffIDs[i], budget)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -227,8 +247,9 @@ func checkBlocked(ref types.ImageReference, sys *types.SystemContext) error {
 		return fmt.Errorf("registries.conf: %w", err)
 	}
 	if reg != nil && reg.Blocked {
-		return fmt.Errorf("%w: %s is blocked by the [[registry]] entry with prefix %q in %s", ErrBlocked,
-			reference.Domain(ref.DockerReference()), reg.Prefix, sysregistriesv2.ConfigurationSourceDescription(sys))
+		return fmt.Errorf("%w (the [[registry]] entry with prefix %q in %s)",
+			refuse(ErrBlocked, "%s is blocked by registries.conf", reference.Domain(ref.DockerReference())),
+			reg.Prefix, sysregistriesv2.ConfigurationSourceDescription(sys))
 	}
 	return nil
 }

@@ -357,17 +357,20 @@ func TestPullLocalErrors(t *testing.T) {
 }
 
 func TestParseReference(t *testing.T) {
+	archives := t.TempDir()
+	s := newTestStore(t, Config{ArchiveDir: archives})
 	tests := []struct{ in, want string }{
 		{"openruntimes/node:v5-18.0", "docker://docker.io/openruntimes/node:v5-18.0"},
 		{"node", "docker://docker.io/library/node:latest"},
 		{"docker://ghcr.io/a/b:c", "docker://ghcr.io/a/b:c"},
 		{"localhost:5000/x", "docker://localhost:5000/x:latest"},
 		{"127.0.0.1:5000/x:y", "docker://127.0.0.1:5000/x:y"},
-		{"oci:/srv/layout:tag", "oci:/srv/layout:tag"},
-		{"docker-archive:/srv/img.tar", "docker-archive:/srv/img.tar"},
+		{"oci:" + archives + "/layout:tag", "oci:" + archives + "/layout:tag"},
+		{"oci:layout:tag", "oci:" + archives + "/layout:tag"},
+		{"docker-archive:" + archives + "/img.tar", "docker-archive:" + archives + "/img.tar"},
 	}
 	for _, tt := range tests {
-		r, err := parseReference(tt.in)
+		r, err := s.parseReference(tt.in)
 		if err != nil {
 			t.Errorf("%q: %v", tt.in, err)
 			continue

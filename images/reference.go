@@ -3,8 +3,14 @@ package images
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
+	"slices"
 	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
 
 	"go.podman.io/image/v5/docker"
 	dockerarchive "go.podman.io/image/v5/docker/archive"
@@ -23,9 +29,13 @@ const dockerTransport = "docker"
 // docker://, oci:, oci-archive: and docker-archive:. Other containers/image
 // transports (dir:, docker-daemon:, containers-storage:...) are not accepted:
 // this is not a general image copier.
-func parseReference(ref string) (types.ImageReference, error) {
+//
+// The last three read files on this host, as root, at a path the caller
+// chooses: they are refused unless Config.ArchiveDir is set, and then take
+// only paths inside it (see archivePath).
+func (s *Store) parseReference(ref string) (types.ImageReference, error) {
 	if ref == "" {
-		return nil, fmt.Errorf("%w: empty reference", ErrInvalidReference)
+		return nil, refuse(ErrInvalidReference, "empty reference")
 	}
 	var (
 		r   types.ImageReference
@@ -35,24 +45,99 @@ func parseReference(ref string) (types.ImageReference, error) {
 	switch {
 	case hasPrefix && name == dockerTransport:
 		if !strings.HasPrefix(rest, "//") {
-			return nil, fmt.Errorf("%w: %q: docker transport references start with docker://", ErrInvalidReference, ref)
+			return nil, refuse(ErrInvalidReference, "docker transport references start with docker://")
 		}
 		r, err = docker.ParseReference(rest)
 	case hasPrefix && name == "oci":
-		r, err = layout.ParseReference(rest)
+		return s.archiveReference(name, rest, layout.ParseReference)
 	case hasPrefix && name == "oci-archive":
-		r, err = ociarchive.ParseReference(rest)
+		return s.archiveReference(name, rest, ociarchive.ParseReference)
 	case hasPrefix && name == "docker-archive":
-		r, err = dockerarchive.ParseReference(rest)
+		return s.archiveReference(name, rest, dockerarchive.ParseReference)
 	default:
 		// No transport: docker semantics, short names normalised to docker.io
 		// ("node" -> docker.io/library/node:latest), as `docker pull` does.
 		r, err = docker.ParseReference("//" + ref)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %q: %w", ErrInvalidReference, ref, err)
+		// A parser's words about the string itself: nothing was looked up.
+		return nil, refuse(ErrInvalidReference, "%v", err)
 	}
 	return r, nil
+}
+
+// archiveReference parses "<path>[:<rest>]" of a transport that reads host
+// files (all three split at the first colon), with path confined to
+// Config.ArchiveDir. Nothing is looked up before the path is known to be
+// inside it, and every refusal says only which rule the string broke, so a
+// reference cannot tell whether a host path exists.
+func (s *Store) archiveReference(transport, rest string, parse func(string) (types.ImageReference, error)) (types.ImageReference, error) {
+	if s.archiveDir == "" {
+		return nil, refuse(ErrInvalidReference, "the %s: transport reads files on the executor's host and is disabled "+
+			"(no image archive directory is configured); use a registry reference", transport)
+	}
+	path, tail, hasTail := strings.Cut(rest, ":")
+	resolved, err := s.archivePath(path)
+	if err != nil {
+		return nil, refuse(ErrInvalidReference, "%s: %v", transport, err)
+	}
+	if hasTail {
+		resolved += ":" + tail
+	}
+	r, err := parse(resolved)
+	var pathErr *fs.PathError
+	switch {
+	case err == nil:
+		return r, nil
+	case errors.Is(err, fs.ErrNotExist):
+		// Its parent is missing too: as missing as a missing layout.
+		return nil, fmt.Errorf("%w: %w", ErrImageNotFound, err)
+	case errors.As(err, &pathErr):
+		s.log.Warn("image archive path cannot be resolved", "path", resolved, "err", err)
+		return nil, refuse(ErrInvalidReference, "%s: the path cannot be resolved inside the image archive directory", transport)
+	default:
+		// The parser's words about the string (a tag, an index).
+		return nil, refuse(ErrInvalidReference, "%s: %v", transport, err)
+	}
+}
+
+// archivePath resolves p, absolute or relative to Config.ArchiveDir, to a
+// path inside that directory. ".." is refused outright; an absolute p must
+// be inside the directory as written (or as its symlinks resolve); symlinks
+// below it are resolved as if the directory were "/" (securejoin), so one
+// pointing out of it, "/etc" or "../../etc", names a path inside it instead.
+//
+// The files of a layout or archive found there are then opened by
+// containers/image, which follows symlinks inside them: the directory is
+// the operator's, for archives the operator placed, writable by root only.
+func (s *Store) archivePath(p string) (string, error) {
+	if p == "" {
+		return "", errors.New("empty path")
+	}
+	if slices.Contains(strings.Split(p, "/"), "..") {
+		return "", errors.New(`paths must not contain ".."`)
+	}
+	rel := p
+	if filepath.IsAbs(p) {
+		rel = ""
+		for _, dir := range []string{s.cfg.ArchiveDir, s.archiveDir} {
+			if r, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(p)); err == nil && r != ".." && !strings.HasPrefix(r, "../") {
+				rel = r
+				break
+			}
+		}
+		if rel == "" {
+			return "", errors.New("paths must be inside the image archive directory")
+		}
+	}
+	resolved, err := securejoin.SecureJoin(s.archiveDir, rel)
+	if err != nil {
+		// A symlink loop, or a component that cannot be read: the path is
+		// the operator's to fix; what exactly failed is for the log only.
+		s.log.Warn("image archive path cannot be resolved", "path", p, "err", err)
+		return "", errors.New("the path cannot be resolved inside the image archive directory")
+	}
+	return resolved, nil
 }
 
 // hasTransport reports whether ref names one of the transports parseReference
@@ -80,40 +165,40 @@ func hasTransport(ref string) bool {
 // "docker://name" is always docker.io's, as containers/image's tools do it.
 func (s *Store) resolveReference(ref string) (types.ImageReference, error) {
 	if ref == "" || hasTransport(ref) {
-		return parseReference(ref)
+		return s.parseReference(ref)
 	}
 	parsed, err := reference.Parse(ref)
 	if err != nil {
-		return parseReference(ref) // reports the error the usual way
+		return s.parseReference(ref) // reports the error the usual way
 	}
 	named, ok := parsed.(reference.Named)
 	if !ok {
-		return parseReference(ref)
+		return s.parseReference(ref)
 	}
 	if domain := reference.Domain(named); strings.ContainsAny(domain, ".:") || domain == "localhost" {
-		return parseReference(ref) // fully qualified: no alias applies
+		return s.parseReference(ref) // fully qualified: no alias applies
 	}
 	alias, _, err := sysregistriesv2.ResolveShortNameAlias(s.aliasContext(), reference.TrimNamed(named).Name())
 	if err != nil {
 		return nil, fmt.Errorf("short-name alias of %q: %w", ref, err)
 	}
 	if alias == nil {
-		return parseReference(ref)
+		return s.parseReference(ref)
 	}
 	target := alias
 	if tagged, ok := named.(reference.Tagged); ok {
 		if target, err = reference.WithTag(target, tagged.Tag()); err != nil {
-			return nil, fmt.Errorf("%w: %q: alias %s: %w", ErrInvalidReference, ref, alias, err)
+			return nil, refuse(ErrInvalidReference, "alias %s: %v", alias, err)
 		}
 	}
 	if digested, ok := named.(reference.Digested); ok {
 		if target, err = reference.WithDigest(target, digested.Digest()); err != nil {
-			return nil, fmt.Errorf("%w: %q: alias %s: %w", ErrInvalidReference, ref, alias, err)
+			return nil, refuse(ErrInvalidReference, "alias %s: %v", alias, err)
 		}
 	}
 	r, err := docker.NewReference(reference.TagNameOnly(target))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %q: alias %s: %w", ErrInvalidReference, ref, alias, err)
+		return nil, refuse(ErrInvalidReference, "alias %s: %v", alias, err)
 	}
 	return r, nil
 }

@@ -109,6 +109,9 @@ func closedPort(t *testing.T) string {
 	return addr
 }
 
+// Registry failures are classified, and the error's message names only the
+// kind: what the registry said is in PullError.Err (and the log), not in
+// what an API client sees.
 func TestPullRegistryErrors(t *testing.T) {
 	requireRoot(t)
 	reg := newTestRegistry(t)
@@ -125,6 +128,10 @@ func TestPullRegistryErrors(t *testing.T) {
 	reg.errorFor["plain/403"] = func(w http.ResponseWriter) { http.Error(w, "forbidden", http.StatusForbidden) }
 	dead := closedPort(t)
 	secure := newTestRegistry(t) // plain HTTP, but not marked insecure
+	// Not a registry: a web server that answers 404 to everything.
+	web := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(web.Close)
+	webHost := strings.TrimPrefix(web.URL, "http://")
 	conf := writeConf(t, fmt.Sprintf(`
 [[registry]]
 location = %q
@@ -133,13 +140,20 @@ insecure = true
 [[registry]]
 location = %q
 insecure = true
-`, reg.host(), dead))
+
+[[registry]]
+location = %q
+
+[[registry]]
+location = %q
+insecure = true
+`, reg.host(), dead, secure.host(), webHost))
 	s := newTestStore(t, Config{RegistriesConf: conf})
 
 	tests := []struct {
 		ref      string
 		want     error
-		wantText string
+		wantText string // in PullError.Err only
 	}{
 		{reg.host() + "/some/image:v1", ErrImageNotFound, "manifest unknown"},
 		{reg.host() + "/missing/name:v1", ErrImageNotFound, "repository missing/name does not exist"},
@@ -149,6 +163,7 @@ insecure = true
 		{reg.host() + "/plain/403:v1", ErrUnauthorized, "403"},
 		{dead + "/any/image:v1", ErrRegistryUnreachable, "connection refused"},
 		{secure.host() + "/any/image:v1", ErrRegistryUnreachable, "HTTP response to HTTPS client"},
+		{webHost + "/any/image:v1", ErrRegistryUnreachable, "404"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
@@ -156,8 +171,15 @@ insecure = true
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
-			if !strings.Contains(err.Error(), tt.wantText) {
-				t.Errorf("err = %q, want the registry's text %q in it", err, tt.wantText)
+			var perr *PullError
+			if !errors.As(err, &perr) {
+				t.Fatalf("err is %T, not a *PullError", err)
+			}
+			if err.Error() != tt.want.Error() {
+				t.Errorf("message = %q, want just %q", err, tt.want)
+			}
+			if !strings.Contains(perr.Err.Error(), tt.wantText) {
+				t.Errorf("detail = %q, want the registry's text %q in it", perr.Err, tt.wantText)
 			}
 			for _, other := range []error{ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable} {
 				if other != tt.want && errors.Is(err, other) {
@@ -165,6 +187,90 @@ insecure = true
 				}
 			}
 		})
+	}
+}
+
+// A reference to a registry on this host's own addresses that
+// registries.conf does not name is refused before anything is dialled, with
+// one message whatever listens there: a reference cannot scan the host's
+// ports or reach cloud metadata. Named in registries.conf, the same
+// registry is pulled from.
+func TestPullRefusesLocalRegistries(t *testing.T) {
+	requireRoot(t)
+	reg := newTestRegistry(t)
+	l := newLayout(t, t.TempDir())
+	desc := l.image(baseImage())
+	reg.blobs = l.blobs
+	reg.tags["local/image:v1"] = desc.Digest
+	_, port, _ := net.SplitHostPort(reg.host())
+	web := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(web.Close)
+	ssh, err := net.Listen("tcp", "127.0.0.1:0") // answers with a banner, like sshd
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ssh.Close() })
+	go func() {
+		for {
+			c, err := ssh.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+			c.Close()
+		}
+	}()
+	own := ""
+	for a := range ownAddrs() {
+		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			own = net.JoinHostPort(a.String(), port)
+			break
+		}
+	}
+
+	s := newTestStore(t, Config{})
+	refs := []string{
+		reg.host() + "/local/image:v1",                   // a registry, open
+		closedPort(t) + "/local/image:v1",                // closed
+		strings.TrimPrefix(web.URL, "http://") + "/x:v1", // a web server
+		ssh.Addr().String() + "/x:v1",                    // not HTTP at all
+		"localhost:" + port + "/local/image:v1",          // a name for loopback
+		"0.0.0.0:" + port + "/local/image:v1",            // reaches loopback too
+		"169.254.169.254/latest/meta-data:v1",            // cloud metadata
+		"docker://127.0.0.1:" + port + "/local/image:v1", // explicit transport
+	}
+	if own != "" {
+		refs = append(refs, own+"/local/image:v1") // the host's own interface address
+	}
+	var messages []string
+	for _, ref := range refs {
+		_, err := s.Pull(context.Background(), ref)
+		if !errors.Is(err, ErrBlocked) {
+			t.Errorf("Pull(%q) = %v, want ErrBlocked", ref, err)
+			continue
+		}
+		host, _, _ := strings.Cut(strings.TrimPrefix(ref, "docker://"), "/")
+		h, _, err2 := net.SplitHostPort(host)
+		if err2 != nil {
+			h = host
+		}
+		messages = append(messages, strings.ReplaceAll(err.Error(), h, "HOST"))
+	}
+	for i, m := range messages {
+		if m != messages[0] {
+			t.Errorf("message %d differs:\n %q\n %q", i, m, messages[0])
+		}
+	}
+	t.Logf("message: %s", messages[0])
+	reg.mu.Lock()
+	if len(reg.requests) != 0 {
+		t.Errorf("the local registry was asked: %v", reg.requests)
+	}
+	reg.mu.Unlock()
+
+	named := newTestStore(t, Config{RegistriesConf: writeConf(t, fmt.Sprintf("[[registry]]\nlocation = %q\ninsecure = true\n", reg.host()))})
+	if _, err := named.Pull(context.Background(), reg.host()+"/local/image:v1"); err != nil {
+		t.Fatalf("a registry registries.conf names: %v", err)
 	}
 }
 
@@ -211,7 +317,8 @@ insecure = true
 }
 
 func TestSystemContextCredentials(t *testing.T) {
-	s := &Store{cfg: Config{DockerHubUsername: "u", DockerHubPassword: "p"}, root: "/r"}
+	archives := t.TempDir()
+	s := &Store{cfg: Config{DockerHubUsername: "u", DockerHubPassword: "p"}, root: "/r", archiveDir: archives}
 	anon := &Store{cfg: Config{}, root: "/r"}
 	tests := []struct {
 		store *Store
@@ -223,11 +330,11 @@ func TestSystemContextCredentials(t *testing.T) {
 		{s, "docker://index.docker.io/library/node", true},
 		{s, "ghcr.io/openruntimes/node:v5", false},
 		{s, "127.0.0.1:5000/node", false},
-		{s, "oci:/srv/layout:v1", false},
+		{s, "oci:" + archives + "/layout:v1", false},
 		{anon, "node", false},
 	}
 	for _, tt := range tests {
-		r, err := parseReference(tt.ref)
+		r, err := tt.store.parseReference(tt.ref)
 		if err != nil {
 			t.Fatal(err)
 		}

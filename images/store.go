@@ -40,8 +40,19 @@ type Config struct {
 	// range (container uid/gid 0 becomes HostUID/HostGID) for runtimes in a
 	// user namespace with that mapping: files then keep their image owners
 	// inside the runtime. Layers of different mappings are kept apart.
-	IDMap  *IDMap
-	Logger *slog.Logger
+	IDMap *IDMap
+	// ArchiveDir, when set, is the one directory the oci:, oci-archive: and
+	// docker-archive: transports may read (air-gapped hosts: archives and
+	// layouts the operator put there). "" refuses those transports: they
+	// read host paths the caller names, as root.
+	ArchiveDir string
+	// SizeLimit caps the uncompressed bytes one pull unpacks, MaxEntries the
+	// files (tar entries) it creates; 0 means DefaultSizeLimit and
+	// DefaultMaxEntries. A layer crossing either fails the pull with
+	// ErrImageTooLarge and is removed.
+	SizeLimit  int64
+	MaxEntries int64
+	Logger     *slog.Logger
 }
 
 // IDMap maps container ids [0, Size) onto host ids starting at HostUID and
@@ -52,10 +63,12 @@ type IDMap struct {
 
 // Store is the local image store. It is safe for concurrent use.
 type Store struct {
-	cfg    Config
-	root   string
-	log    *slog.Logger
-	policy *signature.Policy
+	cfg  Config
+	root string
+	log  *slog.Logger
+	// archiveDir is Config.ArchiveDir with its symlinks resolved; "" when unset.
+	archiveDir string
+	policy     *signature.Policy
 	// cache remembers where blobs were found (mirrors) across pulls. It is the
 	// in-memory variant: the persistent one needs cgo sqlite, and the store's
 	// own layer directories already make repeated pulls cheap.
@@ -97,11 +110,25 @@ func New(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("images: auth file: %w", err)
 		}
 	}
+	if cfg.SizeLimit < 0 || cfg.MaxEntries < 0 {
+		return nil, fmt.Errorf("images: SizeLimit %d and MaxEntries %d must not be negative", cfg.SizeLimit, cfg.MaxEntries)
+	}
+	if cfg.SizeLimit == 0 {
+		cfg.SizeLimit = DefaultSizeLimit
+	}
+	if cfg.MaxEntries == 0 {
+		cfg.MaxEntries = DefaultMaxEntries
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &Store{cfg: cfg, root: root, log: log.With("component", "images"), cache: memory.New()}
+	if cfg.ArchiveDir != "" {
+		if s.archiveDir, err = resolveArchiveDir(cfg.ArchiveDir); err != nil {
+			return nil, fmt.Errorf("images: archive dir: %w", err)
+		}
+	}
 	// Private to root: overlayfs reads lower layers with the mounter's
 	// credentials, so runtimes never need to traverse the store themselves.
 	for _, d := range []string{root, s.layersDir(), s.imagesDir(), s.emptyDir(), s.blobInfoCacheDir()} {
@@ -126,6 +153,26 @@ func New(cfg Config) (*Store, error) {
 	}
 	s.overlay = s.probeOverlay()
 	return s, nil
+}
+
+// resolveArchiveDir is dir with its symlinks resolved, so that paths are
+// confined to what it really is; it must be an absolute path to a directory.
+func resolveArchiveDir(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("%q is not an absolute path", dir)
+	}
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(resolved)
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", dir)
+	}
+	return resolved, nil
 }
 
 func (s *Store) layersDir() string {
@@ -177,6 +224,7 @@ func (s *Store) systemContext(ref types.ImageReference) *types.SystemContext {
 		ArchitectureChoice:       runtime.GOARCH,
 		DockerRegistryUserAgent:  "open-runtimes-executor",
 	}
+	sys.DockerProxy = s.registryProxy(sys)
 	// containers/image itself drops DockerAuthConfig for mirrors on another
 	// domain; limiting it to docker.io keeps it from every other registry.
 	if s.cfg.DockerHubUsername != "" && isDockerHub(ref) {

@@ -19,6 +19,21 @@ import (
 
 const opaqueXattr = "trusted.overlay.opaque"
 
+// unpackOptions are how a layer is unpacked.
+type unpackOptions struct {
+	// idmap, when set, shifts owners into a host range (an owner outside the
+	// mapped range fails the layer).
+	idmap *IDMap
+	// budget is the pull's; nil means no limits (tests only).
+	budget *pullBudget
+}
+
+// unpackStats is what unpacking left out.
+type unpackStats struct {
+	devices     int    // device nodes not created
+	firstDevice string // the name of one of them
+}
+
 // unpackLayer applies an uncompressed layer tar to the empty directory dest.
 //
 // archive.Unpack confines every path to dest: names are cleaned and ".."
@@ -26,30 +41,51 @@ const opaqueXattr = "trusted.overlay.opaque"
 // absolute or relative, resolves inside dest), hard link targets are resolved
 // the same way, and an entry that replaces an existing symlink removes the
 // symlink instead of writing through it. AUFS whiteouts become overlay ones.
-// Device nodes, FIFOs and setuid/setgid bits are created as the tar says;
-// ownership is kept (we are root).
+// FIFOs and setuid/setgid bits are created as the tar says; ownership is
+// kept (we are root).
 //
-// With idmap set, owners are shifted into the host range (an owner outside
-// the mapped range fails the layer).
-func unpackLayer(r io.Reader, dest string, idmap *IDMap) error {
+// Before archive.Unpack sees an entry, layerFilter charges it to the pull's
+// budget, so a layer stops at the limit with nothing past it written, and
+// leaves out device nodes (see layerFilter.copy).
+func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error) {
 	opts := &archive.TarOptions{
 		WhiteoutFormat: archive.OverlayWhiteoutFormat,
 		// In a user namespace devices cannot be created; archive skips them
 		// instead of failing the whole layer.
 		InUserNS: userns.RunningInUserNS(),
 	}
-	if idmap != nil {
-		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: idmap.HostUID, Size: idmap.Size}}
-		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: idmap.HostGID, Size: idmap.Size}}
+	if m := o.idmap; m != nil {
+		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostUID, Size: m.Size}}
+		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostGID, Size: m.Size}}
 	}
-	if err := archive.Unpack(r, dest, opts); err != nil {
-		return fmt.Errorf("unpack layer: %w", err)
+	filter := &layerFilter{budget: o.budget}
+	pr, pw := io.Pipe()
+	filtered := make(chan error, 1)
+	go func() {
+		err := filter.copy(pw, r)
+		pw.CloseWithError(err) // nil: the unpacker reads EOF
+		filtered <- err
+	}()
+	err := archive.Unpack(pr, dest, opts)
+	// Unblocks the filter if the unpacker stopped before the end.
+	pr.CloseWithError(errUnpackStopped)
+	if ferr := <-filtered; ferr != nil && !errors.Is(ferr, errUnpackStopped) {
+		// The cause (a limit, a broken stream); the unpacker only saw the
+		// stream end.
+		err = ferr
+	}
+	st := unpackStats{devices: filter.devices, firstDevice: filter.firstDevice}
+	if err != nil {
+		return st, fmt.Errorf("unpack layer: %w", err)
 	}
 	if err := scrubOverlayXattrs(dest); err != nil {
-		return fmt.Errorf("unpack layer: %w", err)
+		return st, fmt.Errorf("unpack layer: %w", err)
 	}
-	return nil
+	return st, nil
 }
+
+// errUnpackStopped is what the layer filter sees when the unpacker gave up first.
+var errUnpackStopped = errors.New("unpacking stopped")
 
 // scrubOverlayXattrs removes overlayfs' private xattrs that came from the
 // layer's tar headers (archive applies every SCHILY.xattr record). With them

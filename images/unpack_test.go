@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -172,7 +173,7 @@ func TestUnpackHostileLayers(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sb := newSandbox(t)
 			before := sb.snapshot(t)
-			err := unpackLayer(bytes.NewReader(buildTar(t, tt.entries(sb)...)), sb.dest, nil)
+			_, err := unpackLayer(bytes.NewReader(buildTar(t, tt.entries(sb)...)), sb.dest, unpackOptions{})
 			t.Logf("unpack: %v", err)
 			if (err != nil) != tt.wantErr {
 				t.Errorf("err = %v, wantErr %v", err, tt.wantErr)
@@ -188,7 +189,7 @@ func TestUnpackHostileLayers(t *testing.T) {
 func TestUnpackWhiteoutsAndXattrs(t *testing.T) {
 	requireRoot(t)
 	sb := newSandbox(t)
-	err := unpackLayer(bytes.NewReader(buildTar(t,
+	_, err := unpackLayer(bytes.NewReader(buildTar(t,
 		dir("etc/"), entry{name: "etc/.wh.passwd", typ: tar.TypeReg},
 		dir("opq/"), entry{name: "opq/.wh..wh..opq", typ: tar.TypeReg}, file("opq/kept", "x"),
 		entry{name: "redirect", typ: tar.TypeDir, mode: 0o755, xattrs: map[string]string{
@@ -197,7 +198,7 @@ func TestUnpackWhiteoutsAndXattrs(t *testing.T) {
 		entry{name: "fake-opaque", typ: tar.TypeDir, mode: 0o755, xattrs: map[string]string{"trusted.overlay.opaque": "x"}},
 		entry{name: "meta", typ: tar.TypeReg, mode: 0o644, xattrs: map[string]string{"trusted.overlay.metacopy": ""}},
 		entry{name: "cap", typ: tar.TypeReg, mode: 0o755, xattrs: map[string]string{"security.capability": string(netRawCap)}},
-	)), sb.dest, nil)
+	)), sb.dest, unpackOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,23 +234,38 @@ func TestUnpackWhiteoutsAndXattrs(t *testing.T) {
 // netRawCap is a VFS_CAP_REVISION_2 security.capability granting cap_net_raw (as ping has).
 var netRawCap = []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 
-// Device nodes and setuid bits are kept as the image says, as Docker does;
-// the runtime's devices cgroup and no_new_privs are what make them harmless.
-func TestUnpackKeepsDevicesAndSetuid(t *testing.T) {
+// Device nodes are left out of the layer store (a hard link to one too),
+// with their count reported for the one warning per layer; overlay
+// whiteouts (0/0), FIFOs and setuid bits are kept as the image says.
+func TestUnpackLeavesOutDevices(t *testing.T) {
 	requireRoot(t)
 	sb := newSandbox(t)
-	err := unpackLayer(bytes.NewReader(buildTar(t,
-		entry{name: "null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
+	st, err := unpackLayer(bytes.NewReader(buildTar(t,
+		dir("dev/"),
+		entry{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
+		entry{name: "dev/sda", typ: tar.TypeBlock, mode: 0o660, major: 8, minor: 0},
+		entry{name: "mem-link", typ: tar.TypeLink, link: "dev/sda"},
+		entry{name: "whiteout", typ: tar.TypeChar, mode: 0o600},
 		entry{name: "fifo", typ: tar.TypeFifo, mode: 0o600},
 		entry{name: "su", typ: tar.TypeReg, mode: 0o4755, body: "x"},
 		entry{name: "sg", typ: tar.TypeReg, mode: 0o2755, body: "x", uid: 1000},
-	)), sb.dest, nil)
+	)), sb.dest, unpackOptions{budget: newPullBudget(DefaultSizeLimit, DefaultMaxEntries)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(sb.dest, "null"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 1 || unix.Minor(st.Rdev) != 3 {
-		t.Errorf("device node: %v %o", err, st.Mode)
+	if st.devices != 3 || st.firstDevice != "dev/null" {
+		t.Errorf("stats = %+v, want 3 devices left out, dev/null first", st)
+	}
+	for _, name := range []string{"dev/null", "dev/sda", "mem-link"} {
+		if _, err := os.Lstat(filepath.Join(sb.dest, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s was created: %v", name, err)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(sb.dest, "dev")); err != nil || !fi.IsDir() {
+		t.Errorf("dev/ itself should stay: %v", err)
+	}
+	if fi, err := os.Lstat(filepath.Join(sb.dest, "whiteout")); err != nil || !isWhiteout(fi) {
+		t.Errorf("overlay whiteout not kept: %v", err)
 	}
 	if fi, err := os.Lstat(filepath.Join(sb.dest, "fifo")); err != nil || fi.Mode()&fs.ModeNamedPipe == 0 {
 		t.Errorf("fifo: %v", err)
@@ -260,6 +276,13 @@ func TestUnpackKeepsDevicesAndSetuid(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(sb.dest, "sg")); err != nil || fi.Mode()&fs.ModeSetgid == 0 || fi.Sys().(*syscall.Stat_t).Gid != 1000 {
 		t.Errorf("setgid bit or group not kept: %v", err)
 	}
+	// Nothing in the whole layer is a device but the whiteout.
+	filepath.WalkDir(sb.dest, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&(fs.ModeDevice|fs.ModeCharDevice) != 0 && p != filepath.Join(sb.dest, "whiteout") {
+			t.Errorf("device node %s in the layer", p)
+		}
+		return nil
+	})
 }
 
 // FuzzUnpack feeds arbitrary tar streams to the unpacker and checks that
@@ -291,7 +314,7 @@ func FuzzUnpack(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sb := newSandbox(t)
 		before := sb.snapshot(t)
-		_ = unpackLayer(bytes.NewReader(data), sb.dest, nil)
+		_, _ = unpackLayer(bytes.NewReader(data), sb.dest, unpackOptions{budget: newPullBudget(DefaultSizeLimit, DefaultMaxEntries)})
 		sb.assertUntouched(t, before)
 	})
 }
@@ -303,10 +326,10 @@ func TestUnpackShiftsOwnersIntoTheMappedRange(t *testing.T) {
 	requireRoot(t)
 	m := &IDMap{HostUID: 200000, HostGID: 300000, Size: 65536}
 	sb := newSandbox(t)
-	err := unpackLayer(bytes.NewReader(buildTar(t,
+	_, err := unpackLayer(bytes.NewReader(buildTar(t,
 		entry{name: "root-file", typ: tar.TypeReg, mode: 0o644, body: "x"},
 		entry{name: "user-file", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 1000},
-	)), sb.dest, m)
+	)), sb.dest, unpackOptions{idmap: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,9 +343,9 @@ func TestUnpackShiftsOwnersIntoTheMappedRange(t *testing.T) {
 		}
 	}
 	sb2 := newSandbox(t)
-	err = unpackLayer(bytes.NewReader(buildTar(t,
+	_, err = unpackLayer(bytes.NewReader(buildTar(t,
 		entry{name: "outside", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 70000},
-	)), sb2.dest, m)
+	)), sb2.dest, unpackOptions{idmap: m})
 	if err == nil {
 		t.Fatal("an owner outside the mapped range was accepted")
 	}

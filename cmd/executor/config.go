@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"executor/images"
 	"executor/oci"
 	"executor/sandbox"
 	"executor/storage"
@@ -63,6 +64,12 @@ type config struct {
 	// ImageGCAge how long an image must have been unused to be collected.
 	ImageGCInterval time.Duration
 	ImageGCAge      time.Duration
+	// ImageArchiveDir is the one directory oci:, oci-archive: and
+	// docker-archive: references may read; "" refuses them.
+	ImageArchiveDir string
+	// ImageSizeLimit and ImageMaxEntries cap the bytes and files one image pull unpacks.
+	ImageSizeLimit  int64
+	ImageMaxEntries int64
 	// RegistryAuthFile is the auth.json for registry credentials; "" = the standard lookup.
 	RegistryAuthFile string
 }
@@ -177,6 +184,21 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if c.RegistryAuthFile != "" && !filepath.IsAbs(c.RegistryAuthFile) {
 		return nil, fmt.Errorf("%s=%q must be an absolute path", name, c.RegistryAuthFile)
+	}
+	if c.ImageArchiveDir = strings.TrimSpace(getenv("OPR_EXECUTOR_IMAGE_ARCHIVE_DIR")); c.ImageArchiveDir != "" && !filepath.IsAbs(c.ImageArchiveDir) {
+		return nil, fmt.Errorf("OPR_EXECUTOR_IMAGE_ARCHIVE_DIR=%q must be an absolute path", c.ImageArchiveDir)
+	}
+	if c.ImageSizeLimit, err = byteSize("OPR_EXECUTOR_IMAGE_SIZE_LIMIT", getenv("OPR_EXECUTOR_IMAGE_SIZE_LIMIT"), images.DefaultSizeLimit); err != nil {
+		return nil, err
+	}
+	if c.ImageSizeLimit == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_IMAGE_SIZE_LIMIT must be positive")
+	}
+	if c.ImageMaxEntries, err = integer("OPR_EXECUTOR_IMAGE_MAX_ENTRIES", getenv("OPR_EXECUTOR_IMAGE_MAX_ENTRIES"), images.DefaultMaxEntries); err != nil {
+		return nil, err
+	}
+	if c.ImageMaxEntries == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_IMAGE_MAX_ENTRIES must be positive")
 	}
 	attempts, err := integer("OPR_EXECUTOR_RETRY_ATTEMPTS", getenv("OPR_EXECUTOR_RETRY_ATTEMPTS"), 5)
 	if err != nil {

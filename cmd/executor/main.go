@@ -99,12 +99,24 @@ func run(cfg *config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	if d := cfg.ImageArchiveDir; d != "" {
+		fi, err := os.Stat(d)
+		if err == nil && !fi.IsDir() {
+			err = fmt.Errorf("%s is not a directory", d)
+		}
+		if err != nil {
+			return fmt.Errorf("OPR_EXECUTOR_IMAGE_ARCHIVE_DIR: %w", err)
+		}
+	}
 	store, err := images.New(images.Config{
 		Root:              filepath.Join(cfg.DataDir, "images"),
 		DockerHubUsername: cfg.DockerHubUsername,
 		DockerHubPassword: cfg.DockerHubPassword,
 		AuthFile:          cfg.RegistryAuthFile,
 		IDMap:             imagesIDMap(cfg.UserNS),
+		ArchiveDir:        cfg.ImageArchiveDir,
+		SizeLimit:         cfg.ImageSizeLimit,
+		MaxEntries:        cfg.ImageMaxEntries,
 		Logger:            log.With("component", "images"),
 	})
 	if err != nil {

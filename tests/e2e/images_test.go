@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -83,8 +85,8 @@ func imagesExists(p string) bool {
 }
 
 // An auth.json named by OPR_EXECUTOR_REGISTRY_AUTH_FILE authenticates pulls
-// from a registry with htpasswd auth; wrong credentials fail with the
-// registry's own answer in the error.
+// from a registry with htpasswd auth; wrong credentials fail with
+// "unauthorized", the registry's own answer going to the log only.
 func TestImagesAuthenticatedPull(t *testing.T) {
 	htpasswd := filepath.Join(t.TempDir(), "htpasswd")
 	if err := testenv.WriteHtpasswd(htpasswd, "e2e-user", "e2e-pass"); err != nil {
@@ -103,9 +105,11 @@ func TestImagesAuthenticatedPull(t *testing.T) {
 	src := source(t, map[string]string{"index.js": "x"})
 	r := x.request(t, "POST", "/v1/runtimes/auth-1/executions", execBody(src, map[string]any{"image": image}), jsonAccept)
 	msg, _ := r.json(t)["message"].(string)
-	if r.status != 400 || !strings.Contains(msg, "Missing image") || !strings.Contains(msg, "unauthorized") ||
-		!strings.Contains(msg, "authentication required") {
+	if r.status != 400 || !strings.HasPrefix(msg, "Missing image") || !strings.HasSuffix(msg, ": unauthorized") {
 		t.Fatalf("wrong credentials: %d %s", r.status, r.body)
+	}
+	if !strings.Contains(x.logs.String(), "authentication required") {
+		t.Errorf("the registry's answer is not in the log")
 	}
 	t.Logf("wrong credentials: %s", msg)
 	x.waitClean(t)
@@ -121,18 +125,33 @@ func TestImagesAuthenticatedPull(t *testing.T) {
 	x.waitClean(t)
 }
 
-// An oci-archive: reference (a tar of an OCI layout) runs a runtime.
+// An oci-archive: reference (a tar of an OCI layout) in
+// OPR_EXECUTOR_IMAGE_ARCHIVE_DIR runs a runtime; one outside it is refused,
+// and a symlink planted in it that points at that one out there resolves
+// inside it, where there is nothing.
 func TestImagesOCIArchive(t *testing.T) {
 	dir, err := os.MkdirTemp(shared.work, "oa-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	outside, err := os.MkdirTemp(shared.work, "oa-outside-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(outside) })
 	archive := filepath.Join(dir, "v5.tar")
 	if err := testenv.TarLayout(imagesLayout("v5-1"), archive); err != nil {
 		t.Fatal(err)
 	}
-	x := startExecutor(t)
+	elsewhere := filepath.Join(outside, "v5.tar")
+	if err := testenv.TarLayout(imagesLayout("v5-1"), elsewhere); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "planted.tar")); err != nil {
+		t.Fatal(err)
+	}
+	x := startExecutor(t, "OPR_EXECUTOR_IMAGE_ARCHIVE_DIR="+dir)
 	imagesColdStart(t, x, "archive-1", "oci-archive:"+archive+":v5-1")
 	r := x.request(t, "GET", "/v1/runtimes/archive-1", nil, nil)
 	if r.status != 200 || r.json(t)["image"] != "oci-archive:"+archive+":v5-1" {
@@ -140,6 +159,68 @@ func TestImagesOCIArchive(t *testing.T) {
 	}
 	if r := x.request(t, "DELETE", "/v1/runtimes/archive-1", nil, nil); r.status != 200 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	x.waitClean(t)
+
+	src := source(t, map[string]string{"index.js": "x"})
+	for i, tt := range []struct{ image, want string }{
+		{"oci-archive:" + elsewhere + ":v5-1", "invalid image reference: oci-archive: paths must be inside the image archive directory"},
+		{"oci-archive:" + dir + "/planted.tar:v5-1", "image not found"},
+		{"oci-archive:planted.tar:v5-1", "image not found"},
+		{"docker-archive:" + dir + "/../" + filepath.Base(outside) + "/v5.tar", `invalid image reference: docker-archive: paths must not contain ".."`},
+	} {
+		r := x.request(t, "POST", fmt.Sprintf("/v1/runtimes/outside-%d/executions", i), execBody(src, map[string]any{"image": tt.image}), jsonAccept)
+		msg, _ := r.json(t)["message"].(string)
+		if r.status != 400 || !strings.HasSuffix(msg, ": "+tt.want) {
+			t.Errorf("%s: %d %s, want 400 ending %q", tt.image, r.status, r.body, tt.want)
+		}
+	}
+	x.waitClean(t)
+}
+
+// Without OPR_EXECUTOR_IMAGE_ARCHIVE_DIR, an image reference that names a
+// host path is a 400, and so is one that names a port on the host itself
+// (not in registries.conf); the message is the same whether the file
+// exists, the port is open or the service there speaks HTTP.
+func TestImagesHostProbesRefused(t *testing.T) {
+	x := startExecutor(t)
+	_, apiPort, err := net.SplitHostPort(strings.TrimPrefix(x.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := source(t, map[string]string{"index.js": "x"})
+	groups := [][]string{
+		{"oci:/etc", "oci:/etc:latest", "oci:/nonexistent-e2e-dir"},
+		{"docker-archive:/etc/shadow", "docker-archive:/nonexistent-e2e-file", "docker-archive:/proc/self/environ"},
+		{"oci-archive:/etc/passwd", "oci-archive:/nonexistent-e2e.tar", "oci-archive:/dev/zero"},
+		{"127.0.0.1:" + apiPort + "/x:v1", fmt.Sprintf("127.0.0.1:%d/x:v1", closed), "localhost:" + apiPort + "/x:v1"},
+	}
+	n := 0
+	for _, group := range groups {
+		first := ""
+		for _, image := range group {
+			n++
+			r := x.request(t, "POST", fmt.Sprintf("/v1/runtimes/probe-%d/executions", n), execBody(src, map[string]any{"image": image}), jsonAccept)
+			msg, _ := r.json(t)["message"].(string)
+			// The message repeats the reference; what follows must not differ.
+			_, rest, ok := strings.Cut(msg, strconv.Quote(image))
+			host, _, _ := strings.Cut(image, ":")
+			rest = strings.ReplaceAll(rest, host, "HOST")
+			if r.status != 400 || !ok {
+				t.Errorf("%s: %d %s, want a 400", image, r.status, r.body)
+				continue
+			}
+			t.Logf("%s: %s", image, msg)
+			if first == "" {
+				first = rest
+			} else if rest != first {
+				t.Errorf("%s: message %q differs from %q", image, rest, first)
+			}
+		}
 	}
 	x.waitClean(t)
 }
