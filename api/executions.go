@@ -58,11 +58,21 @@ func (s *Server) execRequest(v values) (sandbox.ExecRequest, error) {
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
+	forwarded := stringMap(headers)
+	if err := checkForwarded(forwarded, path); err != nil {
+		return sandbox.ExecRequest{}, err
+	}
+	// Checked whether or not this request cold-starts the runtime, so that a request is valid or not whatever
+	// the state of the runtime.
+	cpus, memoryMB, err := s.resources(v)
+	if err != nil {
+		return sandbox.ExecRequest{}, err
+	}
 	req := sandbox.ExecRequest{
 		RuntimeID: v.str("runtimeId"),
 		Method:    v.str("method"),
 		Path:      path,
-		Headers:   stringMap(headers),
+		Headers:   forwarded,
 		Body:      []byte(body),
 		Timeout:   time.Duration(v.int("timeout")) * time.Second,
 		Logging:   v.bool("logging"),
@@ -78,8 +88,8 @@ func (s *Server) execRequest(v values) (sandbox.ExecRequest, error) {
 			Variables:         maps.Clone(vars),
 			RuntimeEntrypoint: v.str("runtimeEntrypoint"),
 			Timeout:           600 * time.Second, // what the reference's self-call gets; there is no build command
-			CPUs:              v.float("cpus"),
-			MemoryMB:          v.int("memory"),
+			CPUs:              cpus,
+			MemoryMB:          memoryMB,
 			Version:           v.str("version"),
 			RestartPolicy:     v.str("restartPolicy"),
 		}

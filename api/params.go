@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 
@@ -47,6 +48,11 @@ func bind(r *http.Request, ps httprouter.Params, fields []field) (values, error)
 		if raw, err = requestParams(r); err != nil {
 			return nil, err
 		}
+	}
+	// Whatever of the body the parameters did not use is read too: reaching its end lifts the body's read
+	// deadline (see limitBodyTime) and lets net/http notice a client that leaves during a long execution.
+	if err := drain(r.Body); err != nil {
+		return nil, err
 	}
 	for _, p := range ps {
 		raw[p.Key] = p.Value
@@ -164,6 +170,16 @@ func multipartParams(body io.Reader, contentType string) (map[string]any, error)
 	}
 }
 
+func drain(body io.Reader) error {
+	if body == nil {
+		return nil
+	}
+	if _, err := io.Copy(io.Discard, body); err != nil {
+		return bodyError(err)
+	}
+	return nil
+}
+
 func readBody(body io.Reader) ([]byte, error) {
 	data, err := io.ReadAll(body)
 	if err != nil {
@@ -172,12 +188,16 @@ func readBody(body io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-// bodyError turns a failure to read the body into a client error: 413 past the size limit, 400 otherwise
-// (truncated or malformed body). Partial parameters are never used.
+// bodyError turns a failure to read the body into a client error: 413 past the size limit, 408 when the client
+// did not send it within the body timeout, 400 otherwise (truncated or malformed body). Partial parameters are
+// never used.
 func bodyError(err error) error {
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		return newRequestError(http.StatusRequestEntityTooLarge, "Request body is too large.")
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return newRequestError(http.StatusRequestTimeout, "Request body was not received in time.")
 	}
 	return newRequestError(http.StatusBadRequest, "Invalid request body: "+err.Error())
 }
@@ -241,8 +261,9 @@ func hasDotDotSegment(p string) bool {
 	return false
 }
 
-// runtimeIDField is the `runtimeId` parameter of every runtime route: Text(64).
-func runtimeIDField() field { return field{name: "runtimeId", check: textOf(64)} }
+// runtimeIDField is the `runtimeId` parameter of every runtime route, wherever it comes from (the path, or the
+// body of POST /v1/runtimes).
+func runtimeIDField() field { return field{name: "runtimeId", check: runtimeIDRule{}} }
 
 // restartPolicies are the accepted `restartPolicy` values.
 func restartPolicies() whitelist {
@@ -264,8 +285,8 @@ func (s *Server) createFields() []field {
 		{name: "cacheKey", optional: true, def: "", check: optionalText(128)},
 		{name: "timeout", optional: true, def: int64(600), check: integer{}},
 		{name: "remove", optional: true, def: false, check: boolean{}},
-		{name: "cpus", optional: true, def: float64(1), check: float{loose: true}},
-		{name: "memory", optional: true, def: int64(512), check: integer{}},
+		{name: "cpus", optional: true, def: s.defaultCPUs, check: float{loose: true}},
+		{name: "memory", optional: true, def: s.defaultMemoryMB, check: integer{}},
 		{name: "version", optional: true, def: s.defaultVersion, check: whitelist{list: s.versions}},
 		{name: "restartPolicy", optional: true, def: "no", check: restartPolicies()},
 	}
@@ -286,8 +307,8 @@ func (s *Server) executionFields() []field {
 		{name: "source", optional: true, def: "", check: textOf(0)},
 		{name: "entrypoint", optional: true, def: "", check: optionalText(256)},
 		{name: "variables", optional: true, def: map[string]any{}, check: object},
-		{name: "cpus", optional: true, def: float64(1), check: float{loose: true}},
-		{name: "memory", optional: true, def: int64(512), check: integer{loose: true}},
+		{name: "cpus", optional: true, def: s.defaultCPUs, check: float{loose: true}},
+		{name: "memory", optional: true, def: s.defaultMemoryMB, check: integer{loose: true}},
 		{name: "version", optional: true, def: s.defaultVersion, check: whitelist{list: s.versions}},
 		{name: "runtimeEntrypoint", optional: true, def: "", check: optionalText(1024)},
 		{name: "logging", optional: true, def: true, check: boolean{loose: true}},

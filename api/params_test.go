@@ -85,11 +85,11 @@ func TestCreateValidation(t *testing.T) {
 	}{
 		{"missing image", `{"runtimeId":"r"}`, "general_unknown", `Param "image" is not optional.`},
 		{"runtimeId too long", `{"runtimeId":"` + long + `","image":"i"}`, "general_unknown",
-			"Invalid `runtimeId` param: Value must be a valid string and at least 1 chars and no longer than 64 chars"},
+			"Invalid `runtimeId` param: Parameter must contain at most 64 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"},
 		{"empty image", `{"runtimeId":"r","image":""}`, "general_unknown",
 			"Invalid `image` param: Value must be a valid string and at least 1 chars and no longer than 128 chars"},
 		{"null required", `{"runtimeId":null,"image":"i"}`, "general_unknown",
-			"Invalid `runtimeId` param: Value must be a valid string and at least 1 chars and no longer than 64 chars"},
+			"Invalid `runtimeId` param: Parameter must contain at most 64 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"},
 		{"strict timeout string", `{"runtimeId":"r","image":"i","timeout":"600"}`, "general_unknown",
 			"Invalid `timeout` param: Value must be a valid signed 32-bit integer between -2,147,483,648 and 2,147,483,647"},
 		{"strict memory float", `{"runtimeId":"r","image":"i","memory":512.0}`, "general_unknown",

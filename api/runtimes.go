@@ -23,6 +23,10 @@ func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httpro
 	if key := v.str("cacheKey"); key != "" && !cacheKeyPattern.MatchString(key) {
 		return executorError(sandbox.ErrExecutionBadRequest, cacheKeyMessage)
 	}
+	cpus, memoryMB, err := s.resources(v)
+	if err != nil {
+		return err
+	}
 	outputDir := v.str("outputDirectory")
 	if outputDir == "0" { // PHP truthiness: "0" is "not given"
 		outputDir = ""
@@ -40,8 +44,8 @@ func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httpro
 		CacheKey:          v.str("cacheKey"),
 		Timeout:           time.Duration(v.int("timeout")) * time.Second,
 		Remove:            v.bool("remove"),
-		CPUs:              v.float("cpus"),
-		MemoryMB:          v.int("memory"),
+		CPUs:              cpus,
+		MemoryMB:          memoryMB,
 		Version:           v.str("version"),
 		RestartPolicy:     v.str("restartPolicy"),
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"runtime/debug"
@@ -50,7 +51,26 @@ type Config struct {
 	RuntimeVersions []string // accepted `version` values (OPR_EXECUTOR_RUNTIME_VERSIONS); default v2,v3,v4,v5
 	Hostname        string   // executor hostname for INERNAL_EXECUTOR_HOSTNAME; os.Hostname() if empty
 	Logger          *slog.Logger
+
+	// BodyTimeout bounds the reading of a request body, from the end of its headers (DefaultBodyTimeout if 0).
+	// Only the reading is bounded: executions and log streams run as long as their own timeouts.
+	BodyTimeout time.Duration
+	// MaxCPUs and MaxMemoryMB bound the `cpus` and `memory` of a request; a request's 0 means the bound, so that
+	// every runtime has a limit. 0 here means no bound, and then a request's 0 means no limit (the weaker,
+	// opt-in setting).
+	MaxCPUs     float64
+	MaxMemoryMB int64
 }
+
+// DefaultBodyTimeout is the time a client has to send a request body: enough for the largest one (22 MiB) at
+// about 3 Mbit/s.
+const DefaultBodyTimeout = 60 * time.Second
+
+// The reference's defaults for `cpus` and `memory` (§3.2, §3.6).
+const (
+	defaultCPUs     = 1.0
+	defaultMemoryMB = 512
+)
 
 // Server serves the executor API. It implements http.Handler and is safe for concurrent use.
 type Server struct {
@@ -64,6 +84,10 @@ type Server struct {
 	hostname       string
 	log            *slog.Logger
 	router         *httprouter.Router
+	bodyTimeout    time.Duration
+
+	maxCPUs, defaultCPUs         float64
+	maxMemoryMB, defaultMemoryMB int64
 
 	create, execution, byID, logs, commands []field
 }
@@ -81,6 +105,25 @@ func New(cfg Config) (*Server, error) {
 		version:   cfg.Version,
 		hostname:  cfg.Hostname,
 		log:       cfg.Logger,
+
+		bodyTimeout:     cfg.BodyTimeout,
+		maxCPUs:         cfg.MaxCPUs,
+		maxMemoryMB:     cfg.MaxMemoryMB,
+		defaultCPUs:     defaultCPUs,
+		defaultMemoryMB: defaultMemoryMB,
+	}
+	if s.bodyTimeout <= 0 {
+		s.bodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.MaxCPUs < 0 || math.IsNaN(cfg.MaxCPUs) || math.IsInf(cfg.MaxCPUs, 0) || cfg.MaxMemoryMB < 0 {
+		return nil, fmt.Errorf("api: MaxCPUs %v and MaxMemoryMB %d must be finite and not negative", cfg.MaxCPUs, cfg.MaxMemoryMB)
+	}
+	// A request that leaves them out must fit under the bounds: the default is capped by them.
+	if s.maxCPUs > 0 {
+		s.defaultCPUs = min(s.defaultCPUs, s.maxCPUs)
+	}
+	if s.maxMemoryMB > 0 {
+		s.defaultMemoryMB = min(s.defaultMemoryMB, s.maxMemoryMB)
 	}
 	if s.version == "" {
 		s.version = "unknown"
@@ -141,6 +184,9 @@ func (s *Server) routes() {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Server", "Executor")
+	// Every request, unknown routes included: net/http reads what is left of a small unread body after the
+	// handler, and that read must be bounded too.
+	s.limitBodyTime(w, r)
 	s.router.ServeHTTP(w, r)
 }
 
@@ -180,6 +226,19 @@ func (s *Server) handle(method, path string, a access, h handler) {
 		}
 		s.writeError(tw, r, err)
 	})
+}
+
+// limitBodyTime gives the client bodyTimeout to send the request body, as a read deadline on the connection.
+// net/http lifts it itself when the body has been read to its end (bind reads every body whole): it then starts
+// the background read that watches for the client leaving, with no deadline. So only the reading of the request
+// is bounded, never a long execution or a log stream. Requests without a body get no deadline: for them that
+// background read has started before the handler, and a deadline would end it and cancel the request.
+func (s *Server) limitBodyTime(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	// Only writers that are not a server connection (tests' recorders) cannot: there is nothing to bound then.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.bodyTimeout))
 }
 
 // run authenticates and calls h, turning a panic into an internal error so that one bad request cannot take the

@@ -253,3 +253,41 @@ func (v anyOf) description() string {
 	}
 	return v[len(v)-1].description()
 }
+
+// runtimeIDRule is the `runtimeId` rule: the reference's Text(64) narrowed to Appwrite's id alphabet (its Key/UID
+// validators: letters, digits, period, hyphen, underscore, no special character first). The reference takes any
+// text and leaves it to Docker's container-name rule; we have no Docker to refuse `a/b`, `..`, NUL or newline, and
+// an id the router cannot match again would make a runtime nobody can reach or delete.
+type runtimeIDRule struct{}
+
+// maxRuntimeID is the reference's Text(64) limit.
+const maxRuntimeID = 64
+
+func (runtimeIDRule) convert(raw any) (any, bool) {
+	s, ok := raw.(string)
+	if !ok || !validRuntimeID(s) {
+		return nil, false
+	}
+	return s, true
+}
+
+func (runtimeIDRule) description() string {
+	return "Parameter must contain at most " + strconv.Itoa(maxRuntimeID) +
+		" chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"
+}
+
+func validRuntimeID(s string) bool {
+	if s == "" || len(s) > maxRuntimeID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case (c == '.' || c == '-' || c == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

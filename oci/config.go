@@ -31,8 +31,8 @@ type Spec struct {
 	// CgroupPath is absolute (e.g. /executor/<id>): a relative one would be
 	// resolved against the daemon's own cgroup per controller.
 	CgroupPath string
-	CPUs       float64 // fractional cores; 0 means no CPU limit
-	MemoryMB   int64   // megabytes of 1,000,000 bytes, as the reference computes; 0 means no limit
+	CPUs       float64 // fractional cores; 0 means no CPU limit (only when the operator opted out of OPR_EXECUTOR_MAX_CPUS)
+	MemoryMB   int64   // megabytes of 1,000,000 bytes, as the reference computes; 0 means no limit (likewise)
 	PidsLimit  int64   // 0 means no limit
 	Binds      []Bind
 	// Cgroup2 selects the cgroup v2 layout (a private cgroup namespace).
@@ -77,8 +77,9 @@ func Config(s Spec) (*configs.Config, error) {
 	if s.CgroupPath == "" || !path.IsAbs(s.CgroupPath) {
 		return nil, fmt.Errorf("oci: cgroup path %q must be absolute", s.CgroupPath)
 	}
-	if s.CPUs < 0 || s.MemoryMB < 0 || s.PidsLimit < 0 {
-		return nil, errors.New("oci: resource limits must not be negative")
+	// NaN compares false with everything and would pass as "no CPU limit".
+	if s.CPUs < 0 || math.IsNaN(s.CPUs) || math.IsInf(s.CPUs, 0) || s.MemoryMB < 0 || s.PidsLimit < 0 {
+		return nil, errors.New("oci: resource limits must be finite and not negative")
 	}
 	res, err := resources(s)
 	if err != nil {

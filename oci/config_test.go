@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"math"
 	"slices"
 	"testing"
 
@@ -46,6 +47,11 @@ func TestConfigRejectsBadInput(t *testing.T) {
 		{Rootfs: "rel", CgroupPath: "/e/x"},
 		{Rootfs: "/r", CgroupPath: "e/x"},
 		{Rootfs: "/r", CgroupPath: "/e/x", MemoryMB: -1},
+		{Rootfs: "/r", CgroupPath: "/e/x", CPUs: -0.5},
+		{Rootfs: "/r", CgroupPath: "/e/x", CPUs: math.NaN()},
+		{Rootfs: "/r", CgroupPath: "/e/x", CPUs: math.Inf(1)},
+		{Rootfs: "/r", CgroupPath: "/e/x", PidsLimit: -1},
+		{Rootfs: "/r", CgroupPath: "/e/x", MemoryMB: math.MaxInt64},
 		{Rootfs: "/r", CgroupPath: "/e/x", UserNS: &IDMap{}},
 	} {
 		if _, err := Config(s); err == nil {

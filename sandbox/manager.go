@@ -36,6 +36,9 @@ type ImageStore interface {
 // DefaultBuildSizeLimit is the cap on sources, artifacts and build caches.
 const DefaultBuildSizeLimit = 2 << 30
 
+// DefaultPidsLimit is the processes one runtime may have: the per-function figure of the best-known hosted FaaS.
+const DefaultPidsLimit = 1024
+
 // Config configures a Manager.
 type Config struct {
 	// DataDir holds runtime directories and container state.
@@ -170,7 +173,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.BuildSizeLimit = DefaultBuildSizeLimit
 	}
 	if cfg.PidsLimit == 0 {
-		cfg.PidsLimit = 4096
+		cfg.PidsLimit = DefaultPidsLimit
 	}
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = 500 * time.Millisecond

@@ -7,10 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"executor/api"
 	"executor/images"
 	"executor/oci"
 	"executor/sandbox"
@@ -72,6 +76,12 @@ type config struct {
 	ImageMaxEntries int64
 	// RegistryAuthFile is the auth.json for registry credentials; "" = the standard lookup.
 	RegistryAuthFile string
+
+	// MaxCPUs and MaxMemoryMB bound requests' `cpus` and `memory` (0 = no bound, and a request's 0 is then no
+	// limit); BodyTimeout bounds the reading of a request body.
+	MaxCPUs     float64
+	MaxMemoryMB int64
+	BodyTimeout time.Duration
 }
 
 // loadConfig reads the configuration through getenv. Every error names the
@@ -210,11 +220,27 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		return nil, err
 	}
 	c.RetryDelay = time.Duration(delay) * time.Millisecond
-	if c.PidsLimit, err = integer("OPR_EXECUTOR_PIDS_LIMIT", getenv("OPR_EXECUTOR_PIDS_LIMIT"), 4096); err != nil {
+	if c.PidsLimit, err = integer("OPR_EXECUTOR_PIDS_LIMIT", getenv("OPR_EXECUTOR_PIDS_LIMIT"), sandbox.DefaultPidsLimit); err != nil {
 		return nil, err
 	}
 	if c.PidsLimit == 0 {
 		return nil, fmt.Errorf("OPR_EXECUTOR_PIDS_LIMIT must be positive")
+	}
+	if c.MaxCPUs, err = maxCPUs(getenv("OPR_EXECUTOR_MAX_CPUS")); err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(getenv("OPR_EXECUTOR_MAX_MEMORY")) == "" {
+		if c.MaxMemoryMB, err = hostMemoryMB(); err != nil {
+			return nil, fmt.Errorf("OPR_EXECUTOR_MAX_MEMORY: reading the host's memory size, its default: %w", err)
+		}
+	} else if c.MaxMemoryMB, err = integer("OPR_EXECUTOR_MAX_MEMORY", getenv("OPR_EXECUTOR_MAX_MEMORY"), 0); err != nil {
+		return nil, err
+	}
+	if c.BodyTimeout, err = seconds("OPR_EXECUTOR_REQUEST_BODY_TIMEOUT", getenv("OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"), int64(api.DefaultBodyTimeout/time.Second)); err != nil {
+		return nil, err
+	}
+	if c.BodyTimeout == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_REQUEST_BODY_TIMEOUT must be positive")
 	}
 	if c.BuildSizeLimit, err = byteSize("OPR_EXECUTOR_BUILD_SIZE_LIMIT", getenv("OPR_EXECUTOR_BUILD_SIZE_LIMIT"), sandbox.DefaultBuildSizeLimit); err != nil {
 		return nil, err
@@ -454,4 +480,26 @@ func byteSize(name, v string, def int64) (int64, error) {
 func seconds(name, v string, def int64) (time.Duration, error) {
 	n, err := integer(name, v, def)
 	return time.Duration(n) * time.Second, err
+}
+
+// maxCPUs reads OPR_EXECUTOR_MAX_CPUS: cores, fractions allowed, 0 for no bound; the host's CPUs by default.
+func maxCPUs(v string) (float64, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return float64(runtime.NumCPU()), nil
+	}
+	n, err := strconv.ParseFloat(v, 64)
+	if err != nil || n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, fmt.Errorf("OPR_EXECUTOR_MAX_CPUS=%q must be a non-negative number of cores (0 = no bound)", v)
+	}
+	return n, nil
+}
+
+// hostMemoryMB is the host's total memory in the API's megabytes (1,000,000 bytes).
+func hostMemoryMB() (int64, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, err
+	}
+	return int64(uint64(si.Totalram) * uint64(si.Unit) / 1_000_000), nil
 }

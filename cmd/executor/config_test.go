@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +63,13 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_IMAGE_GC_AGE": "-5"}, "OPR_EXECUTOR_IMAGE_GC_AGE"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REGISTRY_AUTH_FILE": "auth.json"}, "OPR_EXECUTOR_REGISTRY_AUTH_FILE"},
 		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "REGISTRY_AUTH_FILE": "auth.json"}, "REGISTRY_AUTH_FILE"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_CPUS": "-1"}, "OPR_EXECUTOR_MAX_CPUS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_CPUS": "NaN"}, "OPR_EXECUTOR_MAX_CPUS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_CPUS": "four"}, "OPR_EXECUTOR_MAX_CPUS"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_MEMORY": "1.5"}, "OPR_EXECUTOR_MAX_MEMORY"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_MEMORY": "-512"}, "OPR_EXECUTOR_MAX_MEMORY"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "0"}, "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"},
+		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "1m"}, "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
@@ -171,4 +181,59 @@ func TestLoadConfigImageGCAndAuthFile(t *testing.T) {
 	if err != nil || c.RegistryAuthFile != "/run/auth.json" {
 		t.Errorf("REGISTRY_AUTH_FILE fallback: %q %v", c.RegistryAuthFile, err)
 	}
+}
+
+func TestLoadConfigResourceBounds(t *testing.T) {
+	hostMB := memTotalMB(t)
+	tests := []struct {
+		name        string
+		env         map[string]string
+		cpus        float64
+		memoryMB    int64
+		pids        int64
+		bodyTimeout time.Duration
+	}{
+		{"defaults: the host's size, 1024 processes, 60 s bodies", nil, float64(runtime.NumCPU()), hostMB, 1024, time.Minute},
+		{"explicit", map[string]string{"OPR_EXECUTOR_MAX_CPUS": "2.5", "OPR_EXECUTOR_MAX_MEMORY": "2048",
+			"OPR_EXECUTOR_PIDS_LIMIT": "256", "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "15"}, 2.5, 2048, 256, 15 * time.Second},
+		{"0 opts out of the bounds", map[string]string{"OPR_EXECUTOR_MAX_CPUS": "0", "OPR_EXECUTOR_MAX_MEMORY": "0"},
+			0, 0, 1024, time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"OPR_EXECUTOR_SECRET": "s"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			c, err := loadConfig(envOf(env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.MaxCPUs != tt.cpus || c.MaxMemoryMB != tt.memoryMB || c.PidsLimit != tt.pids || c.BodyTimeout != tt.bodyTimeout {
+				t.Errorf("cpus %v memory %d pids %d body timeout %v, want %v %d %d %v",
+					c.MaxCPUs, c.MaxMemoryMB, c.PidsLimit, c.BodyTimeout, tt.cpus, tt.memoryMB, tt.pids, tt.bodyTimeout)
+			}
+		})
+	}
+}
+
+// memTotalMB reads the host's memory from /proc/meminfo, in the API's megabytes (1,000,000 bytes): a second
+// source for what the daemon reads through sysinfo(2).
+func memTotalMB(t *testing.T) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "MemTotal:" && f[2] == "kB" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb * 1024 / 1_000_000
+		}
+	}
+	t.Fatalf("no MemTotal in /proc/meminfo:\n%s", data)
+	return 0
 }

@@ -195,6 +195,9 @@ func run(cfg *config, log *slog.Logger) error {
 		RuntimeVersions: cfg.RuntimeVersions,
 		Hostname:        hostname,
 		Logger:          log.With("component", "api"),
+		BodyTimeout:     cfg.BodyTimeout,
+		MaxCPUs:         cfg.MaxCPUs,
+		MaxMemoryMB:     cfg.MaxMemoryMB,
 	})
 	if err != nil {
 		return err
@@ -204,7 +207,9 @@ func run(cfg *config, log *slog.Logger) error {
 		_ = mgr.Close(context.Background())
 		return fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
 	}
-	// No write timeout: executions and log streams last as long as their own timeouts.
+	// No write timeout and no ReadTimeout: executions and log streams last as long as their own timeouts, and
+	// a ReadTimeout would cancel them (net/http's watch for the client leaving reads under it). Headers get
+	// ReadHeaderTimeout, bodies OPR_EXECUTOR_REQUEST_BODY_TIMEOUT (set per request by the API).
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	var prepull sync.WaitGroup
 	prepull.Add(1)

@@ -302,7 +302,7 @@ func TestLimitsAndImageLayers(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.json(t)["body"].(string)), &cg); err != nil {
 		t.Fatal(err)
 	}
-	if cg.MemoryBytes != 128_000_000 || cg.CPUQuotaUs != 50000 || cg.CPUPeriodUs != 100000 || cg.PidsMax != 4096 {
+	if cg.MemoryBytes != 128_000_000 || cg.CPUQuotaUs != 50000 || cg.CPUPeriodUs != 100000 || cg.PidsMax != 1024 {
 		t.Fatalf("limits seen inside the runtime: %+v", cg)
 	}
 
