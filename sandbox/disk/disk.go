@@ -84,6 +84,10 @@ func (c Config) mode() os.FileMode {
 	return c.Mode.Perm()
 }
 
+// Validate tells whether Mount can make a disk as c says (a zero Size
+// aside): for a clear error at start-up rather than at each runtime's.
+func (c Config) Validate() error { return c.validate() }
+
 func (c Config) validate() error {
 	switch {
 	case c.Size < 0:
