@@ -290,16 +290,24 @@ func (m *Manager) upload(ctx context.Context, r *Runtime, destination string) (s
 	if st.Size() > limit {
 		return "", 0, tooLarge
 	}
-	dev, err := storage.Open(m.cfg.Storage, destination)
+	o, err := m.storage()
 	if err != nil {
 		return "", 0, err
+	}
+	dev, err := o.Open(destination)
+	if err != nil {
+		return "", 0, &Error{Type: ErrBuildFailed, Code: 400, Message: "Failed to move built code to storage: " + err.Error(), Err: err}
 	}
 	path := strings.TrimRight(dev.Root(), "/") + "/" + m.uniqid() + ".gz"
 	// The file may still grow while it is copied: the cap holds for
 	// what is read, not only for the size seen at open.
 	size, err := dev.Write(ctx, path, safefs.Reader(ctx, f, limit))
-	if errors.Is(err, safefs.ErrTooLarge) {
+	if errors.Is(err, safefs.ErrTooLarge) || errors.Is(err, storage.ErrTooLarge) {
 		return "", 0, tooLarge
+	}
+	if errors.Is(err, storage.ErrOutsideRoots) {
+		// A link beneath the root that leads out of it.
+		return "", 0, &Error{Type: ErrBuildFailed, Code: 400, Message: "Failed to move built code to storage: " + err.Error(), Err: err}
 	}
 	if err != nil {
 		return "", 0, &Error{Type: ErrRuntimeFailed, Code: 500, Message: "Failed to move built code to storage", Err: err}

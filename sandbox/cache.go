@@ -37,14 +37,14 @@ func (m *Manager) cacheDevice() (storage.Device, error) {
 	if dsn == "" {
 		dsn = m.cfg.Storage
 	}
-	dev, err := storage.Open(dsn, buildCacheRoot)
+	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: m.cfg.BuildSizeLimit})
 	if err != nil {
 		return nil, err
 	}
-	if _, local := dev.(*storage.Local); local {
+	if o.Local() {
 		return storage.NewLocal(filepath.Join(m.cfg.DataDir, "build-cache"))
 	}
-	return dev, nil
+	return o.Open(buildCacheRoot)
 }
 
 // warn records a build-cache warning; the build goes on without the cache.

@@ -34,6 +34,9 @@ func randomHex(n int) string {
 // Create makes a runtime and, when spec.Command is set, builds in it. The
 // request is held until the build ends, as in the reference.
 func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
+	if err := m.checkStorage(spec); err != nil {
+		return nil, err
+	}
 	// A build outlives a client that hangs up, as the reference's does; its
 	// own timeout bounds it. Delete cancels it.
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -267,7 +270,11 @@ func pullError(ref string, err error) error {
 // copySource fetches the source archive into src/, where the runtime sees it
 // as /tmp/code.tar.gz (or /tmp/code.tar for an uncompressed one).
 func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) error {
-	dev, err := storage.Open(m.cfg.Storage, "/")
+	o, err := m.storage()
+	if err != nil {
+		return err
+	}
+	dev, err := o.Open("/")
 	if err != nil {
 		return err
 	}
@@ -276,7 +283,11 @@ func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) err
 		name = "code.tar"
 	}
 	fail := func(err error) error {
-		return &Error{Type: ErrRuntimeFailed, Code: 500, Message: "Failed to copy source code to temporary directory: " + sourceReason(source, err), Err: err}
+		code := 500
+		if refusedPath(err) {
+			code = 400
+		}
+		return &Error{Type: ErrRuntimeFailed, Code: code, Message: "Failed to copy source code to temporary directory: " + sourceReason(source, err), Err: err}
 	}
 	rc, err := dev.Read(ctx, source)
 	if err != nil {
@@ -296,7 +307,7 @@ func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) err
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if errors.Is(err, safefs.ErrTooLarge) {
+	if errors.Is(err, safefs.ErrTooLarge) || errors.Is(err, storage.ErrTooLarge) {
 		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Failed to copy source code to temporary directory: %s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", source, m.cfg.BuildSizeLimit), Err: err}
 	}
 	if err != nil {
@@ -305,8 +316,44 @@ func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) err
 	return nil
 }
 
+// storage is the source and destination device of the configured DSN,
+// local paths kept to the storage roots, objects to the build size limit.
+func (m *Manager) storage() (*storage.Opener, error) {
+	return storage.NewOpener(storage.Config{DSN: m.cfg.Storage, LocalRoots: m.cfg.StorageRoots, MaxSize: m.cfg.BuildSizeLimit})
+}
+
+// refusedPath tells a path the client should not have sent (outside the
+// storage roots, not a regular file, malformed): a 400, not a failure.
+func refusedPath(err error) bool {
+	return errors.Is(err, storage.ErrOutsideRoots) || errors.Is(err, storage.ErrNotRegular) || errors.Is(err, storage.ErrInvalidPath)
+}
+
+// checkStorage refuses a source or destination the storage device will
+// refuse, in milliseconds, before a runtime is made or a build runs.
+func (m *Manager) checkStorage(spec Spec) error {
+	o, err := m.storage()
+	if err != nil {
+		return err
+	}
+	if spec.Source != "" {
+		// A missing file (or root) is left to the copy, which reports it
+		// as the reference does.
+		if err := o.CheckPath(spec.Source); refusedPath(err) {
+			return &Error{Type: ErrRuntimeFailed, Code: 400, Message: "Failed to copy source code to temporary directory: " + err.Error(), Err: err}
+		}
+	}
+	if spec.Destination != "" && spec.Command != "" {
+		if err := o.CheckPath(spec.Destination); err != nil {
+			return &Error{Type: ErrBuildFailed, Code: 400, Message: "Failed to move built code to storage: " + err.Error(), Err: err}
+		}
+	}
+	return nil
+}
+
 func sourceReason(source string, err error) string {
 	switch {
+	case errors.Is(err, storage.ErrOutsideRoots), errors.Is(err, storage.ErrNotRegular):
+		return err.Error()
 	case errors.Is(err, storage.ErrNotFound):
 		return fmt.Sprintf("%s does not exist", source)
 	case errors.Is(err, storage.ErrInvalidPath):

@@ -62,6 +62,9 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 			m.mu.Unlock()
 			spec := *req.Cold
 			spec.RuntimeID = req.RuntimeID
+			if err := m.checkStorage(spec); err != nil {
+				return nil, err
+			}
 			// The creation belongs to the runtime, not to this request: a
 			// client that hangs up does not abort it for the others waiting.
 			cctx, ccancel := context.WithDeadline(context.Background(), deadline)

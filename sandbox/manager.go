@@ -52,6 +52,9 @@ type Config struct {
 	Storage string
 	// BuildCacheStorage is the DSN of the build cache device; empty means Storage.
 	BuildCacheStorage string
+	// StorageRoots are the directories the local device keeps sources and
+	// artifacts to (OPR_EXECUTOR_STORAGE_ROOTS).
+	StorageRoots []string
 	// DNSServers are the nameservers runtimes get in /etc/resolv.conf; nil
 	// means the host's own, without loopback ones they cannot reach.
 	DNSServers []netip.Addr
@@ -160,7 +163,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.CgroupParent == "" || !filepath.IsAbs(cfg.CgroupParent) {
 		return nil, fmt.Errorf("sandbox: cgroup parent %q must be absolute", cfg.CgroupParent)
 	}
-	if _, err := storage.Open(cfg.Storage, "/"); err != nil {
+	if _, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots}); err != nil {
 		return nil, err
 	}
 	if cfg.Logger == nil {

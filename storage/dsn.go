@@ -53,29 +53,10 @@ func (d DSN) URL() string {
 	return ""
 }
 
-// Open returns the device a DSN names, with the given root ("/" for sources,
-// the destination directory for artifacts, "/build-cache" for the build
-// cache). An empty or unparsable DSN, one without a host and one with an
-// unknown scheme is the local filesystem, as in the reference. Open never
-// contacts the service.
-func Open(dsn, root string) (Device, error) {
-	if hasDotDot(root) || strings.ContainsRune(root, 0) {
-		return nil, fmt.Errorf("%w: root %q", ErrInvalidPath, root)
-	}
-	cfg, local, err := plan(dsn, root)
-	if err != nil {
-		return nil, err
-	}
-	if local {
-		return NewLocal(root)
-	}
-	return NewS3(cfg)
-}
-
 // Validate checks a DSN at start-up, so a bad setting stops the daemon. It
 // does not contact the service.
 func Validate(dsn string) error {
-	_, err := Open(dsn, "/")
+	_, err := NewOpener(Config{DSN: dsn})
 	return err
 }
 

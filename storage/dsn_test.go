@@ -14,6 +14,16 @@ import (
 
 const testRoot = "/storage/builds/app-test"
 
+// openDev opens the device of dsn at root, with /storage as the local
+// storage root.
+func openDev(dsn, root string) (Device, error) {
+	o, err := NewOpener(Config{DSN: dsn, LocalRoots: []string{"/storage"}})
+	if err != nil {
+		return nil, err
+	}
+	return o.Open(root)
+}
+
 // The cases of the reference's StorageFactoryTest (spec §9 "Unit tests pin").
 func TestOpenSpecCases(t *testing.T) {
 	tests := []struct {
@@ -48,7 +58,7 @@ func TestOpenSpecCases(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dev, err := Open(tc.dsn, tc.root)
+			dev, err := openDev(tc.dsn, tc.root)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
@@ -93,7 +103,7 @@ func TestOpenLocalFallbacks(t *testing.T) {
 		"s3://accessKey:secret@/mybucket?region=garage",
 		"://nothing", "s3://%zz@host/bucket",
 	} {
-		dev, err := Open(dsn, testRoot)
+		dev, err := openDev(dsn, testRoot)
 		if err != nil {
 			t.Fatalf("Open(%q): %v", dsn, err)
 		}
@@ -139,7 +149,7 @@ func TestOpenProviders(t *testing.T) {
 		{"wasabi://key:secret@wasabisys.com/mybucket?region=eu-central-1", "s3.eu-central-1.wasabisys.com", "mybucket"},
 	}
 	for _, tc := range tests {
-		dev, err := Open(tc.dsn, testRoot)
+		dev, err := openDev(tc.dsn, testRoot)
 		if err != nil {
 			t.Fatalf("Open(%s): %v", tc.dsn, err)
 		}
@@ -172,7 +182,7 @@ func TestOpenProviders(t *testing.T) {
 
 func TestOpenRefusesDotDotRoot(t *testing.T) {
 	for _, dsn := range []string{"", "s3://k:s@h/b?url=http%3A%2F%2Fh%3A1"} {
-		if _, err := Open(dsn, "/storage/../etc"); !errors.Is(err, ErrInvalidPath) {
+		if _, err := openDev(dsn, "/storage/../etc"); !errors.Is(err, ErrInvalidPath) {
 			t.Fatalf("Open(%q, /storage/../etc) = %v", dsn, err)
 		}
 	}

@@ -1,8 +1,12 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -11,7 +15,59 @@ const (
 	EnvStorage           = "OPR_EXECUTOR_CONNECTION_STORAGE"
 	EnvBuildCacheStorage = "OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE"
 	EnvLegacyDevice      = "OPR_EXECUTOR_STORAGE_DEVICE"
+	EnvStorageRoots      = "OPR_EXECUTOR_STORAGE_ROOTS"
 )
+
+// DefaultStorageRoots are the directories the local device may use when
+// OPR_EXECUTOR_STORAGE_ROOTS is unset: the ones the reference's compose
+// file shares with its executor.
+const DefaultStorageRoots = "/storage,/tmp"
+
+// RootsFromEnv returns the local storage roots, OPR_EXECUTOR_STORAGE_ROOTS
+// (a comma list of absolute directories, DefaultStorageRoots when unset).
+// A root that does not exist is kept (it never matches an existing file, and
+// starts to once it is made), so a host without /storage still starts; one
+// that exists but is not a directory, or is a symbolic link, is an error.
+// Errors name the variable.
+func RootsFromEnv(getenv func(string) string) ([]string, error) {
+	v := strings.TrimSpace(getenv(EnvStorageRoots))
+	if v == "" {
+		v = DefaultStorageRoots
+	}
+	var roots []string
+	seen := map[string]bool{}
+	for _, r := range strings.Split(v, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if c := filepath.Clean(r); filepath.IsAbs(r) && !hasDotDot(r) {
+			r = c
+		}
+		if !seen[r] {
+			seen[r] = true
+			roots = append(roots, r)
+		}
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("%s=%q names no directory", EnvStorageRoots, v)
+	}
+	if _, err := cleanRoots(roots); err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvStorageRoots, err)
+	}
+	for _, r := range roots {
+		st, err := os.Lstat(r)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("%s: %w", EnvStorageRoots, err)
+		case st.Mode()&fs.ModeSymlink != 0:
+			return nil, fmt.Errorf("%s: %s is a symbolic link: name the directory it leads to", EnvStorageRoots, r)
+		case !st.IsDir():
+			return nil, fmt.Errorf("%s: %s is not a directory", EnvStorageRoots, r)
+		}
+	}
+	return roots, nil
+}
 
 // legacyPrefixes are the variable prefixes of the legacy devices
 // (OPR_EXECUTOR_STORAGE_<X>_{ACCESS_KEY,SECRET,REGION,BUCKET}).

@@ -15,7 +15,7 @@ func TestDSNFromEnv(t *testing.T) {
 		name string
 		env  map[string]string
 		want string // "" = local
-		// what Open(dsn, testRoot) must give for S3 devices
+		// what openDev(dsn, testRoot) must give for S3 devices
 		endpoint, bucket, root string
 		wantErr                string // a variable the error must name
 	}{
@@ -102,7 +102,7 @@ func TestDSNFromEnv(t *testing.T) {
 			if err != nil || got != tc.want {
 				t.Fatalf("DSNFromEnv = %q, %v; want %q", got, err, tc.want)
 			}
-			dev, err := Open(got, testRoot)
+			dev, err := openDev(got, testRoot)
 			if err != nil {
 				t.Fatalf("Open: %v", err)
 			}
@@ -153,7 +153,7 @@ func TestBuildCacheDSNFromEnv(t *testing.T) {
 		}
 	}
 	// The cache device roots at /build-cache.
-	dev, err := Open(cache, "/build-cache")
+	dev, err := openDev(cache, "/build-cache")
 	if err != nil || dev.Root() != "cache/build-cache" {
 		t.Fatalf("cache device root %q, %v", dev.Root(), err)
 	}

@@ -44,6 +44,8 @@ type S3Config struct {
 	Root string
 	// PartSize is the multipart part size (DefaultPartSize when 0).
 	PartSize int64
+	// MaxSize caps objects read and written, in bytes; 0 means no cap.
+	MaxSize int64
 	// MaxRetries bounds the client's retries of failed requests (3 when 0).
 	MaxRetries int
 	// Transport replaces the HTTP transport (tests).
@@ -59,6 +61,7 @@ type S3 struct {
 	root      string
 	prefix    string
 	partSize  uint64
+	maxSize   int64
 	endpoint  string
 	redactors []string
 	noACL     atomic.Bool
@@ -114,6 +117,7 @@ func NewS3(cfg S3Config) (*S3, error) {
 		root:     cfg.Root,
 		prefix:   strings.Trim(path.Clean("/"+cfg.Root), "/"),
 		partSize: uint64(cfg.PartSize),
+		maxSize:  cfg.MaxSize,
 		endpoint: scheme + cfg.Endpoint,
 	}
 	for _, c := range []string{cfg.SecretKey, cfg.AccessKey} {
@@ -174,23 +178,30 @@ func (s *S3) Read(ctx context.Context, p string) (io.ReadCloser, error) {
 	}
 	// One GET whose body is streamed; its error (missing object, bad
 	// credentials) surfaces here with the server's error code.
-	body, _, _, err := minio.Core{Client: s.client}.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	body, info, _, err := minio.Core{Client: s.client}.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, s.fail(ctx, "read", p, err)
 	}
-	return &s3Reader{body: body, s: s, ctx: ctx, path: p}, nil
+	if s.maxSize > 0 && info.Size > s.maxSize {
+		body.Close()
+		return nil, tooLarge(p, s.maxSize)
+	}
+	r := &s3Reader{body: body, s: s, ctx: ctx, path: p}
+	r.r = &limitReader{ctx: ctx, r: r.body, max: s.maxSize, path: p}
+	return r, nil
 }
 
 type s3Reader struct {
 	body io.ReadCloser
+	r    io.Reader // body, capped
 	s    *S3
 	ctx  context.Context
 	path string
 }
 
 func (r *s3Reader) Read(b []byte) (int, error) {
-	n, err := r.body.Read(b)
-	if err != nil && err != io.EOF {
+	n, err := r.r.Read(b)
+	if err != nil && err != io.EOF && !errors.Is(err, ErrTooLarge) {
 		err = r.s.fail(r.ctx, "read", r.path, err)
 	}
 	return n, err
@@ -206,7 +217,7 @@ func (s *S3) Write(ctx context.Context, p string, r io.Reader) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	cr := &countReader{r: &ctxReader{ctx: ctx, r: r}}
+	cr := &countReader{r: &limitReader{ctx: ctx, r: r, max: s.maxSize, path: p}}
 	opts := minio.PutObjectOptions{
 		ContentType: "application/octet-stream",
 		PartSize:    s.partSize,
@@ -225,6 +236,10 @@ func (s *S3) Write(ctx context.Context, p string, r io.Reader) (int64, error) {
 		s.noACL.Store(true)
 		opts.UserMetadata = nil
 		info, err = s.client.PutObject(ctx, bucket, key, cr, -1, opts)
+	}
+	if errors.Is(err, ErrTooLarge) {
+		// The upload was aborted: nothing is left at p.
+		return 0, err
 	}
 	if err != nil {
 		return 0, s.fail(ctx, "write", p, err)
@@ -292,10 +307,13 @@ type opError struct {
 func (e *opError) Error() string { return e.msg }
 
 func (e *opError) Unwrap() []error {
-	if e.kind == nil {
-		return []error{e.err}
+	var errs []error
+	for _, err := range []error{e.kind, e.err} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return []error{e.kind, e.err}
+	return errs
 }
 
 // fail classifies a client error.

@@ -24,7 +24,7 @@ import (
 
 func openS3(t *testing.T, dsn, root string) *S3 {
 	t.Helper()
-	dev, err := Open(dsn, root)
+	dev, err := openDev(dsn, root)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -464,3 +464,45 @@ func TestS3LargeArtifactBoundedMemory(t *testing.T) {
 }
 
 func mib(v uint64) float64 { return float64(v) / (1 << 20) }
+
+// MaxSize holds on S3 too: an object over it is refused before its body is
+// read, an upload over it is aborted and leaves nothing.
+func TestS3SizeLimit(t *testing.T) {
+	srv := startS3(t)
+	srv.MakeBucket(t, "mybucket")
+	const limit = 1 << 20
+	o, err := NewOpener(Config{DSN: srv.DSN("mybucket", srv.Access, srv.Secret), MaxSize: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := o.Open("/storage/builds/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	atLimit, over := dev.Root()+"/at-limit.gz", dev.Root()+"/over.gz"
+	if n, err := dev.Write(ctx, atLimit, io.LimitReader(newPRNG(1), limit)); err != nil || n != limit {
+		t.Fatalf("Write at the limit = %d, %v", n, err)
+	}
+	if _, err := dev.Write(ctx, over, io.LimitReader(newPRNG(1), limit+1)); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), over) {
+		t.Fatalf("Write over the limit = %v, want ErrTooLarge", err)
+	}
+	if ok, err := dev.Exists(ctx, over); ok || err != nil {
+		t.Fatalf("Exists after a refused upload = %v, %v", ok, err)
+	}
+	// An object put there by someone else, over the limit.
+	if _, err := srv.Client(t).PutObject(ctx, "mybucket", "storage/builds/app/big.gz", io.LimitReader(newPRNG(2), limit+1), limit+1, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Read(ctx, dev.Root()+"/big.gz"); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Read over the limit = %v, want ErrTooLarge", err)
+	}
+	rc, err := dev.Read(ctx, atLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if n, err := io.Copy(io.Discard, rc); err != nil || n != limit {
+		t.Fatalf("Read at the limit = %d, %v", n, err)
+	}
+}

@@ -35,6 +35,7 @@ type config struct {
 	RuntimeVersions     []string
 	Storage             string
 	BuildCacheStorage   string
+	StorageRoots        []string
 	InactiveThreshold   time.Duration
 	MaintenanceInterval time.Duration
 	RetryAttempts       int
@@ -165,6 +166,11 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if err := storage.Validate(c.BuildCacheStorage); err != nil {
 		return nil, fmt.Errorf("OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE: %w", err)
+	}
+	// The local device keeps to these; one missing on this host (no
+	// /storage) is no error, nothing beneath it is ever found.
+	if c.StorageRoots, err = storage.RootsFromEnv(getenv); err != nil {
+		return nil, err
 	}
 	threshold := getenv("OPR_EXECUTOR_INACTIVE_THRESHOLD")
 	name := "OPR_EXECUTOR_INACTIVE_THRESHOLD"

@@ -166,6 +166,7 @@ func run(cfg *config, log *slog.Logger) error {
 		Networks:            networks,
 		Storage:             cfg.Storage,
 		BuildCacheStorage:   cfg.BuildCacheStorage,
+		StorageRoots:        cfg.StorageRoots,
 		DNSServers:          cfg.DNSServers,
 		CgroupParent:        cfg.CgroupParent,
 		Hostname:            hostname,

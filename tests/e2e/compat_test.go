@@ -382,7 +382,7 @@ func TestBadInputLeavesNothing(t *testing.T) {
 		{"POST", "/v1/runtimes", map[string]any{"runtimeId": "b", "image": "openruntimes/test:v5-1", "source": "/storage/../etc/passwd"}, 400, "source"},
 		{"POST", "/v1/runtimes", map[string]any{"runtimeId": "b", "image": "openruntimes/test:v5-1", "destination": "/a/../../b", "command": "true"}, 400, "destination"},
 		{"POST", "/v1/runtimes", map[string]any{"runtimeId": strings.Repeat("x", 65), "image": "openruntimes/test:v5-1"}, 400, "Invalid `runtimeId` param"},
-		{"POST", "/v1/runtimes", map[string]any{"runtimeId": "b", "image": "openruntimes/test:v5-1", "source": "/missing/code.tar.gz"}, 500, "Failed to copy source code"},
+		{"POST", "/v1/runtimes", map[string]any{"runtimeId": "b", "image": "openruntimes/test:v5-1", "source": shared.storage + "/missing/code.tar.gz"}, 500, "Failed to copy source code"},
 		{"POST", "/v1/runtimes", map[string]any{"runtimeId": "b", "image": "no-such/image:1"}, 400, "Missing image"},
 		{"POST", "/v1/runtimes/b/executions", map[string]any{"method": "TRACE"}, 400, "Invalid `method` param"},
 		{"POST", "/v1/runtimes/b/executions", map[string]any{"headers": "[1,2]"}, 400, "Value must be a valid object."},

@@ -6,7 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -15,6 +19,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"golang.org/x/sys/unix"
 
 	"executor/tests/testenv"
 )
@@ -323,5 +328,221 @@ func artifactFile(t testing.TB, ctx context.Context, c *minio.Client, bucket, ke
 			}
 			return string(b)
 		}
+	}
+}
+
+// The local device keeps to OPR_EXECUTOR_STORAGE_ROOTS (default /storage and
+// /tmp): a source or destination elsewhere is a 400 naming the rule and the
+// setting before anything is read, made or built; beneath a root, links that
+// lead out, FIFOs, devices and directories are refused without being
+// followed or waited on; and nothing is left behind.
+func TestLocalStorageRoots(t *testing.T) {
+	x := startExecutor(t)
+	const canaryText = "HOST-CANARY-never-to-be-read-5b2"
+	// A host file outside the roots, and what any host user can plant in
+	// /tmp (the test's storage dir is there) to reach it.
+	canaryDir, err := os.MkdirTemp("/var/tmp", "executor-e2e-canary-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(canaryDir) })
+	canary := filepath.Join(canaryDir, "code.tar.gz")
+	noErr(t, os.WriteFile(canary, []byte(canaryText), 0o600))
+	dir, err := os.MkdirTemp(shared.storage, "planted-")
+	noErr(t, err)
+	noErr(t, os.Symlink("/etc/shadow", filepath.Join(dir, "shadow-link.tar.gz")))
+	noErr(t, os.Symlink("/proc/self/environ", filepath.Join(dir, "environ-link.tar.gz")))
+	noErr(t, os.Symlink(canary, filepath.Join(dir, "canary-link.tar.gz")))
+	noErr(t, os.Symlink(strings.Repeat("../", 16)+strings.TrimPrefix(canary, "/"), filepath.Join(dir, "climbing-link.tar.gz")))
+	noErr(t, os.Symlink("/dev/zero", filepath.Join(dir, "zero-link.tar.gz")))
+	noErr(t, os.Symlink(canaryDir, filepath.Join(dir, "dir-link")))
+	noErr(t, unix.Mkfifo(filepath.Join(dir, "fifo.tar.gz"), 0o666))
+	noErr(t, os.Mkdir(filepath.Join(dir, "dir.tar.gz"), 0o755))
+	const outside = " is outside the storage roots (OPR_EXECUTOR_STORAGE_ROOTS=/storage,/tmp)"
+
+	sources := []struct {
+		name, source, want string
+	}{
+		{"host shadow file", "/etc/shadow", "/etc/shadow" + outside},
+		{"daemon environment", "/proc/self/environ", "/proc/self/environ" + outside},
+		{"host device", "/dev/zero", "/dev/zero" + outside},
+		{"host file beside the roots", canary, canary + outside},
+		{"link to /etc/shadow", dir + "/shadow-link.tar.gz", "leads out of its storage root /tmp through a symbolic link"},
+		{"link to /proc/self/environ", dir + "/environ-link.tar.gz", "leads out of its storage root /tmp"},
+		{"link to a host file", dir + "/canary-link.tar.gz", "leads out of its storage root /tmp"},
+		{"relative link climbing out", dir + "/climbing-link.tar.gz", "leads out of its storage root /tmp"},
+		{"link to /dev/zero", dir + "/zero-link.tar.gz", "leads out of its storage root /tmp"},
+		{"through a linked directory", dir + "/dir-link/code.tar.gz", "leads out of its storage root /tmp"},
+		{"FIFO", dir + "/fifo.tar.gz", "is not a regular file"},
+		{"directory", dir + "/dir.tar.gz", "is not a regular file"},
+	}
+	for _, tc := range sources {
+		t.Run("source "+tc.name, func(t *testing.T) {
+			for route, req := range map[string]struct {
+				path string
+				body map[string]any
+			}{
+				"build": {"/v1/runtimes", map[string]any{"runtimeId": "roots-build", "image": "openruntimes/test:v5-1",
+					"source": tc.source, "command": "true", "remove": true}},
+				"cold start": {"/v1/runtimes/roots-run/executions", execBody(tc.source, nil)},
+			} {
+				r := x.request(t, "POST", req.path, req.body, jsonAccept)
+				e := r.json(t)
+				msg, _ := e["message"].(string)
+				if r.status != 400 || e["type"] != "runtime_failed" || !strings.HasPrefix(msg, "Failed to copy source code to temporary directory: ") ||
+					!strings.Contains(msg, tc.source) || !strings.Contains(msg, tc.want) {
+					t.Errorf("%s: %d %s; want 400 runtime_failed naming %s and %q", route, r.status, r.body, tc.source, tc.want)
+				}
+				if strings.Contains(string(r.body), canaryText) || strings.Contains(string(r.body), secret) {
+					t.Errorf("%s: the reply shows host data: %s", route, r.body)
+				}
+				x.waitClean(t)
+				if r := x.request(t, "GET", "/v1/runtimes", nil, nil); string(r.body) != "[]" {
+					t.Fatalf("%s: failed runtime still listed: %s", route, r.body)
+				}
+			}
+		})
+	}
+	if st, err := os.Lstat(filepath.Join(dir, "fifo.tar.gz")); err != nil || st.Mode().Type() != fs.ModeNamedPipe {
+		t.Errorf("the FIFO changed: %v, %v", st, err)
+	}
+
+	// A missing file beneath a root that this host may not have (/storage)
+	// is the reference's "does not exist", not a refusal.
+	missing := fmt.Sprintf("/storage/executor-e2e-missing-%d/code.tar.gz", os.Getpid())
+	r := x.request(t, "POST", "/v1/runtimes/roots-missing/executions", execBody(missing, nil), jsonAccept)
+	if msg, _ := r.json(t)["message"].(string); r.status != 500 || !strings.Contains(msg, missing+" does not exist") {
+		t.Errorf("missing source under /storage: %d %s", r.status, r.body)
+	}
+	x.waitClean(t)
+
+	// Destinations outside the roots fail before the build: `exit 3` would
+	// otherwise be the answer.
+	rootFile := fmt.Sprintf("/root/executor-e2e-%d", os.Getpid())
+	for _, dest := range []string{"/etc", rootFile + "/builds", "/proc/self", canaryDir} {
+		t.Run("destination "+dest, func(t *testing.T) {
+			r := x.request(t, "POST", "/v1/runtimes", map[string]any{
+				"runtimeId": "roots-dest", "image": "openruntimes/test:v5-1", "command": "exit 3",
+				"destination": dest, "remove": true,
+			}, nil)
+			e := r.json(t)
+			want := "Failed to move built code to storage: " + dest + outside
+			if r.status != 400 || e["type"] != "build_failed" || e["message"] != want {
+				t.Errorf("%d %s; want 400 build_failed %q", r.status, r.body, want)
+			}
+			x.waitClean(t)
+		})
+	}
+	if _, err := os.Lstat(rootFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s was made: %v", rootFile, err)
+	}
+	artifactName := regexp.MustCompile(`^[0-9a-f]{13}\.gz$`)
+	for _, d := range []string{"/etc", canaryDir} {
+		ents, err := os.ReadDir(d)
+		noErr(t, err)
+		for _, e := range ents {
+			if artifactName.MatchString(e.Name()) || strings.HasPrefix(e.Name(), ".tmp-") {
+				t.Errorf("written into %s: %s", d, e.Name())
+			}
+		}
+	}
+
+	// A destination beneath a root that leads out through a link is
+	// refused when the artifact is written: the build ran, nothing lands
+	// at the link's target.
+	src := source(t, map[string]string{"index.js": "built-code"})
+	buildCommand := `tar -zxf /tmp/code.tar.gz -C /mnt/code && sh helpers/build.sh "echo installing"`
+	r = x.request(t, "POST", "/v1/runtimes", map[string]any{
+		"runtimeId": "roots-link-dest", "image": "openruntimes/test:v5-1", "source": src, "command": buildCommand,
+		"destination": dir + "/dir-link/builds", "remove": true,
+	}, nil)
+	if msg, _ := r.json(t)["message"].(string); r.status != 400 || !strings.Contains(msg, "leads out of its storage root /tmp") {
+		t.Errorf("destination through a link out: %d %s", r.status, r.body)
+	}
+	x.waitClean(t)
+	if ents, _ := os.ReadDir(canaryDir); len(ents) != 1 {
+		t.Errorf("written beside the canary: %v", ents)
+	}
+	if b, _ := os.ReadFile(canary); string(b) != canaryText {
+		t.Errorf("the canary changed: %q", b)
+	}
+
+	// Beneath a root everything works as before; what is made there is the
+	// daemon's alone (directories 0700, artifacts 0600).
+	dest := filepath.Join(dir, "builds", "app")
+	r = x.request(t, "POST", "/v1/runtimes", map[string]any{
+		"runtimeId": "roots-ok", "image": "openruntimes/test:v5-1", "source": src, "entrypoint": "index.js",
+		"command": buildCommand, "destination": dest, "remove": true,
+	}, nil)
+	if r.status != 201 {
+		t.Fatalf("build beneath a root: %d %s", r.status, r.body)
+	}
+	artifact, _ := r.json(t)["path"].(string)
+	if filepath.Dir(artifact) != dest || !artifactName.MatchString(filepath.Base(artifact)) {
+		t.Fatalf("artifact %q", artifact)
+	}
+	for p, want := range map[string]fs.FileMode{filepath.Join(dir, "builds"): fs.ModeDir | 0o700, dest: fs.ModeDir | 0o700, artifact: 0o600} {
+		if st, err := os.Lstat(p); err != nil || st.Mode() != want {
+			t.Errorf("%s: %v, %v; want mode %v", p, st, err, want)
+		}
+	}
+	if ents, _ := os.ReadDir(dest); len(ents) != 1 {
+		t.Errorf("beside the artifact: %v", ents)
+	}
+	x.waitClean(t)
+	r = x.request(t, "POST", "/v1/runtimes/roots-from-artifact/executions", execBody(artifact, nil), jsonAccept)
+	if r.status != 200 {
+		t.Fatalf("cold start from the artifact: %d %s", r.status, r.body)
+	}
+	var echo struct {
+		Code string `json:"code"`
+	}
+	_ = json.Unmarshal([]byte(r.json(t)["body"].(string)), &echo)
+	if echo.Code != "built-code" {
+		t.Fatalf("the runtime sees code %q", echo.Code)
+	}
+}
+
+// OPR_EXECUTOR_STORAGE_ROOTS replaces the defaults: /tmp is then outside.
+// A value that is not a list of absolute directories stops the daemon with a
+// message naming the variable.
+func TestLocalStorageRootsSetting(t *testing.T) {
+	root, err := os.MkdirTemp("/var/tmp", "executor-e2e-roots-")
+	noErr(t, err)
+	t.Cleanup(func() { os.RemoveAll(root) })
+	inRoot := filepath.Join(root, "fn", "code.tar.gz")
+	noErr(t, os.MkdirAll(filepath.Dir(inRoot), 0o700))
+	noErr(t, testenv.MakeSourceTarball(inRoot, map[string]string{"index.js": "from-custom-root"}))
+
+	x := startExecutor(t, "OPR_EXECUTOR_STORAGE_ROOTS="+root)
+	inTmp := source(t, map[string]string{"index.js": "x"})
+	r := x.request(t, "POST", "/v1/runtimes/custom-tmp/executions", execBody(inTmp, nil), jsonAccept)
+	want := inTmp + " is outside the storage roots (OPR_EXECUTOR_STORAGE_ROOTS=" + root + ")"
+	if msg, _ := r.json(t)["message"].(string); r.status != 400 || !strings.Contains(msg, want) {
+		t.Errorf("source under /tmp with other roots: %d %s; want 400 %q", r.status, r.body, want)
+	}
+	x.waitClean(t)
+	r = x.request(t, "POST", "/v1/runtimes/custom-root/executions", execBody(inRoot, nil), jsonAccept)
+	if r.status != 200 || !strings.Contains(r.json(t)["body"].(string), "from-custom-root") {
+		t.Fatalf("source under the configured root: %d %s", r.status, r.body)
+	}
+
+	for _, bad := range []string{"storage", "/", "/storage,/tmp/../etc", inRoot} {
+		cmd := exec.Command(shared.bin)
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OPR_EXECUTOR_ENV=development", "OPR_EXECUTOR_LISTEN=127.0.0.1:0",
+			"OPR_EXECUTOR_DATA_DIR=" + filepath.Join(t.TempDir(), "data"), "OPR_EXECUTOR_NETWORK=e2e-bad-roots",
+			"OPR_EXECUTOR_CGROUP_PARENT=/executor-e2e-bad-roots", "OPR_EXECUTOR_STORAGE_ROOTS=" + bad}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "OPR_EXECUTOR_STORAGE_ROOTS") {
+			t.Errorf("OPR_EXECUTOR_STORAGE_ROOTS=%s: exit %v, output:\n%s", bad, err, out)
+		}
+	}
+}
+
+// noErr fails the test at once on an error of its setup.
+func noErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
