@@ -84,11 +84,12 @@ func (c Config) mode() os.FileMode {
 	return c.Mode.Perm()
 }
 
-// Validate tells whether Mount can make a disk as c says (a zero Size
-// aside): for a clear error at start-up rather than at each runtime's.
-func (c Config) Validate() error { return c.validate() }
-
-func (c Config) validate() error {
+// Validate tells whether Mount can make a disk as c says: for a clear error
+// at start-up rather than at each runtime's. A zero Size (no disk) is valid.
+func (c Config) Validate() error {
+	if c.Size == 0 {
+		return nil
+	}
 	switch {
 	case c.Size < 0:
 		return fmt.Errorf("size %d is negative", c.Size)
@@ -136,7 +137,7 @@ func Mount(ctx context.Context, dir string, cfg Config) (_ *Disk, err error) {
 		}
 		return &Disk{dir: dir, done: true}, nil
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 

@@ -825,3 +825,25 @@ func BenchmarkMountUnmount(b *testing.B) {
 		})
 	}
 }
+
+// Validate needs no root: it is the start-up check of the settings.
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{}, true},
+		{Config{Size: DefaultSize}, true},
+		{Config{Size: MinSize}, true},
+		{Config{Size: MinSize - 1}, false},
+		{Config{Size: -1}, false},
+		{Config{Size: DefaultSize, Inodes: 1 << 20}, true},
+		{Config{Size: DefaultSize, Inodes: 1 << 33}, false},
+		{Config{Size: DefaultSize, Inodes: 8}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%+v: Validate() = %v, want ok %v", tt.cfg, err, tt.ok)
+		}
+	}
+}

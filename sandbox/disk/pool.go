@@ -60,7 +60,7 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if cfg.Size == 0 || cfg.Disk.Size == 0 {
 		return p, nil
 	}
-	if err := cfg.Disk.validate(); err != nil {
+	if err := cfg.Disk.Validate(); err != nil {
 		return nil, fmt.Errorf("disk: pool: %w", err)
 	}
 	if err := preparePoolDir(cfg.Dir); err != nil {
