@@ -21,6 +21,7 @@ import (
 
 	"executor/images"
 	"executor/oci"
+	"executor/sandbox/disk"
 	"executor/storage"
 	"executor/storage/safefs"
 )
@@ -185,7 +186,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 			err = nerr
 		}
 	}()
-	if err := m.makeDir(r); err != nil {
+	if err := m.makeDir(ctx, r); err != nil {
 		return fmt.Errorf("Failed to create temporary directory: %w", err)
 	}
 	if spec.Source != "" {
@@ -261,7 +262,8 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 func pullError(ref string, err error) error {
 	msg := fmt.Sprintf("Missing image %q and failed to pull it: %v", ref, err)
 	if errors.Is(err, images.ErrImageNotFound) || errors.Is(err, images.ErrUnauthorized) || errors.Is(err, images.ErrRegistryUnreachable) ||
-		errors.Is(err, images.ErrBlocked) || errors.Is(err, images.ErrInvalidReference) || errors.Is(err, images.ErrPolicyRejected) {
+		errors.Is(err, images.ErrBlocked) || errors.Is(err, images.ErrInvalidReference) || errors.Is(err, images.ErrPolicyRejected) ||
+		errors.Is(err, images.ErrImageTooLarge) {
 		return &Error{Type: ErrRuntimeFailed, Message: msg, Err: err}
 	}
 	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: msg, Err: err}
@@ -306,6 +308,9 @@ func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) err
 	_, err = io.Copy(f, safefs.Reader(ctx, rc, m.cfg.BuildSizeLimit))
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Failed to copy source code to temporary directory: %s does not fit on the runtime's disk of %d bytes (OPR_EXECUTOR_DISK_LIMIT)", source, m.cfg.DiskLimit), Err: err}
 	}
 	if errors.Is(err, safefs.ErrTooLarge) || errors.Is(err, storage.ErrTooLarge) {
 		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Failed to copy source code to temporary directory: %s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", source, m.cfg.BuildSizeLimit), Err: err}
@@ -507,10 +512,20 @@ func hasBash(rootfs string) bool {
 // it. The directory is private (0700): other host users must not read a
 // tenant's source, artifacts or logs, even knowing their paths from the
 // mount table.
-func (m *Manager) makeDir(r *Runtime) error {
+//
+// The directory is the mount point of the runtime's own disk (DiskLimit):
+// its root's writes, source, builds, logs and cache all count against it.
+func (m *Manager) makeDir(ctx context.Context, r *Runtime) error {
 	if err := os.Mkdir(r.Dir, 0o700); err != nil {
 		return err
 	}
+	dk, err := disk.Mount(ctx, r.Dir, m.diskConfig(m.cfg.UserNS))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.disk = dk
+	r.mu.Unlock()
 	d, err := r.openDir()
 	if err != nil {
 		return err
@@ -591,6 +606,17 @@ func (r *Runtime) resolvConf() []byte {
 	return []byte(b.String())
 }
 
+// unmountDisk drops the runtime's disk and all it holds.
+func (r *Runtime) unmountDisk() error {
+	r.mu.Lock()
+	dk := r.disk
+	r.mu.Unlock()
+	if dk == nil {
+		return nil
+	}
+	return dk.Unmount()
+}
+
 // release frees what a runtime holds besides its container.
 func (m *Manager) release(ctx context.Context, r *Runtime) []error {
 	var errs []error
@@ -601,6 +627,9 @@ func (m *Manager) release(ctx context.Context, r *Runtime) []error {
 	}
 	if r.Dir != "" {
 		if err := m.cfg.Images.UnmountRoot(filepath.Join(r.Dir, "root")); err != nil {
+			errs = append(errs, err)
+		} else if err := r.unmountDisk(); err != nil {
+			// Never remove files through a disk still mounted there.
 			errs = append(errs, err)
 		} else if err := os.RemoveAll(r.Dir); err != nil {
 			errs = append(errs, err)

@@ -22,6 +22,7 @@ import (
 	"executor/images"
 	"executor/netns"
 	"executor/oci"
+	"executor/sandbox/disk"
 	"executor/storage"
 )
 
@@ -67,6 +68,14 @@ type Config struct {
 	// a runtime: sources, build artifacts, build caches. Zero means the
 	// default, DefaultBuildSizeLimit.
 	BuildSizeLimit int64
+	// DiskLimit caps, in bytes, everything one runtime writes: its root's
+	// upper layer and every directory mounted into it live on a filesystem
+	// of this size of its own (sandbox/disk). Zero leaves runtimes on the
+	// host's filesystem, uncapped (opt-in weakening).
+	DiskLimit int64
+	// DiskInodes caps the files one runtime can make; zero means one per
+	// 16 KiB of DiskLimit.
+	DiskInodes uint64
 	// PidsLimit caps the processes of one runtime.
 	PidsLimit int64
 	// Unconfined turns the default seccomp profile off (opt-in weakening).
@@ -201,6 +210,14 @@ func New(cfg Config) (*Manager, error) {
 			return nil, err
 		}
 	}
+	if cfg.DiskLimit > 0 {
+		if err := disk.Check(); err != nil {
+			return nil, fmt.Errorf("sandbox: runtimes' disks (OPR_EXECUTOR_DISK_LIMIT, or 0 to leave runtimes uncapped on the host's filesystem): %w", err)
+		}
+		if err := m.diskConfig(nil).Validate(); err != nil {
+			return nil, fmt.Errorf("sandbox: runtimes' disks (OPR_EXECUTOR_DISK_LIMIT, OPR_EXECUTOR_DISK_INODES): %w", err)
+		}
+	}
 	if err := os.MkdirAll(m.stateRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
@@ -218,6 +235,20 @@ func New(cfg Config) (*Manager, error) {
 		go m.maintain()
 	}
 	return m, nil
+}
+
+// diskConfig is the disk of a runtime whose root maps to ids (nil: host root).
+func (m *Manager) diskConfig(ids *oci.IDMap) disk.Config {
+	c := disk.Config{
+		Size:        m.cfg.DiskLimit,
+		Inodes:      m.cfg.DiskInodes,
+		Mode:        0o700,
+		TemplateDir: filepath.Join(m.cfg.DataDir, "disk-templates"),
+	}
+	if ids != nil {
+		c.UID, c.GID = int(ids.HostUID), int(ids.HostGID)
+	}
+	return c
 }
 
 // Traversable checks that a user-namespaced runtime's root, an unprivileged

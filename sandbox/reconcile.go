@@ -11,6 +11,8 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
+
+	"executor/sandbox/disk"
 )
 
 // Reconcile removes what an earlier process of this executor left behind:
@@ -54,6 +56,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	for _, d := range dirs {
 		dir := filepath.Join(m.runDir, d.Name())
 		if err := m.cfg.Images.UnmountRoot(filepath.Join(dir, "root")); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// The runtime's disk goes whole; a mount there that is not one
+		// of ours is left alone, and so is what is beneath it.
+		if err := disk.Unmount(dir); err != nil {
 			errs = append(errs, err)
 			continue
 		}

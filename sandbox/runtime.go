@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer/configs"
 
 	"executor/netns"
+	"executor/sandbox/disk"
 )
 
 // Runtime is one runtime: a container, its root, its network endpoint and its
@@ -34,6 +35,7 @@ type Runtime struct {
 	spec     Spec
 
 	endpoint *netns.Endpoint
+	disk     *disk.Disk // the runtime's directory is its mount point
 	network  *netns.Network
 	cfg      *configs.Config
 	proc     processSpec

@@ -48,9 +48,12 @@ type config struct {
 	PidsLimit           int64
 	// BuildSizeLimit caps sources, artifacts and build caches, in bytes.
 	BuildSizeLimit int64
-	StopGrace      time.Duration
-	LogLevel       string
-	Unconfined     bool
+	// DiskLimit and DiskInodes cap what one runtime writes (0 = uncapped).
+	DiskLimit  int64
+	DiskInodes uint64
+	StopGrace  time.Duration
+	LogLevel   string
+	Unconfined bool
 	// Network policy and speed (netns.Config).
 	AllowRuntimeToRuntime bool
 	AllowHostAccess       bool
@@ -253,6 +256,23 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	}
 	if c.BuildSizeLimit == 0 {
 		return nil, fmt.Errorf("OPR_EXECUTOR_BUILD_SIZE_LIMIT must be positive")
+	}
+	if c.DiskLimit, err = byteSize("OPR_EXECUTOR_DISK_LIMIT", getenv("OPR_EXECUTOR_DISK_LIMIT"), 1<<30); err != nil {
+		return nil, err
+	}
+	if c.DiskLimit != 0 && c.DiskLimit < 16<<20 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_DISK_LIMIT must be 0 (no cap) or at least 16MiB")
+	}
+	inodes, err := integer("OPR_EXECUTOR_DISK_INODES", getenv("OPR_EXECUTOR_DISK_INODES"), 0)
+	if err != nil {
+		return nil, err
+	}
+	c.DiskInodes = uint64(inodes)
+	if c.DiskInodes != 0 && (c.DiskInodes < 1024 || c.DiskInodes > 1<<32-1) {
+		return nil, fmt.Errorf("OPR_EXECUTOR_DISK_INODES must be 0 (one per 16 KiB of OPR_EXECUTOR_DISK_LIMIT) or between 1024 and 4294967295")
+	}
+	if c.DiskInodes != 0 && c.DiskLimit == 0 {
+		return nil, fmt.Errorf("OPR_EXECUTOR_DISK_INODES needs OPR_EXECUTOR_DISK_LIMIT: inodes are capped on the runtime's own disk")
 	}
 	c.Images = splitList(getenv("OPR_EXECUTOR_IMAGES"))
 	c.Runtimes = splitList(getenv("OPR_EXECUTOR_RUNTIMES"))

@@ -172,6 +172,8 @@ func run(cfg *config, log *slog.Logger) error {
 		Hostname:            hostname,
 		PidsLimit:           cfg.PidsLimit,
 		BuildSizeLimit:      cfg.BuildSizeLimit,
+		DiskLimit:           cfg.DiskLimit,
+		DiskInodes:          cfg.DiskInodes,
 		Unconfined:          cfg.Unconfined,
 		UserNS:              cfg.UserNS,
 		Init:                cfg.Init,

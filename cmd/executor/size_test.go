@@ -55,3 +55,30 @@ func TestBuildSizeLimitSetting(t *testing.T) {
 		}
 	}
 }
+
+func TestDiskSettings(t *testing.T) {
+	c, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
+	if err != nil || c.DiskLimit != 1<<30 || c.DiskInodes != 0 {
+		t.Fatalf("defaults: %d %d, %v", c.DiskLimit, c.DiskInodes, err)
+	}
+	c, err = loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DISK_LIMIT": "0"}))
+	if err != nil || c.DiskLimit != 0 {
+		t.Fatalf("opt-out: %d, %v", c.DiskLimit, err)
+	}
+	c, err = loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DISK_LIMIT": "64MiB", "OPR_EXECUTOR_DISK_INODES": "2048"}))
+	if err != nil || c.DiskLimit != 64<<20 || c.DiskInodes != 2048 {
+		t.Fatalf("set: %d %d, %v", c.DiskLimit, c.DiskInodes, err)
+	}
+	for _, env := range []map[string]string{
+		{"OPR_EXECUTOR_DISK_LIMIT": "1MiB"},
+		{"OPR_EXECUTOR_DISK_LIMIT": "big"},
+		{"OPR_EXECUTOR_DISK_INODES": "10"},
+		{"OPR_EXECUTOR_DISK_INODES": "many"},
+		{"OPR_EXECUTOR_DISK_LIMIT": "0", "OPR_EXECUTOR_DISK_INODES": "4096"},
+	} {
+		env["OPR_EXECUTOR_SECRET"] = "s"
+		if _, err := loadConfig(envOf(env)); err == nil || !strings.Contains(err.Error(), "OPR_EXECUTOR_DISK_") {
+			t.Errorf("%v: %v", env, err)
+		}
+	}
+}
