@@ -26,11 +26,14 @@ echo "== test images pushed to a local registry"; cat "$work/registry.log"
 
 mkdir -p "$work/fn"
 printf 'demo function code\n' >"$work/fn/index.js"
-tar -C "$work/fn" -czf "$work/code.tar.gz" index.js
+# Sources come from a storage root (OPR_EXECUTOR_STORAGE_ROOTS), which must
+# not hold the data dir.
+mkdir -p "$work/storage"
+tar -C "$work/fn" -czf "$work/storage/code.tar.gz" index.js
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 19900)
 OPR_EXECUTOR_ENV=development OPR_EXECUTOR_SECRET=demo-secret OPR_EXECUTOR_LISTEN=127.0.0.1:$port \
-OPR_EXECUTOR_DATA_DIR="$work/data" OPR_EXECUTOR_NETWORK=executor-demo OPR_EXECUTOR_CGROUP_PARENT=/executor-demo \
+OPR_EXECUTOR_DATA_DIR="$work/data" OPR_EXECUTOR_STORAGE_ROOTS="$work/storage" OPR_EXECUTOR_NETWORK=executor-demo OPR_EXECUTOR_CGROUP_PARENT=/executor-demo \
 CONTAINERS_REGISTRIES_CONF="$work/registries.conf" ./bin/executor >"$work/executor.log" 2>&1 &
 pids=($! "${pids[@]}")
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/v1/health" >/dev/null && break; sleep 0.1; done
@@ -38,7 +41,7 @@ for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/v1/health" >/dev/null
 echo "== POST /v1/runtimes/demo/executions (cold start from openruntimes/test:v5-1)"
 curl -sS -X POST "http://127.0.0.1:$port/v1/runtimes/demo/executions" \
 	-H 'Authorization: Bearer demo-secret' -H 'Content-Type: application/json' -H 'Accept: application/json' \
-	-d "{\"image\":\"openruntimes/test:v5-1\",\"source\":\"$work/code.tar.gz\",\"entrypoint\":\"index.js\",
+	-d "{\"image\":\"openruntimes/test:v5-1\",\"source\":\"$work/storage/code.tar.gz\",\"entrypoint\":\"index.js\",
 	     \"runtimeEntrypoint\":\"cp /tmp/code.tar.gz /mnt/code/code.tar.gz && nohup helpers/start.sh \\\"sh helpers/server.sh\\\"\",
 	     \"path\":\"/hello?from=demo\",\"method\":\"POST\",\"body\":\"hi\"}"
 echo

@@ -175,6 +175,13 @@ func loadConfig(getenv func(string) string) (*config, error) {
 	if c.StorageRoots, err = storage.RootsFromEnv(getenv); err != nil {
 		return nil, err
 	}
+	// API clients read and write beneath the roots: the data dir (every
+	// runtime's source, disk and state) must not be reachable that way.
+	for _, r := range c.StorageRoots {
+		if within(c.DataDir, r) || within(r, c.DataDir) {
+			return nil, fmt.Errorf("OPR_EXECUTOR_DATA_DIR=%s overlaps the storage root %s (OPR_EXECUTOR_STORAGE_ROOTS): API clients could read runtimes' files through it; keep the data dir out of every storage root", c.DataDir, r)
+		}
+	}
 	threshold := getenv("OPR_EXECUTOR_INACTIVE_THRESHOLD")
 	name := "OPR_EXECUTOR_INACTIVE_THRESHOLD"
 	if strings.TrimSpace(threshold) == "" {
@@ -475,6 +482,12 @@ func integer(name, v string, def int64) (int64, error) {
 		return 0, fmt.Errorf("%s=%q must be a non-negative integer", name, v)
 	}
 	return n, nil
+}
+
+// within reports whether path is dir or beneath it (both clean and absolute).
+func within(path, dir string) bool {
+	path, dir = filepath.Clean(path), filepath.Clean(dir)
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }
 
 // byteSize reads a size in bytes, with an optional binary suffix (KiB, MiB,

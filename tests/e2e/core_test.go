@@ -546,7 +546,8 @@ func TestUnreachableDataDirStopsTheDaemon(t *testing.T) {
 	parent := t.TempDir() // 0700
 	cmd := exec.Command(shared.bin)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "OPR_EXECUTOR_ENV=development", "OPR_EXECUTOR_LISTEN=127.0.0.1:0",
-		"OPR_EXECUTOR_DATA_DIR=" + parent + "/data", "OPR_EXECUTOR_NETWORK=e2e-unreachable", "OPR_EXECUTOR_CGROUP_PARENT=/executor-e2e-unreachable"}
+		"OPR_EXECUTOR_DATA_DIR=" + parent + "/data", "OPR_EXECUTOR_NETWORK=e2e-unreachable", "OPR_EXECUTOR_CGROUP_PARENT=/executor-e2e-unreachable",
+		"OPR_EXECUTOR_STORAGE_ROOTS=/storage"}
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "OPR_EXECUTOR_DATA_DIR") || !strings.Contains(string(out), "o+x") {
 		t.Fatalf("exit %v, output:\n%s", err, out)

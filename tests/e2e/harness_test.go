@@ -37,6 +37,7 @@ const secret = "e2e-secret-key"
 // executor binary, and the registries.conf that mirrors docker.io to it.
 type env struct {
 	work           string
+	data           string // parent of the executors' data dirs
 	bin            string
 	registry       *testenv.Registry
 	registriesConf string
@@ -72,6 +73,16 @@ func setup(m *testing.M) (int, error) {
 		return 1, err
 	}
 	e := &env{work: work, storage: filepath.Join(work, "storage")}
+	// The executors' data dirs: outside /tmp, which is a default storage
+	// root (the daemon refuses a data dir that API clients could reach).
+	e.data, err = os.MkdirTemp("/var/tmp", "executor-e2e-data-")
+	if err != nil {
+		return 1, err
+	}
+	defer os.RemoveAll(e.data)
+	if err := os.Chmod(e.data, 0o711); err != nil {
+		return 1, err
+	}
 	if err := os.MkdirAll(e.storage, 0o755); err != nil {
 		return 1, err
 	}
@@ -211,7 +222,7 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 	x := &executor{
 		t:        t,
 		url:      fmt.Sprintf("http://127.0.0.1:%d", port),
-		dataDir:  filepath.Join(shared.work, fmt.Sprintf("data-%d", seq)),
+		dataDir:  filepath.Join(shared.data, fmt.Sprintf("data-%d", seq)),
 		network:  fmt.Sprintf("e2e-%d-%d", os.Getpid(), seq),
 		cgParent: fmt.Sprintf("/executor-e2e-%d-%d", os.Getpid(), seq),
 		logs:     &syncBuffer{},
