@@ -65,6 +65,7 @@ var behaviours = map[string]behaviour{
 	"/attack":  behaveAttack,
 	"/alloc":   behaveAlloc,
 	"/spin":    behaveSpin,
+	"/shell":   behaveShell,
 }
 
 func (s *server) dispatch(ctx context.Context, inv *invocation) (response, error) {

@@ -31,6 +31,7 @@ type logSink interface {
 type fileSink struct {
 	mu       sync.Mutex
 	id       string
+	answer   string // the log id to answer with, when not id (see behaveShell)
 	disabled bool
 	logs     *os.File
 	errs     *os.File
@@ -83,7 +84,20 @@ func (s *fileSink) Decorate(h http.Header) {
 		h[http.CanonicalHeaderKey(hdrLogID)] = []string{""}
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.answer != "" {
+		h.Set(hdrLogID, s.answer)
+		return
+	}
 	h.Set(hdrLogID, s.id)
+}
+
+// answerAs makes Decorate answer with id instead of the files' own id.
+func (s *fileSink) answerAs(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.answer = id
 }
 
 func (s *fileSink) Close() error {

@@ -38,8 +38,12 @@ func run(args []string) error {
 	listen := fs.String("listen", ":3000", "address to listen on")
 	logsDir := fs.String("logs-dir", "/mnt/logs", "directory for v4/v5 per-request log files")
 	functionDir := fs.String("function-dir", "/usr/local/server/src/function", "directory holding the user function")
+	mksock := fs.String("mksock", "", "only leave a unix socket file at this path and exit (for attacker tests)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *mksock != "" {
+		return makeSocket(*mksock)
 	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
