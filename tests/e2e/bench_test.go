@@ -32,9 +32,16 @@ func reportDurations(b *testing.B, prefix string, ds []time.Duration) {
 }
 
 // BenchmarkColdStart measures an execution on a runtime id that does not
-// exist yet, from request to reply, with the image already pulled.
+// exist yet, from request to reply, with the image already pulled: with each
+// runtime on its own disk (the default) and, for the ratio, without.
 func BenchmarkColdStart(b *testing.B) {
-	x := startExecutor(b)
+	for _, c := range []struct{ name, limit string }{{"disk-1GiB", "1GiB"}, {"no-disk", "0"}} {
+		b.Run(c.name, func(b *testing.B) { benchColdStart(b, "OPR_EXECUTOR_DISK_LIMIT="+c.limit) })
+	}
+}
+
+func benchColdStart(b *testing.B, env ...string) {
+	x := startExecutor(b, env...)
 	src := source(b, map[string]string{"index.js": "x"})
 	// Pull the image once, outside the measurement.
 	if r := x.request(b, "POST", "/v1/runtimes/warmup/executions", execBody(src, nil), jsonAccept); r.status != 200 {

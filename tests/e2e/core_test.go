@@ -376,7 +376,8 @@ func TestColdStartFailuresAreFastAndClean(t *testing.T) {
 		message string
 	}{
 		{"unknown image", execBody(src, map[string]any{"image": "openruntimes/test:does-not-exist"}), 400, "does-not-exist"},
-		{"missing source", execBody("/nonexistent/code.tar.gz", nil), 500, "Failed to copy source code"},
+		{"missing source", execBody(shared.storage+"/nonexistent/code.tar.gz", nil), 500, "Failed to copy source code"},
+		{"source outside the storage roots", execBody("/nonexistent/code.tar.gz", nil), 400, "is outside the storage roots"},
 		{"entrypoint exits", execBody(src, map[string]any{"runtimeEntrypoint": "echo boom-output; exit 3"}), 400, "boom-output"},
 		{"no image or source", map[string]any{"path": "/"}, 404, "Runtime not found. Please start it first"},
 	}
