@@ -756,37 +756,23 @@ func mountForeignExt4(t *testing.T, parent, dir string) {
 // BenchmarkMountUnmount measures a runtime's disk on the cold-start path:
 // Mount, one small write, Unmount, for a 1 GiB disk. "dirty" writes 64 MiB (a
 // build's dependencies, say) before Unmount, to show that Unmount does not
-// write them back. "pool" takes a ready disk from a Pool (waiting, untimed,
-// for the pool to be full before each, so that refills do not compete).
+// write them back.
 func BenchmarkMountUnmount(b *testing.B) {
 	requireHost(b)
 	for _, bc := range []struct {
 		name     string
 		template bool
-		pool     bool
 		write    int
 	}{
-		{"template", true, false, 4096},
-		{"mkfs", false, false, 4096},
-		{"template-dirty-64MiB", true, false, 64 << 20},
-		{"pool", true, true, 4096},
+		{"template", true, 4096},
+		{"mkfs", false, 4096},
+		{"template-dirty-64MiB", true, 64 << 20},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			parent := b.TempDir()
 			cfg := Config{Size: DefaultSize}
 			if bc.template {
 				cfg.TemplateDir = filepath.Join(b.TempDir(), "templates")
-			}
-			mount := Mount
-			var pool *Pool
-			if bc.pool {
-				var err error
-				pool, err = NewPool(PoolConfig{Disk: cfg, Dir: filepath.Join(b.TempDir(), "pool"), Size: 2})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer pool.Close()
-				mount = pool.Mount
 			}
 			data := make([]byte, bc.write)
 			for i := range data {
@@ -798,13 +784,8 @@ func BenchmarkMountUnmount(b *testing.B) {
 				if err := os.Mkdir(dir, 0o700); err != nil {
 					b.Fatal(err)
 				}
-				if pool != nil {
-					b.StopTimer()
-					waitReady(b, pool)
-					b.StartTimer()
-				}
 				start := time.Now()
-				d, err := mount(context.Background(), dir, cfg)
+				d, err := Mount(context.Background(), dir, cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
