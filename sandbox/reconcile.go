@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,10 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		}
 		removed++
 	}
+	// Processes of runtimes whose container state is gone (state removed
+	// by hand, a crash while it was written) are still in their cgroups:
+	// kill them before their roots, disks and namespaces are taken away.
+	errs = append(errs, m.killLeftoverProcesses())
 	dirs, err := os.ReadDir(m.runDir)
 	if err != nil && !os.IsNotExist(err) {
 		errs = append(errs, err)
@@ -77,9 +82,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// sweepCgroups removes the runtime cgroups under the parent (they are empty
-// once their containers are gone), on every v1 hierarchy or on v2.
-func (m *Manager) sweepCgroups() error {
+// runtimeCgroups lists the runtime cgroups under the parent, on every v1
+// hierarchy or on v2.
+func (m *Manager) runtimeCgroups() []string {
 	var roots []string
 	if m.cgroup2 {
 		roots = []string{"/sys/fs/cgroup"}
@@ -91,7 +96,7 @@ func (m *Manager) sweepCgroups() error {
 			}
 		}
 	}
-	var errs []error
+	var out []string
 	for _, root := range roots {
 		parent := filepath.Join(root, m.cfg.CgroupParent)
 		kids, err := os.ReadDir(parent)
@@ -99,12 +104,65 @@ func (m *Manager) sweepCgroups() error {
 			continue
 		}
 		for _, k := range kids {
-			if !k.IsDir() || !strings.HasPrefix(k.Name(), "rt-") {
-				continue
+			if k.IsDir() && strings.HasPrefix(k.Name(), "rt-") {
+				out = append(out, filepath.Join(parent, k.Name()))
 			}
-			if err := os.Remove(filepath.Join(parent, k.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", filepath.Join(parent, k.Name()), err))
+		}
+	}
+	return out
+}
+
+// killLeftoverProcesses SIGKILLs what is left in the runtime cgroups under
+// the parent and waits (up to 5 s) for them to be empty. Only our parent's
+// rt-* cgroups are touched: they hold nothing but runtimes.
+func (m *Manager) killLeftoverProcesses() error {
+	cgs := m.runtimeCgroups()
+	killed := 0
+	for _, cg := range cgs {
+		for _, pid := range cgroupPIDs(cg) {
+			if unix.Kill(pid, unix.SIGKILL) == nil {
+				killed++
 			}
+		}
+	}
+	if killed == 0 {
+		return nil
+	}
+	m.log.Info("killed processes left in runtime cgroups", "processes", killed)
+	deadline := time.Now().Add(5 * time.Second)
+	for _, cg := range cgs {
+		for len(cgroupPIDs(cg)) > 0 {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("processes in cgroup %s survived SIGKILL", cg)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// cgroupPIDs reads a cgroup's processes (none when it is gone).
+func cgroupPIDs(cg string) []int {
+	data, err := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// sweepCgroups removes the runtime cgroups under the parent (they are empty
+// once their containers are gone).
+func (m *Manager) sweepCgroups() error {
+	var errs []error
+	for _, cg := range m.runtimeCgroups() {
+		if err := os.Remove(cg); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cg, err))
 		}
 	}
 	return errors.Join(errs...)

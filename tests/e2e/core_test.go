@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -487,6 +488,26 @@ func TestCrashThenRestartRemovesLeftovers(t *testing.T) {
 		t.Fatalf("runtimes after restart: %s", r.body)
 	}
 	// And it serves again.
+	if r := x.request(t, "POST", "/v1/runtimes/again/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+}
+
+// A crash that also lost the containers' state (removed by hand, or never
+// written whole) leaves runtime processes that libcontainer cannot load: the
+// restart kills them through their cgroups and removes everything still.
+func TestCrashWithoutContainerStateRemovesLeftovers(t *testing.T) {
+	x := startExecutor(t)
+	src := source(t, map[string]string{"index.js": "x"})
+	if r := x.request(t, "POST", "/v1/runtimes/orphan/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	x.kill()
+	if err := os.RemoveAll(filepath.Join(x.dataDir, "containers")); err != nil {
+		t.Fatal(err)
+	}
+	x.start()
+	x.waitClean(t)
 	if r := x.request(t, "POST", "/v1/runtimes/again/executions", execBody(src, nil), jsonAccept); r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
