@@ -125,6 +125,9 @@ func Config(s Spec) (*configs.Config, error) {
 		},
 		ReadonlyPaths: []string{
 			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+			// On cgroup v1 libcontainer mounts a writable tmpfs there to
+			// hold the hierarchies (which it mounts read-only).
+			"/sys/fs/cgroup",
 		},
 	}
 	if m := s.UserNS; m != nil {
@@ -174,8 +177,14 @@ func standardMounts(userns bool) []*configs.Mount {
 		// and the runtime's was made by the daemon outside the runtime's
 		// user namespace: bind the host's read-only instead, as rootless
 		// runc and podman do (the masked paths still apply).
+		//
+		// MS_RDONLY on a recursive bind only reaches its top mount: the
+		// host's submounts (securityfs, tracefs, the cgroup hierarchies)
+		// would stay writable. mount_setattr with AT_RECURSIVE (kernel
+		// 5.12+) flags every one of them.
 		sys = &configs.Mount{Source: "/sys", Destination: "/sys", Device: "bind",
-			Flags: unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | defaultMntFlags}
+			Flags:   unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | defaultMntFlags,
+			RecAttr: &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOEXEC}}
 	}
 	return []*configs.Mount{
 		{Source: "proc", Destination: "/proc", Device: "proc", Flags: defaultMntFlags},

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
 )
 
 func TestConfigDefaultsAreTheSafeOnes(t *testing.T) {
@@ -91,5 +92,53 @@ func TestCommandAndEnv(t *testing.T) {
 	env := Env(img.Env, map[string]string{"A": "user", "B": "b", "bad name": "x"})
 	if !slices.Equal(env, []string{"PATH=/bin", "A=user", "B=b"}) {
 		t.Errorf("env %v", env)
+	}
+}
+
+// Everything under /sys is read-only in the runtime, not only its top mount:
+// the bind of the host's /sys in a user namespace carries the host's
+// submounts, which MS_RDONLY alone leaves writable.
+func TestSysIsReadOnlyThroughout(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		userns *IDMap
+	}{
+		{"user namespace", &IDMap{HostUID: 100000, HostGID: 100000, Size: 65536}},
+		{"host ids", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Config(Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: tc.userns})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sys, cg *configs.Mount
+			for _, m := range cfg.Mounts {
+				switch m.Destination {
+				case "/sys":
+					sys = m
+				case "/sys/fs/cgroup":
+					cg = m
+				}
+			}
+			if sys == nil || sys.Flags&unix.MS_RDONLY == 0 {
+				t.Fatalf("/sys mount %+v is not read-only", sys)
+			}
+			if sys.IsBind() {
+				// A bind brings the host's submounts: only the recursive
+				// attribute reaches them.
+				if sys.RecAttr == nil || sys.RecAttr.Attr_set&unix.MOUNT_ATTR_RDONLY == 0 || sys.RecAttr.Attr_clr != 0 {
+					t.Errorf("/sys bind %+v: its submounts stay writable", sys)
+				}
+			} else if sys.Device != "sysfs" || sys.Flags&unix.MS_REC != 0 {
+				t.Errorf("/sys mount %+v: a fresh sysfs has no submounts of its own", sys)
+			}
+			if cg == nil || cg.Flags&unix.MS_RDONLY == 0 {
+				t.Errorf("cgroup mount %+v is not read-only", cg)
+			}
+			// The v1 cgroup mount's tmpfs is writable whatever its flags.
+			if !slices.Contains(cfg.ReadonlyPaths, "/sys/fs/cgroup") {
+				t.Errorf("/sys/fs/cgroup is not among the read-only paths %v", cfg.ReadonlyPaths)
+			}
+		})
 	}
 }

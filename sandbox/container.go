@@ -27,6 +27,14 @@ type container struct {
 	done    chan struct{} // closed when the main process has exited and its pipes are drained
 	exit    exitStatus
 	cgPaths map[string]string
+
+	// oomJudged is the cgroup's OOM kill count at the last verdict: the
+	// kills up to it were either the main process's death or survived by
+	// it (a later exchange succeeded), so none of them can explain a death
+	// after it. The counter covers every process of the cgroup over its
+	// lifetime; only a rise past this mark can be about the main process.
+	oomMu     sync.Mutex
+	oomJudged int
 }
 
 type exitStatus struct {
@@ -101,6 +109,9 @@ func runMain(lc *libcontainer.Container, ps processSpec) (*container, error) {
 	if st, err := lc.State(); err == nil {
 		ct.cgPaths = st.CgroupPaths
 	}
+	// Kills counted before this process started (a cgroup left behind and
+	// reused) are not about it.
+	ct.oomJudged = ct.oomKills()
 	var drained sync.WaitGroup
 	drained.Add(1)
 	go func() {
@@ -112,7 +123,7 @@ func runMain(lc *libcontainer.Container, ps processSpec) (*container, error) {
 		st, err := p.Wait()
 		drained.Wait()
 		ct.exit = toExitStatus(st, err)
-		ct.exit.oomKilled = ct.oomKills() > 0
+		ct.exit.oomKilled = ct.diedOfOOM(ct.exit)
 		close(ct.done)
 	}()
 	return ct, nil
@@ -156,6 +167,62 @@ func (ct *container) oomKills() int {
 		}
 	}
 	return 0
+}
+
+// diedOfOOM is the verdict on the main process's death: the kernel's OOM
+// killer only ever sends SIGKILL, and it counts a kill before it sends it, so
+// an OOM death is a death by SIGKILL with the counter above the last verdict.
+// A kill by SIGKILL shows as exit code 137 whether the main process took it
+// itself or passed on its child's (executor-init, a shell), which is what
+// runtimes' start scripts usually are. An ordinary exit is never an OOM
+// death, however many other processes of the cgroup the kernel killed.
+func (ct *container) diedOfOOM(e exitStatus) bool {
+	if e.err != nil || e.code != 128+int(unix.SIGKILL) {
+		return false
+	}
+	n := ct.oomKills()
+	ct.oomMu.Lock()
+	defer ct.oomMu.Unlock()
+	if n <= ct.oomJudged {
+		return false
+	}
+	ct.oomJudged = n
+	return true
+}
+
+// oomKillsPending reports whether the kernel killed a process of the
+// container for want of memory since the last verdict: only then can the
+// main process be dying of it.
+func (ct *container) oomKillsPending() bool {
+	n := ct.oomKills()
+	ct.oomMu.Lock()
+	defer ct.oomMu.Unlock()
+	return n > ct.oomJudged
+}
+
+// oomMark is the OOM kill count before an exchange with the runtime.
+type oomMark struct {
+	ct    *container
+	kills int
+}
+
+func (ct *container) markOOM() oomMark {
+	if ct == nil {
+		return oomMark{}
+	}
+	return oomMark{ct: ct, kills: ct.oomKills()}
+}
+
+// survived records that the main process outlived every kill counted before
+// the mark: an exchange that began after them succeeded. Kills during the
+// exchange stay open, as the main process may be their victim yet.
+func (m oomMark) survived() {
+	if m.ct == nil {
+		return
+	}
+	m.ct.oomMu.Lock()
+	m.ct.oomJudged = max(m.ct.oomJudged, m.kills)
+	m.ct.oomMu.Unlock()
 }
 
 // exited reports whether the main process has ended.

@@ -132,6 +132,7 @@ func (m *Manager) forward(ctx context.Context, r *Runtime, req ExecRequest, rema
 func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Context) (*http.Request, error), timeout time.Duration) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	start := time.Now()
+	oom := r.current().markOOM()
 	for attempt := 1; ; attempt++ {
 		hr, err := build(ctx)
 		if err != nil {
@@ -140,6 +141,9 @@ func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Conte
 		}
 		resp, err := r.client().Do(hr)
 		if err == nil {
+			// The runtime answered: it outlived the OOM kills counted
+			// before the request, so they cannot explain a later death.
+			oom.survived()
 			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
 			return resp, nil
 		}
@@ -156,8 +160,8 @@ func (m *Manager) send(ctx context.Context, r *Runtime, build func(context.Conte
 			}
 			m.log.Warn("execution forwarding failed", "runtime", r.ID, "addr", r.Addr(), "err", err, "attempts", attempt,
 				"elapsed", time.Since(start).Round(time.Millisecond), "main", state, "output", out)
-			if oom := r.outOfMemory(); oom != nil {
-				return nil, oom
+			if oomErr := r.outOfMemory(); oomErr != nil {
+				return nil, oomErr
 			}
 			return nil, transportError(err)
 		}

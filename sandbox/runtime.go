@@ -57,7 +57,6 @@ type Runtime struct {
 	supervising sync.WaitGroup
 	destroyOnce sync.Once
 	destroyErr  error
-	oomSeen     int // OOM kills already reported
 	// cacheWarnings are build-cache problems, reported before the build output.
 	cacheWarnings []LogEntry
 }
@@ -123,30 +122,33 @@ func (r *Runtime) current() *container {
 	return r.ct
 }
 
-// outOfMemory returns the error to report when the runtime lost a process
-// to the OOM killer since the last report, nil otherwise. The main process
-// may still be on its way out: give it a moment.
+// outOfMemory returns the error to report when a failed exchange is
+// explained by the main process's death from the OOM killer, nil otherwise.
+// A kill counted since the last verdict may have the main process as its
+// victim still on its way out: give it a moment then. Without such a kill
+// the main process cannot be dying of one (the kernel counts a kill before
+// it signals), so there is nothing to wait for.
 func (r *Runtime) outOfMemory() error {
 	ct := r.current()
 	if ct == nil {
 		return nil
 	}
-	select {
-	case <-ct.done:
-	case <-time.After(300 * time.Millisecond):
+	if !ct.exited() && ct.oomKillsPending() {
+		select {
+		case <-ct.done:
+		case <-time.After(oomDeathWait):
+		}
 	}
-	n := ct.oomKills()
-	if ct.exited() && ct.exit.oomKilled && n == 0 {
-		n = 1 // the cgroup may already be gone; the exit recorded it
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n <= r.oomSeen {
+	if !ct.exited() || !ct.exit.oomKilled {
 		return nil
 	}
-	r.oomSeen = n
 	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: fmt.Sprintf("Runtime ran out of memory: the kernel killed it at its limit of %d MB. Raise `memory` or use less.", r.spec.MemoryMB)}
 }
+
+// oomDeathWait bounds how long a failed exchange waits for the main process
+// to be reaped after an OOM kill; only a surviving main process (the victim
+// was one of its children) makes it wait this long.
+const oomDeathWait = 2 * time.Second
 
 // supervise restarts the main process when it exits, as restartPolicy asks.
 func (r *Runtime) supervise(m *Manager) {
@@ -215,7 +217,6 @@ func (r *Runtime) restart(m *Manager) error {
 	}
 	r.ct = ct
 	r.listening = false
-	r.oomSeen = 0
 	return nil
 }
 
