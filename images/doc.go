@@ -60,9 +60,18 @@
 //
 // Ownership and permission bits (setuid/setgid included) are kept as the
 // image describes them, as Docker does: no_new_privs or a user namespace
-// decides what setuid files are worth. Layers are owned by host uids; a
-// user-namespaced runtime sees them through its mapping (see DESIGN.md,
-// "Users, user namespaces").
+// decides what setuid files are worth. With Config.IDMap, owners are shifted
+// into the runtimes' host range, so a user-namespaced runtime sees the
+// image's own owners (see DESIGN.md, "Users, user namespaces"); an owner the
+// range cannot hold (real images carry npm's 1516583083) belongs to
+// OverflowID (nobody) instead of failing the pull, with one warning per
+// image. The daemon's default range holds every id but the top 65536.
+//
+// # Errors
+//
+// A failed pull says whose fault it was (PullError.Kind): the reference's,
+// the registry's, the image's (ErrBadImage: whatever breaks in what the
+// source served), or, with no kind, this host's own (a full disk).
 //
 // # Sources
 //

@@ -38,6 +38,14 @@ var (
 	ErrInvalidReference = errors.New("invalid image reference")
 	// ErrPolicyRejected: the signature policy does not allow the image.
 	ErrPolicyRejected = errors.New("image rejected by signature policy")
+	// ErrBadImage: the image is broken, or of a kind this daemon cannot
+	// unpack: content that does not match its digest or diffID, a layer
+	// that is not a tar stream (plain, gzip or zstd) or that the unpacker
+	// refuses (a link to nothing, an entry where a directory must be), a
+	// manifest or config that does not parse, schema 1, encrypted layers.
+	// The source served it: the fault is the image's, not the registry's
+	// nor this host's.
+	ErrBadImage = errors.New("bad image")
 	// ErrBlocked: registries.conf blocks the registry the image would come
 	// from (`[[registry]] blocked = true`), or the registry is on a local
 	// address (loopback, link-local, unspecified, one of the host's own)
@@ -64,9 +72,15 @@ type PullError struct {
 func (e *PullError) Error() string { return e.msg }
 func (e *PullError) Unwrap() error { return e.Err }
 
+// Kind is the Err* sentinel that says what failed, or nil when the pull
+// failed for this host's own reasons (its disk, memory, a bug) or because
+// the caller stopped it: the failures that are not the reference's, the
+// image's or its source's doing.
+func (e *PullError) Kind() error { return kindOf(e.Err) }
+
 // sentinels are the kinds a PullError's message can name.
 var sentinels = [...]error{ErrInvalidReference, ErrBlocked, ErrPolicyRejected, ErrImageTooLarge,
-	ErrUnauthorized, ErrImageNotFound, ErrRegistryUnreachable}
+	ErrUnauthorized, ErrImageNotFound, ErrRegistryUnreachable, ErrBadImage}
 
 // newPullError wraps a failed pull of ref in a *PullError. ctx is the
 // caller's: a context error while it is still live is a network timeout.
@@ -104,19 +118,13 @@ func kindOf(err error) error {
 
 // refusal is a failure we describe ourselves: a rule a reference or an
 // image broke, or content that failed our checks. Its reason is safe to show
-// to an API client. kind is one of the sentinels, or nil for an image that
-// is broken rather than refused (a digest that does not match).
+// to an API client. kind is one of the sentinels.
 type refusal struct {
 	kind   error
 	reason string
 }
 
-func (r *refusal) Error() string {
-	if r.kind == nil {
-		return "image could not be pulled: " + r.reason
-	}
-	return r.kind.Error() + ": " + r.reason
-}
+func (r *refusal) Error() string { return r.kind.Error() + ": " + r.reason }
 
 func (r *refusal) Unwrap() error { return r.kind }
 
@@ -134,9 +142,23 @@ func classify(err error) error {
 	if kindOf(err) != nil {
 		return err
 	}
+	pingFailed := isPingFailure(err)
+	primary, mirrors, tried := splitMirrors(err)
+	if tried {
+		// The mirrors' errors are text in the message; only the primary
+		// location's error is in the chain.
+		pingFailed = isPingFailure(primary)
+	}
 	var sentinel error
 	switch {
-	case isPingFailure(err):
+	case pingFailed && tried && mirrorSaidNotFound(mirrors):
+		// A mirror registries.conf names answered as a registry that it
+		// has no such image; the primary location answered nothing that
+		// was a registry. The verdict is the registry's, and it does not
+		// depend on what the primary's port did: closed or open, both are
+		// ping failures.
+		sentinel = ErrImageNotFound
+	case pingFailed:
 		// Whatever answered (nothing, a web server's 404, an SSH banner, or
 		// a dial that timed out) was not a registry: one kind for all, so
 		// that a reference cannot tell a closed port from an open one.
@@ -155,6 +177,70 @@ func classify(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+// badImage classifies an error from reading what a source served (its
+// manifest, config and layers): what classify does not recognise as the
+// source's answer, and what is neither this host's fault nor the caller's
+// giving up, is the image's own (ErrBadImage). A layer's unpacking only
+// reads the layer and writes a fresh directory of ours, so what it trips on
+// is the layer's doing unless it is the host's (see isHostFault).
+func badImage(err error) error {
+	err = classify(err)
+	if err == nil || kindOf(err) != nil || isHostFault(err) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrBadImage, err)
+}
+
+// isHostFault reports whether err is this host's trouble rather than the
+// image's: its disk full or failing, read-only or without xattrs, out of
+// memory or file descriptors, or refusing root. Those are our 5xx.
+func isHostFault(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EIO, syscall.EROFS, syscall.ENOMEM,
+		syscall.EMFILE, syscall.ENFILE, syscall.EOPNOTSUPP, syscall.EPERM, syscall.EACCES} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// mirrorsFailed starts containers/image's error for a pull whose mirrors and
+// primary location all failed: "(Mirrors also failed: [ref: err]...):
+// primary-ref: primary-err", with the primary's error wrapped and the
+// mirrors' only as text.
+const mirrorsFailed = "(Mirrors also failed: "
+
+// splitMirrors finds that error in err's chain and returns the primary
+// location's error and the text before it (the mirrors' errors).
+func splitMirrors(err error) (primary error, mirrors string, ok bool) {
+	var found error
+	walkErrors(err, func(e error) bool {
+		if strings.HasPrefix(e.Error(), mirrorsFailed) {
+			found = e
+			return true
+		}
+		return false
+	})
+	if found == nil {
+		return nil, "", false
+	}
+	if primary = errors.Unwrap(found); primary == nil {
+		return nil, "", false
+	}
+	mirrors, ok = strings.CutSuffix(found.Error(), primary.Error())
+	return primary, mirrors, ok
+}
+
+// mirrorSaidNotFound reports whether a mirror's error in text is a
+// registry's "no such image" answer: distribution's error codes
+// MANIFEST_UNKNOWN and NAME_UNKNOWN, which containers/image spells in lower
+// case with a space. A reference cannot put these words there itself: its
+// repository and tag have no spaces. The mirrors are the operator's.
+func mirrorSaidNotFound(text string) bool {
+	return strings.Contains(text, "manifest unknown") || strings.Contains(text, "name unknown")
 }
 
 // isPingFailure reports whether err is containers/image's failure to ping a

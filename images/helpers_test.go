@@ -36,6 +36,7 @@ type entry struct {
 	mode   int64
 	link   string
 	uid    int
+	gid    int // when 0, the uid's value
 	major  int64
 	minor  int64
 	xattrs map[string]string
@@ -58,9 +59,13 @@ func buildTar(t testing.TB, entries ...entry) []byte {
 	tw := tar.NewWriter(&buf)
 	mtime := time.Unix(1700000000, 0)
 	for _, e := range entries {
+		gid := e.gid
+		if gid == 0 {
+			gid = e.uid
+		}
 		hdr := &tar.Header{
 			Name: e.name, Typeflag: e.typ, Mode: e.mode, Linkname: e.link,
-			Uid: e.uid, Gid: e.uid, ModTime: mtime, Devmajor: e.major, Devminor: e.minor,
+			Uid: e.uid, Gid: gid, ModTime: mtime, Devmajor: e.major, Devminor: e.minor,
 			Format: tar.FormatPAX,
 		}
 		if e.typ == tar.TypeReg {

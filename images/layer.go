@@ -23,26 +23,28 @@ import (
 // from the same image or from different images, share one unpack.
 //
 // The layer is charged to budget, the pull's: a layer found in the store
-// costs nothing.
-func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest, budget *pullBudget) error {
+// costs nothing. The owners squashed while unpacking it are reported to
+// every pull that waited for the unpack; a layer found in the store reports
+// none (the pull that unpacked it did).
+func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest, budget *pullBudget) (ownerSquash, error) {
 	if err := layerKey(diffID); err != nil {
-		return err
+		return ownerSquash{}, err
 	}
 	dir := s.layerPath(diffID)
 	if exists(dir) {
-		return nil
+		return ownerSquash{}, nil
 	}
 	for attempt := 0; ; attempt++ {
-		_, err, led := s.layers.do(ctx, diffID.Encoded(), func(ctx context.Context) (struct{}, error) {
+		squashed, err, led := s.layers.do(ctx, diffID.Encoded(), func(ctx context.Context) (ownerSquash, error) {
 			if exists(dir) {
-				return struct{}{}, nil
+				return ownerSquash{}, nil
 			}
-			return struct{}{}, s.fetchLayer(ctx, src, blob, diffID, budget)
+			return s.fetchLayer(ctx, src, blob, diffID, budget)
 		})
 		// A shared flight ran with another pull's source, which that pull may
 		// have closed on its way out; one retry with our own source settles it.
 		if err == nil || led || ctx.Err() != nil || attempt > 0 {
-			return err
+			return squashed, err
 		}
 		s.log.Debug("retrying a layer another pull failed to fetch", "diffID", diffID, "err", err)
 	}
@@ -52,17 +54,17 @@ func (s *Store) ensureLayer(ctx context.Context, src types.ImageSource, blob typ
 // content, unpacks it into Root/tmp and renames the result into place only
 // when all of that succeeded, so Root/layers never shows a partial layer.
 // A layer that crosses budget's limits stops there and is removed.
-func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest, budget *pullBudget) (err error) {
+func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob types.BlobInfo, diffID digest.Digest, budget *pullBudget) (_ ownerSquash, err error) {
 	if strings.Contains(blob.MediaType, "encrypted") {
-		return refuse(nil, "layer %s: encrypted layers (%s) are not supported", blob.Digest, blob.MediaType)
+		return ownerSquash{}, refuse(ErrBadImage, "layer %s: encrypted layers (%s) are not supported", blob.Digest, blob.MediaType)
 	}
 	if err := blob.Digest.Validate(); err != nil {
-		return fmt.Errorf("layer %s: %w", blob.Digest, err)
+		return ownerSquash{}, fmt.Errorf("layer %s: %w", blob.Digest, err)
 	}
 	start := time.Now()
 	rc, _, err := src.GetBlob(ctx, blob, s.cache)
 	if err != nil {
-		return fmt.Errorf("fetch layer %s: %w", blob.Digest, err)
+		return ownerSquash{}, fmt.Errorf("fetch layer %s: %w", blob.Digest, err)
 	}
 	defer rc.Close()
 
@@ -76,7 +78,7 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 
 	tmp, err := os.MkdirTemp(s.tmpDir(), "layer-")
 	if err != nil {
-		return err
+		return ownerSquash{}, err
 	}
 	defer func() {
 		if err != nil {
@@ -84,12 +86,12 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 		}
 	}()
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
+		return ownerSquash{}, err
 	}
 
 	dec, err := decompress(compressed)
 	if err != nil {
-		return fmt.Errorf("layer %s: %w", blob.Digest, err)
+		return ownerSquash{}, fmt.Errorf("layer %s: %w", blob.Digest, err)
 	}
 	diffDigest := diffID.Verifier()
 	// Metered before the tar reader sees it: a stream of zeros is a valid
@@ -110,36 +112,36 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("layer %s: %w", blob.Digest, err)
+		return ownerSquash{}, fmt.Errorf("layer %s: %w", blob.Digest, err)
 	}
 	if _, err = io.Copy(io.Discard, compressed); err != nil {
-		return fmt.Errorf("layer %s: %w", blob.Digest, err)
+		return ownerSquash{}, fmt.Errorf("layer %s: %w", blob.Digest, err)
 	}
 	if !blobDigest.Verified() {
-		return refuse(nil, "layer %s: content does not match its digest (%d bytes read)", blob.Digest, compressed.n)
+		return ownerSquash{}, refuse(ErrBadImage, "layer %s: content does not match its digest (%d bytes read)", blob.Digest, compressed.n)
 	}
 	if !diffDigest.Verified() {
-		return refuse(nil, "layer %s: uncompressed content does not match diffID %s", blob.Digest, diffID)
+		return ownerSquash{}, refuse(ErrBadImage, "layer %s: uncompressed content does not match diffID %s", blob.Digest, diffID)
 	}
 
 	if err = syncTree(tmp); err != nil {
-		return err
+		return ownerSquash{}, err
 	}
 	dir := s.layerPath(diffID)
 	if err = os.Rename(tmp, dir); err != nil {
 		if (errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY)) && exists(dir) {
 			// Someone else (a flight this one outlived) committed it first.
 			os.RemoveAll(tmp)
-			return nil
+			return st.owners, nil
 		}
-		return err
+		return ownerSquash{}, err
 	}
 	if err = syncDir(s.layersDir()); err != nil {
-		return err
+		return ownerSquash{}, err
 	}
 	s.log.Info("layer unpacked", "diffID", diffID, "blob", blob.Digest,
 		"compressed", compressed.n, "size", content.n, "duration", time.Since(start))
-	return nil
+	return st.owners, nil
 }
 
 // decompress recognises the compression by its magic number rather than by

@@ -99,6 +99,10 @@ func (m *meteredReader) Read(p []byte) (int, error) {
 // the unpacker.
 type layerFilter struct {
 	budget *pullBudget
+	// ids is how many ids owners can have (see ownerRange); owners counts
+	// the entries whose owner became OverflowID.
+	ids    int64
+	owners ownerSquash
 	// devices counts the device nodes left out; firstDevice names one, for the log.
 	devices     int
 	firstDevice string
@@ -106,8 +110,9 @@ type layerFilter struct {
 }
 
 // copy reads the tar stream r and writes to w the same entries, re-encoded
-// as PAX, charging each to the budget before its data is written, and
-// without the character and block devices other than overlay whiteouts
+// as PAX, charging each to the budget before its data is written, with
+// owners outside the id range squashed to OverflowID, and without the
+// character and block devices other than overlay whiteouts
 // (0/0): the layer store is the host's filesystem, and a device node there
 // is one more way to the host's disks for whoever can reach the store (a
 // runtime gets its own /dev; the devices an image ships are never needed).
@@ -147,6 +152,7 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 				continue
 			}
 		}
+		f.owners.squash(hdr, f.ids)
 		if err := tw.WriteHeader(reencode(hdr)); err != nil {
 			return fmt.Errorf("tar entry %q: %w", hdr.Name, err)
 		}

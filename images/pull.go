@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -43,13 +44,16 @@ const parallelLayers = 3
 //
 // Errors are *PullError, whose message is safe to show to an API client and
 // which wraps ErrImageNotFound, ErrUnauthorized, ErrRegistryUnreachable,
-// ErrInvalidReference, ErrPolicyRejected, ErrBlocked or ErrImageTooLarge
-// where they apply; the details are logged.
+// ErrInvalidReference, ErrPolicyRejected, ErrBlocked, ErrImageTooLarge or
+// ErrBadImage where they apply (PullError.Kind; none only for this host's
+// own faults); the details are logged.
 func (s *Store) Pull(ctx context.Context, ref string) (*Image, error) {
 	img, err := s.pullImage(ctx, ref)
 	if err != nil {
 		perr := newPullError(ctx, ref, err)
-		s.log.Warn("image pull failed", "ref", ref, "reason", perr.Error(), "err", perr.Err)
+		// perr.Err starts with what the client is told (the kind) and goes
+		// on with what the source said.
+		s.log.Warn("image pull failed", "ref", ref, "err", perr.Err)
 		return nil, perr
 	}
 	return img, nil
@@ -118,15 +122,18 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	// Resolve a manifest list to this platform's image ourselves, as
 	// containers/image's copy does, so that the policy is checked against,
 	// and Digest names, the image that is actually unpacked.
+	//
+	// From here on the source has answered: what fails that is not its
+	// answer (classify) nor this host's fault is the image's (badImage).
 	raw, mime, err := src.GetManifest(ctx, nil)
 	if err != nil {
-		return nil, classify(err)
+		return nil, badImage(err)
 	}
 	var instance *digest.Digest
 	if manifest.MIMETypeIsMultiImage(mime) {
 		list, err := manifest.ListFromBlob(raw, mime)
 		if err != nil {
-			return nil, fmt.Errorf("parse manifest list: %w", err)
+			return nil, badImage(fmt.Errorf("parse manifest list: %w", err))
 		}
 		d, err := list.ChooseInstance(sys)
 		if err != nil {
@@ -140,26 +147,26 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	}
 	img, err := image.FromUnparsedImage(ctx, sys, unparsed)
 	if err != nil {
-		return nil, classify(err)
+		return nil, badImage(err)
 	}
 	manifestBlob, _, err := img.Manifest(ctx)
 	if err != nil {
-		return nil, classify(err)
+		return nil, badImage(err)
 	}
 	manifestDigest, err := manifest.Digest(manifestBlob)
 	if err != nil {
-		return nil, err
+		return nil, badImage(err)
 	}
 	config, err := img.OCIConfig(ctx)
 	if err != nil {
-		return nil, classify(fmt.Errorf("read image config: %w", err))
+		return nil, badImage(fmt.Errorf("read image config: %w", err))
 	}
 	if config.OS != "" && config.OS != "linux" {
 		return nil, refuse(ErrImageNotFound, "the image is for %s, not linux", config.OS)
 	}
 	blobs, err := img.LayerInfosForCopy(ctx)
 	if err != nil {
-		return nil, classify(err)
+		return nil, badImage(err)
 	}
 	if blobs == nil {
 		blobs = img.LayerInfos()
@@ -168,13 +175,13 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	if len(diffIDs) != len(blobs) {
 		// Schema 1 manifests and broken configs: without one diffID per layer
 		// a layer cannot be named before it is unpacked.
-		return nil, refuse(nil, "image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
+		return nil, refuse(ErrBadImage, "image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
 	}
 
 	paths := make([]string, len(diffIDs))
 	for i, id := range diffIDs {
 		if err := layerKey(id); err != nil {
-			return nil, err
+			return nil, badImage(err)
 		}
 		paths[i] = s.layerPath(id)
 	}
@@ -188,13 +195,24 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(limit)
+	var (
+		mu       sync.Mutex
+		squashed ownerSquash
+	)
 	for i := range blobs {
 		g.Go(func() error {
-			return s.ensureLayer(gctx, src, blobs[i], diffIDs[i], budget)
+			o, err := s.ensureLayer(gctx, src, blobs[i], diffIDs[i], budget)
+			mu.Lock()
+			squashed.add(o)
+			mu.Unlock()
+			return err
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, classify(err)
+	err = g.Wait()
+	// Whether or not the pull succeeds, the layers unpacked are in the store.
+	s.warnSquashed(name, squashed)
+	if err != nil {
+		return nil, badImage(err)
 	}
 
 	rec := record{

@@ -234,11 +234,12 @@ func TestPullVerifiesContent(t *testing.T) {
 			l := newLayout(t, t.TempDir())
 			img := baseImage()
 			img.mangle = tt.mangle
-			if _, err := s.Pull(context.Background(), l.tag(l.image(img), "bad")); err == nil {
-				t.Fatal("pull of a corrupt image succeeded")
-			} else {
-				t.Log(err)
+			_, err := s.Pull(context.Background(), l.tag(l.image(img), "bad"))
+			var perr *PullError
+			if !errors.As(err, &perr) || perr.Kind() != ErrBadImage {
+				t.Fatalf("err = %v, want a bad image", err)
 			}
+			t.Log(err)
 			assertNoPartialState(t, s, 2)
 		})
 	}
@@ -257,8 +258,9 @@ func TestPullVerifiesContent(t *testing.T) {
 				}
 			}
 		}
-		if _, err := s.Pull(context.Background(), ref); err == nil || !strings.Contains(err.Error(), "digest") {
-			t.Fatalf("err = %v, want a digest mismatch", err)
+		if _, err := s.Pull(context.Background(), ref); !errors.Is(err, ErrBadImage) || !strings.HasPrefix(err.Error(), "bad image: ") ||
+			!strings.Contains(err.Error(), "digest") {
+			t.Fatalf("err = %v, want a bad image whose digest does not match", err)
 		}
 		assertNoPartialState(t, s, 0)
 	})

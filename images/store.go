@@ -39,7 +39,11 @@ type Config struct {
 	// IDMap, when set, stores layers with their owners shifted into a host
 	// range (container uid/gid 0 becomes HostUID/HostGID) for runtimes in a
 	// user namespace with that mapping: files then keep their image owners
-	// inside the runtime. Layers of different mappings are kept apart.
+	// inside the runtime. An owner the range cannot hold (a uid or gid of
+	// Size or more) becomes OverflowID, with one warning per image, instead
+	// of failing the pull. Layers of different mappings are kept apart.
+	// Without an IDMap owners are kept as they are, but for those no file
+	// can have ((uid_t)-1 and past 32 bits), which become OverflowID too.
 	IDMap *IDMap
 	// ArchiveDir, when set, is the one directory the oci:, oci-archive: and
 	// docker-archive: transports may read (air-gapped hosts: archives and
@@ -52,13 +56,29 @@ type Config struct {
 	// ErrImageTooLarge and is removed.
 	SizeLimit  int64
 	MaxEntries int64
-	Logger     *slog.Logger
+	// Logger receives the store's records (the caller names the component); nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // IDMap maps container ids [0, Size) onto host ids starting at HostUID and
-// HostGID.
+// HostGID. Size must hold OverflowID, and no host id may pass 2^32-2.
 type IDMap struct {
 	HostUID, HostGID, Size int
+}
+
+// validate checks what the store relies on: positive host ids (host root is
+// never a runtime's), a range that holds OverflowID, and no host id past
+// 2^32-2 ((uid_t)-1 means "no id" to the kernel).
+func (m IDMap) validate() error {
+	switch {
+	case m.HostUID <= 0 || m.HostGID <= 0:
+		return errors.New("host ids must be positive")
+	case m.Size < minIDs:
+		return fmt.Errorf("the range must hold at least %d ids", minIDs)
+	case m.Size-1 > maxHostID || m.HostUID > maxHostID-(m.Size-1) || m.HostGID > maxHostID-(m.Size-1):
+		return fmt.Errorf("the range goes past the largest id %d", maxHostID)
+	}
+	return nil
 }
 
 // Store is the local image store. It is safe for concurrent use.
@@ -75,7 +95,7 @@ type Store struct {
 	cache types.BlobInfoCache
 
 	pulls  flightGroup[*Image]
-	layers flightGroup[struct{}]
+	layers flightGroup[ownerSquash]
 
 	overlay overlaySupport // how MountRoot assembles roots on this host; set by New
 
@@ -123,7 +143,7 @@ func New(cfg Config) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{cfg: cfg, root: root, log: log.With("component", "images"), cache: memory.New()}
+	s := &Store{cfg: cfg, root: root, log: log, cache: memory.New()}
 	if cfg.ArchiveDir != "" {
 		if s.archiveDir, err = resolveArchiveDir(cfg.ArchiveDir); err != nil {
 			return nil, fmt.Errorf("images: archive dir: %w", err)
@@ -140,8 +160,8 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("images: clean %s: %w", s.tmpDir(), err)
 	}
 	if m := cfg.IDMap; m != nil {
-		if m.HostUID <= 0 || m.HostGID <= 0 || m.Size <= 0 {
-			return nil, fmt.Errorf("images: id map %+v must map onto positive host ids", *m)
+		if err := m.validate(); err != nil {
+			return nil, fmt.Errorf("images: id map %+v: %w", *m, err)
 		}
 		// The "/" of an image without layers must belong to the mapped root too.
 		if err := os.Chown(s.emptyDir(), m.HostUID, m.HostGID); err != nil {

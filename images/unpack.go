@@ -21,8 +21,8 @@ const opaqueXattr = "trusted.overlay.opaque"
 
 // unpackOptions are how a layer is unpacked.
 type unpackOptions struct {
-	// idmap, when set, shifts owners into a host range (an owner outside the
-	// mapped range fails the layer).
+	// idmap, when set, shifts owners into a host range; an owner outside
+	// the mapped range becomes OverflowID (see ownerSquash).
 	idmap *IDMap
 	// budget is the pull's; nil means no limits (tests only).
 	budget *pullBudget
@@ -32,6 +32,7 @@ type unpackOptions struct {
 type unpackStats struct {
 	devices     int    // device nodes not created
 	firstDevice string // the name of one of them
+	owners      ownerSquash
 }
 
 // unpackLayer applies an uncompressed layer tar to the empty directory dest.
@@ -42,7 +43,8 @@ type unpackStats struct {
 // the same way, and an entry that replaces an existing symlink removes the
 // symlink instead of writing through it. AUFS whiteouts become overlay ones.
 // FIFOs and setuid/setgid bits are created as the tar says; ownership is
-// kept (we are root).
+// kept (we are root), shifted by o.idmap, and squashed to OverflowID for the
+// owners the range cannot hold.
 //
 // Before archive.Unpack sees an entry, layerFilter charges it to the pull's
 // budget, so a layer stops at the limit with nothing past it written, and
@@ -58,7 +60,7 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostUID, Size: m.Size}}
 		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostGID, Size: m.Size}}
 	}
-	filter := &layerFilter{budget: o.budget}
+	filter := &layerFilter{budget: o.budget, ids: ownerRange(o.idmap)}
 	pr, pw := io.Pipe()
 	filtered := make(chan error, 1)
 	go func() {
@@ -74,7 +76,7 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 		// stream end.
 		err = ferr
 	}
-	st := unpackStats{devices: filter.devices, firstDevice: filter.firstDevice}
+	st := unpackStats{devices: filter.devices, firstDevice: filter.firstDevice, owners: filter.owners}
 	if err != nil {
 		return st, fmt.Errorf("unpack layer: %w", err)
 	}

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // sandbox is a temp dir with a layer directory ("dest") and, beside it, a
@@ -317,36 +315,4 @@ func FuzzUnpack(f *testing.F) {
 		_, _ = unpackLayer(bytes.NewReader(data), sb.dest, unpackOptions{budget: newPullBudget(DefaultSizeLimit, DefaultMaxEntries)})
 		sb.assertUntouched(t, before)
 	})
-}
-
-// With an id map, owners are shifted into the host range so that a runtime
-// in a user namespace sees the image's own owners; an owner outside the
-// range fails the layer rather than landing on a host id.
-func TestUnpackShiftsOwnersIntoTheMappedRange(t *testing.T) {
-	requireRoot(t)
-	m := &IDMap{HostUID: 200000, HostGID: 300000, Size: 65536}
-	sb := newSandbox(t)
-	_, err := unpackLayer(bytes.NewReader(buildTar(t,
-		entry{name: "root-file", typ: tar.TypeReg, mode: 0o644, body: "x"},
-		entry{name: "user-file", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 1000},
-	)), sb.dest, unpackOptions{idmap: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string][2]uint32{"root-file": {200000, 300000}, "user-file": {201000, 301000}} {
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(sb.dest, name), &st); err != nil {
-			t.Fatal(err)
-		}
-		if st.Uid != want[0] || st.Gid != want[1] {
-			t.Errorf("%s owned by %d:%d, want %d:%d", name, st.Uid, st.Gid, want[0], want[1])
-		}
-	}
-	sb2 := newSandbox(t)
-	_, err = unpackLayer(bytes.NewReader(buildTar(t,
-		entry{name: "outside", typ: tar.TypeReg, mode: 0o644, body: "x", uid: 70000},
-	)), sb2.dest, unpackOptions{idmap: m})
-	if err == nil {
-		t.Fatal("an owner outside the mapped range was accepted")
-	}
 }

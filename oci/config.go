@@ -69,6 +69,46 @@ type IDMap struct {
 	HostUID, HostGID, Size int64
 }
 
+const (
+	// MaxID is the largest id a user namespace can map: the kernel reserves
+	// (uid_t)-1 as "no id" (chown's "leave as is"), so it is never mapped.
+	MaxID = 1<<32 - 2
+	// HostIDs is how many ids at the bottom of the host's id space belong to
+	// the host itself (its users, nobody at 65534, systemd's dynamic users)
+	// and are never given to runtimes by FullIDMap.
+	HostIDs = 1 << 16
+	// MinIDs is the smallest range a runtime can have: images use ids up to
+	// OverflowID, and owners a smaller range could not hold would have no id
+	// to be squashed to.
+	MinIDs = 1 << 16
+	// OverflowID is the id owners outside a runtime's range are given
+	// (nobody, the kernel's overflowuid and overflowgid).
+	OverflowID = 65534
+)
+
+// FullIDMap maps every id an image can record that leaves the host's own ids
+// 0..HostIDs-1 alone: container ids 0..MaxID-HostIDs onto host ids
+// HostIDs..MaxID, so owners such as npm's 1516583083 keep their meaning
+// inside the runtime. Only ids above MaxID-HostIDs (4294901758) are out of
+// its range.
+func FullIDMap() *IDMap {
+	return &IDMap{HostUID: HostIDs, HostGID: HostIDs, Size: MaxID - HostIDs + 1}
+}
+
+// Validate reports whether the kernel can set m up: positive host ids, at
+// least MinIDs ids, and no id past MaxID on either side.
+func (m IDMap) Validate() error {
+	switch {
+	case m.HostUID <= 0 || m.HostGID <= 0:
+		return fmt.Errorf("the host ids %d and %d must be positive (host root is never mapped)", m.HostUID, m.HostGID)
+	case m.Size < MinIDs:
+		return fmt.Errorf("the range must hold at least %d ids (images use ids up to %d)", MinIDs, OverflowID)
+	case m.Size-1 > MaxID || m.HostUID > MaxID-(m.Size-1) || m.HostGID > MaxID-(m.Size-1):
+		return fmt.Errorf("the range goes past the largest id %d", int64(MaxID))
+	}
+	return nil
+}
+
 // Config builds the libcontainer configuration of a runtime.
 func Config(s Spec) (*configs.Config, error) {
 	if s.Rootfs == "" || !path.IsAbs(s.Rootfs) {
@@ -97,8 +137,8 @@ func Config(s Spec) (*configs.Config, error) {
 		ns = append(ns, configs.Namespace{Type: configs.NEWCGROUP})
 	}
 	if s.UserNS != nil {
-		if s.UserNS.HostUID <= 0 || s.UserNS.HostGID <= 0 || s.UserNS.Size <= 0 {
-			return nil, fmt.Errorf("oci: user namespace mapping %+v must map onto positive host ids", *s.UserNS)
+		if err := s.UserNS.Validate(); err != nil {
+			return nil, fmt.Errorf("oci: user namespace mapping %+v: %w", *s.UserNS, err)
 		}
 		ns = append(ns, configs.Namespace{Type: configs.NEWUSER})
 	}

@@ -95,6 +95,60 @@ func TestCommandAndEnv(t *testing.T) {
 	}
 }
 
+// The full range is what libcontainer is given as is: one extent per id
+// kind, from container 0 up to the last host id the kernel can map.
+func TestConfigFullIDMap(t *testing.T) {
+	m := FullIDMap()
+	cfg, err := Config(Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []configs.IDMap{{ContainerID: 0, HostID: 65536, Size: 4294901759}}
+	if !slices.Equal(cfg.UIDMappings, want) || !slices.Equal(cfg.GIDMappings, want) {
+		t.Fatalf("id maps %v %v, want %v", cfg.UIDMappings, cfg.GIDMappings, want)
+	}
+	last := want[0].HostID + want[0].Size - 1
+	if last != MaxID || last == math.MaxUint32 {
+		t.Errorf("last host id %d, want %d ((uid_t)-1 is never mapped)", last, int64(MaxID))
+	}
+	// libcontainer's own translation agrees: nobody inside is a host id,
+	// and the image owners npm leaves keep their meaning.
+	for container, host := range map[int64]int64{0: 65536, OverflowID: 131070, 1516583083: 1516648619, 4294901758: MaxID} {
+		got, err := cfg.HostUID(int(container))
+		if err != nil || int64(got) != host {
+			t.Errorf("HostUID(%d) = %d, %v; want %d", container, got, err, host)
+		}
+	}
+	if _, err := cfg.HostUID(4294901759); err == nil {
+		t.Error("a container id past the range was mapped")
+	}
+}
+
+func TestIDMapValidate(t *testing.T) {
+	tests := []struct {
+		m  IDMap
+		ok bool
+	}{
+		{*FullIDMap(), true},
+		{IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65536}, true},
+		{IDMap{HostUID: 100000, HostGID: 200000, Size: 65536}, true},
+		{IDMap{HostUID: 1, HostGID: 1, Size: MaxID}, true},
+		{IDMap{HostUID: 2, HostGID: 1, Size: MaxID}, false},                   // the uid side reaches (uid_t)-1
+		{IDMap{HostUID: 1, HostGID: 1, Size: MaxID + 1}, false},               // container id (uid_t)-1
+		{IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901760}, false},      // one past the full range
+		{IDMap{HostUID: MaxID, HostGID: MaxID, Size: MinIDs}, false},          // starts near the top
+		{IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65535}, false}, // cannot hold nobody's 65534 and more
+		{IDMap{HostUID: 0, HostGID: 100000, Size: 65536}, false},              // host root
+		{IDMap{HostUID: 100000, HostGID: -1, Size: 65536}, false},
+		{IDMap{}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.m.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%+v: Validate() = %v, want ok=%v", tt.m, err, tt.ok)
+		}
+	}
+}
+
 // Everything under /sys is read-only in the runtime, not only its top mount:
 // the bind of the host's /sys in a user namespace carries the host's
 // submounts, which MS_RDONLY alone leaves writable.

@@ -259,11 +259,13 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	return nil
 }
 
+// pullError is a failed pull as the client sees it: the catalogue's 400
+// when the reference, the image or its source was at fault (the pull error
+// has a kind), a 500 for this host's own faults.
 func pullError(ref string, err error) error {
 	msg := fmt.Sprintf("Missing image %q and failed to pull it: %v", ref, err)
-	if errors.Is(err, images.ErrImageNotFound) || errors.Is(err, images.ErrUnauthorized) || errors.Is(err, images.ErrRegistryUnreachable) ||
-		errors.Is(err, images.ErrBlocked) || errors.Is(err, images.ErrInvalidReference) || errors.Is(err, images.ErrPolicyRejected) ||
-		errors.Is(err, images.ErrImageTooLarge) {
+	var perr *images.PullError
+	if errors.As(err, &perr) && perr.Kind() != nil {
 		return &Error{Type: ErrRuntimeFailed, Message: msg, Err: err}
 	}
 	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: msg, Err: err}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -119,7 +120,9 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Err != nil {
+	// Messages often quote their cause already ("...: " + err.Error()); it
+	// is said once.
+	if e.Err != nil && !strings.Contains(e.Message, e.Err.Error()) {
 		return fmt.Sprintf("%s: %s: %v", e.Type, e.Message, e.Err)
 	}
 	return e.Type + ": " + e.Message

@@ -334,7 +334,7 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		}
 		c.Init = v
 	}
-	if c.UserNS, err = parseUserNS(get("OPR_EXECUTOR_USERNS", "1000000000:65536")); err != nil {
+	if c.UserNS, err = parseUserNS(get("OPR_EXECUTOR_USERNS", "full")); err != nil {
 		return nil, err
 	}
 	switch sc := get("OPR_EXECUTOR_SECCOMP", "default"); sc {
@@ -406,11 +406,15 @@ func (c *config) networkSubnets() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// parseUserNS reads OPR_EXECUTOR_USERNS: "off", "HOSTID:SIZE" (same uid and
-// gid) or "HOSTUID:HOSTGID:SIZE".
+// parseUserNS reads OPR_EXECUTOR_USERNS: "full" (oci.FullIDMap: every id
+// above the host's own 0..65535), "off", "HOSTID:SIZE" (same uid and gid) or
+// "HOSTUID:HOSTGID:SIZE".
 func parseUserNS(v string) (*oci.IDMap, error) {
-	if v == "off" {
+	switch v {
+	case "off":
 		return nil, nil
+	case "full":
+		return oci.FullIDMap(), nil
 	}
 	parts := strings.Split(v, ":")
 	var n []int64
@@ -429,13 +433,10 @@ func parseUserNS(v string) (*oci.IDMap, error) {
 	case 3:
 		m = &oci.IDMap{HostUID: n[0], HostGID: n[1], Size: n[2]}
 	default:
-		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q must be off, HOSTID:SIZE or HOSTUID:HOSTGID:SIZE (e.g. 1000000000:65536)", v)
+		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q must be full, off, HOSTID:SIZE or HOSTUID:HOSTGID:SIZE (e.g. 1000000000:65536)", v)
 	}
-	if m.Size < 65536 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: the range must hold at least 65536 ids (images use uids up to 65534)", v)
-	}
-	if m.HostUID+m.Size > 1<<32-1 || m.HostGID+m.Size > 1<<32-1 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: the range goes past the largest id", v)
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: %w", v, err)
 	}
 	return m, nil
 }

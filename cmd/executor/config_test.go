@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"executor/oci"
 )
 
 func envOf(kv map[string]string) func(string) string {
@@ -102,8 +104,8 @@ func TestLoadConfigSettings(t *testing.T) {
 	if got := strings.Join(c.prePullImages(), " "); got != "openruntimes/node:v5-18.0 x/y:z openruntimes/php:v4-8.0 openruntimes/node:v4-18.0" {
 		t.Errorf("pre-pull list %q", got)
 	}
-	if c.UserNS == nil || c.UserNS.HostUID != 1000000000 || c.UserNS.Size != 65536 {
-		t.Errorf("user namespace default %+v", c.UserNS)
+	if c.UserNS == nil || *c.UserNS != *oci.FullIDMap() {
+		t.Errorf("user namespace default %+v, want the full range", c.UserNS)
 	}
 	subnets, err := c.networkSubnets()
 	if err != nil || len(subnets) != 3 || subnets[0].String() != "10.89.0.0/18" || subnets[2].String() != "10.89.128.0/18" {
@@ -236,4 +238,52 @@ func memTotalMB(t *testing.T) int64 {
 	}
 	t.Fatalf("no MemTotal in /proc/meminfo:\n%s", data)
 	return 0
+}
+
+// OPR_EXECUTOR_USERNS: the full range by default, explicit ranges as long as
+// the kernel can map them and they hold every id images use up to nobody;
+// errors name the variable.
+func TestParseUserNS(t *testing.T) {
+	tests := []struct {
+		v    string
+		want *oci.IDMap // nil with ok: off
+		ok   bool
+	}{
+		{"full", &oci.IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901759}, true},
+		{"off", nil, true},
+		{"1000000000:65536", &oci.IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65536}, true},
+		{"100000:200000:65536", &oci.IDMap{HostUID: 100000, HostGID: 200000, Size: 65536}, true},
+		// The last host id is 4294967294: (uid_t)-1 stays unmapped.
+		{"65536:4294901759", &oci.IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901759}, true},
+		{"65536:4294901760", nil, false},
+		{"4294901759:65536", &oci.IDMap{HostUID: 4294901759, HostGID: 4294901759, Size: 65536}, true},
+		{"4294901760:65536", nil, false},
+		{"1:4294967294", &oci.IDMap{HostUID: 1, HostGID: 1, Size: 4294967294}, true},
+		{"1:4294967295", nil, false},
+		{"100000:1:4294967295", nil, false},
+		{"1000:10", nil, false},
+		{"1000000000:65535", nil, false},
+		{"0:65536", nil, false},
+		{"-1:65536", nil, false},
+		{"1000000000", nil, false},
+		{"1:2:3:4", nil, false},
+		{"auto", nil, false},
+		{"", nil, false},
+	}
+	for _, tt := range tests {
+		got, err := parseUserNS(tt.v)
+		if (err == nil) != tt.ok {
+			t.Errorf("parseUserNS(%q) = %+v, %v; want ok=%v", tt.v, got, err, tt.ok)
+			continue
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "OPR_EXECUTOR_USERNS") {
+				t.Errorf("parseUserNS(%q): %v does not name the variable", tt.v, err)
+			}
+			continue
+		}
+		if (got == nil) != (tt.want == nil) || got != nil && *got != *tt.want {
+			t.Errorf("parseUserNS(%q) = %+v, want %+v", tt.v, got, tt.want)
+		}
+	}
 }

@@ -71,7 +71,8 @@ func TestAttacksFromInsideFail(t *testing.T) {
 	t.Run("root is an unprivileged host range", func(t *testing.T) {
 		out, _ := command(t, x, "victim", "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u:%g /usr/local/server /mnt/code /tmp")
 		f := strings.Fields(out)
-		if len(f) < 7 || f[0] != "0" || f[1] != "1000000000" || f[2] != "65536" || f[3] != "0" || f[4] != "1000000000" || f[6] != "0" {
+		// The default full range: container ids 0..4294901758 on host ids 65536..4294967294.
+		if len(f) < 7 || f[0] != "0" || f[1] != "65536" || f[2] != "4294901759" || f[3] != "0" || f[4] != "65536" || f[6] != "0" {
 			t.Fatalf("id maps: %q", out)
 		}
 		// Image files and the mounted directories belong to root inside.
@@ -86,7 +87,7 @@ func TestAttacksFromInsideFail(t *testing.T) {
 		for _, pid := range pids {
 			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 			for _, line := range strings.Split(string(status), "\n") {
-				if strings.HasPrefix(line, "Uid:") && !strings.Contains(line, "1000000000") {
+				if strings.HasPrefix(line, "Uid:") && strings.Fields(line)[1] != "65536" {
 					t.Errorf("runtime process %d runs as %q on the host", pid, line)
 				}
 			}
