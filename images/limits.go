@@ -8,6 +8,8 @@ import (
 	"path"
 	"strings"
 	"sync/atomic"
+
+	"go.podman.io/storage/pkg/archive"
 )
 
 // Defaults of Config.SizeLimit and Config.MaxEntries.
@@ -103,10 +105,24 @@ type layerFilter struct {
 	// the entries whose owner became OverflowID.
 	ids    int64
 	owners ownerSquash
+	idmap  *IDMap // the store's, for the owners of files copied up
 	// devices counts the device nodes left out; firstDevice names one, for the log.
 	devices     int
 	firstDevice string
 	skipped     map[string]bool // names of the device nodes left out, for hard links to them
+
+	// written holds the names this layer's entries created so far, and
+	// hidden the names its whiteouts and opaque markers hide from the layers
+	// below: what a whiteout and a hard link refer to depends on them.
+	written, hidden map[string]bool
+	// lower finds a name in the layers below this one (see copyUp); nil
+	// when there are none.
+	lower lowerFinder
+	// copied counts the entries copied up from the layers below;
+	// copiedUp holds their headers while no entry of this layer replaced
+	// them, for later links to them (see copyUp).
+	copied   int
+	copiedUp map[string]*tar.Header
 }
 
 // copy reads the tar stream r and writes to w the same entries, re-encoded
@@ -136,9 +152,26 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 		if err := f.budget.chargeEntry(hdr.Size); err != nil {
 			return err
 		}
+		name := cleanName(hdr.Name)
 		switch hdr.Typeflag {
 		case tar.TypeXGlobalHeader:
 			continue // the unpacker ignores it
+		case tar.TypeReg:
+			dir, base := path.Split(name)
+			if base == archive.WhiteoutOpaqueDir {
+				f.hide(path.Clean(dir))
+				break
+			}
+			if hidden, ok := strings.CutPrefix(base, archive.WhiteoutPrefix); ok {
+				hidden = path.Join(dir, hidden)
+				if f.written[hidden] {
+					// A whiteout hides only what lies below (image-spec,
+					// "Whiteouts"): the name this layer wrote stays, and
+					// hides the lower one by itself.
+					continue
+				}
+				f.hide(hidden)
+			}
 		case tar.TypeChar, tar.TypeBlock:
 			if hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0 {
 				break // an overlay whiteout: not a device anyone can open
@@ -146,10 +179,18 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 			f.skip(hdr.Name)
 			continue
 		case tar.TypeLink:
-			if f.skipped[path.Clean(hdr.Linkname)] {
+			target := cleanName(hdr.Linkname)
+			if f.skipped[target] {
 				// A hard link to a device left out would fail the layer.
 				f.skip(hdr.Name)
 				continue
+			}
+			if file := f.copiedUp[target]; file != nil {
+				f.linkMetadata(hdr, file)
+			} else if !f.written[target] {
+				if err := f.copyUp(tw, hdr, target); err != nil {
+					return err
+				}
 			}
 		}
 		f.owners.squash(hdr, f.ids)
@@ -159,7 +200,31 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 		if _, err := io.Copy(tw, tr); err != nil {
 			return err
 		}
+		f.write(name)
+		if hdr.Typeflag != tar.TypeLink {
+			delete(f.copiedUp, name)
+		}
 	}
+}
+
+// cleanName is the name of a tar entry relative to the layer's root, as the
+// unpacker resolves it: "./a", "/a" and "a/" are all "a".
+func cleanName(name string) string {
+	return strings.TrimPrefix(path.Clean("/"+name), "/")
+}
+
+func (f *layerFilter) write(name string) {
+	if f.written == nil {
+		f.written = make(map[string]bool)
+	}
+	f.written[name] = true
+}
+
+func (f *layerFilter) hide(name string) {
+	if f.hidden == nil {
+		f.hidden = make(map[string]bool)
+	}
+	f.hidden[name] = true
 }
 
 // hasContent reports whether entries of this type have data after their

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/image"
 	"go.podman.io/image/v5/manifest"
@@ -178,12 +179,16 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 		return nil, refuse(ErrBadImage, "image has %d layers but %d diffIDs in its config (schema 1 images are not supported)", len(blobs), len(diffIDs))
 	}
 
-	paths := make([]string, len(diffIDs))
-	for i, id := range diffIDs {
+	for _, id := range diffIDs {
 		if err := layerKey(id); err != nil {
 			return nil, badImage(err)
 		}
-		paths[i] = s.layerPath(id)
+	}
+	chainIDs := identity.ChainIDs(slices.Clone(diffIDs))
+	// A layer lies under its diffID, or its chain ID (see fetchLayer).
+	paths := make([]string, 0, 2*len(diffIDs))
+	for i := range diffIDs {
+		paths = append(paths, s.layerPath(diffIDs[i]), s.layerPath(chainIDs[i]))
 	}
 	// GC leaves these layers alone until the record naming them is written.
 	defer s.startPull(key, paths)()
@@ -198,13 +203,42 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	var (
 		mu       sync.Mutex
 		squashed ownerSquash
+		// keys[i] is set before done[i] is closed, when layer i is in
+		// the store; a layer with hard links to files below it waits for
+		// them (lower).
+		keys = make([]digest.Digest, len(diffIDs))
+		done = make([]chan struct{}, len(diffIDs))
 	)
+	for i := range done {
+		done[i] = make(chan struct{})
+	}
+	lower := func(i int) lowerFinder {
+		return func() ([]string, error) {
+			dirs := make([]string, i)
+			for j := range i {
+				select {
+				case <-done[j]:
+				case <-gctx.Done():
+					return nil, gctx.Err()
+				}
+				if keys[j] == "" {
+					return nil, fmt.Errorf("layer %s was not unpacked", diffIDs[j])
+				}
+				dirs[j] = s.layerPath(keys[j])
+			}
+			return dirs, nil
+		}
+	}
 	for i := range blobs {
 		g.Go(func() error {
-			o, err := s.ensureLayer(gctx, src, blobs[i], diffIDs[i], budget)
+			defer close(done[i])
+			r, err := s.ensureLayer(gctx, src, blobs[i], diffIDs[i], chainIDs[i], lower(i), budget)
 			mu.Lock()
-			squashed.add(o)
+			squashed.add(r.owners)
 			mu.Unlock()
+			if err == nil {
+				keys[i] = r.key
+			}
 			return err
 		})
 	}
@@ -218,7 +252,7 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	rec := record{
 		Name:   name,
 		Digest: manifestDigest,
-		Layers: diffIDs,
+		Layers: keys,
 		Config: ImageConfig{
 			Env:        config.Config.Env,
 			Entrypoint: config.Config.Entrypoint,

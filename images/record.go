@@ -30,12 +30,14 @@ type ImageConfig struct {
 	User       string   `json:"user,omitempty"`
 }
 
-// record is what Root/images/<key>.json holds. Layers are diffIDs rather than
-// paths so the store can be moved.
+// record is what Root/images/<key>.json holds. Layers are the names of the
+// layer dirs rather than paths so the store can be moved: a layer's diffID,
+// or its chain ID for a layer whose content depends on the layers below it
+// (see fetchLayer).
 type record struct {
 	Name   string          `json:"name"` // canonical reference, transport included
 	Digest digest.Digest   `json:"digest"`
-	Layers []digest.Digest `json:"layers"` // diffIDs, bottom first
+	Layers []digest.Digest `json:"layers"` // diffIDs or chain IDs, bottom first
 	Config ImageConfig     `json:"config"`
 	Pulled time.Time       `json:"pulled"`
 }

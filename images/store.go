@@ -95,7 +95,7 @@ type Store struct {
 	cache types.BlobInfoCache
 
 	pulls  flightGroup[*Image]
-	layers flightGroup[ownerSquash]
+	layers flightGroup[layerResult]
 
 	overlay overlaySupport // how MountRoot assembles roots on this host; set by New
 

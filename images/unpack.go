@@ -26,6 +26,9 @@ type unpackOptions struct {
 	idmap *IDMap
 	// budget is the pull's; nil means no limits (tests only).
 	budget *pullBudget
+	// lower finds the layers below, for hard links to their files (see
+	// layerFilter.copyUp); nil for a bottom layer.
+	lower lowerFinder
 }
 
 // unpackStats is what unpacking left out.
@@ -33,6 +36,10 @@ type unpackStats struct {
 	devices     int    // device nodes not created
 	firstDevice string // the name of one of them
 	owners      ownerSquash
+	// copied counts the files copied up from the layers below for hard
+	// links to them: when there are any, the layer's content depends on
+	// those layers.
+	copied int
 }
 
 // unpackLayer applies an uncompressed layer tar to the empty directory dest.
@@ -60,7 +67,7 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostUID, Size: m.Size}}
 		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostGID, Size: m.Size}}
 	}
-	filter := &layerFilter{budget: o.budget, ids: ownerRange(o.idmap)}
+	filter := &layerFilter{budget: o.budget, ids: ownerRange(o.idmap), idmap: o.idmap, lower: o.lower}
 	pr, pw := io.Pipe()
 	filtered := make(chan error, 1)
 	go func() {
@@ -76,7 +83,7 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 		// stream end.
 		err = ferr
 	}
-	st := unpackStats{devices: filter.devices, firstDevice: filter.firstDevice, owners: filter.owners}
+	st := unpackStats{devices: filter.devices, firstDevice: filter.firstDevice, owners: filter.owners, copied: filter.copied}
 	if err != nil {
 		return st, fmt.Errorf("unpack layer: %w", err)
 	}

@@ -172,6 +172,42 @@ var cases = []imageCase{
 		upper.LinkedAs("srv/y"),
 	)}}}},
 
+	// A hard link to a file of a lower layer: umoci links to it in its one
+	// root; each of our layers is unpacked alone, so the file is copied up.
+	{name: "hardlink-lower", images: []testenv.ImageSpec{{Layers: []testenv.Layer{baseLayer, layer(
+		testenv.TarFile("srv/lower.txt", 0o640, "lower\n").Owned(npmUID, macGID).WithXattr("user.origin", []byte("lower")),
+		testenv.TarFile("srv/replaced", 0o644, "old\n"),
+		testenv.TarDir("usr/share", 0o755), testenv.TarDir("usr/share/doc", 0o750).Owned(1000, 1000),
+		testenv.TarFile("usr/share/doc/README", 0o600, "readme\n").Owned(1000, 1000),
+		testenv.TarFile("srv/gone", 0o644, "gone\n"),
+	), layer(
+		testenv.TarFile("srv/replaced", 0o600, "new\n"),
+		testenv.TarWhiteout("srv/gone"),
+		testenv.TarFile("srv/gone", 0o644, "again\n"),
+	), layer(
+		testenv.TarHardlink("srv/upper-link", "srv/lower.txt"),
+		// A second link to it in the same layer stays a hard link.
+		testenv.TarHardlink("srv/again", "srv/lower.txt"),
+		// The topmost layer that has the file is the one linked to.
+		testenv.TarHardlink("srv/replaced-link", "srv/replaced"),
+		testenv.TarHardlink("srv/gone-link", "srv/gone"),
+		// Parents this layer does not name keep their lower attributes.
+		testenv.TarHardlink("srv/readme", "usr/share/doc/README"),
+	)}}}},
+
+	// An entry followed by its own whiteout in one layer: a whiteout hides
+	// only what lies below (image-spec, "Whiteouts"), so the entry stays.
+	{name: "whiteout-after-entry", images: []testenv.ImageSpec{{Layers: []testenv.Layer{baseLayer, layer(
+		testenv.TarFile("opt/x", 0o644, "lower\n"),
+		testenv.TarFile("opt/lower-only", 0o644, "lower\n"),
+	), layer(
+		testenv.TarFile("opt/x", 0o600, "upper\n"),
+		testenv.TarWhiteout("opt/x"),
+		testenv.TarFile("opt/y", 0o644, "y\n"),
+		testenv.TarWhiteout("opt/y"),
+		testenv.TarWhiteout("opt/lower-only"),
+	)}}}},
+
 	{name: "whiteouts", images: []testenv.ImageSpec{{Layers: []testenv.Layer{baseLayer, layer(
 		testenv.TarFile("opt/removed.txt", 0o644, "removed\n"),
 		testenv.TarFile("opt/kept.txt", 0o644, "kept\n"),
