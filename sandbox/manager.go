@@ -229,6 +229,15 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.Chmod(m.runDir, 0o711); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
+	if m.cgroup2 {
+		leaf, err := enterSupervisorCgroup("/sys/fs/cgroup", cfg.CgroupParent, os.Getpid())
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: cgroup parent %s (OPR_EXECUTOR_CGROUP_PARENT): %w", cfg.CgroupParent, err)
+		}
+		if leaf != "" {
+			m.log.Info("moved the executor into a leaf cgroup: it was started where runtimes' cgroups go", "cgroup", leaf)
+		}
+	}
 	if cfg.MaintenanceInterval > 0 && cfg.InactiveThreshold > 0 {
 		m.stopMaint = make(chan struct{})
 		m.maintDone = make(chan struct{})
