@@ -112,9 +112,14 @@ func setup(m *testing.M) (int, error) {
 	}
 	defer reg.Stop()
 	e.registry = reg
-	server := filepath.Join(work, "runtime-server")
-	if err := testenv.BuildRuntimeServer(ctx, server); err != nil {
-		return 1, err
+	// E2E_RUNTIME_SERVER names a prebuilt test runtime server (tests/runtime),
+	// for hosts without a Go toolchain (the cgroup v2 guest of make test-cgroup2).
+	server := os.Getenv("E2E_RUNTIME_SERVER")
+	if server == "" {
+		server = filepath.Join(work, "runtime-server")
+		if err := testenv.BuildRuntimeServer(ctx, server); err != nil {
+			return 1, err
+		}
 	}
 	for _, im := range []struct {
 		tag, protocol string
@@ -164,10 +169,13 @@ type executor struct {
 	dataDir  string
 	network  string
 	cgParent string
-	env      []string
-	logs     *syncBuffer
-	exited   chan struct{}
-	exitErr  error
+	// unit, when set, is the cgroup the daemon is started in, as systemd
+	// starts a unit with Delegate=yes; it is also the cgroup parent.
+	unit    string
+	env     []string
+	logs    *syncBuffer
+	exited  chan struct{}
+	exitErr error
 }
 
 type syncBuffer struct {
@@ -202,6 +210,33 @@ func freeSubnet(t testing.TB) netip.Prefix {
 // address (on the port the harness picked) instead of loopback only.
 const listenAllAddrs = "OPR_EXECUTOR_LISTEN=0.0.0.0"
 
+// inUnitCgroup, passed to startExecutor, starts the daemon the way systemd
+// starts a unit with Delegate=yes: in a cgroup of its own (made here, in
+// every hierarchy on cgroup v1), which is also OPR_EXECUTOR_CGROUP_PARENT.
+// The harness removes that cgroup after the daemon stopped, as systemd does.
+// Such an executor is started once: on cgroup v2 its cgroup hands
+// controllers down afterwards and so takes no processes any more.
+const inUnitCgroup = "E2E_IN_UNIT_CGROUP"
+
+// cgroup2 says whether the host has the pure cgroup v2 layout.
+func cgroup2() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err == nil
+}
+
+// unitCgroupDirs are the directories of the unit cgroup: one on cgroup v2, one
+// per hierarchy that holds runtimes' limits on v1.
+func (x *executor) unitCgroupDirs() []string {
+	if cgroup2() {
+		return []string{filepath.Join("/sys/fs/cgroup", x.unit)}
+	}
+	var dirs []string
+	for _, h := range []string{"memory", "cpu", "pids"} {
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", h, x.unit))
+	}
+	return dirs
+}
+
 var instanceSeq struct {
 	mu sync.Mutex
 	n  int
@@ -229,8 +264,18 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 		exited:   make(chan struct{}),
 	}
 	for i, kv := range extra {
-		if kv == listenAllAddrs {
+		switch kv {
+		case listenAllAddrs:
 			extra[i] = fmt.Sprintf("OPR_EXECUTOR_LISTEN=0.0.0.0:%d", port)
+		case inUnitCgroup:
+			x.unit = fmt.Sprintf("/executor-e2e-unit-%d-%d", os.Getpid(), seq)
+			x.cgParent = x.unit
+			extra[i] = "OPR_EXECUTOR_CGROUP_PARENT=" + x.unit
+			for _, d := range x.unitCgroupDirs() {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 	// Later entries win: extra overrides the defaults.
@@ -248,6 +293,9 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 		"OPR_EXECUTOR_LOG_LEVEL=debug",
 		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
 	}, extra...)
+	if x.unit != "" {
+		t.Cleanup(x.removeUnit)
+	}
 	x.start()
 	t.Cleanup(func() {
 		x.stop()
@@ -259,10 +307,35 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 	return x
 }
 
+// removeUnit removes the unit cgroup and what the daemon made in it (its
+// supervisor leaf on cgroup v2), as systemd does once a unit stopped; a
+// process still there is an error.
+func (x *executor) removeUnit() {
+	for _, d := range x.unitCgroupDirs() {
+		for _, cg := range []string{filepath.Join(d, "supervisor"), d} {
+			if procs, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs")); len(bytes.TrimSpace(procs)) > 0 {
+				x.t.Errorf("processes left in %s after the daemon stopped: %s", cg, procs)
+			}
+			if err := os.Remove(cg); err != nil && !os.IsNotExist(err) {
+				x.t.Errorf("remove unit cgroup %s: %v", cg, err)
+			}
+		}
+	}
+}
+
 func (x *executor) start() {
 	x.t.Helper()
 	x.exited = make(chan struct{})
 	x.cmd = exec.Command(shared.bin)
+	if x.unit != "" {
+		// The shell enters the unit's cgroup and becomes the daemon, as
+		// systemd's child does: the daemon starts there, threads and all.
+		args := []string{"-c", `bin=$1; shift; for f; do echo $$ >"$f" || exit 1; done; exec "$bin"`, "sh", shared.bin}
+		for _, d := range x.unitCgroupDirs() {
+			args = append(args, filepath.Join(d, "cgroup.procs"))
+		}
+		x.cmd = exec.Command("/bin/sh", args...)
+	}
 	x.cmd.Env = x.env
 	x.cmd.Stdout = x.logs
 	x.cmd.Stderr = x.logs
@@ -367,7 +440,15 @@ func (x *executor) assertClean() {
 	if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
 		x.t.Errorf("bridge %s left behind after shutdown", netns.BridgeName(x.network))
 	}
-	if p, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent)); len(p) > 0 {
+	if x.unit != "" {
+		// The unit's cgroup is the service manager's: removeUnit.
+		return
+	}
+	p, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent))
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", x.cgParent)); err == nil && cgroup2() {
+		p = append(p, filepath.Join("/sys/fs/cgroup", x.cgParent))
+	}
+	if len(p) > 0 {
 		x.t.Errorf("cgroup parent left behind: %v", p)
 	}
 }

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# make test-cgroup2: the end-to-end core on a pure cgroup v2 host. CI's
+# machines are hybrid cgroup v1, so this boots Debian 12's own kernel under
+# qemu (TCG: there is no KVM) with cgroup_no_v1=all, runs the executor's
+# end-to-end tests that exercise cgroups inside it, prints a verdict per
+# check and fails on any failure. The guest's root is built once per machine
+# (guest.sh) and cached; the binaries and tests of this tree come on a second
+# disk at every run. The tests' registry runs inside the guest (the e2e
+# harness starts it), so the guest needs nothing from the host's network:
+# qemu's user network is restricted.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+started=$(date +%s)
+TAGS='containers_image_openpgp containers_image_storage_stub seccomp'
+export CGO_ENABLED=1
+export PATH="/usr/local/go/bin:$PATH"
+
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for pkg in qemu-system-x86 mmdebstrap e2fsprogs busybox-static docker-registry; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# The guest: kernel, initrd and root image, keyed by the script that builds
+# them. Older keys are removed.
+cache=${EXECUTOR_CGROUP2_CACHE:-/var/cache/executor-cgroup2}
+key=$(sha256sum scripts/cgroup2/guest.sh | cut -c1-16)
+guest=$cache/$key
+built=cached
+if [ ! -s "$guest/root.img" ]; then
+	echo "== test-cgroup2: building the guest root once for this machine ($guest)"
+	mkdir -p "$cache"
+	find "$cache" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
+	rm -rf "$guest.tmp"
+	bash scripts/cgroup2/guest.sh "$guest.tmp"
+	mv "$guest.tmp" "$guest"
+	built="built in $(($(date +%s) - started)) s"
+fi
+
+work=$(mktemp -d /var/tmp/executor-cgroup2.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+payload=$work/payload
+mkdir -p "$payload"
+
+# What runs in the guest: the executor, the runtimes' init, the test runtime
+# server (the guest has no Go toolchain to build it) and the test binaries.
+echo "== test-cgroup2: building the binaries and tests"
+cp bin/executor bin/executor-init "$payload/"
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
+go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
+go test -c -tags "$TAGS" -o "$payload/sandbox.test" ./sandbox/
+cp /usr/bin/docker-registry scripts/cgroup2/init.sh "$payload/"
+
+# The checks: a name and the tests (go test -v names) that must all pass.
+# Tests of tests/e2e/cgroup_faults_test.go join once that file is in the tree.
+checks=(
+	"cold start, warm execution, DELETE leaves nothing|TestColdStartWarmDelete"
+	"limits in memory.max, memory.swap.max, cpu.max, pids.max and inside|TestRuntimeCgroupLimits TestLimitsAndImageLayers"
+	"pids limit holds a fork bomb|TestLimitsHold/fork_bomb_stops_at_the_pids_limit"
+	"CPU throttled to its quota|TestLimitsHold/cpu_hog_is_throttled_to_its_quota"
+	"OOM kill of the main process reported|TestLimitsHold/memory_hog_is_killed_and_reported,_others_keep_serving"
+	"restart policy after the server exits|TestProcessExitAndRestartPolicy"
+	"SIGKILL + restart reconciles leftovers|TestCrashThenRestartRemovesLeftovers TestCrashWithoutContainerStateRemovesLeftovers"
+	"SIGTERM removes runtimes and the cgroup parent|TestShutdownRemovesEverything"
+	"daemon in a leaf of its own cgroup (systemd layout)|TestDaemonInItsOwnCgroup TestEnterSupervisorCgroup"
+)
+for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
+	if grep -q "^func $t(" tests/e2e/*.go; then
+		case $t in
+		TestOOMVerdictIsAboutThisDeath) checks+=("OOM verdict about this death (a child's OOM kill)|$t") ;;
+		TestSysReadOnlyThroughout) checks+=("/sys read-only throughout, cgroup2 mount included|$t") ;;
+		esac
+	else
+		echo "== test-cgroup2: $t is not in this tree yet: its check is left out"
+	fi
+done
+unit_tests='^(TestEnterSupervisorCgroup)$'
+e2e_tests=()
+for c in "${checks[@]}"; do
+	for t in ${c#*|}; do
+		case $t in TestEnterSupervisorCgroup) ;; *) e2e_tests+=("${t%%/*}") ;; esac
+	done
+done
+printf '%s' "$unit_tests" >"$payload/unit-tests"
+printf '^(%s)$' "$(printf '%s\n' "${e2e_tests[@]}" | sort -u | paste -sd'|')" >"$payload/e2e-tests"
+echo 420s >"$payload/e2e-timeout"
+truncate -s 1G "$work/payload.img"
+mkfs.ext4 -q -F -L payload -d "$payload" "$work/payload.img"
+
+echo "== test-cgroup2: booting the cgroup v2 guest (qemu TCG); its console follows"
+set +e
+# Root: the cached image, its writes kept in a throwaway overlay (snapshot).
+timeout 540 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
+	-display none -monitor none -serial stdio -no-reboot \
+	-kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" \
+	-append "root=/dev/vda rw console=ttyS0 cgroup_no_v1=all net.ifnames=0 init=/init.sh panic=-1 quiet" \
+	-drive "file=$guest/root.img,format=raw,if=virtio,snapshot=on" \
+	-drive "file=$work/payload.img,format=raw,if=virtio,readonly=on" \
+	-nic user,model=virtio-net-pci,restrict=on \
+	</dev/null 2>&1 | tr -d '\r' | tee "$work/console.log"
+qemu=${PIPESTATUS[0]}
+set -e
+
+echo
+echo "== test-cgroup2 verdicts (pure cgroup v2 guest)"
+failed=0
+for c in "${checks[@]}"; do
+	verdict=PASS
+	for t in ${c#*|}; do
+		if grep -qF -- "--- FAIL: $t (" "$work/console.log"; then
+			verdict=FAIL
+		elif ! grep -qF -- "--- PASS: $t (" "$work/console.log"; then
+			verdict="FAIL (did not run)"
+		fi
+	done
+	[ "$verdict" = PASS ] || failed=1
+	printf '%-20s %s\n' "$verdict" "${c%%|*}"
+done
+done_line=$(grep -m1 '^== cgroup2 guest done:' "$work/console.log" || true)
+if [ "$qemu" -ne 0 ] || [ "$done_line" != "== cgroup2 guest done: unit=0 e2e=0" ]; then
+	echo "guest: qemu exit $qemu; ${done_line:-the guest did not finish}"
+	failed=1
+fi
+echo "== test-cgroup2: guest $built; whole target $(($(date +%s) - started)) s"
+exit "$failed"
