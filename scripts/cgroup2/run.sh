@@ -108,6 +108,8 @@ set -e
 echo
 echo "== test-cgroup2 verdicts (pure cgroup v2 guest)"
 failed=0
+npass=0
+nfail=0
 for c in "${checks[@]}"; do
 	verdict=PASS
 	for t in ${c#*|}; do
@@ -117,7 +119,7 @@ for c in "${checks[@]}"; do
 			verdict="FAIL (did not run)"
 		fi
 	done
-	[ "$verdict" = PASS ] || failed=1
+	if [ "$verdict" = PASS ]; then npass=$((npass + 1)); else failed=1; nfail=$((nfail + 1)); fi
 	printf '%-20s %s\n' "$verdict" "${c%%|*}"
 done
 done_line=$(grep -m1 '^== cgroup2 guest done:' "$work/console.log" || true)
@@ -126,4 +128,5 @@ if [ "$qemu" -ne 0 ] || [ "$done_line" != "== cgroup2 guest done: unit=0 e2e=0" 
 	failed=1
 fi
 echo "== test-cgroup2: guest $built; whole target $(($(date +%s) - started)) s"
+echo "cgroup2: $npass passed, $nfail failed"
 exit "$failed"
