@@ -23,8 +23,12 @@ bin/executor-init: cmd/executor-init/main.go
 run: build
 	$(RUN_ENV) ./bin/executor
 
+# staticcheck is installed by .ci/run (go install, pinned) into GOPATH/bin.
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+
 lint:
 	$(GO) vet $(GOFLAGS_T) ./...
+	$(STATICCHECK) $(GOFLAGS_T) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The whole suite: unit tests of every package, then the end-to-end tests that

@@ -215,6 +215,8 @@ const mirrorsFailed = "(Mirrors also failed: "
 
 // splitMirrors finds that error in err's chain and returns the primary
 // location's error and the text before it (the mirrors' errors).
+//
+//lint:ignore ST1008 primary is an error found in err's chain, not this function's failure
 func splitMirrors(err error) (primary error, mirrors string, ok bool) {
 	var found error
 	walkErrors(err, func(e error) bool {

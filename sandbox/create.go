@@ -187,6 +187,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		}
 	}()
 	if err := m.makeDir(ctx, r); err != nil {
+		//lint:ignore ST1005 the reference's message, which clients read
 		return fmt.Errorf("Failed to create temporary directory: %w", err)
 	}
 	if spec.Source != "" {
@@ -248,6 +249,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	st.mark("config")
 	ct, err := startContainer(m.stateRoot, r.CID, r.cfg, r.proc)
 	if err != nil {
+		//lint:ignore ST1005 the reference's message, which clients read
 		return fmt.Errorf("Failed to start container: %w", err)
 	}
 	st.mark("container")

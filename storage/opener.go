@@ -70,7 +70,7 @@ func cleanRoots(in []string) ([]string, error) {
 	var out []string
 	for _, r := range in {
 		if !filepath.IsAbs(r) || hasDotDot(r) || strings.ContainsRune(r, 0) {
-			return nil, fmt.Errorf("storage root %q must be an absolute path without ..", r)
+			return nil, fmt.Errorf("storage root %q must be an absolute path without \"..\" segments", r)
 		}
 		r = filepath.Clean(r)
 		if r == "/" {
