@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -259,13 +258,13 @@ func run(t *testing.T, name string, args ...string) {
 // so a layer with one is refused rather than compared wrongly.
 func extractWithGNUTar(layout, tag, rootfs string) error {
 	var index ocispec.Index
-	if err := readJSON(filepath.Join(layout, "index.json"), &index); err != nil {
+	if err := testenv.ReadJSON(filepath.Join(layout, "index.json"), &index); err != nil {
 		return err
 	}
 	var manifest ocispec.Manifest
 	for _, d := range index.Manifests {
 		if d.Annotations[ocispec.AnnotationRefName] == tag {
-			if err := readJSON(blobPath(layout, d), &manifest); err != nil {
+			if err := testenv.ReadJSON(testenv.BlobPath(layout, d.Digest), &manifest); err != nil {
 				return err
 			}
 		}
@@ -274,7 +273,7 @@ func extractWithGNUTar(layout, tag, rootfs string) error {
 		return fmt.Errorf("%s: no image tagged %s with layers", layout, tag)
 	}
 	for _, l := range manifest.Layers {
-		raw, err := os.ReadFile(blobPath(layout, l))
+		raw, err := os.ReadFile(testenv.BlobPath(layout, l.Digest))
 		if err != nil {
 			return err
 		}
@@ -311,21 +310,6 @@ func extractWithGNUTar(layout, tag, rootfs string) error {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("tar -x layer %s: %w: %s", l.Digest, err, out)
 		}
-	}
-	return nil
-}
-
-func blobPath(layout string, d ocispec.Descriptor) string {
-	return filepath.Join(layout, "blobs", d.Digest.Algorithm().String(), d.Digest.Encoded())
-}
-
-func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
 }

@@ -147,7 +147,7 @@ func writeManifest(dir, tag string, config ocispec.Image, layers []ocispec.Descr
 // layout at dir, bottom layer first.
 func LayoutLayers(dir, tag string) ([]digest.Digest, error) {
 	var index ocispec.Index
-	if err := readJSON(filepath.Join(dir, ocispec.ImageIndexFile), &index); err != nil {
+	if err := ReadJSON(filepath.Join(dir, ocispec.ImageIndexFile), &index); err != nil {
 		return nil, err
 	}
 	for _, m := range index.Manifests {
@@ -155,7 +155,7 @@ func LayoutLayers(dir, tag string) ([]digest.Digest, error) {
 			continue
 		}
 		var manifest ocispec.Manifest
-		if err := readJSON(filepath.Join(dir, "blobs", m.Digest.Algorithm().String(), m.Digest.Encoded()), &manifest); err != nil {
+		if err := ReadJSON(BlobPath(dir, m.Digest), &manifest); err != nil {
 			return nil, err
 		}
 		var out []digest.Digest
@@ -167,7 +167,13 @@ func LayoutLayers(dir, tag string) ([]digest.Digest, error) {
 	return nil, fmt.Errorf("%s: no image tagged %q", dir, tag)
 }
 
-func readJSON(path string, v any) error {
+// BlobPath is where the blob d lives in the OCI layout dir.
+func BlobPath(dir string, d digest.Digest) string {
+	return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+// ReadJSON decodes the JSON file at path into v.
+func ReadJSON(path string, v any) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err

@@ -83,7 +83,7 @@ func BuildOwnersImage(ctx context.Context, opts OwnersImageOptions) (string, err
 	// BuildRuntimeImage set opts' defaults on its own copy; the layout has
 	// exactly one image, whatever its tag.
 	var index ocispec.Index
-	if err := readJSON(filepath.Join(dir, ocispec.ImageIndexFile), &index); err != nil {
+	if err := ReadJSON(filepath.Join(dir, ocispec.ImageIndexFile), &index); err != nil {
 		return "", err
 	}
 	if len(index.Manifests) != 1 {
@@ -91,20 +91,16 @@ func BuildOwnersImage(ctx context.Context, opts OwnersImageOptions) (string, err
 	}
 	desc := index.Manifests[0]
 	var manifest ocispec.Manifest
-	if err := readJSON(ownersBlobPath(dir, desc.Digest), &manifest); err != nil {
+	if err := ReadJSON(BlobPath(dir, desc.Digest), &manifest); err != nil {
 		return "", err
 	}
 	var config ocispec.Image
-	if err := readJSON(ownersBlobPath(dir, manifest.Config.Digest), &config); err != nil {
+	if err := ReadJSON(BlobPath(dir, manifest.Config.Digest), &config); err != nil {
 		return "", err
 	}
 	config.RootFS.DiffIDs = append(config.RootFS.DiffIDs, diffID)
 	config.History = append(config.History, ocispec.History{Created: &epoch, CreatedBy: "testenv: owners layer"})
 	return dir, writeManifest(dir, desc.Annotations[ocispec.AnnotationRefName], config, append(manifest.Layers, layer))
-}
-
-func ownersBlobPath(dir string, d digest.Digest) string {
-	return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
 // ownersLayer is the gzip'd tar of entries, each with its own owner, and its

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -129,7 +128,7 @@ func (p rawPusher) blob(d digest.Digest) ([]byte, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(p.dir, "blobs", d.Algorithm().String(), d.Encoded()))
+	data, err := os.ReadFile(BlobPath(p.dir, d))
 	if err != nil {
 		return nil, fmt.Errorf("read blob: %w", err)
 	}
