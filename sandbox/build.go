@@ -290,11 +290,7 @@ func (m *Manager) upload(ctx context.Context, r *Runtime, destination string) (s
 	if st.Size() > limit {
 		return "", 0, tooLarge
 	}
-	o, err := m.storage()
-	if err != nil {
-		return "", 0, err
-	}
-	dev, err := o.Open(destination)
+	dev, err := m.sources.Open(destination)
 	if err != nil {
 		return "", 0, &Error{Type: ErrBuildFailed, Code: 400, Message: "Failed to move built code to storage: " + err.Error(), Err: err}
 	}

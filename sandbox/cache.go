@@ -29,20 +29,20 @@ func cacheObject(dev storage.Device, key string) string {
 	return path.Join(dev.Root(), key, "lz4-b1M", cacheFile)
 }
 
-// cacheDevice is the build-cache device. On the local filesystem the cache
+// openCacheDevice opens the build-cache device. On the local filesystem the cache
 // lives under the data dir rather than in a /build-cache directory at the
 // host's root, where the reference (inside its container) keeps it.
-func (m *Manager) cacheDevice() (storage.Device, error) {
-	dsn := m.cfg.BuildCacheStorage
+func openCacheDevice(cfg Config) (storage.Device, error) {
+	dsn := cfg.BuildCacheStorage
 	if dsn == "" {
-		dsn = m.cfg.Storage
+		dsn = cfg.Storage
 	}
-	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: m.cfg.BuildSizeLimit})
+	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: cfg.BuildSizeLimit})
 	if err != nil {
 		return nil, err
 	}
 	if o.Local() {
-		return storage.NewLocal(filepath.Join(m.cfg.DataDir, "build-cache"))
+		return storage.NewLocal(filepath.Join(cfg.DataDir, "build-cache"))
 	}
 	return o.Open(buildCacheRoot)
 }
@@ -69,11 +69,7 @@ func (m *Manager) restoreCache(ctx context.Context, r *Runtime, key string) {
 		r.warn(fmt.Sprintf("cannot create the cache directory: %v", err))
 		return
 	}
-	dev, err := m.cacheDevice()
-	if err != nil {
-		r.warn(err.Error())
-		return
-	}
+	dev := m.cacheDev
 	obj := cacheObject(dev, key)
 	rc, err := dev.Read(ctx, obj)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -131,11 +127,7 @@ func (m *Manager) saveCache(ctx context.Context, r *Runtime, key string) {
 		r.warn(tooLarge)
 		return
 	}
-	dev, err := m.cacheDevice()
-	if err != nil {
-		r.warn(err.Error())
-		return
-	}
+	dev := m.cacheDev
 	if _, err := dev.Write(ctx, cacheObject(dev, key), safefs.Reader(ctx, f, limit)); err != nil {
 		if errors.Is(err, safefs.ErrTooLarge) {
 			r.warn(tooLarge)

@@ -276,59 +276,49 @@ func pullError(ref string, err error) error {
 // copySource fetches the source archive into src/, where the runtime sees it
 // as /tmp/code.tar.gz (or /tmp/code.tar for an uncompressed one).
 func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) error {
-	o, err := m.storage()
-	if err != nil {
-		return err
-	}
-	dev, err := o.Open("/")
-	if err != nil {
-		return err
-	}
 	name := "code.tar.gz"
 	if strings.HasSuffix(source, ".tar") {
 		name = "code.tar"
 	}
-	fail := func(err error) error {
-		code := 500
-		if refusedPath(err) {
-			code = 400
-		}
-		return &Error{Type: ErrRuntimeFailed, Code: code, Message: "Failed to copy source code to temporary directory: " + sourceReason(source, err), Err: err}
+	err := m.copySourceTo(ctx, r, source, "src/"+name)
+	const prefix = "Failed to copy source code to temporary directory: "
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf(prefix+"%s does not fit on the runtime's disk of %d bytes (OPR_EXECUTOR_DISK_LIMIT)", source, m.cfg.DiskLimit), Err: err}
+	case errors.Is(err, storage.ErrTooLarge):
+		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf(prefix+"%s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", source, m.cfg.BuildSizeLimit), Err: err}
+	case refusedPath(err):
+		return &Error{Type: ErrRuntimeFailed, Code: 400, Message: prefix + sourceReason(source, err), Err: err}
+	default:
+		return &Error{Type: ErrRuntimeFailed, Code: 500, Message: prefix + sourceReason(source, err), Err: err}
 	}
-	rc, err := dev.Read(ctx, source)
+}
+
+// copySourceTo copies source into the runtime's directory as name. The
+// source device caps the copy at the build size limit (by size before the
+// first byte, and as it streams) and stops it when ctx ends.
+func (m *Manager) copySourceTo(ctx context.Context, r *Runtime, source, name string) error {
+	rc, err := m.sourceDev.Read(ctx, source)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer rc.Close()
 	d, err := r.openDir()
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer d.Close()
-	f, err := d.Create("src/"+name, 0o644)
+	f, err := d.Create(name, 0o644)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	_, err = io.Copy(f, safefs.Reader(ctx, rc, m.cfg.BuildSizeLimit))
+	_, err = io.Copy(f, rc)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Failed to copy source code to temporary directory: %s does not fit on the runtime's disk of %d bytes (OPR_EXECUTOR_DISK_LIMIT)", source, m.cfg.DiskLimit), Err: err}
-	}
-	if errors.Is(err, safefs.ErrTooLarge) || errors.Is(err, storage.ErrTooLarge) {
-		return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Failed to copy source code to temporary directory: %s is larger than the build size limit of %d bytes (OPR_EXECUTOR_BUILD_SIZE_LIMIT)", source, m.cfg.BuildSizeLimit), Err: err}
-	}
-	if err != nil {
-		return fail(err)
-	}
-	return nil
-}
-
-// storage is the source and destination device of the configured DSN,
-// local paths kept to the storage roots, objects to the build size limit.
-func (m *Manager) storage() (*storage.Opener, error) {
-	return storage.NewOpener(storage.Config{DSN: m.cfg.Storage, LocalRoots: m.cfg.StorageRoots, MaxSize: m.cfg.BuildSizeLimit})
+	return err
 }
 
 // refusedPath tells a path the client should not have sent (outside the
@@ -340,10 +330,7 @@ func refusedPath(err error) bool {
 // checkStorage refuses a source or destination the storage device will
 // refuse, in milliseconds, before a runtime is made or a build runs.
 func (m *Manager) checkStorage(spec Spec) error {
-	o, err := m.storage()
-	if err != nil {
-		return err
-	}
+	o := m.sources
 	if spec.Source != "" {
 		// A missing file (or root) is left to the copy, which reports it
 		// as the reference does.
@@ -544,9 +531,8 @@ func (m *Manager) makeDir(ctx context.Context, r *Runtime) error {
 }
 
 // chownDirs gives the runtime's mounted directories, and what is in them, to
-// its mapped root, so that root inside the runtime owns them; and the
-// runtime's directory too, which its root must traverse to its mounts while
-// nobody else on the host may.
+// its mapped root, so that root inside the runtime owns them. (The runtime's
+// directory itself got that owner and 0700 when its disk was mounted.)
 func (r *Runtime) chownDirs(m *oci.IDMap) error {
 	if m == nil {
 		return nil
@@ -561,9 +547,6 @@ func (r *Runtime) chownDirs(m *oci.IDMap) error {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("give runtime directories to its root: %w", err)
 		}
-	}
-	if err := os.Chown(r.Dir, int(m.HostUID), int(m.HostGID)); err != nil {
-		return fmt.Errorf("give runtime directory to its root: %w", err)
 	}
 	return nil
 }

@@ -109,6 +109,11 @@ type Manager struct {
 	cgroup2   bool
 	seccomp   *configs.Seccomp
 	log       *slog.Logger
+	// sources opens the artifacts' destinations and checks paths;
+	// sourceDev reads sources; cacheDev holds build caches.
+	sources   *storage.Opener
+	sourceDev storage.Device
+	cacheDev  storage.Device
 
 	mu      sync.Mutex
 	table   map[string]*entry
@@ -172,9 +177,6 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.CgroupParent == "" || !filepath.IsAbs(cfg.CgroupParent) {
 		return nil, fmt.Errorf("sandbox: cgroup parent %q must be absolute", cfg.CgroupParent)
 	}
-	if _, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots}); err != nil {
-		return nil, err
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -183,6 +185,20 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.BuildSizeLimit <= 0 {
 		cfg.BuildSizeLimit = DefaultBuildSizeLimit
+	}
+	// The devices are opened once, here: an S3 device is a client, which
+	// every source, artifact and cache would otherwise make anew.
+	sources, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots, MaxSize: cfg.BuildSizeLimit})
+	if err != nil {
+		return nil, err
+	}
+	sourceDev, err := sources.Open("/")
+	if err != nil {
+		return nil, err
+	}
+	cacheDev, err := openCacheDevice(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.PidsLimit == 0 {
 		cfg.PidsLimit = DefaultPidsLimit
@@ -197,6 +213,9 @@ func New(cfg Config) (*Manager, error) {
 		cgroup2:   cgroups.IsCgroup2UnifiedMode(),
 		log:       cfg.Logger,
 		table:     make(map[string]*entry),
+		sources:   sources,
+		sourceDev: sourceDev,
+		cacheDev:  cacheDev,
 	}
 	if !cfg.Unconfined {
 		sc, err := oci.DefaultSeccomp()
