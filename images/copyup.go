@@ -105,7 +105,7 @@ func (f *layerFilter) copyEntry(tw *tar.Writer, src string, fi fs.FileInfo, name
 	}
 	// The lower dir holds host ids; the unpacker shifts the image's.
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && f.idmap != nil {
-		hdr.Uid, hdr.Gid = int(st.Uid)-f.idmap.HostUID, int(st.Gid)-f.idmap.HostGID
+		hdr.Uid, hdr.Gid = int(st.Uid)-int(f.idmap.HostUID), int(st.Gid)-int(f.idmap.HostGID)
 	}
 	buf := make([]byte, 4096)
 	names, err := listXattrs(src, &buf)

@@ -61,11 +61,14 @@
 // Ownership and permission bits (setuid/setgid included) are kept as the
 // image describes them, as Docker does: no_new_privs or a user namespace
 // decides what setuid files are worth. With Config.IDMap, owners are shifted
-// into the runtimes' host range, so a user-namespaced runtime sees the
-// image's own owners (see DESIGN.md, "Users, user namespaces"); an owner the
-// range cannot hold (real images carry npm's 1516583083) belongs to
-// OverflowID (nobody) instead of failing the pull, with one warning per
-// image. The daemon's default range holds every id but the top 65536.
+// into the runtimes' host range when a layer is unpacked, so a
+// user-namespaced runtime sees the image's own owners: unshifted, its files
+// would belong to host ids outside the runtime's mapping, show as nobody, and
+// not even the runtime's root could write them (images whose start scripts
+// write into their own directories would break). An owner the range cannot
+// hold (real images carry npm's 1516583083) belongs to OverflowID (nobody)
+// instead of failing the pull, with one warning per image. The daemon's
+// default range holds every id but the top 65536.
 //
 // # Errors
 //

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"go.podman.io/storage/pkg/archive"
+
+	"executor/oci"
 )
 
 // Defaults of Config.SizeLimit and Config.MaxEntries.
@@ -105,7 +107,7 @@ type layerFilter struct {
 	// the entries whose owner became OverflowID.
 	ids    int64
 	owners ownerSquash
-	idmap  *IDMap // the store's, for the owners of files copied up
+	idmap  *oci.IDMap // the store's, for the owners of files copied up
 	// devices counts the device nodes left out; firstDevice names one, for the log.
 	devices     int
 	firstDevice string

@@ -78,7 +78,7 @@ func (s *Store) MountRoot(ctx context.Context, img *Image, dir string) (root str
 		}
 		// The runtime's own layer belongs to its (mapped) root.
 		if m := s.cfg.IDMap; m != nil {
-			if err := os.Chown(d.path, m.HostUID, m.HostGID); err != nil {
+			if err := os.Chown(d.path, int(m.HostUID), int(m.HostGID)); err != nil {
 				return "", fmt.Errorf("images: MountRoot: %w", err)
 			}
 		}

@@ -3,6 +3,8 @@ package images
 import (
 	"archive/tar"
 	"fmt"
+
+	"executor/oci"
 )
 
 // OverflowID is the owner given to a file whose recorded uid or gid the
@@ -42,11 +44,11 @@ func (o *ownerSquash) add(l ownerSquash) {
 
 // ownerRange is which owners a layer's entries may keep: container ids
 // [0, size) of the store's IDMap, or every id a file can have without one.
-func ownerRange(m *IDMap) int64 {
+func ownerRange(m *oci.IDMap) int64 {
 	if m == nil {
 		return maxHostID + 1
 	}
-	return int64(m.Size)
+	return m.Size
 }
 
 // squash gives hdr's owner OverflowID where the range of size ids cannot

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"executor/oci"
 )
 
 // ownersLayer holds the owners real images carry: root, an ordinary user,
@@ -39,7 +41,7 @@ func TestUnpackSquashesOwnersOutsideTheRange(t *testing.T) {
 	const nobody = OverflowID
 	tests := []struct {
 		name  string
-		idmap *IDMap
+		idmap *oci.IDMap
 		// want is each file's owner as the image's runtime sees it (before
 		// the shift onto host ids).
 		want     map[string][2]int
@@ -48,7 +50,7 @@ func TestUnpackSquashesOwnersOutsideTheRange(t *testing.T) {
 	}{
 		{
 			name:  "small range",
-			idmap: &IDMap{HostUID: 200000, HostGID: 300000, Size: 65536},
+			idmap: &oci.IDMap{HostUID: 200000, HostGID: 300000, Size: 65536},
 			want: map[string][2]int{
 				"root-file": {0, 0}, "user-file": {1000, 1000},
 				"node_modules": {nobody, nobody}, "node_modules/npm.js": {nobody, nobody},
@@ -60,7 +62,7 @@ func TestUnpackSquashesOwnersOutsideTheRange(t *testing.T) {
 		},
 		{
 			name:  "full range",
-			idmap: &IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901759},
+			idmap: &oci.IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901759},
 			want: map[string][2]int{
 				"root-file": {0, 0}, "user-file": {1000, 1000},
 				"node_modules": {1516583083, 1516583083}, "node_modules/npm.js": {1516583083, 1516583083},
@@ -92,7 +94,7 @@ func TestUnpackSquashesOwnersOutsideTheRange(t *testing.T) {
 			}
 			var hostUID, hostGID int
 			if tt.idmap != nil {
-				hostUID, hostGID = tt.idmap.HostUID, tt.idmap.HostGID
+				hostUID, hostGID = int(tt.idmap.HostUID), int(tt.idmap.HostGID)
 			}
 			for name, want := range tt.want {
 				var st unix.Stat_t
@@ -122,7 +124,7 @@ func TestPullWarnsOncePerImageForSquashedOwners(t *testing.T) {
 	requireRoot(t)
 	const msg = "image has files owned by ids outside the runtimes' id range; they belong to nobody (65534) instead"
 	log, counts := newCountingLogger()
-	m := &IDMap{HostUID: 200000, HostGID: 200000, Size: 65536}
+	m := &oci.IDMap{HostUID: 200000, HostGID: 200000, Size: 65536}
 	s := newTestStore(t, Config{Root: t.TempDir(), IDMap: m, Logger: log})
 	l := newLayout(t, t.TempDir())
 	img := baseImage()
@@ -172,15 +174,15 @@ func TestPullWarnsOncePerImageForSquashedOwners(t *testing.T) {
 func TestNewValidatesIDMap(t *testing.T) {
 	requireRoot(t)
 	tests := []struct {
-		m  IDMap
+		m  oci.IDMap
 		ok bool
 	}{
-		{IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901759}, true},
-		{IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65536}, true},
-		{IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901760}, false},
-		{IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65535}, false},
-		{IDMap{HostUID: 0, HostGID: 1000, Size: 65536}, false},
-		{IDMap{HostUID: 4294901760, HostGID: 1000, Size: 65536}, false},
+		{oci.IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901759}, true},
+		{oci.IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65536}, true},
+		{oci.IDMap{HostUID: 65536, HostGID: 65536, Size: 4294901760}, false},
+		{oci.IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65535}, false},
+		{oci.IDMap{HostUID: 0, HostGID: 1000, Size: 65536}, false},
+		{oci.IDMap{HostUID: 4294901760, HostGID: 1000, Size: 65536}, false},
 	}
 	policy := filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
@@ -191,6 +193,33 @@ func TestNewValidatesIDMap(t *testing.T) {
 		_, err := New(Config{Root: t.TempDir(), IDMap: &m, PolicyPath: policy, Logger: slog.New(slog.DiscardHandler)})
 		if (err == nil) != tt.ok {
 			t.Errorf("%+v: New = %v, want ok=%v", tt.m, err, tt.ok)
+		}
+	}
+}
+
+// validateIDMap's messages are part of New's error ("images: id map ...: ");
+// they are the store's own, not oci's.
+func TestValidateIDMap(t *testing.T) {
+	tests := []struct {
+		m    oci.IDMap
+		want string // "" means valid
+	}{
+		{*oci.FullIDMap(), ""},
+		{oci.IDMap{HostUID: 1, HostGID: 1, Size: 4294967294}, ""},
+		{oci.IDMap{HostUID: 0, HostGID: 1000, Size: 65536}, "host ids must be positive"},
+		{oci.IDMap{HostUID: 1000, HostGID: -1, Size: 65536}, "host ids must be positive"},
+		{oci.IDMap{HostUID: 1000, HostGID: 1000, Size: 65535}, "the range must hold at least 65536 ids"},
+		{oci.IDMap{HostUID: 2, HostGID: 1, Size: 4294967294}, "the range goes past the largest id 4294967294"},
+		{oci.IDMap{HostUID: 1, HostGID: 1, Size: 4294967295}, "the range goes past the largest id 4294967294"},
+	}
+	for _, tt := range tests {
+		err := validateIDMap(tt.m)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("validateIDMap(%+v) = %q, want %q", tt.m, got, tt.want)
 		}
 	}
 }

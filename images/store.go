@@ -14,6 +14,8 @@ import (
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage/pkg/configfile"
+
+	"executor/oci"
 )
 
 // Config configures a Store.
@@ -44,7 +46,7 @@ type Config struct {
 	// of failing the pull. Layers of different mappings are kept apart.
 	// Without an IDMap owners are kept as they are, but for those no file
 	// can have ((uid_t)-1 and past 32 bits), which become OverflowID too.
-	IDMap *IDMap
+	IDMap *oci.IDMap
 	// ArchiveDir, when set, is the one directory the oci:, oci-archive: and
 	// docker-archive: transports may read (air-gapped hosts: archives and
 	// layouts the operator put there). "" refuses those transports: they
@@ -60,16 +62,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// IDMap maps container ids [0, Size) onto host ids starting at HostUID and
-// HostGID. Size must hold OverflowID, and no host id may pass 2^32-2.
-type IDMap struct {
-	HostUID, HostGID, Size int
-}
-
-// validate checks what the store relies on: positive host ids (host root is
-// never a runtime's), a range that holds OverflowID, and no host id past
-// 2^32-2 ((uid_t)-1 means "no id" to the kernel).
-func (m IDMap) validate() error {
+// validateIDMap checks what the store relies on: positive host ids (host
+// root is never a runtime's), a range that holds OverflowID, and no host id
+// past 2^32-2 ((uid_t)-1 means "no id" to the kernel). It is oci's
+// IDMap.Validate in substance; the messages are the store's own.
+func validateIDMap(m oci.IDMap) error {
 	switch {
 	case m.HostUID <= 0 || m.HostGID <= 0:
 		return errors.New("host ids must be positive")
@@ -160,11 +157,11 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("images: clean %s: %w", s.tmpDir(), err)
 	}
 	if m := cfg.IDMap; m != nil {
-		if err := m.validate(); err != nil {
+		if err := validateIDMap(*m); err != nil {
 			return nil, fmt.Errorf("images: id map %+v: %w", *m, err)
 		}
 		// The "/" of an image without layers must belong to the mapped root too.
-		if err := os.Chown(s.emptyDir(), m.HostUID, m.HostGID); err != nil {
+		if err := os.Chown(s.emptyDir(), int(m.HostUID), int(m.HostGID)); err != nil {
 			return nil, fmt.Errorf("images: %w", err)
 		}
 	}

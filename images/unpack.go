@@ -15,6 +15,8 @@ import (
 	"go.podman.io/storage/pkg/archive"
 	"go.podman.io/storage/pkg/idtools"
 	"golang.org/x/sys/unix"
+
+	"executor/oci"
 )
 
 const opaqueXattr = "trusted.overlay.opaque"
@@ -23,7 +25,7 @@ const opaqueXattr = "trusted.overlay.opaque"
 type unpackOptions struct {
 	// idmap, when set, shifts owners into a host range; an owner outside
 	// the mapped range becomes OverflowID (see ownerSquash).
-	idmap *IDMap
+	idmap *oci.IDMap
 	// budget is the pull's; nil means no limits (tests only).
 	budget *pullBudget
 	// lower finds the layers below, for hard links to their files (see
@@ -64,8 +66,8 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 		InUserNS: userns.RunningInUserNS(),
 	}
 	if m := o.idmap; m != nil {
-		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostUID, Size: m.Size}}
-		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: m.HostGID, Size: m.Size}}
+		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: int(m.HostUID), Size: int(m.Size)}}
+		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: int(m.HostGID), Size: int(m.Size)}}
 	}
 	filter := &layerFilter{budget: o.budget, ids: ownerRange(o.idmap), idmap: o.idmap, lower: o.lower}
 	pr, pw := io.Pipe()

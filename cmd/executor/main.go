@@ -26,7 +26,6 @@ import (
 	"executor/api"
 	"executor/images"
 	"executor/netns"
-	"executor/oci"
 	"executor/sandbox"
 	"executor/storage"
 )
@@ -113,7 +112,7 @@ func run(cfg *config, log *slog.Logger) error {
 		DockerHubUsername: cfg.DockerHubUsername,
 		DockerHubPassword: cfg.DockerHubPassword,
 		AuthFile:          cfg.RegistryAuthFile,
-		IDMap:             imagesIDMap(cfg.UserNS),
+		IDMap:             cfg.UserNS,
 		ArchiveDir:        cfg.ImageArchiveDir,
 		SizeLimit:         cfg.ImageSizeLimit,
 		MaxEntries:        cfg.ImageMaxEntries,
@@ -262,13 +261,6 @@ func run(cfg *config, log *slog.Logger) error {
 	}
 	log.Info("executor stopped cleanly")
 	return nil
-}
-
-func imagesIDMap(m *oci.IDMap) *images.IDMap {
-	if m == nil {
-		return nil
-	}
-	return &images.IDMap{HostUID: int(m.HostUID), HostGID: int(m.HostGID), Size: int(m.Size)}
 }
 
 // prePull pulls images in the background at start, so the first runtime of
