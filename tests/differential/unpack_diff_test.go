@@ -107,16 +107,11 @@ const overflowID = 65534
 // OPR_EXECUTOR_USERNS=1000000000:65536 gives.
 var mappings = []struct {
 	name  string
-	idmap *images.IDMap
+	idmap *oci.IDMap
 }{
 	{"host-ids", nil},
-	{"full-range", storeIDMap(oci.FullIDMap())},
-	{"65536-ids", storeIDMap(&oci.IDMap{HostUID: 1_000_000_000, HostGID: 1_000_000_000, Size: 1 << 16})},
-}
-
-// storeIDMap is the store's view of a runtime mapping, as the daemon passes it.
-func storeIDMap(m *oci.IDMap) *images.IDMap {
-	return &images.IDMap{HostUID: int(m.HostUID), HostGID: int(m.HostGID), Size: int(m.Size)}
+	{"full-range", oci.FullIDMap()},
+	{"65536-ids", &oci.IDMap{HostUID: 1_000_000_000, HostGID: 1_000_000_000, Size: 1 << 16}},
 }
 
 // TestUnpackMatchesReference pulls each image into our store, mounts its
@@ -427,22 +422,22 @@ func xattrs(path string) (map[string]string, error) {
 
 // owners translates between the reference's owners (the image's) and ours
 // (shifted into the store's mapping).
-type owners struct{ m *images.IDMap }
+type owners struct{ m *oci.IDMap }
 
 // image turns one of our host ids back into the image's id; ok is false
 // when it lies outside the mapping, which nothing in the store should.
-func (o owners) image(id uint32, hostBase int) (uint32, bool) {
+func (o owners) image(id uint32, hostBase int64) (uint32, bool) {
 	if o.m == nil {
 		return id, true
 	}
-	c := int64(id) - int64(hostBase)
-	return uint32(c), c >= 0 && c < int64(o.m.Size)
+	c := int64(id) - hostBase
+	return uint32(c), c >= 0 && c < o.m.Size
 }
 
 // expected is what an image id must look like after the mapping: itself
 // when the mapping holds it, else the overflow id.
 func (o owners) expected(id uint32) uint32 {
-	if o.m == nil || int64(id) < int64(o.m.Size) {
+	if o.m == nil || int64(id) < o.m.Size {
 		return id
 	}
 	return overflowID
@@ -474,7 +469,7 @@ func compare(theirs, ours map[string]node, own owners, dirMtimes bool) []string 
 		if t.perm != o.perm {
 			add("%s: mode %04o, reference %04o", p, o.perm, t.perm)
 		}
-		var hostUID, hostGID int
+		var hostUID, hostGID int64
 		if own.m != nil {
 			hostUID, hostGID = own.m.HostUID, own.m.HostGID
 		}
