@@ -148,24 +148,6 @@ func enableForwarding() error {
 	return nil
 }
 
-// hostDNS lists the IPv4 nameservers of /etc/resolv.conf that are not
-// loopback: those the sandbox writes into runtimes' resolv.conf.
-func hostDNS() []netip.Addr {
-	data, _ := os.ReadFile("/etc/resolv.conf")
-	var out []netip.Addr
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "nameserver" {
-			continue
-		}
-		a, err := netip.ParseAddr(f[1])
-		if err == nil && a.Is4() && !a.IsLoopback() {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 // Expressions. Register 1 is the only one used.
 
 func ifnameBytes(name string) []byte {

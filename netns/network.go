@@ -56,10 +56,11 @@ type Config struct {
 	// allow entry covers the destination. They do not open the host's own
 	// addresses (see AllowHostAccess) nor other runtimes.
 	AllowCIDRs []netip.Prefix
-	// DNSServers are host addresses runtimes may query on port 53 when a
-	// resolver listens on the host itself. nil means the non-loopback IPv4
-	// nameservers of /etc/resolv.conf (what the sandbox gives runtimes); an
-	// empty non-nil slice allows none.
+	// DNSServers are the nameservers of runtimes' resolv.conf (ResolvConf),
+	// and the host addresses runtimes may query on port 53 when a resolver
+	// listens on the host itself. nil means the host's: the non-loopback
+	// nameservers of /etc/resolv.conf, read once by New (its IPv4 ones for
+	// the firewall); an empty non-nil slice means none.
 	DNSServers []netip.Addr
 
 	// PoolSize keeps that many endpoints (namespace, veth, address) ready,
@@ -83,7 +84,8 @@ type Network struct {
 	nsDir   string
 	seq     atomic.Uint64
 	vethTag string
-	dns     []netip.Addr
+	dns     []netip.Addr // those the firewall lets runtimes query
+	resolv  *ResolvConf
 	log     *slog.Logger
 
 	// creating is held shared while endpoints are built and exclusively
@@ -146,6 +148,14 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Read once: every runtime of the network gets the same file, and the
+	// firewall opens DNS to the nameservers it names.
+	resolv, err := ReadResolvConf(HostResolvConf, cfg.DNSServers)
+	if err != nil {
+		// As if it were empty: runtimes still get the configured
+		// nameservers, and an unreadable file has none to give.
+		cfg.Logger.Warn("host resolver configuration", "network", cfg.Name, "err", err)
+	}
 	n := &Network{
 		cfg:       cfg,
 		gateway:   cfg.Subnet.Addr().Next(),
@@ -155,9 +165,10 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 		owned:     make(map[string]*Endpoint),
 		log:       cfg.Logger,
 		dns:       cfg.DNSServers,
+		resolv:    resolv,
 	}
 	if n.dns == nil {
-		n.dns = hostDNS()
+		n.dns = resolv.hostDNS
 	}
 	// Host-side veth names carry a tag of the bridge so that Reset can tell
 	// ours from anyone else's even when they are detached from the bridge.
@@ -218,6 +229,10 @@ func (n *Network) Gateway() netip.Addr { return n.gateway }
 
 // Subnet returns the network's subnet.
 func (n *Network) Subnet() netip.Prefix { return n.cfg.Subnet }
+
+// ResolvConf returns the resolver configuration of the network's runtimes,
+// derived from the host's when New ran and from Config.DNSServers.
+func (n *Network) ResolvConf() *ResolvConf { return n.resolv }
 
 // Reset removes every endpoint an earlier process of ours left behind: veths
 // with our tag, namespace files and their mounts, and releases their leases
