@@ -21,8 +21,9 @@ func Hosts(addr netip.Addr, hostname string) []byte {
 
 // ResolvConf is the /etc/resolv.conf runtimes get. It is derived once, from
 // the host's file and the configured nameservers, so that making a runtime
-// neither reads the host's file again nor depends on it having changed since.
-// It is safe for concurrent use.
+// does not read the host's file again; a later change of that file reaches
+// only runtimes of a ResolvConf derived after it. It is safe for concurrent
+// use.
 type ResolvConf struct {
 	text string
 	// hostDNS are the host's IPv4 nameservers that are not loopback (those
