@@ -1,0 +1,249 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+// outputTail is how much of the main process's output a Container keeps.
+const outputTail = 64 << 10
+
+// ErrNotRunning is returned for work that needs the main process alive.
+var ErrNotRunning = errors.New("container: not running")
+
+// Container is one libcontainer container and its main process, whose stdout
+// and stderr are drained into a bounded tail buffer so the runtime never
+// blocks on a full pipe.
+type Container struct {
+	c        *libcontainer.Container
+	proc     *libcontainer.Process
+	main     Process
+	cfg      *configs.Config // kept for Restart
+	stateDir string
+	out      *tailBuffer
+	done     chan struct{} // closed when the main process has exited and its pipes are drained
+	exit     ExitStatus    // written before done is closed
+	cgPaths  map[string]string
+
+	// oomJudged is the cgroup's OOM kill count at the last verdict: the
+	// kills up to it were either the main process's death or survived by
+	// it (a later exchange succeeded), so none of them can explain a death
+	// after it. The counter covers every process of the cgroup over its
+	// lifetime; only a rise past this mark can be about the main process.
+	oomMu     sync.Mutex
+	oomJudged int
+}
+
+// ExitStatus is how a main process ended.
+type ExitStatus struct {
+	// Code is the exit code, 128+n for a death by signal n (as a shell
+	// reports it), -1 when waiting failed.
+	Code int
+	// Signal is the name of the signal that killed the process ("SIGKILL"),
+	// or "".
+	Signal string
+	// Err is why the status is unknown.
+	Err error
+	// OOMKilled says the kernel's OOM killer ended the main process (see
+	// the package documentation for how that is judged).
+	OOMKilled bool
+}
+
+func (e ExitStatus) String() string {
+	switch {
+	case e.OOMKilled:
+		return fmt.Sprintf("killed: out of memory (exit code %d)", e.Code)
+	case e.Err != nil:
+		return e.Err.Error()
+	case e.Signal != "":
+		return "killed by " + e.Signal
+	default:
+		return fmt.Sprintf("exit code %d", e.Code)
+	}
+}
+
+// runMain starts p as the init process of lc, with its output on pipes.
+func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p Process) (*Container, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	lp := &libcontainer.Process{
+		Args:             p.Args,
+		Env:              p.Env,
+		Cwd:              p.Cwd,
+		UID:              p.UID,
+		GID:              p.GID,
+		AdditionalGroups: p.Groups,
+		Stdout:           outW,
+		Stderr:           outW,
+		Init:             true,
+	}
+	if err := lc.Run(lp); err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	// Our copy of the write end must go, or the reader never sees EOF.
+	outW.Close()
+	c := &Container{
+		c:        lc,
+		proc:     lp,
+		main:     p,
+		cfg:      cfg,
+		stateDir: stateDir,
+		out:      newTailBuffer(outputTail),
+		done:     make(chan struct{}),
+	}
+	if st, err := lc.State(); err == nil {
+		c.cgPaths = st.CgroupPaths
+	}
+	// Kills counted before this process started (a cgroup left behind and
+	// reused) are not about it.
+	c.oomJudged = c.oomKills()
+	var drained sync.WaitGroup
+	drained.Add(1)
+	go func() {
+		defer drained.Done()
+		_, _ = io.Copy(c.out, outR)
+		outR.Close()
+	}()
+	go func() {
+		st, err := lp.Wait()
+		drained.Wait()
+		c.exit = toExitStatus(st, err)
+		c.exit.OOMKilled = c.diedOfOOM(c.exit)
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func toExitStatus(st *os.ProcessState, err error) ExitStatus {
+	if st == nil {
+		if err == nil {
+			err = errors.New("unknown exit status")
+		}
+		return ExitStatus{Code: -1, Err: err}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ExitStatus{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+	}
+	return ExitStatus{Code: st.ExitCode()}
+}
+
+// ID is the container's id.
+func (c *Container) ID() string { return c.c.ID() }
+
+// Done is closed when the main process has exited and its output is drained.
+func (c *Container) Done() <-chan struct{} { return c.done }
+
+// Exited reports whether the main process has ended (Done is closed).
+func (c *Container) Exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Exit is how the main process ended. Until Done is closed it is the zero
+// ExitStatus, which says nothing.
+func (c *Container) Exit() ExitStatus {
+	if !c.Exited() {
+		return ExitStatus{}
+	}
+	return c.exit
+}
+
+// Output is the tail of the main process's stdout and stderr, interleaved
+// as written, up to 64 KiB.
+func (c *Container) Output() string { return c.out.String() }
+
+// Stop asks the main process to end with SIGTERM and kills the container after
+// grace (at once when grace is 0). PID 1 of a container ignores signals it does
+// not handle, so SIGKILL is what usually ends a runtime. Stop returns once
+// Done is closed, or 10 s after the SIGKILL.
+func (c *Container) Stop(grace time.Duration) {
+	if c.Exited() {
+		return
+	}
+	if grace > 0 {
+		_ = c.proc.Signal(unix.SIGTERM)
+		select {
+		case <-c.done:
+			return
+		case <-time.After(grace):
+		}
+	}
+	_ = c.c.Signal(unix.SIGKILL)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// Destroy removes the container's state and cgroups. The main process must
+// have been stopped. Destroying a destroyed container does nothing.
+func (c *Container) Destroy() error {
+	return c.c.Destroy()
+}
+
+// Restart destroys this container, whose main process must have exited, and
+// creates and runs a new one with the same id, configuration and main
+// process. This Container keeps answering about the old main process.
+func (c *Container) Restart() (*Container, error) {
+	if !c.Exited() {
+		return nil, fmt.Errorf("container: restart %s: main process still running", c.ID())
+	}
+	if err := c.Destroy(); err != nil {
+		return nil, fmt.Errorf("destroy exited container: %w", err)
+	}
+	return create(c.stateDir, c.ID(), c.cfg, c.main)
+}
+
+// CPUTime is the CPU time the container's cgroup has used, in nanoseconds.
+func (c *Container) CPUTime() (uint64, error) {
+	st, err := c.c.Stats()
+	if err != nil {
+		return 0, fmt.Errorf("container stats: %w", err)
+	}
+	if st.CgroupStats == nil {
+		return 0, errors.New("container stats: no cgroup statistics")
+	}
+	return st.CgroupStats.CpuStats.CpuUsage.TotalUsage, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.buf)
+}

@@ -1,0 +1,133 @@
+package container
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/opencontainers/cgroups"
+	// Registers the device cgroup managers: without them libcontainer
+	// cannot apply the device rules every runtime's configuration has.
+	_ "github.com/opencontainers/cgroups/devices"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+
+	"executor/oci"
+)
+
+// IDPrefix begins the id of every container a Runner starts, and so the name
+// of its cgroup: what the leftovers sweep looks for under the cgroup parent.
+const IDPrefix = "rt-"
+
+// NewID returns a new random container id: IDPrefix and 48 hex characters.
+func NewID() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics rather)
+	return IDPrefix + hex.EncodeToString(b)
+}
+
+// cgroupRoot is where the cgroup hierarchies are mounted: the v2 hierarchy
+// itself on a pure v2 host, one directory per v1 hierarchy otherwise.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// Config configures a Runner.
+type Config struct {
+	// StateDir is libcontainer's state root, one directory per container
+	// (e.g. <data>/containers). It is made by New.
+	StateDir string
+	// CgroupParent is the absolute cgroup below which each container gets
+	// <CgroupParent>/<id>, on every hierarchy. It is not the root cgroup.
+	CgroupParent string
+	// Unconfined runs containers without a seccomp filter, an opt-in
+	// weakening; otherwise they get oci.DefaultSeccomp().
+	Unconfined bool
+}
+
+// Runner starts containers and removes what an earlier daemon left behind.
+// It is safe for concurrent use.
+type Runner struct {
+	cfg     Config
+	cgroup2 bool
+	seccomp *configs.Seccomp // nil when unconfined
+}
+
+// New makes a Runner: it detects the cgroup version, compiles the seccomp
+// profile and makes the state directory.
+func New(cfg Config) (*Runner, error) {
+	if cfg.StateDir == "" || !path.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("container: state directory %q must be an absolute path", cfg.StateDir)
+	}
+	if !path.IsAbs(cfg.CgroupParent) || path.Clean(cfg.CgroupParent) == "/" {
+		return nil, fmt.Errorf("container: cgroup parent %q must be an absolute cgroup path below the root", cfg.CgroupParent)
+	}
+	cfg.CgroupParent = path.Clean(cfg.CgroupParent)
+	r := &Runner{cfg: cfg, cgroup2: cgroups.IsCgroup2UnifiedMode()}
+	if !cfg.Unconfined {
+		sc, err := oci.DefaultSeccomp()
+		if err != nil {
+			return nil, fmt.Errorf("container: seccomp profile: %w", err)
+		}
+		r.seccomp = sc
+	}
+	// State holds the containers' configurations: root's alone.
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	return r, nil
+}
+
+// Cgroup2 reports whether the host has the unified cgroup v2 hierarchy only.
+func (r *Runner) Cgroup2() bool { return r.cgroup2 }
+
+// Process is a process to run in a container.
+type Process struct {
+	Args   []string
+	Env    []string
+	Cwd    string
+	UID    int
+	GID    int
+	Groups []int // supplementary groups
+}
+
+// Start creates container id from spec and runs p as its main process.
+//
+// The runner decides three fields of spec: Seccomp (the runner's profile)
+// and Cgroup2 (the host's) are overwritten, and CgroupPath, when empty,
+// becomes <CgroupParent>/<id>; another CgroupPath is refused, as the
+// leftovers sweep would not find its cgroups. For the same reason id must
+// begin with IDPrefix.
+func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) {
+	if !strings.HasPrefix(id, IDPrefix) {
+		return nil, fmt.Errorf("container: id %q does not begin with %q", id, IDPrefix)
+	}
+	cg := path.Join(r.cfg.CgroupParent, id)
+	if spec.CgroupPath == "" {
+		spec.CgroupPath = cg
+	} else if spec.CgroupPath != cg {
+		return nil, fmt.Errorf("container: cgroup %q of container %s is not %q", spec.CgroupPath, id, cg)
+	}
+	spec.Seccomp = r.seccomp
+	spec.Cgroup2 = r.cgroup2
+	cfg, err := oci.Config(spec)
+	if err != nil {
+		return nil, err
+	}
+	return create(r.cfg.StateDir, id, cfg, p)
+}
+
+// create creates the container and runs its main process.
+func create(stateDir, id string, cfg *configs.Config, p Process) (*Container, error) {
+	lc, err := libcontainer.Create(stateDir, id, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	c, err := runMain(lc, stateDir, cfg, p)
+	if err != nil {
+		return nil, errors.Join(err, lc.Destroy())
+	}
+	return c, nil
+}
