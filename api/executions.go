@@ -16,18 +16,18 @@ import (
 
 // execute is POST /v1/runtimes/:runtimeId/executions (and the /execution alias), §3.6 and §6.
 func (s *Server) execute(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	v, err := bind(r, ps, s.execution)
+	req, err := bindRequest(r, ps, s.executionParams)
 	if err != nil {
 		return err
 	}
-	if err := checkStoragePaths(v, "source"); err != nil {
+	if err := checkStoragePaths(storagePath{"source", req.Source}); err != nil {
 		return err
 	}
-	req, err := s.execRequest(v)
+	execReq, err := s.execRequest(req)
 	if err != nil {
 		return err
 	}
-	res, err := s.backend.Execute(r.Context(), req)
+	res, err := s.backend.Execute(r.Context(), execReq)
 	if err != nil {
 		return err
 	}
@@ -38,23 +38,23 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request, ps httprouter.P
 }
 
 // execRequest applies the pre-processing of §6.1 to validated parameters.
-func (s *Server) execRequest(v values) (sandbox.ExecRequest, error) {
-	headers, err := objectParam(v["headers"])
+func (s *Server) execRequest(in *executionRequest) (sandbox.ExecRequest, error) {
+	headers, err := objectParam(in.Headers)
 	if err != nil {
 		return sandbox.ExecRequest{}, err
 	}
-	variables, err := objectParam(v["variables"])
+	variables, err := objectParam(in.Variables)
 	if err != nil {
 		return sandbox.ExecRequest{}, err
 	}
 	vars := stringMap(variables)
 	vars["INERNAL_EXECUTOR_HOSTNAME"] = s.hostname // sic: the reference's spelling, runtimes read it
 
-	body := v.str("body")
+	body := in.Body
 	if body == "0" { // the reference's PHP truthiness: "0" is no body
 		body = ""
 	}
-	path := v.str("path")
+	path := in.Path
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
@@ -64,34 +64,34 @@ func (s *Server) execRequest(v values) (sandbox.ExecRequest, error) {
 	}
 	// Checked whether or not this request cold-starts the runtime, so that a request is valid or not whatever
 	// the state of the runtime.
-	cpus, memoryMB, err := s.resources(v)
+	cpus, memoryMB, err := s.resources(in.CPUs, in.Memory)
 	if err != nil {
 		return sandbox.ExecRequest{}, err
 	}
 	req := sandbox.ExecRequest{
-		RuntimeID: v.str("runtimeId"),
-		Method:    v.str("method"),
+		RuntimeID: in.RuntimeID,
+		Method:    in.Method,
 		Path:      path,
 		Headers:   forwarded,
 		Body:      []byte(body),
-		Timeout:   time.Duration(v.int("timeout")) * time.Second,
-		Logging:   v.bool("logging"),
+		Timeout:   time.Duration(in.Timeout) * time.Second,
+		Logging:   in.Logging,
 		Variables: vars,
 	}
 	// Without both an image and a source the runtime cannot be cold-started; the backend answers 404 then.
-	if image, source := v.str("image"), v.str("source"); image != "" && source != "" {
+	if in.Image != "" && in.Source != "" {
 		req.Cold = &sandbox.Spec{
 			RuntimeID:         req.RuntimeID,
-			Image:             image,
-			Entrypoint:        v.str("entrypoint"),
-			Source:            source,
+			Image:             in.Image,
+			Entrypoint:        in.Entrypoint,
+			Source:            in.Source,
 			Variables:         maps.Clone(vars),
-			RuntimeEntrypoint: v.str("runtimeEntrypoint"),
-			Timeout:           600 * time.Second, // what the reference's self-call gets; there is no build command
+			RuntimeEntrypoint: in.RuntimeEntrypoint,
+			Timeout:           defaultBuildTimeout, // what the reference's self-call gets; there is no build command
 			CPUs:              cpus,
 			MemoryMB:          memoryMB,
-			Version:           v.str("version"),
-			RestartPolicy:     v.str("restartPolicy"),
+			Version:           in.Version,
+			RestartPolicy:     in.RestartPolicy,
 		}
 	}
 	return req, nil

@@ -8,12 +8,11 @@ import (
 	"executor/sandbox"
 )
 
-// resources resolves a request's `cpus` and `memory` (validated, defaults applied) into the concrete limits the
-// runtime gets. Under a configured bound, 0 means the bound, so that no runtime's cgroup is left without a CPU
-// and memory limit; a value above the bound is refused. Without a bound (the operator's opt-in), 0 means no
+// resources resolves a request's `cpus` and `memory` (validated, defaults applied; memory in MB) into the
+// concrete limits the runtime gets. Under a configured bound, 0 means the bound, so that no runtime's cgroup is
+// left without a CPU and memory limit; a value above the bound is refused. Without a bound (the operator's opt-in), 0 means no
 // limit, as in the reference.
-func (s *Server) resources(v values) (cpus float64, memoryMB int64, err error) {
-	cpus, memoryMB = v.float("cpus"), v.int("memory")
+func (s *Server) resources(cpus float64, memoryMB int64) (float64, int64, error) {
 	switch {
 	case cpus < 0:
 		return 0, 0, errInvalidParam("cpus", "Value must not be negative")

@@ -16,30 +16,23 @@ import (
 // start streaming while their create request is still on the way.
 const logsWait = 10 * time.Second
 
-func logsFields() []field {
-	return []field{
-		runtimeIDField(),
-		{name: "timeout", optional: true, def: "600", check: textOf(16)},
-	}
-}
-
 // streamLogs is GET /v1/runtimes/:runtimeId/logs (§7, Part 0): the build
 // output as it is read from the pipes, v5 as `<timestamp> <content>` lines
 // (newlines in the content escaped), v2-v4 as raw text. It ends when the build
 // ends, the runtime goes away, the client leaves or `timeout` seconds pass.
 func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	v, err := bind(r, ps, s.logs)
+	req, err := bindRequest(r, ps, logsParams)
 	if err != nil {
 		return err
 	}
 	// The reference parses the timeout with PHP's intval: non-numeric is 0.
-	secs, _ := strconv.Atoi(strings.TrimSpace(v.str("timeout")))
+	secs, _ := strconv.Atoi(strings.TrimSpace(req.Timeout))
 	if secs < 0 {
 		secs = 0
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(secs)*time.Second)
 	defer cancel()
-	stream, err := s.backend.FollowLogs(ctx, v.str("runtimeId"), logsWait)
+	stream, err := s.backend.FollowLogs(ctx, req.RuntimeID, logsWait)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return nil
@@ -87,27 +80,4 @@ func flush(w http.ResponseWriter) {
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
-}
-
-func commandFields() []field {
-	return []field{
-		runtimeIDField(),
-		{name: "command", check: textOf(1024)},
-		{name: "timeout", optional: true, def: int64(600), check: integer{}},
-	}
-}
-
-// runCommand is POST /v1/runtimes/:runtimeId/commands (§3.8).
-func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	v, err := bind(r, ps, s.commands)
-	if err != nil {
-		return err
-	}
-	out, err := s.backend.Command(r.Context(), v.str("runtimeId"), v.str("command"), time.Duration(v.int("timeout"))*time.Second)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, struct {
-		Output string `json:"output"`
-	}{out})
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -64,43 +63,4 @@ func TestStreamLogs(t *testing.T) {
 			t.Fatalf("%d %s", rec.Code, rec.Body.String())
 		}
 	})
-}
-
-func TestCommands(t *testing.T) {
-	tests := []struct {
-		name   string
-		body   string
-		auth   bool
-		out    string
-		err    error
-		status int
-		want   string
-	}{
-		{"runs", `{"command":"echo hi","timeout":5}`, true, "hi\n", nil, 200, `{"output":"hi\n"}`},
-		{"needs the key", `{"command":"echo hi"}`, false, "", nil, 401, "Missing executor key"},
-		{"command required", `{}`, true, "", nil, 400, `Param \"command\" is not optional.`},
-		{"timeout is strict", `{"command":"x","timeout":"5"}`, true, "", nil, 400, "Invalid `timeout` param"},
-		{"timeout error", `{"command":"sleep 9"}`, true, "", &sandbox.Error{Type: sandbox.ErrCommandTimeout, Code: 500, Message: "Operation timed out."}, 500, "Operation timed out."},
-		{"failure", `{"command":"exit 1"}`, true, "", &sandbox.Error{Type: sandbox.ErrCommandFailed, Code: 500, Message: "Failed to execute command."}, 500, "command_failed"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := &fakeBackend{cmdOut: tc.out, cmdErr: tc.err}
-			s := newTestServer(t, b)
-			req := httptest.NewRequest("POST", "/v1/runtimes/rt/commands", strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", "application/json")
-			if tc.auth {
-				req.Header.Set("Authorization", "Bearer "+testSecret)
-			}
-			rec := httptest.NewRecorder()
-			s.ServeHTTP(rec, req)
-			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.want) {
-				t.Fatalf("got %d %s, want %d with %s", rec.Code, rec.Body.String(), tc.status, tc.want)
-			}
-			if !tc.auth && b.command != "" {
-				t.Fatal("command ran without the key")
-			}
-		})
-	}
-	_ = http.MethodPost
 }

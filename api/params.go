@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
+	"reflect"
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
@@ -22,70 +23,146 @@ import (
 // execution `body` plus the other fields and the multipart framing.
 const maxRequestBody = 22 << 20
 
-// field declares one endpoint parameter, in the order the reference validates them.
-type field struct {
+// param declares one endpoint parameter, in the order the reference validates them, and the field of the
+// endpoint's request struct its value is stored in. Handlers read that struct, never a parameter by name, so a
+// misspelled name cannot read as a zero value; checkParams keeps a declaration and its struct in step.
+type param struct {
 	name     string
 	optional bool
-	def      any // value used when the parameter is absent (or JSON null); typed like the validator's output
+	def      any // value used when the parameter is absent (or JSON null); typed like the field
 	check    validator
+	dst      any // pointer to the request struct's field
 }
 
-// values holds the validated, typed parameters of a request.
-type values map[string]any
-
-func (v values) str(name string) string            { s, _ := v[name].(string); return s }
-func (v values) int(name string) int64             { n, _ := v[name].(int64); return n }
-func (v values) float(name string) float64         { f, _ := v[name].(float64); return f }
-func (v values) bool(name string) bool             { b, _ := v[name].(bool); return b }
-func (v values) object(name string) map[string]any { m, _ := v[name].(map[string]any); return m }
+// bindRequest binds the parameters of r into a new request struct, declared by params (the endpoint's
+// declaration, called with the struct to fill).
+func bindRequest[T any](r *http.Request, ps httprouter.Params, params func(*T) []param) (*T, error) {
+	req := new(T)
+	if err := bind(r, ps, params(req)); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
 
 // bind collects the parameters of r (§2.2), lets path parameters win over body ones (Appwrite sends
-// `runtimeId` in both), and validates them against fields. Unknown parameters are ignored.
-func bind(r *http.Request, ps httprouter.Params, fields []field) (values, error) {
+// `runtimeId` in both), validates them against params and stores each value in its field. Unknown parameters
+// are ignored.
+func bind(r *http.Request, ps httprouter.Params, params []param) error {
 	raw := map[string]any{}
-	if needsRequestParams(ps, fields) {
+	if needsRequestParams(ps, params) {
 		var err error
 		if raw, err = requestParams(r); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// Whatever of the body the parameters did not use is read too: reaching its end lifts the body's read
 	// deadline (see limitBodyTime) and lets net/http notice a client that leaves during a long execution.
 	if err := drain(r.Body); err != nil {
-		return nil, err
+		return err
 	}
 	for _, p := range ps {
 		raw[p.Key] = p.Value
 	}
 
-	out := make(values, len(fields))
-	for _, f := range fields {
-		rv, present := raw[f.name]
+	for _, p := range params {
+		rv, present := raw[p.name]
 		// The framework skips validation of an optional null: treat it as absent.
-		if present && rv == nil && f.optional {
+		if present && rv == nil && p.optional {
 			present = false
 		}
 		if !present {
-			if !f.optional {
-				return nil, errNotOptional(f.name)
+			if !p.optional {
+				return errNotOptional(p.name)
 			}
-			out[f.name] = f.def
+			store(p.dst, p.def)
 			continue
 		}
-		v, ok := f.check.convert(rv)
+		v, ok := p.check.convert(rv)
 		if !ok {
-			return nil, errInvalidParam(f.name, f.check.description())
+			return errInvalidParam(p.name, p.check.description())
 		}
-		out[f.name] = v
+		store(p.dst, v)
 	}
-	return out, nil
+	return nil
 }
 
-// needsRequestParams reports whether any field is not a path parameter, so that endpoints taking only path
+// store sets the field dst points to. checkParams has made sure, when the server was made, that every default
+// and every validator's value fits its field.
+func store(dst, v any) {
+	reflect.ValueOf(dst).Elem().Set(reflect.ValueOf(v))
+}
+
+// checkDeclaration checks params, an endpoint's declaration, against its request struct.
+func checkDeclaration[T any](params func(*T) []param) error {
+	req := new(T)
+	return checkParams(req, params(req))
+}
+
+// checkParams reports how params and the struct req points to have drifted apart: a parameter declared twice,
+// one not bound to a field of req, a field bound to no parameter or to two, a validator or default whose value
+// does not fit its field, or a required parameter with a default (it would never be used).
+func checkParams(req any, params []param) error {
+	rv := reflect.ValueOf(req)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("request %T is not a pointer to a struct", req)
+	}
+	sv := rv.Elem()
+	st := sv.Type()
+	bound := make([]string, st.NumField()) // the parameter of each field
+	declared := map[string]bool{}
+	for _, p := range params {
+		if declared[p.name] {
+			return fmt.Errorf("%s: parameter %q is declared twice", st, p.name)
+		}
+		declared[p.name] = true
+		i := fieldIndex(sv, p.dst)
+		if i < 0 {
+			return fmt.Errorf("%s: parameter %q is not bound to one of its fields", st, p.name)
+		}
+		f := st.Field(i)
+		if bound[i] != "" {
+			return fmt.Errorf("%s.%s is bound to both %q and %q", st, f.Name, bound[i], p.name)
+		}
+		bound[i] = p.name
+		if vt := p.check.valueType(); !vt.AssignableTo(f.Type) {
+			return fmt.Errorf("%s.%s is a %s, parameter %q gives a %s", st, f.Name, f.Type, p.name, vt)
+		}
+		switch {
+		case !p.optional && p.def != nil:
+			return fmt.Errorf("%s: required parameter %q has a default", st, p.name)
+		case p.optional && (p.def == nil || !reflect.TypeOf(p.def).AssignableTo(f.Type)):
+			return fmt.Errorf("%s.%s is a %s, the default of parameter %q is %#v", st, f.Name, f.Type, p.name, p.def)
+		}
+	}
+	for i, name := range bound {
+		if name == "" {
+			return fmt.Errorf("%s.%s is bound to no parameter", st, st.Field(i).Name)
+		}
+	}
+	return nil
+}
+
+// fieldIndex is the index of the field of sv that dst points to, or -1. The type is compared too: a struct's
+// first field has the struct's address.
+func fieldIndex(sv reflect.Value, dst any) int {
+	d := reflect.ValueOf(dst)
+	if d.Kind() != reflect.Pointer || d.IsNil() {
+		return -1
+	}
+	for i := range sv.NumField() {
+		f := sv.Field(i)
+		if f.Addr().UnsafePointer() == d.UnsafePointer() && f.Type() == d.Type().Elem() {
+			return i
+		}
+	}
+	return -1
+}
+
+// needsRequestParams reports whether any parameter is not a path parameter, so that endpoints taking only path
 // parameters never read (or fail on) a body.
-func needsRequestParams(ps httprouter.Params, fields []field) bool {
-	for _, f := range fields {
-		if ps.ByName(f.name) == "" {
+func needsRequestParams(ps httprouter.Params, params []param) bool {
+	for _, p := range params {
+		if ps.ByName(p.name) == "" {
 			return true
 		}
 	}
@@ -234,84 +311,4 @@ func objectParam(v any) (map[string]any, error) {
 		return map[string]any{}, nil
 	}
 	return nil, executorError(sandbox.ErrExecutionBadRequest, "Value must be a valid object.")
-}
-
-// cacheKeyPattern is the reference's build-cache key rule.
-var cacheKeyPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
-const cacheKeyMessage = "Cache key must start with a letter or number and may only contain letters, numbers, dots, underscores, and hyphens."
-
-// checkStoragePaths refuses storage paths with a `..` segment before anything uses them (Part 0 safety), so
-// that no storage root can be escaped whatever the storage backend makes of them.
-func checkStoragePaths(v values, names ...string) error {
-	for _, name := range names {
-		if hasDotDotSegment(v.str(name)) {
-			return executorError(sandbox.ErrExecutionBadRequest, "Invalid `"+name+"`: path segments \"..\" are not allowed.")
-		}
-	}
-	return nil
-}
-
-func hasDotDotSegment(p string) bool {
-	for _, seg := range strings.FieldsFunc(p, func(r rune) bool { return r == '/' || r == '\\' }) {
-		if seg == ".." {
-			return true
-		}
-	}
-	return false
-}
-
-// runtimeIDField is the `runtimeId` parameter of every runtime route, wherever it comes from (the path, or the
-// body of POST /v1/runtimes).
-func runtimeIDField() field { return field{name: "runtimeId", check: runtimeIDRule{}} }
-
-// restartPolicies are the accepted `restartPolicy` values.
-func restartPolicies() whitelist {
-	return whitelist{list: []string{"no", "always", "on-failure", "unless-stopped"}, strict: true}
-}
-
-// createFields are the parameters of POST /v1/runtimes (§3.2).
-func (s *Server) createFields() []field {
-	return []field{
-		runtimeIDField(),
-		{name: "image", check: textOf(128)},
-		{name: "entrypoint", optional: true, def: "", check: optionalText(256)},
-		{name: "source", optional: true, def: "", check: optionalText(0)},
-		{name: "destination", optional: true, def: "", check: optionalText(0)},
-		{name: "outputDirectory", optional: true, def: "", check: optionalText(0)},
-		{name: "variables", optional: true, def: map[string]any{}, check: assoc{length: 65535}},
-		{name: "runtimeEntrypoint", optional: true, def: "", check: optionalText(1024)},
-		{name: "command", optional: true, def: "", check: optionalText(1024)},
-		{name: "cacheKey", optional: true, def: "", check: optionalText(128)},
-		{name: "timeout", optional: true, def: int64(600), check: integer{}},
-		{name: "remove", optional: true, def: false, check: boolean{}},
-		{name: "cpus", optional: true, def: s.defaultCPUs, check: float{loose: true}},
-		{name: "memory", optional: true, def: s.defaultMemoryMB, check: integer{}},
-		{name: "version", optional: true, def: s.defaultVersion, check: whitelist{list: s.versions}},
-		{name: "restartPolicy", optional: true, def: "no", check: restartPolicies()},
-	}
-}
-
-// executionFields are the parameters of POST /v1/runtimes/:runtimeId/executions (§3.6).
-func (s *Server) executionFields() []field {
-	object := anyOf{textOf(65535), assoc{length: 65535}}
-	return []field{
-		runtimeIDField(),
-		{name: "body", optional: true, def: "", check: textOf(20 << 20)},
-		{name: "path", optional: true, def: "/", check: textOf(2048)},
-		{name: "method", optional: true, def: "GET", check: whitelist{
-			list: []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"}, strict: true}},
-		{name: "headers", optional: true, def: map[string]any{}, check: object},
-		{name: "timeout", optional: true, def: int64(15), check: integer{loose: true}},
-		{name: "image", optional: true, def: "", check: textOf(128)},
-		{name: "source", optional: true, def: "", check: textOf(0)},
-		{name: "entrypoint", optional: true, def: "", check: optionalText(256)},
-		{name: "variables", optional: true, def: map[string]any{}, check: object},
-		{name: "cpus", optional: true, def: s.defaultCPUs, check: float{loose: true}},
-		{name: "memory", optional: true, def: s.defaultMemoryMB, check: integer{loose: true}},
-		{name: "version", optional: true, def: s.defaultVersion, check: whitelist{list: s.versions}},
-		{name: "runtimeEntrypoint", optional: true, def: "", check: optionalText(1024)},
-		{name: "logging", optional: true, def: true, check: boolean{loose: true}},
-		{name: "restartPolicy", optional: true, def: "no", check: restartPolicies()},
-	}
 }

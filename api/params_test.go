@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -174,6 +175,102 @@ func TestHasDotDotSegment(t *testing.T) {
 	} {
 		if got := hasDotDotSegment(p); got != want {
 			t.Errorf("%q: %v", p, got)
+		}
+	}
+}
+
+// paramsSample is a request struct for the declaration tests.
+type paramsSample struct {
+	Name  string
+	Count int64
+}
+
+func sampleParams(r *paramsSample) []param {
+	return []param{
+		{name: "name", check: textOf(8), dst: &r.Name},
+		{name: "count", optional: true, def: int64(3), check: integer{loose: true}, dst: &r.Count},
+	}
+}
+
+// TestEndpointDeclarations: New refuses to start with a declaration that does not match its struct, so every
+// endpoint's must.
+func TestEndpointDeclarations(t *testing.T) {
+	s := newTestServer(t, &fakeBackend{})
+	if err := s.checkDeclarations(); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkDeclaration(sampleParams); err != nil {
+		t.Fatalf("sample: %v", err)
+	}
+}
+
+// TestCheckParamsFindsDrift: a declared parameter that is not bound to a field of the request struct, a field no
+// parameter fills, or a value that does not fit its field is an error before any request is served.
+func TestCheckParamsFindsDrift(t *testing.T) {
+	var other string
+	tests := []struct {
+		name    string
+		declare func(r *paramsSample) []param
+		want    string
+	}{
+		{"parameter bound to nothing", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8)}, {name: "count", optional: true, def: int64(3), check: integer{}, dst: &r.Count}}
+		}, `parameter "name" is not bound to one of its fields`},
+		{"parameter bound outside the struct", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &other}, {name: "count", optional: true, def: int64(3), check: integer{}, dst: &r.Count}}
+		}, `parameter "name" is not bound to one of its fields`},
+		{"field bound to no parameter", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}}
+		}, "api.paramsSample.Count is bound to no parameter"},
+		{"field bound twice", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "nmae", check: textOf(8), dst: &r.Name},
+				{name: "count", optional: true, def: int64(3), check: integer{}, dst: &r.Count}}
+		}, `api.paramsSample.Name is bound to both "name" and "nmae"`},
+		{"parameter declared twice", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "name", optional: true, def: int64(3), check: integer{}, dst: &r.Count}}
+		}, `parameter "name" is declared twice`},
+		{"validator does not fit the field", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, def: int64(3), check: textOf(8), dst: &r.Count}}
+		}, `api.paramsSample.Count is a int64, parameter "count" gives a string`},
+		{"default does not fit the field", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, def: 3, check: integer{}, dst: &r.Count}}
+		}, `the default of parameter "count" is 3`},
+		{"optional without a default", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, check: integer{}, dst: &r.Count}}
+		}, `the default of parameter "count" is <nil>`},
+		{"required with a default", func(r *paramsSample) []param {
+			return []param{{name: "name", def: "x", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, def: int64(3), check: integer{}, dst: &r.Count}}
+		}, `required parameter "name" has a default`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := checkDeclaration(tt.declare)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("checkDeclaration = %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
+	if err := checkParams(paramsSample{}, nil); err == nil {
+		t.Error("a struct value, not a pointer, was accepted")
+	}
+}
+
+// TestBindRequestFillsTheStruct: values, defaults and conversions land in the fields they are declared for.
+func TestBindRequestFillsTheStruct(t *testing.T) {
+	tests := []struct {
+		body string
+		want paramsSample
+	}{
+		{`{"name":"a"}`, paramsSample{Name: "a", Count: 3}},
+		{`{"name":"a","count":null}`, paramsSample{Name: "a", Count: 3}},
+		{`{"name":"b","count":" 7"}`, paramsSample{Name: "b", Count: 7}},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tt.body))
+		r.Header.Set("Content-Type", "application/json")
+		got, err := bindRequest(r, nil, sampleParams)
+		if err != nil || *got != tt.want {
+			t.Errorf("%s: %+v, %v; want %+v", tt.body, got, err, tt.want)
 		}
 	}
 }

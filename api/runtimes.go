@@ -13,41 +13,43 @@ import (
 
 // createRuntime is POST /v1/runtimes (§3.2): create a runtime and run its build.
 func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	v, err := bind(r, ps, s.create)
+	req, err := bindRequest(r, ps, s.createParams)
 	if err != nil {
 		return err
 	}
-	if err := checkStoragePaths(v, "source", "destination", "cacheKey"); err != nil {
+	if err := checkStoragePaths(
+		storagePath{"source", req.Source}, storagePath{"destination", req.Destination}, storagePath{"cacheKey", req.CacheKey},
+	); err != nil {
 		return err
 	}
-	if key := v.str("cacheKey"); key != "" && !cacheKeyPattern.MatchString(key) {
+	if req.CacheKey != "" && !cacheKeyPattern.MatchString(req.CacheKey) {
 		return executorError(sandbox.ErrExecutionBadRequest, cacheKeyMessage)
 	}
-	cpus, memoryMB, err := s.resources(v)
+	cpus, memoryMB, err := s.resources(req.CPUs, req.Memory)
 	if err != nil {
 		return err
 	}
-	outputDir := v.str("outputDirectory")
+	outputDir := req.OutputDirectory
 	if outputDir == "0" { // PHP truthiness: "0" is "not given"
 		outputDir = ""
 	}
 	spec := sandbox.Spec{
-		RuntimeID:         v.str("runtimeId"),
-		Image:             v.str("image"),
-		Entrypoint:        v.str("entrypoint"),
-		Source:            v.str("source"),
-		Destination:       v.str("destination"),
+		RuntimeID:         req.RuntimeID,
+		Image:             req.Image,
+		Entrypoint:        req.Entrypoint,
+		Source:            req.Source,
+		Destination:       req.Destination,
 		OutputDirectory:   outputDir,
-		Variables:         stringMap(v.object("variables")),
-		RuntimeEntrypoint: v.str("runtimeEntrypoint"),
-		Command:           v.str("command"),
-		CacheKey:          v.str("cacheKey"),
-		Timeout:           time.Duration(v.int("timeout")) * time.Second,
-		Remove:            v.bool("remove"),
+		Variables:         stringMap(req.Variables),
+		RuntimeEntrypoint: req.RuntimeEntrypoint,
+		Command:           req.Command,
+		CacheKey:          req.CacheKey,
+		Timeout:           time.Duration(req.Timeout) * time.Second,
+		Remove:            req.Remove,
 		CPUs:              cpus,
 		MemoryMB:          memoryMB,
-		Version:           v.str("version"),
-		RestartPolicy:     v.str("restartPolicy"),
+		Version:           req.Version,
+		RestartPolicy:     req.RestartPolicy,
 	}
 	res, err := s.backend.Create(r.Context(), spec)
 	if err != nil {
@@ -75,11 +77,11 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request, _ httprout
 
 // getRuntime is GET /v1/runtimes/:runtimeId.
 func (s *Server) getRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	v, err := bind(r, ps, s.byID)
+	req, err := bindRequest(r, ps, runtimeParams)
 	if err != nil {
 		return err
 	}
-	info, err := s.backend.Get(v.str("runtimeId"))
+	info, err := s.backend.Get(req.RuntimeID)
 	if err != nil {
 		return err
 	}
@@ -88,11 +90,11 @@ func (s *Server) getRuntime(w http.ResponseWriter, r *http.Request, ps httproute
 
 // deleteRuntime is DELETE /v1/runtimes/:runtimeId: 200 with an empty body.
 func (s *Server) deleteRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	v, err := bind(r, ps, s.byID)
+	req, err := bindRequest(r, ps, runtimeParams)
 	if err != nil {
 		return err
 	}
-	if err := s.backend.Delete(r.Context(), v.str("runtimeId")); err != nil {
+	if err := s.backend.Delete(r.Context(), req.RuntimeID); err != nil {
 		return err
 	}
 	writeBody(w, http.StatusOK, nil)

@@ -47,8 +47,8 @@ type Config struct {
 	Backend         Backend
 	Secret          string   // OPR_EXECUTOR_SECRET; empty never grants access
 	Development     bool     // OPR_EXECUTOR_ENV=development: error details and runtime keys are shown
-	Version         string   // OPR_EXECUTOR_VERSION reported in error bodies ("unknown" if empty)
-	RuntimeVersions []string // accepted `version` values (OPR_EXECUTOR_RUNTIME_VERSIONS); default v2,v3,v4,v5
+	Version         string   // OPR_EXECUTOR_VERSION reported in error bodies (DefaultExecutorVersion if empty)
+	RuntimeVersions []string // accepted `version` values (OPR_EXECUTOR_RUNTIME_VERSIONS); DefaultRuntimeVersions if empty
 	Hostname        string   // executor hostname for INERNAL_EXECUTOR_HOSTNAME; os.Hostname() if empty
 	Logger          *slog.Logger
 
@@ -62,15 +62,16 @@ type Config struct {
 	MaxMemoryMB int64
 }
 
+// DefaultRuntimeVersions lists, comma-separated, every runtime protocol version the executor speaks: all are
+// accepted unless Config.RuntimeVersions narrows them.
+const DefaultRuntimeVersions = "v2,v3,v4,v5"
+
+// DefaultExecutorVersion is the executor version error bodies report when none is configured.
+const DefaultExecutorVersion = "unknown"
+
 // DefaultBodyTimeout is the time a client has to send a request body: enough for the largest one (22 MiB) at
 // about 3 Mbit/s.
 const DefaultBodyTimeout = 60 * time.Second
-
-// The reference's defaults for `cpus` and `memory` (§3.2, §3.6).
-const (
-	defaultCPUs     = 1.0
-	defaultMemoryMB = 512
-)
 
 // Server serves the executor API. It implements http.Handler and is safe for concurrent use.
 type Server struct {
@@ -88,8 +89,6 @@ type Server struct {
 
 	maxCPUs, defaultCPUs         float64
 	maxMemoryMB, defaultMemoryMB int64
-
-	create, execution, byID, logs, commands []field
 }
 
 // New returns a Server for cfg.
@@ -126,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 		s.defaultMemoryMB = min(s.defaultMemoryMB, s.maxMemoryMB)
 	}
 	if s.version == "" {
-		s.version = "unknown"
+		s.version = DefaultExecutorVersion
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -140,18 +139,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.versions = normalizeVersions(cfg.RuntimeVersions)
 	if len(s.versions) == 0 {
-		s.versions = []string{"v2", "v3", "v4", "v5"}
+		s.versions = strings.Split(DefaultRuntimeVersions, ",")
 	}
 	s.defaultVersion = newestVersion(s.versions)
 	if !s.hasSecret {
 		s.log.Warn("executor secret is empty: every authenticated route will answer 401")
 	}
 
-	s.create = s.createFields()
-	s.execution = s.executionFields()
-	s.byID = []field{runtimeIDField()}
-	s.logs = logsFields()
-	s.commands = commandFields()
+	// The declarations depend on the versions and bounds above.
+	if err := s.checkDeclarations(); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
 
 	s.router = httprouter.New()
 	// The reference neither redirects nor distinguishes a wrong method from an unknown path: both are its

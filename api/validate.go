@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,13 +11,15 @@ import (
 )
 
 // validator mirrors a utopia-php/validators 0.3.1 validator (spec §2.2): the accepted raw values, the typed value
-// handed to the handler, and the exact description quoted in `Invalid `<name>` param: <description>`.
+// handed to the handler, and the exact description quoted in `Invalid `<name>` param: <description>`. valueType
+// is the type of every value convert returns, so that checkParams can match it with the field it is stored in.
 //
 // Raw values are what the request decoding yields: string (query, urlencoded, multipart, JSON strings),
 // json.Number, bool, nil, map[string]any or []any (JSON).
 type validator interface {
 	convert(raw any) (value any, ok bool)
 	description() string
+	valueType() reflect.Type
 }
 
 // text is Text(max, min): a string of min..max characters (runes, like mb_strlen); max 0 means unlimited.
@@ -50,6 +53,8 @@ func (t text) description() string {
 	}
 	return d
 }
+
+func (text) valueType() reflect.Type { return reflect.TypeFor[string]() }
 
 // integer is Integer(loose): a signed 32-bit integer. Strict accepts only JSON integers; loose also accepts
 // numeric strings whose value is an integer ("600", " 600", "+600"; not "600.0" or "6e2", which PHP turns
@@ -93,6 +98,8 @@ func (integer) description() string {
 	return "Value must be a valid signed 32-bit integer between -2,147,483,648 and 2,147,483,647"
 }
 
+func (integer) valueType() reflect.Type { return reflect.TypeFor[int64]() }
+
 // float is FloatValidator(loose): a JSON number or a numeric string. The value is a float64.
 type float struct{ loose bool }
 
@@ -123,6 +130,8 @@ func (v float) convert(raw any) (any, bool) {
 }
 
 func (float) description() string { return "Value must be a valid float" }
+
+func (float) valueType() reflect.Type { return reflect.TypeFor[float64]() }
 
 // boolean is Boolean(loose). Strict accepts JSON booleans only; loose also "true", "false", "1", "0", 1 and 0.
 // Unlike PHP (where the string "false" is truthy) "false", "0" and 0 map to false.
@@ -156,6 +165,8 @@ func (v boolean) convert(raw any) (any, bool) {
 
 func (boolean) description() string { return "Value must be a valid boolean" }
 
+func (boolean) valueType() reflect.Type { return reflect.TypeFor[bool]() }
+
 // assoc is Assoc(length): a JSON object whose PHP json_encode() is at most length bytes. An empty JSON array
 // passes too (PHP cannot tell it from an empty object); other arrays fail. The value is a map[string]any.
 type assoc struct{ length int }
@@ -176,6 +187,8 @@ func (v assoc) convert(raw any) (any, bool) {
 }
 
 func (assoc) description() string { return "Value must be a valid object." }
+
+func (assoc) valueType() reflect.Type { return reflect.TypeFor[map[string]any]() }
 
 // phpJSONLen estimates strlen(json_encode($v)) with PHP's default flags: non-ASCII escaped as \uXXXX (a
 // surrogate pair above the BMP) and '/' as "\/".
@@ -234,6 +247,8 @@ func (v whitelist) description() string {
 	return "Value must be one of (" + strings.Join(v.list, ", ") + ")"
 }
 
+func (whitelist) valueType() reflect.Type { return reflect.TypeFor[string]() }
+
 // anyOf is AnyOf(validators): the first validator that accepts wins. On failure the library describes the last
 // rule it tried, i.e. the last one.
 type anyOf []validator
@@ -252,6 +267,20 @@ func (v anyOf) description() string {
 		return ""
 	}
 	return v[len(v)-1].description()
+}
+
+// valueType is the rules' common type, or any when they differ.
+func (v anyOf) valueType() reflect.Type {
+	if len(v) == 0 {
+		return reflect.TypeFor[any]()
+	}
+	t := v[0].valueType()
+	for _, rule := range v[1:] {
+		if rule.valueType() != t {
+			return reflect.TypeFor[any]()
+		}
+	}
+	return t
 }
 
 // runtimeIDRule is the `runtimeId` rule: the reference's Text(64) narrowed to Appwrite's id alphabet (its Key/UID
@@ -275,6 +304,8 @@ func (runtimeIDRule) description() string {
 	return "Parameter must contain at most " + strconv.Itoa(maxRuntimeID) +
 		" chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"
 }
+
+func (runtimeIDRule) valueType() reflect.Type { return reflect.TypeFor[string]() }
 
 func validRuntimeID(s string) bool {
 	if s == "" || len(s) > maxRuntimeID {

@@ -105,6 +105,10 @@ func TestValidators(t *testing.T) {
 			if ok != tt.wantOK || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("convert(%#v) = %#v, %v; want %#v, %v", tt.raw, got, ok, tt.want, tt.wantOK)
 			}
+			// checkParams relies on it: the value is stored in a field of valueType.
+			if ok && !reflect.TypeOf(got).AssignableTo(tt.v.valueType()) {
+				t.Errorf("convert(%#v) gave a %T, valueType says %s", tt.raw, got, tt.v.valueType())
+			}
 		})
 	}
 }
