@@ -2,22 +2,20 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"executor/api"
 	"executor/images"
 	"executor/oci"
 	"executor/sandbox"
+	"executor/sandbox/disk"
 	"executor/storage"
 )
 
@@ -64,6 +62,8 @@ type config struct {
 	NetworkPool           int
 	// Init is the executor-init binary run as each runtime's PID 1; "" = none.
 	Init string
+	// LoggingProvider is OPR_EXECUTOR_LOGGING_PROVIDER, lower-cased: "" or "sentry".
+	LoggingProvider string
 	// SentryDSN is where errors are reported (OPR_EXECUTOR_LOGGING_*); "" = nowhere.
 	SentryDSN string
 	// UserNS is the host id range runtimes' root maps to; nil when off.
@@ -88,240 +88,282 @@ type config struct {
 	BodyTimeout time.Duration
 }
 
+// setting is one environment variable of the configuration.
+type setting struct {
+	name string
+	// fallback is read instead when name is blank: a seed-era spelling or a standard variable.
+	fallback string
+	// def is the value of an unset variable as an operator would write it (the README's default column); ""
+	// when there is none, or when parse works it out at start (the host's CPUs, the binary's directory).
+	def string
+	// raw values are parsed as they are set, surrounding blanks included: secrets and credentials are taken
+	// as they are, and some messages quote the value as it was set.
+	raw bool
+	// parse checks the value and stores it in the config; its errors name the variable it is given.
+	parse parser
+}
+
+// parser reads the value of variable name.
+type parser func(name, value string) error
+
 // loadConfig reads the configuration through getenv. Every error names the
 // variable at fault.
 func loadConfig(getenv func(string) string) (*config, error) {
-	get := func(name, def string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
+	c := &config{}
+	for _, s := range c.settings(getenv) {
+		name, v := s.name, getenv(s.name)
+		if s.fallback != "" && strings.TrimSpace(v) == "" {
+			name, v = s.fallback, getenv(s.fallback)
 		}
-		return def
-	}
-	c := &config{
-		Env:          get("OPR_EXECUTOR_ENV", "production"),
-		Secret:       getenv("OPR_EXECUTOR_SECRET"),
-		Listen:       get("OPR_EXECUTOR_LISTEN", "0.0.0.0:9900"),
-		DataDir:      get("OPR_EXECUTOR_DATA_DIR", "/var/lib/executor"),
-		CgroupParent: get("OPR_EXECUTOR_CGROUP_PARENT", "/executor"),
-
-		DockerHubUsername: getenv("OPR_EXECUTOR_DOCKER_HUB_USERNAME"),
-		DockerHubPassword: getenv("OPR_EXECUTOR_DOCKER_HUB_PASSWORD"),
-		Version:           get("OPR_EXECUTOR_VERSION", "unknown"),
-		LogLevel:          get("OPR_EXECUTOR_LOG_LEVEL", "info"),
-	}
-	switch c.Env {
-	case "production":
-	case "development":
-		c.Development = true
-	default:
-		return nil, fmt.Errorf("OPR_EXECUTOR_ENV must be production or development, not %q", c.Env)
-	}
-	if c.Secret == "" {
-		if !c.Development {
-			return nil, fmt.Errorf("OPR_EXECUTOR_SECRET is empty: set a secret (only OPR_EXECUTOR_ENV=development may run without one, with a generated key)")
+		if !s.raw {
+			v = strings.TrimSpace(v)
 		}
-		c.Secret = "dev-" + randomKey()
-		c.SecretGenerated = true
-	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return nil, fmt.Errorf("OPR_EXECUTOR_LISTEN=%q is not host:port: %w", c.Listen, err)
-	}
-	if !filepath.IsAbs(c.DataDir) {
-		return nil, fmt.Errorf("OPR_EXECUTOR_DATA_DIR=%q must be an absolute path", c.DataDir)
-	}
-	if !filepath.IsAbs(c.CgroupParent) || filepath.Clean(c.CgroupParent) == "/" {
-		return nil, fmt.Errorf("OPR_EXECUTOR_CGROUP_PARENT=%q must be an absolute cgroup path below the root", c.CgroupParent)
-	}
-	c.CgroupParent = filepath.Clean(c.CgroupParent)
-	c.Networks = splitList(get("OPR_EXECUTOR_NETWORK", "openruntimes-runtimes"))
-	if len(c.Networks) == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_NETWORK names no network")
-	}
-	subnet, err := netip.ParsePrefix(get("OPR_EXECUTOR_SUBNET", "10.89.0.0/16"))
-	if err != nil || !subnet.Addr().Is4() {
-		return nil, fmt.Errorf("OPR_EXECUTOR_SUBNET must be an IPv4 prefix such as 10.89.0.0/16: %v", err)
-	}
-	c.Subnet = subnet.Masked()
-	if _, err := c.networkSubnets(); err != nil {
-		return nil, err
-	}
-	c.RuntimeVersions = splitList(strings.ToLower(get("OPR_EXECUTOR_RUNTIME_VERSIONS", "v2,v3,v4,v5")))
-	for _, v := range c.RuntimeVersions {
-		switch v {
-		case "v2", "v3", "v4", "v5":
-		default:
-			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIME_VERSIONS: unknown protocol version %q (known: v2, v3, v4, v5)", v)
+		if v == "" {
+			v = s.def
 		}
-	}
-	if len(c.RuntimeVersions) == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIME_VERSIONS lists no version")
-	}
-	// The DSN, or the seed era's OPR_EXECUTOR_STORAGE_* variables when it
-	// is empty; the build cache falls back to it.
-	if c.Storage, err = storage.DSNFromEnv(getenv); err != nil {
-		return nil, err
-	}
-	if err := storage.Validate(c.Storage); err != nil {
-		return nil, fmt.Errorf("OPR_EXECUTOR_CONNECTION_STORAGE: %w", err)
-	}
-	if c.BuildCacheStorage, err = storage.BuildCacheDSNFromEnv(getenv); err != nil {
-		return nil, err
-	}
-	if err := storage.Validate(c.BuildCacheStorage); err != nil {
-		return nil, fmt.Errorf("OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE: %w", err)
-	}
-	// The local device keeps to these; one missing on this host (no
-	// /storage) is no error, nothing beneath it is ever found.
-	if c.StorageRoots, err = storage.RootsFromEnv(getenv); err != nil {
-		return nil, err
-	}
-	// API clients read and write beneath the roots: the data dir (every
-	// runtime's source, disk and state) must not be reachable that way.
-	for _, r := range c.StorageRoots {
-		if within(c.DataDir, r) || within(r, c.DataDir) {
-			return nil, fmt.Errorf("OPR_EXECUTOR_DATA_DIR=%s overlaps the storage root %s (OPR_EXECUTOR_STORAGE_ROOTS): API clients could read runtimes' files through it; keep the data dir out of every storage root", c.DataDir, r)
-		}
-	}
-	threshold := getenv("OPR_EXECUTOR_INACTIVE_THRESHOLD")
-	name := "OPR_EXECUTOR_INACTIVE_THRESHOLD"
-	if strings.TrimSpace(threshold) == "" {
-		// The seed era's spelling.
-		threshold, name = getenv("OPR_EXECUTOR_INACTIVE_TRESHOLD"), "OPR_EXECUTOR_INACTIVE_TRESHOLD"
-	}
-	if c.InactiveThreshold, err = seconds(name, threshold, 60); err != nil {
-		return nil, err
-	}
-	if c.MaintenanceInterval, err = seconds("OPR_EXECUTOR_MAINTENANCE_INTERVAL", getenv("OPR_EXECUTOR_MAINTENANCE_INTERVAL"), 3600); err != nil {
-		return nil, err
-	}
-	if c.StopGrace, err = seconds("OPR_EXECUTOR_STOP_GRACE", getenv("OPR_EXECUTOR_STOP_GRACE"), 2); err != nil {
-		return nil, err
-	}
-	if c.ImageGCInterval, err = seconds("OPR_EXECUTOR_IMAGE_GC_INTERVAL", getenv("OPR_EXECUTOR_IMAGE_GC_INTERVAL"), 3600); err != nil {
-		return nil, err
-	}
-	if c.ImageGCAge, err = seconds("OPR_EXECUTOR_IMAGE_GC_AGE", getenv("OPR_EXECUTOR_IMAGE_GC_AGE"), 86400); err != nil {
-		return nil, err
-	}
-	// containers-auth.json(5)'s REGISTRY_AUTH_FILE is honoured as podman and skopeo do.
-	name = "OPR_EXECUTOR_REGISTRY_AUTH_FILE"
-	if c.RegistryAuthFile = strings.TrimSpace(getenv(name)); c.RegistryAuthFile == "" {
-		name, c.RegistryAuthFile = "REGISTRY_AUTH_FILE", strings.TrimSpace(getenv("REGISTRY_AUTH_FILE"))
-	}
-	if c.RegistryAuthFile != "" && !filepath.IsAbs(c.RegistryAuthFile) {
-		return nil, fmt.Errorf("%s=%q must be an absolute path", name, c.RegistryAuthFile)
-	}
-	if c.ImageArchiveDir = strings.TrimSpace(getenv("OPR_EXECUTOR_IMAGE_ARCHIVE_DIR")); c.ImageArchiveDir != "" && !filepath.IsAbs(c.ImageArchiveDir) {
-		return nil, fmt.Errorf("OPR_EXECUTOR_IMAGE_ARCHIVE_DIR=%q must be an absolute path", c.ImageArchiveDir)
-	}
-	if c.ImageSizeLimit, err = byteSize("OPR_EXECUTOR_IMAGE_SIZE_LIMIT", getenv("OPR_EXECUTOR_IMAGE_SIZE_LIMIT"), images.DefaultSizeLimit); err != nil {
-		return nil, err
-	}
-	if c.ImageSizeLimit == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_IMAGE_SIZE_LIMIT must be positive")
-	}
-	if c.ImageMaxEntries, err = integer("OPR_EXECUTOR_IMAGE_MAX_ENTRIES", getenv("OPR_EXECUTOR_IMAGE_MAX_ENTRIES"), images.DefaultMaxEntries); err != nil {
-		return nil, err
-	}
-	if c.ImageMaxEntries == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_IMAGE_MAX_ENTRIES must be positive")
-	}
-	attempts, err := integer("OPR_EXECUTOR_RETRY_ATTEMPTS", getenv("OPR_EXECUTOR_RETRY_ATTEMPTS"), 5)
-	if err != nil {
-		return nil, err
-	}
-	c.RetryAttempts = int(attempts)
-	delay, err := integer("OPR_EXECUTOR_RETRY_DELAY_MS", getenv("OPR_EXECUTOR_RETRY_DELAY_MS"), 500)
-	if err != nil {
-		return nil, err
-	}
-	c.RetryDelay = time.Duration(delay) * time.Millisecond
-	if c.PidsLimit, err = integer("OPR_EXECUTOR_PIDS_LIMIT", getenv("OPR_EXECUTOR_PIDS_LIMIT"), sandbox.DefaultPidsLimit); err != nil {
-		return nil, err
-	}
-	if c.PidsLimit == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_PIDS_LIMIT must be positive")
-	}
-	if c.MaxCPUs, err = maxCPUs(getenv("OPR_EXECUTOR_MAX_CPUS")); err != nil {
-		return nil, err
-	}
-	if strings.TrimSpace(getenv("OPR_EXECUTOR_MAX_MEMORY")) == "" {
-		if c.MaxMemoryMB, err = hostMemoryMB(); err != nil {
-			return nil, fmt.Errorf("OPR_EXECUTOR_MAX_MEMORY: reading the host's memory size, its default: %w", err)
-		}
-	} else if c.MaxMemoryMB, err = integer("OPR_EXECUTOR_MAX_MEMORY", getenv("OPR_EXECUTOR_MAX_MEMORY"), 0); err != nil {
-		return nil, err
-	}
-	if c.BodyTimeout, err = seconds("OPR_EXECUTOR_REQUEST_BODY_TIMEOUT", getenv("OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"), int64(api.DefaultBodyTimeout/time.Second)); err != nil {
-		return nil, err
-	}
-	if c.BodyTimeout == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_REQUEST_BODY_TIMEOUT must be positive")
-	}
-	if c.BuildSizeLimit, err = byteSize("OPR_EXECUTOR_BUILD_SIZE_LIMIT", getenv("OPR_EXECUTOR_BUILD_SIZE_LIMIT"), sandbox.DefaultBuildSizeLimit); err != nil {
-		return nil, err
-	}
-	if c.BuildSizeLimit == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_BUILD_SIZE_LIMIT must be positive")
-	}
-	if c.DiskLimit, err = byteSize("OPR_EXECUTOR_DISK_LIMIT", getenv("OPR_EXECUTOR_DISK_LIMIT"), 1<<30); err != nil {
-		return nil, err
-	}
-	if c.DiskLimit != 0 && c.DiskLimit < 16<<20 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_DISK_LIMIT must be 0 (no cap) or at least 16MiB")
-	}
-	inodes, err := integer("OPR_EXECUTOR_DISK_INODES", getenv("OPR_EXECUTOR_DISK_INODES"), 0)
-	if err != nil {
-		return nil, err
-	}
-	c.DiskInodes = uint64(inodes)
-	if c.DiskInodes != 0 && (c.DiskInodes < 1024 || c.DiskInodes > 1<<32-1) {
-		return nil, fmt.Errorf("OPR_EXECUTOR_DISK_INODES must be 0 (one per 16 KiB of OPR_EXECUTOR_DISK_LIMIT) or between 1024 and 4294967295")
-	}
-	if c.DiskInodes != 0 && c.DiskLimit == 0 {
-		return nil, fmt.Errorf("OPR_EXECUTOR_DISK_INODES needs OPR_EXECUTOR_DISK_LIMIT: inodes are capped on the runtime's own disk")
-	}
-	c.Images = splitList(getenv("OPR_EXECUTOR_IMAGES"))
-	c.Runtimes = splitList(getenv("OPR_EXECUTOR_RUNTIMES"))
-	for _, rt := range c.Runtimes {
-		if i := strings.LastIndex(rt, "-"); i <= 0 || i == len(rt)-1 {
-			return nil, fmt.Errorf("OPR_EXECUTOR_RUNTIMES: %q is not <language>-<version> (e.g. node-18.0)", rt)
-		}
-	}
-	for _, b := range []struct {
-		name string
-		dst  *bool
-	}{
-		{"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME", &c.AllowRuntimeToRuntime},
-		{"OPR_EXECUTOR_ALLOW_HOST_ACCESS", &c.AllowHostAccess},
-		{"OPR_EXECUTOR_ALLOW_LINK_LOCAL", &c.AllowLinkLocal},
-	} {
-		if *b.dst, err = boolean(b.name, getenv(b.name)); err != nil {
+		if err := s.parse(name, v); err != nil {
 			return nil, err
 		}
 	}
-	if c.EgressAllow, err = prefixes("OPR_EXECUTOR_EGRESS_ALLOW", getenv("OPR_EXECUTOR_EGRESS_ALLOW")); err != nil {
-		return nil, err
+	return c, nil
+}
+
+// settings are the variables of c, in the order they are read and checked: a setting may rely on the ones
+// above it. Where a package needs a default too, def is that package's constant. getenv serves the storage
+// settings, which the storage package reads together with the seed era's variables.
+func (c *config) settings(getenv func(string) string) []setting {
+	return []setting{
+		{name: "OPR_EXECUTOR_ENV", def: "production", parse: c.setEnv},
+		{name: "OPR_EXECUTOR_SECRET", raw: true, parse: c.setSecret},
+		{name: "OPR_EXECUTOR_LISTEN", def: "0.0.0.0:9900", parse: c.setListen},
+		{name: "OPR_EXECUTOR_DATA_DIR", def: "/var/lib/executor", parse: absPath(&c.DataDir)},
+		{name: "OPR_EXECUTOR_CGROUP_PARENT", def: "/executor", parse: c.setCgroupParent},
+		{name: "OPR_EXECUTOR_DOCKER_HUB_USERNAME", raw: true, parse: text(&c.DockerHubUsername)},
+		{name: "OPR_EXECUTOR_DOCKER_HUB_PASSWORD", raw: true, parse: text(&c.DockerHubPassword)},
+		{name: "OPR_EXECUTOR_VERSION", def: api.DefaultExecutorVersion, parse: text(&c.Version)},
+		{name: "OPR_EXECUTOR_NETWORK", def: "openruntimes-runtimes", parse: c.setNetworks},
+		{name: "OPR_EXECUTOR_SUBNET", def: "10.89.0.0/16", parse: c.setSubnet},
+		{name: "OPR_EXECUTOR_RUNTIME_VERSIONS", def: api.DefaultRuntimeVersions, parse: c.setRuntimeVersions},
+		// The storage package reads these itself, with the seed era's OPR_EXECUTOR_STORAGE_* variables, and
+		// knows their defaults (the local filesystem; the storage DSN; storage.DefaultStorageRoots).
+		{name: storage.EnvStorage, parse: storageDSN(&c.Storage, storage.DSNFromEnv, getenv)},
+		{name: storage.EnvBuildCacheStorage, parse: storageDSN(&c.BuildCacheStorage, storage.BuildCacheDSNFromEnv, getenv)},
+		{name: storage.EnvStorageRoots, parse: c.storageRoots(getenv)},
+		{name: "OPR_EXECUTOR_INACTIVE_THRESHOLD", fallback: "OPR_EXECUTOR_INACTIVE_TRESHOLD", def: "60", parse: seconds(&c.InactiveThreshold)},
+		{name: "OPR_EXECUTOR_MAINTENANCE_INTERVAL", def: "3600", parse: seconds(&c.MaintenanceInterval)},
+		{name: "OPR_EXECUTOR_STOP_GRACE", def: "2", parse: seconds(&c.StopGrace)},
+		{name: "OPR_EXECUTOR_IMAGE_GC_INTERVAL", def: "3600", parse: seconds(&c.ImageGCInterval)},
+		{name: "OPR_EXECUTOR_IMAGE_GC_AGE", def: "86400", parse: seconds(&c.ImageGCAge)},
+		// containers-auth.json(5)'s REGISTRY_AUTH_FILE is honoured as podman and skopeo do.
+		{name: "OPR_EXECUTOR_REGISTRY_AUTH_FILE", fallback: "REGISTRY_AUTH_FILE", parse: absPath(&c.RegistryAuthFile)},
+		{name: "OPR_EXECUTOR_IMAGE_ARCHIVE_DIR", parse: absPath(&c.ImageArchiveDir)},
+		{name: "OPR_EXECUTOR_IMAGE_SIZE_LIMIT", def: formatSize(images.DefaultSizeLimit), parse: positiveSize(&c.ImageSizeLimit)},
+		{name: "OPR_EXECUTOR_IMAGE_MAX_ENTRIES", def: strconv.FormatInt(images.DefaultMaxEntries, 10), parse: positiveCount(&c.ImageMaxEntries)},
+		{name: "OPR_EXECUTOR_RETRY_ATTEMPTS", def: "5", parse: count(&c.RetryAttempts)},
+		{name: "OPR_EXECUTOR_RETRY_DELAY_MS", def: "500", parse: milliseconds(&c.RetryDelay)},
+		{name: "OPR_EXECUTOR_PIDS_LIMIT", def: strconv.FormatInt(sandbox.DefaultPidsLimit, 10), parse: positiveCount(&c.PidsLimit)},
+		{name: "OPR_EXECUTOR_MAX_CPUS", parse: c.setMaxCPUs},
+		{name: "OPR_EXECUTOR_MAX_MEMORY", parse: c.setMaxMemory},
+		{name: "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT", def: formatSeconds(api.DefaultBodyTimeout), parse: positiveSeconds(&c.BodyTimeout)},
+		{name: "OPR_EXECUTOR_BUILD_SIZE_LIMIT", def: formatSize(sandbox.DefaultBuildSizeLimit), parse: positiveSize(&c.BuildSizeLimit)},
+		{name: "OPR_EXECUTOR_DISK_LIMIT", def: formatSize(disk.DefaultSize), parse: c.setDiskLimit},
+		{name: "OPR_EXECUTOR_DISK_INODES", def: "0", parse: c.setDiskInodes},
+		{name: "OPR_EXECUTOR_IMAGES", parse: list(&c.Images)},
+		{name: "OPR_EXECUTOR_RUNTIMES", parse: c.setRuntimes},
+		{name: "OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME", raw: true, def: "false", parse: flag(&c.AllowRuntimeToRuntime)},
+		{name: "OPR_EXECUTOR_ALLOW_HOST_ACCESS", raw: true, def: "false", parse: flag(&c.AllowHostAccess)},
+		{name: "OPR_EXECUTOR_ALLOW_LINK_LOCAL", raw: true, def: "false", parse: flag(&c.AllowLinkLocal)},
+		{name: "OPR_EXECUTOR_EGRESS_ALLOW", parse: prefixList(&c.EgressAllow)},
+		{name: "OPR_EXECUTOR_EGRESS_DENY", parse: prefixList(&c.EgressDeny)},
+		{name: "OPR_EXECUTOR_DNS", parse: c.setDNS},
+		{name: "OPR_EXECUTOR_NETWORK_POOL", def: "0", parse: count(&c.NetworkPool)},
+		{name: "OPR_EXECUTOR_INIT", parse: c.setInit},
+		{name: "OPR_EXECUTOR_USERNS", def: "full", parse: c.setUserNS},
+		{name: "OPR_EXECUTOR_SECCOMP", def: "default", parse: c.setSeccomp},
+		{name: "OPR_EXECUTOR_LOGGING_PROVIDER", raw: true, parse: c.setLoggingProvider},
+		{name: "OPR_EXECUTOR_LOGGING_CONFIG", raw: true, parse: c.setLoggingConfig},
+		{name: "OPR_EXECUTOR_LOG_LEVEL", def: "info", parse: choice(&c.LogLevel, "debug", "info", "warn", "error")},
 	}
-	if c.EgressDeny, err = prefixes("OPR_EXECUTOR_EGRESS_DENY", getenv("OPR_EXECUTOR_EGRESS_DENY")); err != nil {
-		return nil, err
+}
+
+func (c *config) setEnv(name, v string) error {
+	if err := oneOf(name, v, "production", "development"); err != nil {
+		return err
 	}
-	if v := strings.TrimSpace(getenv("OPR_EXECUTOR_DNS")); v != "" {
-		c.DNSServers = []netip.Addr{}
-		for _, s := range splitList(v) {
-			a, err := netip.ParseAddr(s)
-			if err != nil || !a.Is4() || a.IsLoopback() {
-				return nil, fmt.Errorf("OPR_EXECUTOR_DNS: %q is not a non-loopback IPv4 address (runtimes cannot reach the host's loopback)", s)
-			}
-			c.DNSServers = append(c.DNSServers, a)
+	c.Env, c.Development = v, v == "development"
+	return nil
+}
+
+// setSecret: an empty secret never means open access; only development runs without one, with a generated key.
+func (c *config) setSecret(name, v string) error {
+	if v != "" {
+		c.Secret = v
+		return nil
+	}
+	if !c.Development {
+		return fmt.Errorf("%s is empty: set a secret (only OPR_EXECUTOR_ENV=development may run without one, with a generated key)", name)
+	}
+	c.Secret, c.SecretGenerated = "dev-"+randomKey(), true
+	return nil
+}
+
+func (c *config) setListen(name, v string) error {
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		return fmt.Errorf("%s=%q is not host:port: %w", name, v, err)
+	}
+	c.Listen = v
+	return nil
+}
+
+func (c *config) setCgroupParent(name, v string) error {
+	if !filepath.IsAbs(v) || filepath.Clean(v) == "/" {
+		return fmt.Errorf("%s=%q must be an absolute cgroup path below the root", name, v)
+	}
+	c.CgroupParent = filepath.Clean(v)
+	return nil
+}
+
+func (c *config) setNetworks(name, v string) error {
+	if c.Networks = splitList(v); len(c.Networks) == 0 {
+		return fmt.Errorf("%s names no network", name)
+	}
+	return nil
+}
+
+// setSubnet also checks that the subnet has room for every network (read before it).
+func (c *config) setSubnet(name, v string) error {
+	subnet, err := netip.ParsePrefix(v)
+	if err != nil || !subnet.Addr().Is4() {
+		return fmt.Errorf("%s must be an IPv4 prefix such as 10.89.0.0/16: %v", name, err)
+	}
+	c.Subnet = subnet.Masked()
+	_, err = c.networkSubnets()
+	return err
+}
+
+// setRuntimeVersions accepts the versions the API speaks, all of them by default.
+func (c *config) setRuntimeVersions(name, v string) error {
+	known := strings.Split(api.DefaultRuntimeVersions, ",")
+	c.RuntimeVersions = splitList(strings.ToLower(v))
+	for _, rv := range c.RuntimeVersions {
+		if !slices.Contains(known, rv) {
+			return fmt.Errorf("%s: unknown protocol version %q (known: %s)", name, rv, strings.Join(known, ", "))
 		}
 	}
-	pool, err := integer("OPR_EXECUTOR_NETWORK_POOL", getenv("OPR_EXECUTOR_NETWORK_POOL"), 0)
-	if err != nil {
-		return nil, err
+	if len(c.RuntimeVersions) == 0 {
+		return fmt.Errorf("%s lists no version", name)
 	}
-	c.NetworkPool = int(pool)
-	switch v := get("OPR_EXECUTOR_INIT", ""); v {
+	return nil
+}
+
+// storageDSN reads a storage DSN with fromEnv (which falls back on the seed era's variables) and checks it.
+func storageDSN(dst *string, fromEnv func(getenv func(string) string) (string, error), getenv func(string) string) parser {
+	return func(name, _ string) error {
+		dsn, err := fromEnv(getenv)
+		if err != nil {
+			return err
+		}
+		if err := storage.Validate(dsn); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		*dst = dsn
+		return nil
+	}
+}
+
+// storageRoots reads the directories the local device keeps to; one missing on this host (no /storage) is no
+// error, nothing beneath it is ever found.
+func (c *config) storageRoots(getenv func(string) string) parser {
+	return func(name, _ string) error {
+		roots, err := storage.RootsFromEnv(getenv)
+		if err != nil {
+			return err
+		}
+		// API clients read and write beneath the roots: the data dir (every runtime's source, disk and state)
+		// must not be reachable that way.
+		for _, r := range roots {
+			if within(c.DataDir, r) || within(r, c.DataDir) {
+				return fmt.Errorf("OPR_EXECUTOR_DATA_DIR=%s overlaps the storage root %s (%s): API clients could read runtimes' files through it; keep the data dir out of every storage root", c.DataDir, r, name)
+			}
+		}
+		c.StorageRoots = roots
+		return nil
+	}
+}
+
+// setMaxCPUs: cores, fractions allowed, 0 for no bound; the host's CPUs by default.
+func (c *config) setMaxCPUs(name, v string) (err error) {
+	c.MaxCPUs, err = maxCPUs(name, v)
+	return err
+}
+
+// setMaxMemory: MB, 0 for no bound; the host's memory by default.
+func (c *config) setMaxMemory(name, v string) (err error) {
+	if v == "" {
+		if c.MaxMemoryMB, err = hostMemoryMB(); err != nil {
+			return fmt.Errorf("%s: reading the host's memory size, its default: %w", name, err)
+		}
+		return nil
+	}
+	c.MaxMemoryMB, err = integer(name, v)
+	return err
+}
+
+// setDiskLimit: 0 leaves runtimes uncapped; a disk smaller than 16 MiB would not even hold a runtime's files.
+func (c *config) setDiskLimit(name, v string) (err error) {
+	if c.DiskLimit, err = byteSize(name, v); err != nil {
+		return err
+	}
+	if c.DiskLimit != 0 && c.DiskLimit < 16<<20 {
+		return fmt.Errorf("%s must be 0 (no cap) or at least 16MiB", name)
+	}
+	return nil
+}
+
+// setDiskInodes: ext4's limits; the inodes are those of the runtime's own disk, so there must be one.
+func (c *config) setDiskInodes(name, v string) error {
+	n, err := integer(name, v)
+	if err != nil {
+		return err
+	}
+	c.DiskInodes = uint64(n)
+	if c.DiskInodes != 0 && (c.DiskInodes < 1024 || c.DiskInodes > 1<<32-1) {
+		return fmt.Errorf("%s must be 0 (one per 16 KiB of OPR_EXECUTOR_DISK_LIMIT) or between 1024 and 4294967295", name)
+	}
+	if c.DiskInodes != 0 && c.DiskLimit == 0 {
+		return fmt.Errorf("%s needs OPR_EXECUTOR_DISK_LIMIT: inodes are capped on the runtime's own disk", name)
+	}
+	return nil
+}
+
+func (c *config) setRuntimes(name, v string) error {
+	c.Runtimes = splitList(v)
+	for _, rt := range c.Runtimes {
+		if i := strings.LastIndex(rt, "-"); i <= 0 || i == len(rt)-1 {
+			return fmt.Errorf("%s: %q is not <language>-<version> (e.g. node-18.0)", name, rt)
+		}
+	}
+	return nil
+}
+
+// setDNS: unset leaves DNSServers nil, the host's own nameservers.
+func (c *config) setDNS(name, v string) error {
+	if v == "" {
+		return nil
+	}
+	c.DNSServers = []netip.Addr{}
+	for _, s := range splitList(v) {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() || a.IsLoopback() {
+			return fmt.Errorf("%s: %q is not a non-loopback IPv4 address (runtimes cannot reach the host's loopback)", name, s)
+		}
+		c.DNSServers = append(c.DNSServers, a)
+	}
+	return nil
+}
+
+func (c *config) setInit(name, v string) error {
+	switch v {
 	case "off":
 	case "":
 		// Installed beside the executor binary (make build, packages).
@@ -330,35 +372,39 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		}
 	default:
 		if !filepath.IsAbs(v) {
-			return nil, fmt.Errorf("OPR_EXECUTOR_INIT=%q must be an absolute path or off", v)
+			return fmt.Errorf("%s=%q must be an absolute path or off", name, v)
 		}
 		c.Init = v
 	}
-	if c.UserNS, err = parseUserNS(get("OPR_EXECUTOR_USERNS", "full")); err != nil {
-		return nil, err
+	return nil
+}
+
+func (c *config) setUserNS(_, v string) (err error) {
+	c.UserNS, err = parseUserNS(v)
+	return err
+}
+
+func (c *config) setSeccomp(name, v string) error {
+	if err := oneOf(name, v, "default", "unconfined"); err != nil {
+		return err
 	}
-	switch sc := get("OPR_EXECUTOR_SECCOMP", "default"); sc {
-	case "default":
-	case "unconfined":
-		c.Unconfined = true
-	default:
-		return nil, fmt.Errorf("OPR_EXECUTOR_SECCOMP must be default or unconfined, not %q", sc)
+	c.Unconfined = v == "unconfined"
+	return nil
+}
+
+func (c *config) setLoggingProvider(name, v string) error {
+	if c.LoggingProvider = strings.ToLower(v); c.LoggingProvider != "" && c.LoggingProvider != "sentry" {
+		return fmt.Errorf("%s=%q is not supported (sentry is)", name, c.LoggingProvider)
 	}
-	switch provider := strings.ToLower(getenv("OPR_EXECUTOR_LOGGING_PROVIDER")); provider {
-	case "":
-	case "sentry":
-		if c.SentryDSN, err = sentryDSN(getenv("OPR_EXECUTOR_LOGGING_CONFIG")); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("OPR_EXECUTOR_LOGGING_PROVIDER=%q is not supported (sentry is)", provider)
+	return nil
+}
+
+// setLoggingConfig reads the provider's configuration; only sentry has one.
+func (c *config) setLoggingConfig(_, v string) (err error) {
+	if c.LoggingProvider == "sentry" {
+		c.SentryDSN, err = sentryDSN(v)
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		return nil, fmt.Errorf("OPR_EXECUTOR_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
-	}
-	return c, nil
+	return err
 }
 
 // prePullImages is OPR_EXECUTOR_IMAGES plus every OPR_EXECUTOR_RUNTIMES entry
@@ -404,142 +450,4 @@ func (c *config) networkSubnets() ([]netip.Prefix, error) {
 		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), bits)
 	}
 	return out, nil
-}
-
-// parseUserNS reads OPR_EXECUTOR_USERNS: "full" (oci.FullIDMap: every id
-// above the host's own 0..65535), "off", "HOSTID:SIZE" (same uid and gid) or
-// "HOSTUID:HOSTGID:SIZE".
-func parseUserNS(v string) (*oci.IDMap, error) {
-	switch v {
-	case "off":
-		return nil, nil
-	case "full":
-		return oci.FullIDMap(), nil
-	}
-	parts := strings.Split(v, ":")
-	var n []int64
-	for _, p := range parts {
-		x, err := strconv.ParseInt(p, 10, 64)
-		if err != nil || x <= 0 {
-			n = nil
-			break
-		}
-		n = append(n, x)
-	}
-	var m *oci.IDMap
-	switch len(n) {
-	case 2:
-		m = &oci.IDMap{HostUID: n[0], HostGID: n[0], Size: n[1]}
-	case 3:
-		m = &oci.IDMap{HostUID: n[0], HostGID: n[1], Size: n[2]}
-	default:
-		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q must be full, off, HOSTID:SIZE or HOSTUID:HOSTGID:SIZE (e.g. 1000000000:65536)", v)
-	}
-	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("OPR_EXECUTOR_USERNS=%q: %w", v, err)
-	}
-	return m, nil
-}
-
-func boolean(name, v string) (bool, error) {
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "", "false", "0", "no":
-		return false, nil
-	case "true", "1", "yes":
-		return true, nil
-	}
-	return false, fmt.Errorf("%s=%q must be true or false", name, v)
-}
-
-func prefixes(name, v string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range splitList(v) {
-		p, err := netip.ParsePrefix(s)
-		if err != nil || !p.Addr().Is4() {
-			return nil, fmt.Errorf("%s: %q is not an IPv4 prefix such as 203.0.113.0/24", name, s)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func integer(name, v string, def int64) (int64, error) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%s=%q must be a non-negative integer", name, v)
-	}
-	return n, nil
-}
-
-// within reports whether path is dir or beneath it (both clean and absolute).
-func within(path, dir string) bool {
-	path, dir = filepath.Clean(path), filepath.Clean(dir)
-	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
-}
-
-// byteSize reads a size in bytes, with an optional binary suffix (KiB, MiB,
-// GiB, TiB; K, M, G, T mean the same): "2GiB", "512M", "1048576".
-func byteSize(name, v string, def int64) (int64, error) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return def, nil
-	}
-	num, unit := v, int64(1)
-	for i, suffix := range []string{"K", "M", "G", "T"} {
-		for _, s := range []string{suffix + "iB", suffix + "B", suffix} {
-			if strings.HasSuffix(strings.ToUpper(num), strings.ToUpper(s)) && len(num) > len(s) {
-				num, unit = strings.TrimSpace(num[:len(num)-len(s)]), int64(1)<<(10*(i+1))
-				break
-			}
-		}
-		if unit != 1 {
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/unit {
-		return 0, fmt.Errorf("%s=%q must be a size in bytes, optionally with a suffix such as MiB or GiB", name, v)
-	}
-	return n * unit, nil
-}
-
-func seconds(name, v string, def int64) (time.Duration, error) {
-	n, err := integer(name, v, def)
-	return time.Duration(n) * time.Second, err
-}
-
-// maxCPUs reads OPR_EXECUTOR_MAX_CPUS: cores, fractions allowed, 0 for no bound; the host's CPUs by default.
-func maxCPUs(v string) (float64, error) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return float64(runtime.NumCPU()), nil
-	}
-	n, err := strconv.ParseFloat(v, 64)
-	if err != nil || n < 0 || math.IsNaN(n) || math.IsInf(n, 0) {
-		return 0, fmt.Errorf("OPR_EXECUTOR_MAX_CPUS=%q must be a non-negative number of cores (0 = no bound)", v)
-	}
-	return n, nil
-}
-
-// hostMemoryMB is the host's total memory in the API's megabytes (1,000,000 bytes).
-func hostMemoryMB() (int64, error) {
-	var si unix.Sysinfo_t
-	if err := unix.Sysinfo(&si); err != nil {
-		return 0, err
-	}
-	return int64(uint64(si.Totalram) * uint64(si.Unit) / 1_000_000), nil
 }

@@ -2,6 +2,9 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -15,173 +18,315 @@ func envOf(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
 }
 
+// settingNames are the variables of the settings table, in its order.
+func settingNames() []string {
+	var names []string
+	for _, s := range (&config{}).settings(nil) {
+		names = append(names, s.name)
+	}
+	return names
+}
+
+// TestLoadConfigDefaults: every setting's value when it is unset (only the secret is set).
 func TestLoadConfigDefaults(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		variable string
+		got      func(c *config) any
+		want     any
+	}{
+		{"OPR_EXECUTOR_ENV", func(c *config) any { return [2]any{c.Env, c.Development} }, [2]any{"production", false}},
+		{"OPR_EXECUTOR_LISTEN", func(c *config) any { return c.Listen }, "0.0.0.0:9900"},
+		{"OPR_EXECUTOR_DATA_DIR", func(c *config) any { return c.DataDir }, "/var/lib/executor"},
+		{"OPR_EXECUTOR_CGROUP_PARENT", func(c *config) any { return c.CgroupParent }, "/executor"},
+		{"OPR_EXECUTOR_DOCKER_HUB_USERNAME", func(c *config) any { return c.DockerHubUsername }, ""},
+		{"OPR_EXECUTOR_DOCKER_HUB_PASSWORD", func(c *config) any { return c.DockerHubPassword }, ""},
+		{"OPR_EXECUTOR_VERSION", func(c *config) any { return c.Version }, "unknown"},
+		{"OPR_EXECUTOR_NETWORK", func(c *config) any { return c.Networks }, []string{"openruntimes-runtimes"}},
+		{"OPR_EXECUTOR_SUBNET", func(c *config) any { return c.Subnet.String() }, "10.89.0.0/16"},
+		{"OPR_EXECUTOR_RUNTIME_VERSIONS", func(c *config) any { return c.RuntimeVersions }, []string{"v2", "v3", "v4", "v5"}},
+		{"OPR_EXECUTOR_CONNECTION_STORAGE", func(c *config) any { return c.Storage }, ""},
+		{"OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE", func(c *config) any { return c.BuildCacheStorage }, ""},
+		{"OPR_EXECUTOR_STORAGE_ROOTS", func(c *config) any { return c.StorageRoots }, []string{"/storage", "/tmp"}},
+		{"OPR_EXECUTOR_INACTIVE_THRESHOLD", func(c *config) any { return c.InactiveThreshold }, 60 * time.Second},
+		{"OPR_EXECUTOR_MAINTENANCE_INTERVAL", func(c *config) any { return c.MaintenanceInterval }, time.Hour},
+		{"OPR_EXECUTOR_STOP_GRACE", func(c *config) any { return c.StopGrace }, 2 * time.Second},
+		{"OPR_EXECUTOR_IMAGE_GC_INTERVAL", func(c *config) any { return c.ImageGCInterval }, time.Hour},
+		{"OPR_EXECUTOR_IMAGE_GC_AGE", func(c *config) any { return c.ImageGCAge }, 24 * time.Hour},
+		{"OPR_EXECUTOR_REGISTRY_AUTH_FILE", func(c *config) any { return c.RegistryAuthFile }, ""},
+		{"OPR_EXECUTOR_IMAGE_ARCHIVE_DIR", func(c *config) any { return c.ImageArchiveDir }, ""},
+		{"OPR_EXECUTOR_IMAGE_SIZE_LIMIT", func(c *config) any { return c.ImageSizeLimit }, int64(16 << 30)},
+		{"OPR_EXECUTOR_IMAGE_MAX_ENTRIES", func(c *config) any { return c.ImageMaxEntries }, int64(1_000_000)},
+		{"OPR_EXECUTOR_RETRY_ATTEMPTS", func(c *config) any { return c.RetryAttempts }, 5},
+		{"OPR_EXECUTOR_RETRY_DELAY_MS", func(c *config) any { return c.RetryDelay }, 500 * time.Millisecond},
+		{"OPR_EXECUTOR_PIDS_LIMIT", func(c *config) any { return c.PidsLimit }, int64(1024)},
+		{"OPR_EXECUTOR_MAX_CPUS", func(c *config) any { return c.MaxCPUs }, float64(runtime.NumCPU())},
+		{"OPR_EXECUTOR_MAX_MEMORY", func(c *config) any { return c.MaxMemoryMB }, memTotalMB(t)},
+		{"OPR_EXECUTOR_REQUEST_BODY_TIMEOUT", func(c *config) any { return c.BodyTimeout }, time.Minute},
+		{"OPR_EXECUTOR_BUILD_SIZE_LIMIT", func(c *config) any { return c.BuildSizeLimit }, int64(2 << 30)},
+		{"OPR_EXECUTOR_DISK_LIMIT", func(c *config) any { return c.DiskLimit }, int64(1 << 30)},
+		{"OPR_EXECUTOR_DISK_INODES", func(c *config) any { return c.DiskInodes }, uint64(0)},
+		{"OPR_EXECUTOR_IMAGES", func(c *config) any { return c.Images }, []string(nil)},
+		{"OPR_EXECUTOR_RUNTIMES", func(c *config) any { return c.Runtimes }, []string(nil)},
+		{"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME", func(c *config) any { return c.AllowRuntimeToRuntime }, false},
+		{"OPR_EXECUTOR_ALLOW_HOST_ACCESS", func(c *config) any { return c.AllowHostAccess }, false},
+		{"OPR_EXECUTOR_ALLOW_LINK_LOCAL", func(c *config) any { return c.AllowLinkLocal }, false},
+		{"OPR_EXECUTOR_EGRESS_ALLOW", func(c *config) any { return len(c.EgressAllow) }, 0},
+		{"OPR_EXECUTOR_EGRESS_DENY", func(c *config) any { return len(c.EgressDeny) }, 0},
+		{"OPR_EXECUTOR_DNS", func(c *config) any { return c.DNSServers == nil }, true}, // the host's
+		{"OPR_EXECUTOR_NETWORK_POOL", func(c *config) any { return c.NetworkPool }, 0},
+		{"OPR_EXECUTOR_INIT", func(c *config) any { return c.Init }, filepath.Join(filepath.Dir(exe), "executor-init")},
+		{"OPR_EXECUTOR_USERNS", func(c *config) any { return c.UserNS }, oci.FullIDMap()},
+		{"OPR_EXECUTOR_SECCOMP", func(c *config) any { return c.Unconfined }, false},
+		{"OPR_EXECUTOR_LOGGING_PROVIDER", func(c *config) any { return c.LoggingProvider }, ""},
+		{"OPR_EXECUTOR_LOGGING_CONFIG", func(c *config) any { return c.SentryDSN }, ""},
+		{"OPR_EXECUTOR_LOG_LEVEL", func(c *config) any { return c.LogLevel }, "info"},
+	}
+	// The secret has no default: see TestLoadConfigBadValues and the development case of TestLoadConfigValues.
+	covered := map[string]bool{"OPR_EXECUTOR_SECRET": true}
 	c, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "0.0.0.0:9900" || c.DataDir != "/var/lib/executor" || c.Networks[0] != "openruntimes-runtimes" ||
-		c.InactiveThreshold != 60*time.Second || c.MaintenanceInterval != 3600*time.Second || c.RetryAttempts != 5 ||
-		c.RetryDelay != 500*time.Millisecond || c.Version != "unknown" || strings.Join(c.RuntimeVersions, ",") != "v2,v3,v4,v5" ||
-		c.Development || c.Subnet.String() != "10.89.0.0/16" {
-		t.Fatalf("defaults: %+v", c)
+	for _, tt := range tests {
+		covered[tt.variable] = true
+		if got := tt.got(c); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: default %#v, want %#v", tt.variable, got, tt.want)
+		}
+	}
+	for _, name := range settingNames() {
+		if !covered[name] {
+			t.Errorf("%s: no default checked", name)
+		}
 	}
 }
 
-func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
+// TestLoadConfigBadValues: a bad value stops the daemon with a message that names the variable; every
+// setting that can be wrong has a case.
+func TestLoadConfigBadValues(t *testing.T) {
 	tests := []struct {
 		env  map[string]string
 		want string
 	}{
 		{map[string]string{}, "OPR_EXECUTOR_SECRET"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_ENV": "staging"}, "OPR_EXECUTOR_ENV"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LISTEN": "9900"}, "OPR_EXECUTOR_LISTEN"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DATA_DIR": "rel/dir"}, "OPR_EXECUTOR_DATA_DIR"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RUNTIME_VERSIONS": "v5,v9"}, "OPR_EXECUTOR_RUNTIME_VERSIONS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_INACTIVE_THRESHOLD": "soon"}, "OPR_EXECUTOR_INACTIVE_THRESHOLD"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_INACTIVE_TRESHOLD": "-1"}, "OPR_EXECUTOR_INACTIVE_TRESHOLD"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAINTENANCE_INTERVAL": "x"}, "OPR_EXECUTOR_MAINTENANCE_INTERVAL"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RETRY_ATTEMPTS": "many"}, "OPR_EXECUTOR_RETRY_ATTEMPTS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RETRY_DELAY_MS": "1.5"}, "OPR_EXECUTOR_RETRY_DELAY_MS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_SUBNET": "not-a-net"}, "OPR_EXECUTOR_SUBNET"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CGROUP_PARENT": "relative"}, "OPR_EXECUTOR_CGROUP_PARENT"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_RUNTIMES": "node"}, "OPR_EXECUTOR_RUNTIMES"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOG_LEVEL": "loud"}, "OPR_EXECUTOR_LOG_LEVEL"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_PIDS_LIMIT": "0"}, "OPR_EXECUTOR_PIDS_LIMIT"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CONNECTION_STORAGE": "dospaces://k:s@host/bucket"}, "OPR_EXECUTOR_CONNECTION_STORAGE"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE": "wasabi://k:s@host/b"}, "OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_STORAGE_DEVICE": "floppy"}, "OPR_EXECUTOR_STORAGE_DEVICE"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_USERNS": "1000:10"}, "OPR_EXECUTOR_USERNS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_USERNS": "root"}, "OPR_EXECUTOR_USERNS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_SECCOMP": "maybe"}, "OPR_EXECUTOR_SECCOMP"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOGGING_PROVIDER": "raygun"}, "OPR_EXECUTOR_LOGGING_PROVIDER"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_ALLOW_HOST_ACCESS": "perhaps"}, "OPR_EXECUTOR_ALLOW_HOST_ACCESS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_EGRESS_DENY": "10.0.0.0/33"}, "OPR_EXECUTOR_EGRESS_DENY"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_EGRESS_ALLOW": "fe80::/10"}, "OPR_EXECUTOR_EGRESS_ALLOW"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DNS": "127.0.0.53"}, "OPR_EXECUTOR_DNS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_NETWORK_POOL": "-2"}, "OPR_EXECUTOR_NETWORK_POOL"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_LOGGING_PROVIDER": "sentry", "OPR_EXECUTOR_LOGGING_CONFIG": "x"}, "OPR_EXECUTOR_LOGGING_CONFIG"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_IMAGE_GC_INTERVAL": "hourly"}, "OPR_EXECUTOR_IMAGE_GC_INTERVAL"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_IMAGE_GC_AGE": "-5"}, "OPR_EXECUTOR_IMAGE_GC_AGE"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REGISTRY_AUTH_FILE": "auth.json"}, "OPR_EXECUTOR_REGISTRY_AUTH_FILE"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "REGISTRY_AUTH_FILE": "auth.json"}, "REGISTRY_AUTH_FILE"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_CPUS": "-1"}, "OPR_EXECUTOR_MAX_CPUS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_CPUS": "NaN"}, "OPR_EXECUTOR_MAX_CPUS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_CPUS": "four"}, "OPR_EXECUTOR_MAX_CPUS"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_MEMORY": "1.5"}, "OPR_EXECUTOR_MAX_MEMORY"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_MAX_MEMORY": "-512"}, "OPR_EXECUTOR_MAX_MEMORY"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "0"}, "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"},
-		{map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "1m"}, "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"},
+		{map[string]string{"OPR_EXECUTOR_ENV": "staging"}, "OPR_EXECUTOR_ENV"},
+		{map[string]string{"OPR_EXECUTOR_LISTEN": "9900"}, "OPR_EXECUTOR_LISTEN"},
+		{map[string]string{"OPR_EXECUTOR_DATA_DIR": "rel/dir"}, "OPR_EXECUTOR_DATA_DIR"},
+		{map[string]string{"OPR_EXECUTOR_CGROUP_PARENT": "relative"}, "OPR_EXECUTOR_CGROUP_PARENT"},
+		{map[string]string{"OPR_EXECUTOR_CGROUP_PARENT": "/x/.."}, "OPR_EXECUTOR_CGROUP_PARENT"},
+		{map[string]string{"OPR_EXECUTOR_NETWORK": " , "}, "OPR_EXECUTOR_NETWORK"},
+		{map[string]string{"OPR_EXECUTOR_SUBNET": "not-a-net"}, "OPR_EXECUTOR_SUBNET"},
+		{map[string]string{"OPR_EXECUTOR_SUBNET": "10.89.0.0/29"}, "OPR_EXECUTOR_SUBNET"},
+		{map[string]string{"OPR_EXECUTOR_RUNTIME_VERSIONS": "v5,v9"}, "OPR_EXECUTOR_RUNTIME_VERSIONS"},
+		{map[string]string{"OPR_EXECUTOR_RUNTIME_VERSIONS": ","}, "OPR_EXECUTOR_RUNTIME_VERSIONS"},
+		{map[string]string{"OPR_EXECUTOR_CONNECTION_STORAGE": "dospaces://k:s@host/bucket"}, "OPR_EXECUTOR_CONNECTION_STORAGE"},
+		{map[string]string{"OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE": "wasabi://k:s@host/b"}, "OPR_EXECUTOR_CONNECTION_BUILD_CACHE_STORAGE"},
+		{map[string]string{"OPR_EXECUTOR_STORAGE_DEVICE": "floppy"}, "OPR_EXECUTOR_STORAGE_DEVICE"},
+		{map[string]string{"OPR_EXECUTOR_STORAGE_ROOTS": "storage"}, "OPR_EXECUTOR_STORAGE_ROOTS"},
+		{map[string]string{"OPR_EXECUTOR_INACTIVE_THRESHOLD": "soon"}, "OPR_EXECUTOR_INACTIVE_THRESHOLD"},
+		{map[string]string{"OPR_EXECUTOR_INACTIVE_TRESHOLD": "-1"}, "OPR_EXECUTOR_INACTIVE_TRESHOLD"},
+		{map[string]string{"OPR_EXECUTOR_MAINTENANCE_INTERVAL": "x"}, "OPR_EXECUTOR_MAINTENANCE_INTERVAL"},
+		{map[string]string{"OPR_EXECUTOR_STOP_GRACE": "2s"}, "OPR_EXECUTOR_STOP_GRACE"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_GC_INTERVAL": "hourly"}, "OPR_EXECUTOR_IMAGE_GC_INTERVAL"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_GC_AGE": "-5"}, "OPR_EXECUTOR_IMAGE_GC_AGE"},
+		{map[string]string{"OPR_EXECUTOR_REGISTRY_AUTH_FILE": "auth.json"}, "OPR_EXECUTOR_REGISTRY_AUTH_FILE"},
+		{map[string]string{"REGISTRY_AUTH_FILE": "auth.json"}, "REGISTRY_AUTH_FILE"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_ARCHIVE_DIR": "relative/dir"}, "OPR_EXECUTOR_IMAGE_ARCHIVE_DIR"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_SIZE_LIMIT": "0"}, "OPR_EXECUTOR_IMAGE_SIZE_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_SIZE_LIMIT": "huge"}, "OPR_EXECUTOR_IMAGE_SIZE_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_MAX_ENTRIES": "lots"}, "OPR_EXECUTOR_IMAGE_MAX_ENTRIES"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_MAX_ENTRIES": "0"}, "OPR_EXECUTOR_IMAGE_MAX_ENTRIES"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_MAX_ENTRIES": "-5"}, "OPR_EXECUTOR_IMAGE_MAX_ENTRIES"},
+		{map[string]string{"OPR_EXECUTOR_IMAGE_MAX_ENTRIES": "12 files"}, "OPR_EXECUTOR_IMAGE_MAX_ENTRIES"},
+		{map[string]string{"OPR_EXECUTOR_RETRY_ATTEMPTS": "many"}, "OPR_EXECUTOR_RETRY_ATTEMPTS"},
+		{map[string]string{"OPR_EXECUTOR_RETRY_DELAY_MS": "1.5"}, "OPR_EXECUTOR_RETRY_DELAY_MS"},
+		{map[string]string{"OPR_EXECUTOR_PIDS_LIMIT": "0"}, "OPR_EXECUTOR_PIDS_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_MAX_CPUS": "-1"}, "OPR_EXECUTOR_MAX_CPUS"},
+		{map[string]string{"OPR_EXECUTOR_MAX_CPUS": "NaN"}, "OPR_EXECUTOR_MAX_CPUS"},
+		{map[string]string{"OPR_EXECUTOR_MAX_CPUS": "four"}, "OPR_EXECUTOR_MAX_CPUS"},
+		{map[string]string{"OPR_EXECUTOR_MAX_MEMORY": "1.5"}, "OPR_EXECUTOR_MAX_MEMORY"},
+		{map[string]string{"OPR_EXECUTOR_MAX_MEMORY": "-512"}, "OPR_EXECUTOR_MAX_MEMORY"},
+		{map[string]string{"OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "0"}, "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"},
+		{map[string]string{"OPR_EXECUTOR_REQUEST_BODY_TIMEOUT": "1m"}, "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT"},
+		{map[string]string{"OPR_EXECUTOR_BUILD_SIZE_LIMIT": "0"}, "OPR_EXECUTOR_BUILD_SIZE_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_BUILD_SIZE_LIMIT": "lots"}, "OPR_EXECUTOR_BUILD_SIZE_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "1MiB"}, "OPR_EXECUTOR_DISK_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "big"}, "OPR_EXECUTOR_DISK_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_DISK_INODES": "10"}, "OPR_EXECUTOR_DISK_INODES"},
+		{map[string]string{"OPR_EXECUTOR_DISK_INODES": "4294967296"}, "OPR_EXECUTOR_DISK_INODES"},
+		{map[string]string{"OPR_EXECUTOR_DISK_INODES": "many"}, "OPR_EXECUTOR_DISK_INODES"},
+		{map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "0", "OPR_EXECUTOR_DISK_INODES": "4096"}, "OPR_EXECUTOR_DISK_INODES needs OPR_EXECUTOR_DISK_LIMIT"},
+		{map[string]string{"OPR_EXECUTOR_RUNTIMES": "node"}, "OPR_EXECUTOR_RUNTIMES"},
+		{map[string]string{"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME": "sometimes"}, "OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME"},
+		{map[string]string{"OPR_EXECUTOR_ALLOW_HOST_ACCESS": "perhaps"}, "OPR_EXECUTOR_ALLOW_HOST_ACCESS"},
+		{map[string]string{"OPR_EXECUTOR_ALLOW_LINK_LOCAL": "2"}, "OPR_EXECUTOR_ALLOW_LINK_LOCAL"},
+		{map[string]string{"OPR_EXECUTOR_EGRESS_ALLOW": "fe80::/10"}, "OPR_EXECUTOR_EGRESS_ALLOW"},
+		{map[string]string{"OPR_EXECUTOR_EGRESS_DENY": "10.0.0.0/33"}, "OPR_EXECUTOR_EGRESS_DENY"},
+		{map[string]string{"OPR_EXECUTOR_DNS": "127.0.0.53"}, "OPR_EXECUTOR_DNS"},
+		{map[string]string{"OPR_EXECUTOR_NETWORK_POOL": "-2"}, "OPR_EXECUTOR_NETWORK_POOL"},
+		{map[string]string{"OPR_EXECUTOR_INIT": "bin/executor-init"}, "OPR_EXECUTOR_INIT"},
+		{map[string]string{"OPR_EXECUTOR_USERNS": "1000:10"}, "OPR_EXECUTOR_USERNS"},
+		{map[string]string{"OPR_EXECUTOR_USERNS": "root"}, "OPR_EXECUTOR_USERNS"},
+		{map[string]string{"OPR_EXECUTOR_SECCOMP": "maybe"}, "OPR_EXECUTOR_SECCOMP"},
+		{map[string]string{"OPR_EXECUTOR_LOGGING_PROVIDER": "raygun"}, "OPR_EXECUTOR_LOGGING_PROVIDER"},
+		{map[string]string{"OPR_EXECUTOR_LOGGING_PROVIDER": "sentry", "OPR_EXECUTOR_LOGGING_CONFIG": "x"}, "OPR_EXECUTOR_LOGGING_CONFIG"},
+		{map[string]string{"OPR_EXECUTOR_LOG_LEVEL": "loud"}, "OPR_EXECUTOR_LOG_LEVEL"},
+	}
+	// Any value of these is good.
+	covered := map[string]bool{
+		"OPR_EXECUTOR_DOCKER_HUB_USERNAME": true, "OPR_EXECUTOR_DOCKER_HUB_PASSWORD": true,
+		"OPR_EXECUTOR_VERSION": true, "OPR_EXECUTOR_IMAGES": true,
 	}
 	for _, tc := range tests {
-		t.Run(tc.want, func(t *testing.T) {
-			_, err := loadConfig(envOf(tc.env))
+		name := strings.Fields(tc.want)[0]
+		covered[name] = true
+		t.Run(name, func(t *testing.T) {
+			env := map[string]string{}
+			if name != "OPR_EXECUTOR_SECRET" {
+				env["OPR_EXECUTOR_SECRET"] = "s"
+			}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			_, err := loadConfig(envOf(env))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v does not name %s", err, tc.want)
 			}
 		})
 	}
-}
-
-func TestLoadConfigSettings(t *testing.T) {
-	c, err := loadConfig(envOf(map[string]string{
-		"OPR_EXECUTOR_ENV":               "development",
-		"OPR_EXECUTOR_INACTIVE_TRESHOLD": "30",
-		"OPR_EXECUTOR_RUNTIME_VERSIONS":  "V4",
-		"OPR_EXECUTOR_NETWORK":           "a, b,c",
-		"OPR_EXECUTOR_RUNTIMES":          "php-8.0,node-18.0",
-		"OPR_EXECUTOR_IMAGES":            "openruntimes/node:v5-18.0, x/y:z",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !c.SecretGenerated || !strings.HasPrefix(c.Secret, "dev-") {
-		t.Errorf("development without a secret should generate one: %q", c.Secret)
-	}
-	if c.InactiveThreshold != 30*time.Second {
-		t.Errorf("seed-era threshold spelling ignored: %v", c.InactiveThreshold)
-	}
-	if got := strings.Join(c.prePullImages(), " "); got != "openruntimes/node:v5-18.0 x/y:z openruntimes/php:v4-8.0 openruntimes/node:v4-18.0" {
-		t.Errorf("pre-pull list %q", got)
-	}
-	if c.UserNS == nil || *c.UserNS != *oci.FullIDMap() {
-		t.Errorf("user namespace default %+v, want the full range", c.UserNS)
-	}
-	subnets, err := c.networkSubnets()
-	if err != nil || len(subnets) != 3 || subnets[0].String() != "10.89.0.0/18" || subnets[2].String() != "10.89.128.0/18" {
-		t.Errorf("subnets %v %v", subnets, err)
+	for _, name := range settingNames() {
+		if !covered[name] {
+			t.Errorf("%s: no bad value checked", name)
+		}
 	}
 }
 
-func TestLoadConfigOptOutsAndLegacyStorage(t *testing.T) {
-	c, err := loadConfig(envOf(map[string]string{
-		"OPR_EXECUTOR_SECRET":                "s",
-		"OPR_EXECUTOR_USERNS":                "off",
-		"OPR_EXECUTOR_SECCOMP":               "unconfined",
-		"OPR_EXECUTOR_STORAGE_DEVICE":        "s3",
-		"OPR_EXECUTOR_STORAGE_S3_ACCESS_KEY": "key",
-		"OPR_EXECUTOR_STORAGE_S3_SECRET":     "secret",
-		"OPR_EXECUTOR_STORAGE_S3_REGION":     "eu-west-1",
-		"OPR_EXECUTOR_STORAGE_S3_BUCKET":     "bucket",
-	}))
-	if err != nil {
-		t.Fatal(err)
+// TestLoadConfigValues: set values, seed-era spellings and opt-outs reach the config.
+func TestLoadConfigValues(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		got  func(c *config) any
+		want any
+	}{
+		{"development without a secret generates one", map[string]string{"OPR_EXECUTOR_ENV": "development", "OPR_EXECUTOR_SECRET": ""},
+			func(c *config) any { return c.Development && c.SecretGenerated && strings.HasPrefix(c.Secret, "dev-") }, true},
+		{"a secret is taken as set", map[string]string{"OPR_EXECUTOR_SECRET": " s p "},
+			func(c *config) any { return [2]any{c.Secret, c.SecretGenerated} }, [2]any{" s p ", false}},
+		{"settings are trimmed", map[string]string{"OPR_EXECUTOR_LISTEN": " 127.0.0.1:80 ", "OPR_EXECUTOR_CGROUP_PARENT": "/a/b/"},
+			func(c *config) any { return c.Listen + " " + c.CgroupParent }, "127.0.0.1:80 /a/b"},
+		{"seed-era threshold spelling", map[string]string{"OPR_EXECUTOR_INACTIVE_TRESHOLD": "30"},
+			func(c *config) any { return c.InactiveThreshold }, 30 * time.Second},
+		{"the right threshold spelling wins", map[string]string{"OPR_EXECUTOR_INACTIVE_THRESHOLD": "45", "OPR_EXECUTOR_INACTIVE_TRESHOLD": "30"},
+			func(c *config) any { return c.InactiveThreshold }, 45 * time.Second},
+		{"versions lower-cased", map[string]string{"OPR_EXECUTOR_RUNTIME_VERSIONS": "V4"},
+			func(c *config) any { return c.RuntimeVersions }, []string{"v4"}},
+		{"pre-pull list", map[string]string{"OPR_EXECUTOR_RUNTIME_VERSIONS": "V4", "OPR_EXECUTOR_RUNTIMES": "php-8.0,node-18.0",
+			"OPR_EXECUTOR_IMAGES": "openruntimes/node:v5-18.0, x/y:z"},
+			func(c *config) any { return strings.Join(c.prePullImages(), " ") },
+			"openruntimes/node:v5-18.0 x/y:z openruntimes/php:v4-8.0 openruntimes/node:v4-18.0"},
+		{"networks share the subnet", map[string]string{"OPR_EXECUTOR_NETWORK": "a, b,c"},
+			func(c *config) any { s, err := c.networkSubnets(); return [3]any{len(s), s[0].String(), err == nil} }, [3]any{3, "10.89.0.0/18", true}},
+		{"subnet masked", map[string]string{"OPR_EXECUTOR_SUBNET": "10.1.2.3/16"},
+			func(c *config) any { return c.Subnet.String() }, "10.1.0.0/16"},
+		{"user namespace and seccomp opt-outs", map[string]string{"OPR_EXECUTOR_USERNS": "off", "OPR_EXECUTOR_SECCOMP": "unconfined"},
+			func(c *config) any { return [2]any{c.UserNS == nil, c.Unconfined} }, [2]any{true, true}},
+		{"user namespace range", map[string]string{"OPR_EXECUTOR_USERNS": "100000:200000:65536"},
+			func(c *config) any { return *c.UserNS }, oci.IDMap{HostUID: 100000, HostGID: 200000, Size: 65536}},
+		{"legacy storage variables", map[string]string{"OPR_EXECUTOR_STORAGE_DEVICE": "s3", "OPR_EXECUTOR_STORAGE_S3_ACCESS_KEY": "key",
+			"OPR_EXECUTOR_STORAGE_S3_SECRET": "secret", "OPR_EXECUTOR_STORAGE_S3_REGION": "eu-west-1", "OPR_EXECUTOR_STORAGE_S3_BUCKET": "bucket"},
+			func(c *config) any {
+				return [2]any{strings.HasPrefix(c.Storage, "s3://"), c.BuildCacheStorage == c.Storage}
+			}, [2]any{true, true}},
+		{"network policy", map[string]string{"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME": "true", "OPR_EXECUTOR_ALLOW_HOST_ACCESS": " YES ",
+			"OPR_EXECUTOR_ALLOW_LINK_LOCAL": "0", "OPR_EXECUTOR_EGRESS_DENY": "0.0.0.0/0", "OPR_EXECUTOR_EGRESS_ALLOW": "203.0.113.7/24, 198.51.100.0/24"},
+			func(c *config) any {
+				return [5]any{c.AllowRuntimeToRuntime, c.AllowHostAccess, c.AllowLinkLocal, c.EgressDeny[0].String(), len(c.EgressAllow)}
+			}, [5]any{true, true, false, "0.0.0.0/0", 2}},
+		{"egress prefixes masked", map[string]string{"OPR_EXECUTOR_EGRESS_ALLOW": "203.0.113.7/24"},
+			func(c *config) any { return c.EgressAllow[0].String() }, "203.0.113.0/24"},
+		{"resolver and pool", map[string]string{"OPR_EXECUTOR_DNS": "192.0.2.53, 198.51.100.53", "OPR_EXECUTOR_NETWORK_POOL": "4"},
+			func(c *config) any { return [3]any{len(c.DNSServers), c.DNSServers[0].String(), c.NetworkPool} }, [3]any{2, "192.0.2.53", 4}},
+		{"image collection off", map[string]string{"OPR_EXECUTOR_IMAGE_GC_INTERVAL": "0", "OPR_EXECUTOR_IMAGE_GC_AGE": "600"},
+			func(c *config) any { return [2]any{c.ImageGCInterval, c.ImageGCAge} }, [2]any{time.Duration(0), 10 * time.Minute}},
+		{"our auth file wins", map[string]string{"OPR_EXECUTOR_REGISTRY_AUTH_FILE": "/etc/executor/auth.json", "REGISTRY_AUTH_FILE": "/root/other.json"},
+			func(c *config) any { return c.RegistryAuthFile }, "/etc/executor/auth.json"},
+		{"REGISTRY_AUTH_FILE fallback", map[string]string{"REGISTRY_AUTH_FILE": "/run/auth.json"},
+			func(c *config) any { return c.RegistryAuthFile }, "/run/auth.json"},
+		{"image limits and archive dir", map[string]string{"OPR_EXECUTOR_IMAGE_ARCHIVE_DIR": "/srv/images",
+			"OPR_EXECUTOR_IMAGE_SIZE_LIMIT": "4GiB", "OPR_EXECUTOR_IMAGE_MAX_ENTRIES": "250000"},
+			func(c *config) any { return [3]any{c.ImageArchiveDir, c.ImageSizeLimit, c.ImageMaxEntries} },
+			[3]any{"/srv/images", int64(4 << 30), int64(250000)}},
+		{"retries", map[string]string{"OPR_EXECUTOR_RETRY_ATTEMPTS": "0", "OPR_EXECUTOR_RETRY_DELAY_MS": "20"},
+			func(c *config) any { return [2]any{c.RetryAttempts, c.RetryDelay} }, [2]any{0, 20 * time.Millisecond}},
+		{"stop grace", map[string]string{"OPR_EXECUTOR_STOP_GRACE": "10"},
+			func(c *config) any { return c.StopGrace }, 10 * time.Second},
+		{"build size limit", map[string]string{"OPR_EXECUTOR_BUILD_SIZE_LIMIT": "100MiB"},
+			func(c *config) any { return c.BuildSizeLimit }, int64(100 << 20)},
+		{"disk opt-out", map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "0"},
+			func(c *config) any { return c.DiskLimit }, int64(0)},
+		{"disk and inodes", map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "64MiB", "OPR_EXECUTOR_DISK_INODES": "2048"},
+			func(c *config) any { return [2]any{c.DiskLimit, c.DiskInodes} }, [2]any{int64(64 << 20), uint64(2048)}},
+		{"init off", map[string]string{"OPR_EXECUTOR_INIT": "off"},
+			func(c *config) any { return c.Init }, ""},
+		{"init path", map[string]string{"OPR_EXECUTOR_INIT": "/usr/libexec/executor-init"},
+			func(c *config) any { return c.Init }, "/usr/libexec/executor-init"},
+		{"sentry", map[string]string{"OPR_EXECUTOR_LOGGING_PROVIDER": "Sentry", "OPR_EXECUTOR_LOGGING_CONFIG": "key;42"},
+			func(c *config) any { return c.SentryDSN }, "https://key@sentry.io/42"},
+		{"logging config without a provider is ignored", map[string]string{"OPR_EXECUTOR_LOGGING_CONFIG": "x"},
+			func(c *config) any { return c.SentryDSN }, ""},
+		{"log level and version", map[string]string{"OPR_EXECUTOR_LOG_LEVEL": "debug", "OPR_EXECUTOR_VERSION": "1.2.3"},
+			func(c *config) any { return c.LogLevel + " " + c.Version }, "debug 1.2.3"},
+		{"docker hub credentials", map[string]string{"OPR_EXECUTOR_DOCKER_HUB_USERNAME": "u", "OPR_EXECUTOR_DOCKER_HUB_PASSWORD": " p w"},
+			func(c *config) any { return c.DockerHubUsername + "/" + c.DockerHubPassword }, "u/ p w"},
 	}
-	if c.UserNS != nil || !c.Unconfined {
-		t.Errorf("opt-outs not applied: %+v %v", c.UserNS, c.Unconfined)
-	}
-	if !strings.HasPrefix(c.Storage, "s3://") || c.BuildCacheStorage != c.Storage {
-		t.Errorf("legacy storage variables: %q, cache %q", c.Storage, c.BuildCacheStorage)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"OPR_EXECUTOR_SECRET": "s"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			c, err := loadConfig(envOf(env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tt.got(c); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %#v, want %#v", got, tt.want)
+			}
+		})
 	}
 }
 
-func TestLoadConfigNetworkPolicy(t *testing.T) {
-	c, err := loadConfig(envOf(map[string]string{
-		"OPR_EXECUTOR_SECRET":                   "s",
-		"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME": "true",
-		"OPR_EXECUTOR_EGRESS_DENY":              "0.0.0.0/0",
-		"OPR_EXECUTOR_EGRESS_ALLOW":             "203.0.113.7/24, 198.51.100.0/24",
-		"OPR_EXECUTOR_DNS":                      "192.0.2.53",
-		"OPR_EXECUTOR_NETWORK_POOL":             "4",
-	}))
+// TestREADMESettings: the README's configuration table documents every setting, with the default the table
+// gives it.
+func TestREADMESettings(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.AllowRuntimeToRuntime || c.AllowHostAccess || c.AllowLinkLocal || c.NetworkPool != 4 ||
-		len(c.EgressDeny) != 1 || len(c.EgressAllow) != 2 || c.EgressAllow[0].String() != "203.0.113.0/24" ||
-		len(c.DNSServers) != 1 || c.DNSServers[0].String() != "192.0.2.53" {
-		t.Fatalf("network policy %+v", c)
+	name := regexp.MustCompile("`((?:OPR_EXECUTOR|REGISTRY)_[A-Z0-9_]+)`")
+	documented := map[string]string{} // variable -> default cell
+	for _, line := range strings.Split(string(data), "\n") {
+		// | variable(s) | default | meaning |, with \| inside cells
+		cells := strings.Split(strings.ReplaceAll(line, `\|`, "/"), "|")
+		if len(cells) < 4 || !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		for _, n := range name.FindAllStringSubmatch(cells[1], -1) {
+			documented[n[1]] = strings.TrimSpace(cells[2])
+		}
 	}
-	d, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
-	if err != nil || d.AllowRuntimeToRuntime || d.AllowHostAccess || d.AllowLinkLocal || d.DNSServers != nil || d.NetworkPool != 0 {
-		t.Fatalf("safe defaults: %+v %v", d, err)
-	}
-}
-
-func TestLoadConfigImageGCAndAuthFile(t *testing.T) {
-	c, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ImageGCInterval != time.Hour || c.ImageGCAge != 24*time.Hour || c.RegistryAuthFile != "" {
-		t.Errorf("defaults: interval %v, age %v, auth file %q", c.ImageGCInterval, c.ImageGCAge, c.RegistryAuthFile)
-	}
-	c, err = loadConfig(envOf(map[string]string{
-		"OPR_EXECUTOR_SECRET":             "s",
-		"OPR_EXECUTOR_IMAGE_GC_INTERVAL":  "0",
-		"OPR_EXECUTOR_IMAGE_GC_AGE":       "600",
-		"OPR_EXECUTOR_REGISTRY_AUTH_FILE": "/etc/executor/auth.json",
-		"REGISTRY_AUTH_FILE":              "/root/other.json",
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ImageGCInterval != 0 || c.ImageGCAge != 10*time.Minute || c.RegistryAuthFile != "/etc/executor/auth.json" {
-		t.Errorf("settings: interval %v, age %v, auth file %q", c.ImageGCInterval, c.ImageGCAge, c.RegistryAuthFile)
-	}
-	c, err = loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "REGISTRY_AUTH_FILE": "/run/auth.json"}))
-	if err != nil || c.RegistryAuthFile != "/run/auth.json" {
-		t.Errorf("REGISTRY_AUTH_FILE fallback: %q %v", c.RegistryAuthFile, err)
+	for _, s := range (&config{}).settings(nil) {
+		cell, ok := documented[s.name]
+		switch {
+		case !ok:
+			t.Errorf("%s is not in the README's table", s.name)
+		case s.def != "" && cell != "`"+s.def+"`":
+			t.Errorf("%s: README default %s, the settings table has `%s`", s.name, cell, s.def)
+		}
 	}
 }
 

@@ -53,3 +53,27 @@ func TestLoadConfigStorageRoots(t *testing.T) {
 		})
 	}
 }
+
+func TestDataDirOutsideStorageRoots(t *testing.T) {
+	tests := []struct {
+		dataDir, roots string
+		ok             bool
+	}{
+		{"/var/lib/executor", "", true},
+		{"/var/lib/executor", "/storage,/tmp", true},
+		{"/tmp/executor", "", false},
+		{"/storage/x/data", "/storage", false},
+		{"/srv", "/srv/storage", false},
+		{"/srv/data", "/srv/storage", true},
+		{"/tmpfoo", "/tmp", true},
+	}
+	for _, tc := range tests {
+		_, err := loadConfig(envOf(map[string]string{"OPR_EXECUTOR_SECRET": "s", "OPR_EXECUTOR_DATA_DIR": tc.dataDir, "OPR_EXECUTOR_STORAGE_ROOTS": tc.roots}))
+		if tc.ok && err != nil {
+			t.Errorf("%s in %s: %v", tc.dataDir, tc.roots, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "OPR_EXECUTOR_STORAGE_ROOTS")) {
+			t.Errorf("%s in %s: %v, want an overlap error", tc.dataDir, tc.roots, err)
+		}
+	}
+}
