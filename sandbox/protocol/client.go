@@ -1,0 +1,303 @@
+package protocol
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NewHTTPClient returns an HTTP client for one runtime. Each runtime needs
+// its own, so that idle keep-alive connections die with it and are never
+// reused towards an address a later runtime has taken over.
+func NewHTTPClient() *http.Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		DisableCompression:  true, // the body goes back to the caller byte for byte
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     60 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+	return &http.Client{
+		Transport: tr,
+		// A redirect is the function's answer, for the caller to follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// defaultHTTPClient serves Clients whose HTTP is nil.
+var defaultHTTPClient = sync.OnceValue(NewHTTPClient)
+
+// Client sends executions to runtimes. Its zero value works, but a runtime
+// should have its own Client, or at least its own HTTP (see NewHTTPClient).
+type Client struct {
+	// HTTP sends the requests; nil uses one client shared by every
+	// Client with none. Its idle connections are closed after a failed
+	// exchange: the runtime behind them may have died.
+	HTTP *http.Client
+	// A request whose connection is refused (the runtime restarting) is
+	// sent again, RetryDelay apart, while it has been sent fewer than
+	// RetryAttempts times or the execution's budget lasts; the end of the
+	// budget's context stops it in any case. A zero RetryDelay re-sends
+	// at once.
+	RetryAttempts int
+	RetryDelay    time.Duration
+	// Log receives warnings about what a runtime answered (an invalid log
+	// id, a refused log file); give it the runtime's attributes. Nil uses
+	// slog.Default().
+	Log *slog.Logger
+}
+
+// Target is the runtime an execution goes to.
+type Target struct {
+	Addr    string // host:port of the runtime's server
+	Secret  string // the secret the runtime was created with
+	Version Version
+	// Logs is the runtime's log directory (LogsDir in the runtime); nil
+	// for versions without log files, or to drop their logs.
+	Logs LogFiles
+}
+
+// Request is one execution.
+type Request struct {
+	Method  string            // "" is GET; v2 always POSTs
+	Path    string            // with its query; a missing leading "/" is added
+	Headers map[string]string // the caller's, passed through (v3+)
+	Body    []byte            // the body (v3+) or the envelope's payload (v2)
+	Logging bool              // whether the runtime should keep logs (v4+)
+	// Variables go in the v2 envelope; later versions get them at
+	// creation only.
+	Variables map[string]string
+	// Timeout is what is left of the execution's budget. The runtime is
+	// told it in whole seconds (at least 1) and given timeoutSlack more
+	// to answer; a v2 runtime, which knows no timeout, gets Timeout.
+	Timeout time.Duration
+
+	// Answered, when set, is called as soon as the runtime has answered
+	// (status and headers read), before its body is: the runtime was
+	// alive after the request was sent.
+	Answered func()
+	// Failed, when set, is called once when sending has failed for good
+	// (not when ctx ended during a retry delay, nor when the body was cut
+	// short), after the idle connections were closed. It may log, and may
+	// explain the failure better (the runtime ran out of memory): a
+	// non-nil error it returns is what Execute returns.
+	Failed func(*TransportError) error
+}
+
+// Header is one response header with all its values, its name lower-cased.
+type Header struct {
+	Name   string
+	Values []string
+}
+
+// Response is what the runtime answered.
+type Response struct {
+	StatusCode int
+	// Headers are sorted by name, values trimmed, the protocol's own
+	// x-open-runtimes-* headers left out. v2 runtimes answer none.
+	Headers []Header
+	Body    []byte // nil for HEAD
+	Logs    string // what the function logged
+	Errors  string // what it logged as errors, or its failure
+}
+
+// Execute sends req to the runtime t and returns its answer. A failed
+// exchange is a *TransportError, a v2 execution out of time a
+// *TimeoutError, a v3+ body over MaxResponseBody a *ResponseTooLargeError;
+// any other error is the caller's (a request that cannot be sent) or the
+// Failed hook's.
+func (c *Client) Execute(ctx context.Context, t Target, req Request) (*Response, error) {
+	if t.Version.rules().envelope {
+		return c.executeEnvelope(ctx, t, req)
+	}
+	return c.executeHTTP(ctx, t, req)
+}
+
+// executeHTTP passes req through to a v3+ runtime.
+func (c *Client) executeHTTP(ctx context.Context, t Target, req Request) (*Response, error) {
+	rules := t.Version.rules()
+	softTimeout := max(int(req.Timeout.Seconds()), 1)
+	path := req.Path
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	build := func(ctx context.Context) (*http.Request, error) {
+		var body io.Reader
+		if len(req.Body) > 0 {
+			body = bytes.NewReader(req.Body)
+		}
+		hr, err := http.NewRequestWithContext(ctx, method, "http://"+t.Addr+path, body)
+		if err != nil {
+			return nil, err
+		}
+		hr.Header["User-Agent"] = []string{""} // Go's default agent is not the caller's
+		for k, v := range req.Headers {
+			if strings.EqualFold(k, "host") {
+				hr.Host = v
+				continue
+			}
+			// The body is framed anew; the connection is ours.
+			if strings.EqualFold(k, "content-length") || strings.EqualFold(k, "transfer-encoding") || strings.EqualFold(k, "connection") {
+				continue
+			}
+			hr.Header.Set(k, v)
+		}
+		if rules.authHeaders {
+			logging := "enabled"
+			if !req.Logging {
+				logging = "disabled"
+			}
+			hr.Header.Set("x-open-runtimes-logging", logging)
+			hr.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("opr:"+t.Secret)))
+		}
+		hr.Header.Set("x-open-runtimes-secret", t.Secret)
+		hr.Header.Set("x-open-runtimes-timeout", strconv.Itoa(softTimeout))
+		return hr, nil
+	}
+	resp, attempts, err := c.send(ctx, req, build, time.Duration(softTimeout)*time.Second+timeoutSlack)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var body []byte
+	if method != http.MethodHead {
+		body, err = io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody+1))
+		if err != nil {
+			return nil, transportError(err, attempts)
+		}
+		if len(body) > MaxResponseBody {
+			return nil, &ResponseTooLargeError{Limit: MaxResponseBody}
+		}
+	}
+	res := &Response{StatusCode: resp.StatusCode, Body: body}
+	var logID string
+	res.Headers, logID = responseHeaders(resp.Header)
+	switch {
+	case rules.headerLogs:
+		res.Logs, _ = url.QueryUnescape(resp.Header.Get("x-open-runtimes-logs"))
+		res.Errors, _ = url.QueryUnescape(resp.Header.Get("x-open-runtimes-errors"))
+	case rules.logsDir != "" && logID != "" && logID != "0":
+		res.Logs, res.Errors = c.readLogs(t.Logs, logID)
+	}
+	return res, nil
+}
+
+// send performs the request that build makes, within timeout, re-sending
+// it while the runtime refuses connections (it may be restarting). It
+// returns the response and how many times the request was sent.
+func (c *Client) send(ctx context.Context, req Request, build func(context.Context) (*http.Request, error), timeout time.Duration) (*http.Response, int, error) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTPClient()
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		hr, err := build(ctx)
+		if err != nil {
+			cancel()
+			return nil, attempt, fmt.Errorf("protocol: make request: %w", err)
+		}
+		resp, err := hc.Do(hr)
+		if err == nil {
+			if req.Answered != nil {
+				req.Answered()
+			}
+			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+			return resp, attempt, nil
+		}
+		retry := errors.Is(err, syscall.ECONNREFUSED) && (attempt < c.RetryAttempts || time.Since(start) < timeout)
+		if !retry {
+			cancel()
+			hc.CloseIdleConnections()
+			te := transportError(err, attempt)
+			if req.Failed != nil {
+				if ferr := req.Failed(te); ferr != nil {
+					return nil, attempt, ferr
+				}
+			}
+			return nil, attempt, te
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			return nil, attempt, transportError(ctx.Err(), attempt)
+		case <-time.After(c.RetryDelay):
+		}
+	}
+}
+
+// cancelBody ends the exchange's context when the body is closed: it must
+// outlive send, which made it.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// responseHeaders lower-cases and trims the runtime's headers, drops the
+// protocol's own x-open-runtimes-* headers and returns the log id among them.
+func responseHeaders(h http.Header) ([]Header, string) {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	merged := map[string]*Header{}
+	var out []Header
+	var order []string
+	logID := ""
+	for _, k := range names {
+		name := strings.ToLower(strings.TrimSpace(k))
+		if name == "x-open-runtimes-log-id" && len(h[k]) > 0 {
+			logID, _ = url.QueryUnescape(strings.TrimSpace(h[k][0]))
+		}
+		if strings.HasPrefix(name, headerPrefix) {
+			continue
+		}
+		hd := merged[name]
+		if hd == nil {
+			hd = &Header{Name: name}
+			merged[name] = hd
+			order = append(order, name)
+		}
+		for _, v := range h[k] {
+			hd.Values = append(hd.Values, strings.TrimSpace(v))
+		}
+	}
+	for _, n := range order {
+		out = append(out, *merged[n])
+	}
+	return out, logID
+}
+
+func (c *Client) log() *slog.Logger {
+	if c.Log == nil {
+		return slog.Default()
+	}
+	return c.Log
+}
