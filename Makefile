@@ -52,7 +52,7 @@ e2e: build
 # the runtime's own boot, libcontainer start alone, network setup, runtime
 # root preparation, and image pulls against skopeo+umoci.
 bench: build
-	$(GO) test $(GOFLAGS_T) -run '^$$' -bench . -benchtime 20x -timeout 30m ./tests/e2e/ ./sandbox/ ./netns/ ./images/
+	$(GO) test $(GOFLAGS_T) -run '^$$' -bench . -benchtime 20x -timeout 30m ./tests/e2e/ ./sandbox/container/ ./netns/ ./images/
 
 # A full round trip on a machine with no internet: build the test runtime
 # image, serve it from a local registry, start the executor and run one

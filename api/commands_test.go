@@ -26,8 +26,8 @@ func TestCommands(t *testing.T) {
 		{"needs the key", `{"command":"echo hi"}`, false, "", nil, 401, "Missing executor key", 0},
 		{"command required", `{}`, true, "", nil, 400, `Param \"command\" is not optional.`, 0},
 		{"timeout is strict", `{"command":"x","timeout":"5"}`, true, "", nil, 400, "Invalid `timeout` param", 0},
-		{"timeout error", `{"command":"sleep 9"}`, true, "", &sandbox.Error{Type: sandbox.ErrCommandTimeout, Code: 500, Message: "Operation timed out."}, 500, "Operation timed out.", 600 * time.Second},
-		{"failure", `{"command":"exit 1"}`, true, "", &sandbox.Error{Type: sandbox.ErrCommandFailed, Code: 500, Message: "Failed to execute command."}, 500, "command_failed", 600 * time.Second},
+		{"timeout error", `{"command":"sleep 9"}`, true, "", &sandbox.Error{Kind: sandbox.CommandTimeout}, 500, "Operation timed out.", 600 * time.Second},
+		{"failure", `{"command":"exit 1"}`, true, "", &sandbox.Error{Kind: sandbox.CommandFailed}, 500, "command_failed", 600 * time.Second},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 const (
@@ -158,13 +158,13 @@ func stringMap(m map[string]any) map[string]string {
 // string, or an array of strings for a repeated header when arrays are kept (x-executor-response-format >=
 // 0.11.0; older clients get the last value). Empty encodes as `[]`, like a PHP empty array.
 type headerSet struct {
-	fields []sandbox.Header
+	fields []protocol.Header
 	arrays bool
 }
 
-func newHeaderSet(hs []sandbox.Header, arrays bool) headerSet {
+func newHeaderSet(hs []protocol.Header, arrays bool) headerSet {
 	// Merge repeated names defensively: a JSON object must not have duplicate keys.
-	var fields []sandbox.Header
+	var fields []protocol.Header
 	index := map[string]int{}
 	for _, h := range hs {
 		if i, ok := index[h.Name]; ok {
@@ -172,7 +172,7 @@ func newHeaderSet(hs []sandbox.Header, arrays bool) headerSet {
 			continue
 		}
 		index[h.Name] = len(fields)
-		fields = append(fields, sandbox.Header{Name: h.Name, Values: append([]string(nil), h.Values...)})
+		fields = append(fields, protocol.Header{Name: h.Name, Values: append([]string(nil), h.Values...)})
 	}
 	return headerSet{fields: fields, arrays: arrays}
 }

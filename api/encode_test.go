@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 func TestMarshalPHP(t *testing.T) {
@@ -33,19 +33,19 @@ func TestMarshalPHP(t *testing.T) {
 func TestHeaderSet(t *testing.T) {
 	tests := []struct {
 		name    string
-		headers []sandbox.Header
+		headers []protocol.Header
 		arrays  bool
 		want    string
 	}{
 		{"empty is a PHP empty array", nil, true, `[]`},
-		{"single stays string", []sandbox.Header{{Name: "a", Values: []string{"1"}}}, true, `{"a":"1"}`},
-		{"repeated kept", []sandbox.Header{{Name: "a", Values: []string{"1", "2"}}}, true, `{"a":["1","2"]}`},
-		{"repeated collapsed to last", []sandbox.Header{{Name: "a", Values: []string{"1", "2"}}}, false, `{"a":"2"}`},
-		{"order kept, duplicates merged", []sandbox.Header{
+		{"single stays string", []protocol.Header{{Name: "a", Values: []string{"1"}}}, true, `{"a":"1"}`},
+		{"repeated kept", []protocol.Header{{Name: "a", Values: []string{"1", "2"}}}, true, `{"a":["1","2"]}`},
+		{"repeated collapsed to last", []protocol.Header{{Name: "a", Values: []string{"1", "2"}}}, false, `{"a":"2"}`},
+		{"order kept, duplicates merged", []protocol.Header{
 			{Name: "z", Values: []string{"1"}}, {Name: "a", Values: []string{"x/y"}}, {Name: "z", Values: []string{"2"}},
 		}, true, `{"z":["1","2"],"a":"x\/y"}`},
-		{"no values", []sandbox.Header{{Name: "a"}}, true, `{"a":""}`},
-		{"html not escaped", []sandbox.Header{{Name: "link", Values: []string{"<a>&"}}}, false, `{"link":"<a>&"}`},
+		{"no values", []protocol.Header{{Name: "a"}}, true, `{"a":""}`},
+		{"html not escaped", []protocol.Header{{Name: "link", Values: []string{"<a>&"}}}, false, `{"link":"<a>&"}`},
 	}
 	for _, tt := range tests {
 		got, err := marshalPHP(newHeaderSet(tt.headers, tt.arrays))

@@ -3,10 +3,31 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"runtime"
+	"strconv"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
+)
+
+// The executor's error types (spec §2.5): the `type` of an error document.
+const (
+	typeGeneralUnknown      = "general_unknown"
+	typeUnauthorized        = "general_unauthorized"
+	typeRouteNotFound       = "general_route_not_found"
+	typeBuildFailed         = "build_failed"
+	typeRuntimeFailed       = "runtime_failed"
+	typeRuntimeTimeout      = "runtime_timeout"
+	typeRuntimeNotFound     = "runtime_not_found"
+	typeRuntimeConflict     = "runtime_conflict"
+	typeExecutionBadRequest = "execution_bad_request"
+	typeExecutionBadJSON    = "execution_bad_json"
+	typeExecutionTimeout    = "execution_timeout"
+	typeLogsTimeout         = "logs_timeout"
+	typeCommandTimeout      = "command_timeout"
+	typeCommandFailed       = "command_failed"
 )
 
 // catalogueEntry is the default HTTP status and message of an executor error type (spec §2.5).
@@ -19,48 +40,119 @@ type catalogueEntry struct {
 // that the table cannot be mutated at run time.
 func catalogue(typ string) (catalogueEntry, bool) {
 	switch typ {
-	case sandbox.ErrGeneralUnknown:
+	case typeGeneralUnknown:
 		return catalogueEntry{500, "Internal server error."}, true
-	case sandbox.ErrRouteNotFound:
+	case typeRouteNotFound:
 		return catalogueEntry{404, "The requested route was not found."}, true
-	case sandbox.ErrUnauthorized:
+	case typeUnauthorized:
 		return catalogueEntry{401, "You are not authorized to access this resource."}, true
-	case sandbox.ErrBuildFailed:
+	case typeBuildFailed:
 		return catalogueEntry{400, "Build failed."}, true
-	case sandbox.ErrRuntimeFailed:
+	case typeRuntimeFailed:
 		return catalogueEntry{400, "Runtime failed."}, true
-	case sandbox.ErrRuntimeTimeout:
+	case typeRuntimeTimeout:
 		return catalogueEntry{400, "Timed out waiting for runtime."}, true
-	case sandbox.ErrRuntimeNotFound:
+	case typeRuntimeNotFound:
 		return catalogueEntry{404, "Runtime not found"}, true
-	case sandbox.ErrRuntimeConflict:
+	case typeRuntimeConflict:
 		// The trailing space is the reference's and clients may compare the text.
 		return catalogueEntry{409, "Runtime already exists "}, true
-	case sandbox.ErrExecutionBadRequest:
+	case typeExecutionBadRequest:
 		return catalogueEntry{400, "Execution request was invalid."}, true
-	case sandbox.ErrExecutionBadJSON:
+	case typeExecutionBadJSON:
 		return catalogueEntry{400, `Execution resulted in binary response, but JSON response does not allow binaries. Use "Accept: multipart/form-data" header to support binaries.`}, true
-	case sandbox.ErrExecutionTimeout:
+	case typeExecutionTimeout:
 		return catalogueEntry{400, "Timed out waiting for execution."}, true
-	case sandbox.ErrLogsTimeout:
+	case typeLogsTimeout:
 		return catalogueEntry{504, "Timed out waiting for logs."}, true
-	case sandbox.ErrCommandTimeout:
+	case typeCommandTimeout:
 		return catalogueEntry{500, "Operation timed out."}, true
-	case sandbox.ErrCommandFailed:
+	case typeCommandFailed:
 		return catalogueEntry{500, "Failed to execute command."}, true
 	}
 	return catalogueEntry{}, false
 }
 
+// apiError is an error of the executor's catalogue: its type, the message a client sees (empty means the
+// catalogue's) and the status (zero means the catalogue's).
+type apiError struct {
+	typ     string
+	message string
+	code    int
+	err     error
+}
+
+func (e *apiError) Error() string {
+	if e.err != nil {
+		return e.typ + ": " + e.message + ": " + e.err.Error()
+	}
+	return e.typ + ": " + e.message
+}
+
+func (e *apiError) Unwrap() error { return e.err }
+
 // executorError builds a catalogue error raised by the HTTP layer itself (auth, cacheKey, bad JSON reply...).
 // An empty message means the catalogue's default.
-func executorError(typ, message string) *sandbox.Error {
-	if message == "" {
-		if c, ok := catalogue(typ); ok {
-			message = c.message
-		}
+func executorError(typ, message string) *apiError {
+	return &apiError{typ: typ, message: message}
+}
+
+// kindError maps a failure the sandbox describes by its kind to the reference's error type and status. The
+// message is the sandbox's where it has one, else the reference's fixed text for that kind.
+func kindError(e *sandbox.Error) *apiError {
+	out := &apiError{message: e.Message, err: e}
+	switch e.Kind {
+	case sandbox.NotFound:
+		out.typ = typeRuntimeNotFound
+	case sandbox.Exists:
+		out.typ, out.message = typeRuntimeConflict, ""
+	case sandbox.Creating:
+		out.typ, out.message = typeRuntimeConflict, "A runtime with the same ID is already being created. Attempt a execution soon."
+	case sandbox.ShuttingDown:
+		out.typ, out.code, out.message = typeRuntimeFailed, http.StatusServiceUnavailable, "Executor is shutting down."
+	case sandbox.Timeout:
+		out.typ, out.message = typeRuntimeTimeout, ""
+	case sandbox.RuntimeFailed:
+		out.typ = typeRuntimeFailed
+	case sandbox.HostFailed, sandbox.OutOfMemory:
+		out.typ, out.code = typeRuntimeFailed, http.StatusInternalServerError
+	case sandbox.BuildFailed:
+		out.typ = typeBuildFailed
+	case sandbox.CommandTimeout:
+		out.typ, out.message = typeCommandTimeout, ""
+	case sandbox.CommandFailed:
+		out.typ, out.message = typeCommandFailed, ""
+	default:
+		out.typ, out.code = typeGeneralUnknown, http.StatusInternalServerError
 	}
-	return &sandbox.Error{Type: typ, Message: message}
+	return out
+}
+
+// clientError returns the catalogue error err stands for, nil for an internal failure: an error of the HTTP
+// layer, a failure the sandbox describes by its kind, or a failed exchange with the runtime.
+func clientError(err error) *apiError {
+	var ae *apiError
+	var se *sandbox.Error
+	var timeout *protocol.TimeoutError
+	var transport *protocol.TransportError
+	var tooLarge *protocol.ResponseTooLargeError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &se):
+		return kindError(se)
+	case errors.As(err, &timeout):
+		return &apiError{typ: typeExecutionTimeout, err: err,
+			message: "Operation timed out after " + strconv.FormatInt(timeout.After.Milliseconds(), 10) + " milliseconds"}
+	case errors.As(err, &transport):
+		// The reference's message names the curl error number clients have learnt to read.
+		return &apiError{typ: typeGeneralUnknown, code: http.StatusInternalServerError, err: err,
+			message: fmt.Sprintf("Internal curl error has occurred within the executor! Error Number: %d", transport.Curl)}
+	case errors.As(err, &tooLarge):
+		return &apiError{typ: typeRuntimeFailed, code: http.StatusInternalServerError, err: err,
+			message: fmt.Sprintf("Runtime response is larger than %d bytes.", tooLarge.Limit)}
+	}
+	return nil
 }
 
 // requestError is a framework-level failure of the request itself: a missing or invalid parameter, an unknown
@@ -138,28 +230,23 @@ func frames(pcs []uintptr) []traceFrame {
 func (s *Server) classify(err error) (body errorBody, internal bool) {
 	body.Version = s.version
 
-	var se *sandbox.Error
 	var re *requestError
-	switch {
-	case errors.As(err, &se):
-		body.Type = se.Type
-		if body.Type == "" {
-			body.Type = sandbox.ErrGeneralUnknown
-		}
+	if ce := clientError(err); ce != nil {
+		body.Type = ce.typ
 		def, known := catalogue(body.Type)
-		body.Message = se.Message
+		body.Message = ce.message
 		if body.Message == "" {
 			body.Message = def.message
 		}
-		body.Code = se.Code
+		body.Code = ce.code
 		if body.Code == 0 && known {
 			body.Code = def.code
 		}
-	case errors.As(err, &re):
-		body.Type, body.Message, body.Code = sandbox.ErrGeneralUnknown, re.message, re.code
-	default:
+	} else if errors.As(err, &re) {
+		body.Type, body.Message, body.Code = typeGeneralUnknown, re.message, re.code
+	} else {
 		internal = true
-		body.Type, body.Code = sandbox.ErrGeneralUnknown, http.StatusInternalServerError
+		body.Type, body.Code = typeGeneralUnknown, http.StatusInternalServerError
 		body.Message = "Internal server error."
 		if s.dev {
 			body.Message = err.Error()
@@ -199,7 +286,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	data, mErr := marshalPHP(v)
 	if mErr != nil {
 		// Cannot happen with these types; keep the status meaningful anyway.
-		s.log.ErrorContext(r.Context(), "encoding error response", "error", mErr)
+		s.log.ErrorContext(r.Context(), "encoding error response", "err", mErr)
 		data = []byte(`{"type":"general_unknown","message":"Internal server error.","code":500,"version":""}`)
 		body.Code = http.StatusInternalServerError
 	}
@@ -213,7 +300,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 func (s *Server) logError(r *http.Request, err error, body errorBody, internal bool) {
 	ctx := r.Context()
-	attrs := []any{"method", r.Method, "path", r.URL.Path, "code", body.Code, "type", body.Type, "error", err}
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "code", body.Code, "type", body.Type, "err", err}
 	switch {
 	case internal && errors.Is(err, context.Canceled) && ctx.Err() != nil:
 		// The client left; nobody will read the answer.

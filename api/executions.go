@@ -12,6 +12,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 // execute is POST /v1/runtimes/:runtimeId/executions (and the /execution alias), §3.6 and §6.
@@ -90,7 +91,7 @@ func (s *Server) execRequest(in *executionRequest) (sandbox.ExecRequest, error) 
 			Timeout:           defaultBuildTimeout, // what the reference's self-call gets; there is no build command
 			CPUs:              cpus,
 			MemoryMB:          memoryMB,
-			Version:           in.Version,
+			Version:           protocol.Version(in.Version),
 			RestartPolicy:     in.RestartPolicy,
 		}
 	}
@@ -106,7 +107,7 @@ func writeExecution(w http.ResponseWriter, r *http.Request, res *sandbox.ExecRes
 	if wantsJSON(r.Header.Values("Accept")) {
 		// JSON strings cannot carry arbitrary bytes; the reference fails json_encode and reports it.
 		if !utf8.Valid(res.Body) || !utf8.ValidString(res.Logs) || !utf8.ValidString(res.Errors) || !headers.validUTF8() {
-			return executorError(sandbox.ErrExecutionBadJSON, "")
+			return executorError(typeExecutionBadJSON, "")
 		}
 		data, err := marshalPHP(execJSON{
 			StatusCode: res.StatusCode,

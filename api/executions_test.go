@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 func TestExecutionRequest(t *testing.T) {
@@ -181,7 +182,7 @@ func TestAcceptRule(t *testing.T) {
 func TestResponseFormat(t *testing.T) {
 	res := &sandbox.ExecResult{
 		StatusCode: 200,
-		Headers: []sandbox.Header{
+		Headers: []protocol.Header{
 			{Name: "content-type", Values: []string{"text/html"}},
 			{Name: "set-cookie", Values: []string{"astroCookie1=astroValue1; Max-Age=1800; HttpOnly", "astroCookie2=astroValue2; Max-Age=1800; HttpOnly"}},
 		},
@@ -235,7 +236,7 @@ func TestResponseFormat(t *testing.T) {
 func TestExecutionJSONReply(t *testing.T) {
 	res := &sandbox.ExecResult{
 		StatusCode: 500,
-		Headers:    []sandbox.Header{{Name: "content-type", Values: []string{"application/json; charset=utf-8"}}},
+		Headers:    []protocol.Header{{Name: "content-type", Values: []string{"application/json; charset=utf-8"}}},
 		Body:       []byte(`{"message":"Hello Open Runtimes 👋","url":"https://x/y"}`),
 		Logs:       "Sample Log\n", Errors: "Execution timed out.\n",
 		StartTime: time.Unix(1784800900, 500000000), Duration: 1520 * time.Millisecond,
@@ -269,7 +270,7 @@ func TestExecutionBadJSON(t *testing.T) {
 		"binary body":   {StatusCode: 200, Body: []byte{0x00, 0x0a, 0xff}},
 		"binary logs":   {StatusCode: 200, Logs: "\xff"},
 		"binary errors": {StatusCode: 200, Errors: "\xc3"},
-		"binary header": {StatusCode: 200, Headers: []sandbox.Header{{Name: "x", Values: []string{"\xff"}}}},
+		"binary header": {StatusCode: 200, Headers: []protocol.Header{{Name: "x", Values: []string{"\xff"}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := newTestServer(t, &fakeBackend{execRes: res})
@@ -293,7 +294,7 @@ func TestExecutionBadJSON(t *testing.T) {
 func TestMultipartReply(t *testing.T) {
 	res := &sandbox.ExecResult{
 		StatusCode: 201,
-		Headers: []sandbox.Header{
+		Headers: []protocol.Header{
 			{Name: "content-type", Values: []string{"application/octet-stream"}},
 			{Name: "x-multi", Values: []string{"a", "b"}},
 		},

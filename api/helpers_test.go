@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 const testSecret = "executor-secret-key"
@@ -48,12 +49,12 @@ type fakeBackend struct {
 
 // fakeStream hands out batches of log entries, then io.EOF.
 type fakeStream struct {
-	version string
+	version protocol.Version
 	batches [][]sandbox.LogEntry
 	block   bool // after the batches, wait for the context instead of ending
 }
 
-func (s *fakeStream) Version() string { return s.version }
+func (s *fakeStream) Version() protocol.Version { return s.version }
 
 func (s *fakeStream) Next(ctx context.Context) ([]sandbox.LogEntry, error) {
 	if len(s.batches) > 0 {
@@ -118,7 +119,7 @@ func (f *fakeBackend) Get(id string) (sandbox.Info, error) {
 			return info, nil
 		}
 	}
-	return sandbox.Info{}, &sandbox.Error{Type: sandbox.ErrRuntimeNotFound, Message: "Runtime not found"}
+	return sandbox.Info{}, &sandbox.Error{Kind: sandbox.NotFound}
 }
 
 func (f *fakeBackend) Delete(_ context.Context, id string) error {

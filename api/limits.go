@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
-
-	"executor/sandbox"
 )
 
 // resources resolves a request's `cpus` and `memory` (validated, defaults applied; memory in MB) into the
@@ -44,17 +42,17 @@ func formatCPUs(c float64) string { return strconv.FormatFloat(c, 'f', -1, 64) }
 func checkForwarded(headers map[string]string, path string) error {
 	for name, value := range headers {
 		if !validHeaderName(name) {
-			return executorError(sandbox.ErrExecutionBadRequest,
+			return executorError(typeExecutionBadRequest,
 				fmt.Sprintf("Invalid `headers`: %q is not a valid header name (letters, digits and !#$%%&'*+-.^_`|~ only).", name))
 		}
 		if !validHeaderValue(value) {
-			return executorError(sandbox.ErrExecutionBadRequest,
+			return executorError(typeExecutionBadRequest,
 				fmt.Sprintf("Invalid `headers`: the value of %q contains a control character (CR, LF, NUL, ...).", name))
 		}
 	}
 	// The path is appended to the runtime's address and parsed as a URL, as the forwarding does.
 	if _, err := url.Parse("http://runtime" + path); err != nil || !validPath(path) {
-		return executorError(sandbox.ErrExecutionBadRequest,
+		return executorError(typeExecutionBadRequest,
 			"Invalid `path`: it must be a URL path with an optional query, without control characters or malformed %-escapes.")
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 const runtimeIDMessage = "Invalid `runtimeId` param: Parameter must contain at most 64 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char"
@@ -145,7 +146,7 @@ func TestForwardedHeadersAndPath(t *testing.T) {
 			if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 				t.Fatal(err)
 			}
-			if w.Code != 400 || got.Type != sandbox.ErrExecutionBadRequest || got.Message != tt.wantMsg {
+			if w.Code != 400 || got.Type != typeExecutionBadRequest || got.Message != tt.wantMsg {
 				t.Errorf("status %d type %q message %q", w.Code, got.Type, got.Message)
 			}
 			if b.executes != 0 {
@@ -259,7 +260,7 @@ func (b slowBackend) FollowLogs(context.Context, string, time.Duration) (sandbox
 // lateStream sends one entry after hold, unless its context ends first.
 type lateStream struct{ hold time.Duration }
 
-func (lateStream) Version() string { return "v5" }
+func (lateStream) Version() protocol.Version { return protocol.V5 }
 
 func (s *lateStream) Next(ctx context.Context) ([]sandbox.LogEntry, error) {
 	if s.hold == 0 {

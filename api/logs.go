@@ -42,13 +42,13 @@ func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, ps httproute
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
-	if stream.Version() == "v2" {
+	if !stream.Version().StreamsBuildLogs() {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
 	w.WriteHeader(http.StatusOK)
 	flush(w)
-	timestamped := !legacyOutput(stream.Version())
+	timestamped := stream.Version().TimestampedOutput()
 	var line strings.Builder
 	for {
 		entries, err := stream.Next(ctx)

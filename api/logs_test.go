@@ -54,7 +54,7 @@ func TestStreamLogs(t *testing.T) {
 		}
 	})
 	t.Run("runtime never appears", func(t *testing.T) {
-		s := newTestServer(t, &fakeBackend{streamErr: &sandbox.Error{Type: sandbox.ErrRuntimeTimeout, Message: "Timed out waiting for runtime."}})
+		s := newTestServer(t, &fakeBackend{streamErr: &sandbox.Error{Kind: sandbox.Timeout}})
 		req := httptest.NewRequest("GET", "/v1/runtimes/rt/logs", nil)
 		req.Header.Set("Authorization", "Bearer "+testSecret)
 		rec := httptest.NewRecorder()

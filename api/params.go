@@ -15,8 +15,6 @@ import (
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
-
-	"executor/sandbox"
 )
 
 // maxRequestBody bounds request bodies: the reference's 22 MiB package limit, which leaves room for a 20 MiB
@@ -310,5 +308,5 @@ func objectParam(v any) (map[string]any, error) {
 	case nil:
 		return map[string]any{}, nil
 	}
-	return nil, executorError(sandbox.ErrExecutionBadRequest, "Value must be a valid object.")
+	return nil, executorError(typeExecutionBadRequest, "Value must be a valid object.")
 }

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"executor/sandbox"
 )
 
 // The reference's parameter defaults (§3.2, §3.6, §3.7, §3.8). defaultCPUs and defaultMemoryMB are capped by the
@@ -195,7 +193,7 @@ type storagePath struct{ name, path string }
 func checkStoragePaths(paths ...storagePath) error {
 	for _, p := range paths {
 		if hasDotDotSegment(p.path) {
-			return executorError(sandbox.ErrExecutionBadRequest, "Invalid `"+p.name+"`: path segments \"..\" are not allowed.")
+			return executorError(typeExecutionBadRequest, "Invalid `"+p.name+"`: path segments \"..\" are not allowed.")
 		}
 	}
 	return nil

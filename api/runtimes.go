@@ -9,6 +9,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 // createRuntime is POST /v1/runtimes (§3.2): create a runtime and run its build.
@@ -23,7 +24,7 @@ func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httpro
 		return err
 	}
 	if req.CacheKey != "" && !cacheKeyPattern.MatchString(req.CacheKey) {
-		return executorError(sandbox.ErrExecutionBadRequest, cacheKeyMessage)
+		return executorError(typeExecutionBadRequest, cacheKeyMessage)
 	}
 	cpus, memoryMB, err := s.resources(req.CPUs, req.Memory)
 	if err != nil {
@@ -48,7 +49,7 @@ func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httpro
 		Remove:            req.Remove,
 		CPUs:              cpus,
 		MemoryMB:          memoryMB,
-		Version:           req.Version,
+		Version:           protocol.Version(req.Version),
 		RestartPolicy:     req.RestartPolicy,
 	}
 	res, err := s.backend.Create(r.Context(), spec)
@@ -117,7 +118,7 @@ type runtimeJSON struct {
 
 func (s *Server) runtimeJSON(info sandbox.Info) runtimeJSON {
 	out := runtimeJSON{
-		Version:     info.Version,
+		Version:     string(info.Version),
 		Created:     unixSeconds(info.Created),
 		Updated:     unixSeconds(info.Updated),
 		Name:        info.Name,
@@ -156,7 +157,7 @@ type logEntryJSON struct {
 	Content   string `json:"content"`
 }
 
-func newBuildJSON(res *sandbox.BuildResult, version string) buildJSON {
+func newBuildJSON(res *sandbox.BuildResult, version protocol.Version) buildJSON {
 	out := buildJSON{
 		StartTime: unixSeconds(res.StartTime),
 		Duration:  seconds(res.Duration),
@@ -165,7 +166,7 @@ func newBuildJSON(res *sandbox.BuildResult, version string) buildJSON {
 		size, path := res.Size, res.Path
 		out.Size, out.Path = &size, &path
 	}
-	if legacyOutput(version) {
+	if !version.TimestampedOutput() {
 		// v2-v4 clients expect the pre-v5 `output` string (Part 0).
 		var b strings.Builder
 		for _, e := range res.Output {
@@ -184,13 +185,4 @@ func newBuildJSON(res *sandbox.BuildResult, version string) buildJSON {
 		out.Output = entries
 	}
 	return out
-}
-
-// legacyOutput reports whether a protocol version predates timestamped build output.
-func legacyOutput(version string) bool {
-	switch strings.ToLower(version) {
-	case "v2", "v3", "v4":
-		return true
-	}
-	return false
 }

@@ -112,7 +112,7 @@ func TestDeleteRuntime(t *testing.T) {
 		t.Errorf("deleted %q", b.deleted)
 	}
 
-	b.deleteErr = &sandbox.Error{Type: sandbox.ErrRuntimeNotFound, Message: "Runtime not found"}
+	b.deleteErr = &sandbox.Error{Kind: sandbox.NotFound}
 	w = do(t, s, request{method: http.MethodDelete, path: "/v1/runtimes/test"})
 	if w.Code != 404 || w.Body.String() != `{"type":"runtime_not_found","message":"Runtime not found","code":404,"version":"test"}` {
 		t.Errorf("status %d body %s", w.Code, w.Body)

@@ -23,7 +23,8 @@ import (
 )
 
 // Backend is what the HTTP layer needs from the runtime manager (*sandbox.Manager implements it). Errors a client
-// is meant to see are *sandbox.Error; any other error is an internal failure.
+// is meant to see are *sandbox.Error or the protocol's errors (see clientError); any other error is an internal
+// failure.
 type Backend interface {
 	Create(ctx context.Context, spec sandbox.Spec) (*sandbox.BuildResult, error)
 	List() []sandbox.Info
@@ -219,7 +220,7 @@ func (s *Server) handle(method, path string, a access, h handler) {
 		}
 		if tw.started {
 			s.log.WarnContext(r.Context(), "request failed after the response started",
-				"method", r.Method, "path", r.URL.Path, "error", err)
+				"method", r.Method, "path", r.URL.Path, "err", err)
 			return
 		}
 		s.writeError(tw, r, err)
@@ -253,7 +254,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 		}
 	}()
 	if a == keyed && !s.authorized(r) {
-		return &sandbox.Error{Type: sandbox.ErrUnauthorized, Message: "Missing executor key", Code: http.StatusUnauthorized}
+		return &apiError{typ: typeUnauthorized, message: "Missing executor key", code: http.StatusUnauthorized}
 	}
 	return h(w, r, ps)
 }

@@ -1,14 +1,17 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 func TestAuth(t *testing.T) {
@@ -141,17 +144,28 @@ func TestErrorRendering(t *testing.T) {
 		{"internal masked in production", errors.New("docker exploded"), false, 500, "general_unknown", "Internal server error."},
 		{"internal shown in development", errors.New("docker exploded"), true, 500, "general_unknown", "docker exploded"},
 		{"executor error shown in production",
-			&sandbox.Error{Type: sandbox.ErrBuildFailed, Message: "npm ERR!"}, false, 400, "build_failed", "npm ERR!"},
-		{"catalogue default code and message",
-			&sandbox.Error{Type: sandbox.ErrRuntimeConflict}, false, 409, "runtime_conflict", "Runtime already exists "},
-		{"code override",
-			&sandbox.Error{Type: sandbox.ErrRuntimeNotFound, Message: "Runtime secret not found. Please re-create the runtime.", Code: 500},
-			false, 500, "runtime_not_found", "Runtime secret not found. Please re-create the runtime."},
+			&sandbox.Error{Kind: sandbox.BuildFailed, Message: "npm ERR!"}, false, 400, "build_failed", "npm ERR!"},
+		{"fixed text of a kind", &sandbox.Error{Kind: sandbox.Exists}, false, 409, "runtime_conflict", "Runtime already exists "},
+		{"runtime being created", &sandbox.Error{Kind: sandbox.Creating}, false, 409, "runtime_conflict",
+			"A runtime with the same ID is already being created. Attempt a execution soon."},
+		{"shutting down", &sandbox.Error{Kind: sandbox.ShuttingDown}, false, 503, "runtime_failed", "Executor is shutting down."},
+		{"not found with its message", &sandbox.Error{Kind: sandbox.NotFound, Message: "Runtime no longer exists."},
+			false, 404, "runtime_not_found", "Runtime no longer exists."},
+		{"not found without one", &sandbox.Error{Kind: sandbox.NotFound}, false, 404, "runtime_not_found", "Runtime not found"},
 		{"wrapped executor error",
-			fmt.Errorf("create: %w", &sandbox.Error{Type: sandbox.ErrRuntimeTimeout}), false, 400, "runtime_timeout", "Timed out waiting for runtime."},
-		{"logs timeout", &sandbox.Error{Type: sandbox.ErrLogsTimeout}, false, 504, "logs_timeout", "Timed out waiting for logs."},
-		{"nonsense code", &sandbox.Error{Type: sandbox.ErrRuntimeFailed, Message: "x", Code: 200}, false, 500, "runtime_failed", "x"},
-		{"unknown type without code", &sandbox.Error{Type: "something_else", Message: "x"}, false, 500, "something_else", "x"},
+			fmt.Errorf("create: %w", &sandbox.Error{Kind: sandbox.Timeout, Err: context.DeadlineExceeded}), false, 400, "runtime_timeout", "Timed out waiting for runtime."},
+		{"runtime's fault", &sandbox.Error{Kind: sandbox.RuntimeFailed, Message: "x"}, false, 400, "runtime_failed", "x"},
+		{"host's fault", &sandbox.Error{Kind: sandbox.HostFailed, Message: "x"}, false, 500, "runtime_failed", "x"},
+		{"out of memory", &sandbox.Error{Kind: sandbox.OutOfMemory, Message: "oom"}, false, 500, "runtime_failed", "oom"},
+		{"command timeout", &sandbox.Error{Kind: sandbox.CommandTimeout, Err: context.DeadlineExceeded}, false, 500, "command_timeout", "Operation timed out."},
+		{"command failed", &sandbox.Error{Kind: sandbox.CommandFailed}, false, 500, "command_failed", "Failed to execute command."},
+		{"unknown kind", &sandbox.Error{Kind: 99, Message: "x"}, false, 500, "general_unknown", "x"},
+		{"transport error", &protocol.TransportError{Curl: 7, Err: errors.New("refused")}, false, 500, "general_unknown",
+			"Internal curl error has occurred within the executor! Error Number: 7"},
+		{"v2 execution timeout", &protocol.TimeoutError{After: 1500 * time.Millisecond}, false, 400, "execution_timeout",
+			"Operation timed out after 1500 milliseconds"},
+		{"response too large", &protocol.ResponseTooLargeError{Limit: 10}, false, 500, "runtime_failed", "Runtime response is larger than 10 bytes."},
+		{"logs timeout", executorError(typeLogsTimeout, ""), false, 504, "logs_timeout", "Timed out waiting for logs."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,25 +71,8 @@ func TestDefaultSeccompIsNativeOnlyAllowlist(t *testing.T) {
 	}
 }
 
-func TestCommandAndEnv(t *testing.T) {
-	img := ImageConfig{Entrypoint: []string{"/entry"}, Cmd: []string{"serve"}, Env: []string{"PATH=/bin", "A=image"}}
-	tests := []struct {
-		entry, version string
-		build, bash    bool
-		want           []string
-	}{
-		{"start it", "v5", false, true, []string{"bash", "-c", "start it"}},
-		{"start it", "v5", false, false, []string{"sh", "-c", "start it"}},
-		{"", "v2", false, true, []string{"/entry", "serve"}},
-		{"", "v2", true, true, []string{"tail", "-f", "/dev/null"}},
-		{"", "v5", false, true, []string{"tail", "-f", "/dev/null"}},
-	}
-	for _, tc := range tests {
-		if got := Command(img, tc.entry, tc.version, tc.build, tc.bash); !slices.Equal(got, tc.want) {
-			t.Errorf("Command(%q, %s, build=%v, bash=%v) = %v, want %v", tc.entry, tc.version, tc.build, tc.bash, got, tc.want)
-		}
-	}
-	env := Env(img.Env, map[string]string{"A": "user", "B": "b", "bad name": "x"})
+func TestEnv(t *testing.T) {
+	env := Env([]string{"PATH=/bin", "A=image"}, map[string]string{"A": "user", "B": "b", "bad name": "x"})
 	if !slices.Equal(env, []string{"PATH=/bin", "A=user", "B=b"}) {
 		t.Errorf("env %v", env)
 	}

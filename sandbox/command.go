@@ -12,32 +12,29 @@ import (
 // maxCommandOutput caps what a command may return per stream.
 const maxCommandOutput = 10 << 20
 
-// Command runs command in runtime id with bash (or sh) and returns its
-// stdout followed by its stderr.
+// Command runs command in runtime id with bash (or sh), for at most timeout,
+// and returns its stdout followed by its stderr.
 func (m *Manager) Command(ctx context.Context, id, command string, timeout time.Duration) (string, error) {
 	e, err := m.lookup(ctx, id)
 	if err != nil {
 		return "", err
 	}
 	if e == nil || !m.claim(e) {
-		return "", &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found"}
+		return "", newError(NotFound, "", nil)
 	}
 	r := e.rt
 	defer r.end()
-	if timeout <= 0 {
-		timeout = 600 * time.Second
-	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var stdout, stderr cappedBuffer
-	code, err := r.execSplit(cctx, command, &stdout, &stderr)
+	code, err := r.exec(cctx, command, &stdout, &stderr)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return "", &Error{Type: ErrCommandTimeout, Code: 500, Message: "Operation timed out.", Err: err}
+		return "", newError(CommandTimeout, "", err)
 	case err != nil:
-		return "", &Error{Type: ErrCommandFailed, Code: 500, Message: "Failed to execute command.", Err: err}
+		return "", newError(CommandFailed, "", err)
 	case code != 0:
-		return "", &Error{Type: ErrCommandFailed, Code: 500, Message: "Failed to execute command."}
+		return "", newError(CommandFailed, "", nil)
 	}
 	return stdout.String() + stderr.String(), nil
 }

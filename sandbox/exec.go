@@ -2,19 +2,17 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"time"
+
+	"executor/sandbox/protocol"
 )
 
 // Execute forwards one execution to its runtime, creating the runtime first
 // when it does not exist and the request says how. Concurrent executions of a
-// runtime being created share that one creation.
+// runtime being created share that one creation. req.Timeout must be set.
 func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, error) {
-	if req.Timeout <= 0 {
-		req.Timeout = 15 * time.Second
-	}
 	deadline := time.Now().Add(req.Timeout)
 	e, err := m.ensure(ctx, req, deadline)
 	if err != nil {
@@ -30,14 +28,7 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, er
 	if wait := time.Since(start); wait > time.Millisecond {
 		m.log.Debug("runtime ready", "runtime", rt.ID, "waited", wait.Round(10*time.Microsecond))
 	}
-	remaining := time.Until(deadline)
-	var res *ExecResult
-	switch rt.Version {
-	case "v2":
-		res, err = m.forwardV2(ctx, rt, req, remaining)
-	default:
-		res, err = m.forward(ctx, rt, req, remaining)
-	}
+	res, err := rt.forward(ctx, req, time.Until(deadline))
 	if err != nil {
 		return nil, err
 	}
@@ -46,79 +37,78 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, er
 	return res, nil
 }
 
-// ensure returns the ready entry for the request's runtime, creating it when
-// missing (single flight: the first caller creates, the others wait for it).
-func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Time) (*entry, error) {
-	wctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	for {
-		m.mu.Lock()
-		e := m.table[req.RuntimeID]
-		if e == nil {
-			if req.Cold == nil {
-				m.mu.Unlock()
-				return nil, &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found. Please start it first or provide runtime-related parameters."}
+// forward sends the execution to the runtime over its protocol. A failed
+// exchange explained by the main process's death from the OOM killer is
+// reported as that.
+func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.Duration) (*ExecResult, error) {
+	t := protocol.Target{Addr: r.Addr(), Secret: r.Secret, Version: r.Version}
+	if r.Version.LogsDir() != "" {
+		t.Logs = logFiles{r}
+	}
+	var oom oomMark
+	if ct := r.current(); ct != nil {
+		oom = ct.MarkOOM()
+	}
+	start := time.Now()
+	resp, err := r.client.Execute(ctx, t, protocol.Request{
+		Method:    req.Method,
+		Path:      req.Path,
+		Headers:   req.Headers,
+		Body:      req.Body,
+		Logging:   req.Logging,
+		Variables: req.Variables,
+		Timeout:   remaining,
+		// The runtime answered: it outlived the OOM kills counted
+		// before the request, so they cannot explain a later death.
+		Answered: func() {
+			if oom != nil {
+				oom.Survived()
 			}
-			m.mu.Unlock()
-			spec := *req.Cold
-			spec.RuntimeID = req.RuntimeID
-			if err := m.checkStorage(spec); err != nil {
-				return nil, err
-			}
-			// The creation belongs to the runtime, not to this request: a
-			// client that hangs up does not abort it for the others waiting.
-			cctx, ccancel := context.WithDeadline(context.Background(), deadline)
-			ne, err := m.insert(spec, ccancel)
-			if err != nil {
-				ccancel()
-				var xe *Error
-				if errors.As(err, &xe) && xe.Type == ErrRuntimeConflict {
-					continue // someone else started it between our look and our insert
+		},
+		Failed: func(te *protocol.TransportError) error {
+			state, out := "no container", ""
+			if ct := r.current(); ct != nil {
+				state, out = "running", lastLines(ct.Output(), 10)
+				if ct.Exited() {
+					state = ct.Exit().String()
 				}
-				return nil, err
 			}
-			go func() {
-				defer ccancel()
-				_, err := m.create(cctx, ne, spec)
-				m.settle(ne, err)
-			}()
-			e = ne
-		} else {
-			m.mu.Unlock()
-		}
-		select {
-		case <-e.ready:
-		case <-wctx.Done():
-			return nil, &Error{Type: ErrRuntimeTimeout, Message: "Timed out waiting for runtime.", Err: wctx.Err()}
-		}
-		if e.err != nil {
-			if errors.Is(e.err, context.DeadlineExceeded) {
-				return nil, &Error{Type: ErrRuntimeTimeout, Message: "Timed out waiting for runtime.", Err: e.err}
-			}
-			return nil, e.err
-		}
-		if !m.claim(e) {
-			return nil, &Error{Type: ErrRuntimeNotFound, Message: "Runtime no longer exists."}
-		}
-		return e, nil
+			r.log.Warn("execution forwarding failed", "runtime", r.ID, "addr", t.Addr, "err", te.Err, "attempts", te.Attempts,
+				"elapsed", time.Since(start).Round(time.Millisecond), "main", state, "output", out)
+			return r.outOfMemory()
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
+	return &ExecResult{StatusCode: resp.StatusCode, Headers: resp.Headers, Body: resp.Body, Logs: resp.Logs, Errors: resp.Errors}, nil
 }
 
-// claim marks work in flight in e's runtime if e is still in the table. It
-// takes the table lock that maintenance holds while it picks idle runtimes,
-// so a runtime is never reaped between being found and being used. The
-// caller must end() the runtime.
-func (m *Manager) claim(e *entry) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.table[e.id] != e || e.rt == nil {
-		return false
+// logFiles are the runtime's execution log files, beneath logs/ of its
+// directory, read through safefs (see rtdir.go).
+type logFiles struct{ r *Runtime }
+
+func (l logFiles) ReadFile(name string, limit int64) ([]byte, int64, error) {
+	d, err := l.r.openDir()
+	if err != nil {
+		return nil, 0, err
 	}
-	e.rt.begin()
-	return true
+	defer d.Close()
+	return d.ReadFile("logs/"+name, limit)
 }
 
-// waitReady waits until the runtime accepts connections on port 3000. The
+func (l logFiles) Remove(name string) error {
+	d, err := l.r.openDir()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Remove("logs/" + name)
+}
+
+var _ protocol.LogFiles = logFiles{}
+
+// waitReady waits until the runtime accepts connections on its port. The
 // backoff starts at 1 ms: runtimes answer within milliseconds to seconds and
 // fixed half-second polls would dominate a fast cold start.
 func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
@@ -141,12 +131,12 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 			r.mu.Unlock()
 			return nil
 		}
-		if ct := r.current(); ct != nil && ct.exited() && !shouldRestart(r.spec.RestartPolicy, ct.exit.code) {
-			return &Error{Type: ErrRuntimeFailed, Message: fmt.Sprintf("Runtime exited before it started listening (%s). Last output:\n%s", ct.exit, lastLines(ct.out.String(), 20))}
+		if ct := r.current(); ct != nil && ct.Exited() && !shouldRestart(r.spec.RestartPolicy, ct.Exit().Code) {
+			return newError(RuntimeFailed, fmt.Sprintf("Runtime exited before it started listening (%s). Last output:\n%s", ct.Exit(), lastLines(ct.Output(), 20)), nil)
 		}
 		select {
 		case <-wctx.Done():
-			return &Error{Type: ErrRuntimeTimeout, Message: "Timed out waiting for runtime.", Err: wctx.Err()}
+			return newError(Timeout, "", wctx.Err())
 		case <-time.After(delay):
 		}
 		// A refused connect on the bridge costs microseconds: keep polling

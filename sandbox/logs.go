@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"executor/sandbox/protocol"
 )
 
 // LogStream is a runtime's build output, read as it is written.
 type LogStream interface {
 	// Version is the runtime's protocol version.
-	Version() string
+	Version() protocol.Version
 	// Next blocks until there is new output and returns it. It returns
 	// io.EOF once the build has ended and everything was returned, or when
 	// the runtime has left the table; ctx ending returns ctx.Err().
@@ -21,7 +23,7 @@ type LogFollower struct {
 	m       *Manager
 	e       *entry
 	next    int
-	version string
+	version protocol.Version
 }
 
 // FollowLogs returns a follower of the build output of runtime id. A client
@@ -43,19 +45,19 @@ func (m *Manager) FollowLogs(ctx context.Context, id string, wait time.Duration)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
-			return nil, &Error{Type: ErrRuntimeTimeout, Message: "Timed out waiting for runtime."}
+			return nil, newError(Timeout, "", nil)
 		case <-tick.C:
 		}
 	}
 }
 
 // Version is the runtime's protocol version.
-func (f *LogFollower) Version() string { return f.version }
+func (f *LogFollower) Version() protocol.Version { return f.version }
 
 // Next implements LogStream.
 func (f *LogFollower) Next(ctx context.Context) ([]LogEntry, error) {
 	for {
-		entries, finished, changed := f.e.log.since(f.next)
+		entries, finished, changed := f.e.log.Since(f.next)
 		if len(entries) > 0 {
 			f.next += len(entries)
 			return entries, nil
@@ -70,11 +72,4 @@ func (f *LogFollower) Next(ctx context.Context) ([]LogEntry, error) {
 		case <-f.e.gone:
 		}
 	}
-}
-
-// present reports whether e is still in the table.
-func (m *Manager) present(e *entry) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.table[e.id] == e
 }

@@ -1,6 +1,3 @@
-// Package sandbox runs the runtimes: it creates each runtime's container from
-// an image, network endpoint and directories, keeps the table of runtimes,
-// forwards executions to them, and removes them again.
 package sandbox
 
 import (
@@ -9,20 +6,18 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"time"
-
-	"github.com/opencontainers/cgroups"
-	"github.com/opencontainers/runc/libcontainer/configs"
 
 	"executor/images"
 	"executor/netns"
 	"executor/oci"
+	"executor/sandbox/build"
+	"executor/sandbox/container"
 	"executor/sandbox/disk"
+	"executor/sandbox/usage"
 	"executor/storage"
 )
 
@@ -40,6 +35,14 @@ const DefaultBuildSizeLimit = 2 << 30
 // DefaultPidsLimit is the processes one runtime may have: the per-function figure of the best-known hosted FaaS.
 const DefaultPidsLimit = 1024
 
+// DefaultStopGrace is the time a runtime gets between SIGTERM and SIGKILL
+// at shutdown.
+const DefaultStopGrace = 2 * time.Second
+
+// DefaultRetryDelay is the wait before re-sending an execution a restarting
+// runtime refused.
+const DefaultRetryDelay = 500 * time.Millisecond
+
 // Config configures a Manager.
 type Config struct {
 	// DataDir holds runtime directories and container state.
@@ -48,17 +51,11 @@ type Config struct {
 	// Networks are the bridges runtimes are attached to; each runtime gets
 	// one of them at random, as the reference does.
 	Networks []*netns.Network
-	// Storage is the DSN of the device sources are read from and artifacts
-	// written to (OPR_EXECUTOR_CONNECTION_STORAGE).
-	Storage string
-	// BuildCacheStorage is the DSN of the build cache device; empty means Storage.
-	BuildCacheStorage string
-	// StorageRoots are the directories the local device keeps sources and
-	// artifacts to (OPR_EXECUTOR_STORAGE_ROOTS).
-	StorageRoots []string
-	// DNSServers are the nameservers runtimes get in /etc/resolv.conf; nil
-	// means the host's own, without loopback ones they cannot reach.
-	DNSServers []netip.Addr
+	// Storage opens the devices sources are read from and artifacts
+	// written to (OPR_EXECUTOR_CONNECTION_STORAGE), and checks their paths.
+	Storage *storage.Opener
+	// BuildCache is the device build caches are kept on.
+	BuildCache storage.Device
 	// CgroupParent is the absolute cgroup under which every runtime's cgroup
 	// is created, so operators can cap all runtimes at once.
 	CgroupParent string
@@ -101,67 +98,37 @@ type Config struct {
 	Logger              *slog.Logger
 }
 
-// Manager is the table of runtimes.
+// Manager is the table of runtimes (see the package documentation).
 type Manager struct {
-	cfg       Config
-	stateRoot string
-	runDir    string
-	cgroup2   bool
-	seccomp   *configs.Seccomp
-	log       *slog.Logger
+	cfg    Config
+	runDir string
+	log    *slog.Logger
+	// runner starts containers and removes what an earlier process left.
+	runner *container.Runner
 	// sources opens the artifacts' destinations and checks paths;
 	// sourceDev reads sources; cacheDev holds build caches.
 	sources   *storage.Opener
 	sourceDev storage.Device
 	cacheDev  storage.Device
+	// assemble makes a runtime's parts and starts its container: prepare,
+	// or a fake in the table's tests.
+	assemble func(ctx context.Context, r *Runtime, spec Spec) error
 
 	mu      sync.Mutex
 	table   map[string]*entry
 	closing bool
 
-	uniqMu   sync.Mutex
-	lastUniq int64
+	names build.Namer // of artifacts
 
-	usageMu   sync.Mutex
-	lastUsage *usageSample
+	usage usage.Meter
 
 	stopMaint chan struct{}
 	maintDone chan struct{}
 }
 
-// entry is a row of the table. ready is closed when creation ends; then rt is
-// set, or err says why creation failed.
-type entry struct {
-	id      string
-	created time.Time
-	image   string
-	version string
-	name    string
-	ready   chan struct{}
-	cancel  context.CancelFunc
-	rt      *Runtime
-	err     error
-	// log is the build output, followed by log streams while it grows.
-	log *outputLog
-	// gone is closed when the entry leaves the table.
-	gone chan struct{}
-	// hostname and secret are chosen before creation so the pending row can
-	// show them.
-	hostname string
-	secret   string
-}
-
-func (e *entry) pending() bool {
-	select {
-	case <-e.ready:
-		return false
-	default:
-		return true
-	}
-}
-
-// New prepares the data directories. Call Reconcile before serving to remove
-// what an earlier process left behind.
+// New prepares the data directories, opens the storage devices and starts
+// maintenance. Call Reconcile before serving to remove what an earlier
+// process left behind.
 func New(cfg Config) (*Manager, error) {
 	if cfg.DataDir == "" || !filepath.IsAbs(cfg.DataDir) {
 		return nil, fmt.Errorf("sandbox: data dir %q must be absolute", cfg.DataDir)
@@ -177,53 +144,24 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.CgroupParent == "" || !filepath.IsAbs(cfg.CgroupParent) {
 		return nil, fmt.Errorf("sandbox: cgroup parent %q must be absolute", cfg.CgroupParent)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if cfg.Storage == nil || cfg.BuildCache == nil {
+		return nil, errors.New("sandbox: the storage and build-cache devices are required")
 	}
-	if cfg.StopGrace <= 0 {
-		cfg.StopGrace = 2 * time.Second
-	}
-	if cfg.BuildSizeLimit <= 0 {
-		cfg.BuildSizeLimit = DefaultBuildSizeLimit
-	}
-	// The devices are opened once, here: an S3 device is a client, which
-	// every source, artifact and cache would otherwise make anew.
-	sources, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots, MaxSize: cfg.BuildSizeLimit})
+	sourceDev, err := cfg.Storage.Open("/")
 	if err != nil {
 		return nil, err
 	}
-	sourceDev, err := sources.Open("/")
+	runner, err := container.New(container.Config{
+		StateDir:     filepath.Join(cfg.DataDir, "containers"),
+		CgroupParent: cfg.CgroupParent,
+		Unconfined:   cfg.Unconfined,
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	cacheDev, err := openCacheDevice(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if cfg.PidsLimit == 0 {
-		cfg.PidsLimit = DefaultPidsLimit
-	}
-	if cfg.RetryDelay <= 0 {
-		cfg.RetryDelay = 500 * time.Millisecond
-	}
-	m := &Manager{
-		cfg:       cfg,
-		stateRoot: filepath.Join(cfg.DataDir, "containers"),
-		runDir:    filepath.Join(cfg.DataDir, "runtimes"),
-		cgroup2:   cgroups.IsCgroup2UnifiedMode(),
-		log:       cfg.Logger,
-		table:     make(map[string]*entry),
-		sources:   sources,
-		sourceDev: sourceDev,
-		cacheDev:  cacheDev,
-	}
-	if !cfg.Unconfined {
-		sc, err := oci.DefaultSeccomp()
-		if err != nil {
-			return nil, err
-		}
-		m.seccomp = sc
-	}
+	m := newManager(cfg)
+	m.runner, m.sources, m.sourceDev, m.cacheDev = runner, cfg.Storage, sourceDev, cfg.BuildCache
+	m.assemble = m.prepare
 	if cfg.UserNS != nil {
 		if err := Traversable(cfg.DataDir); err != nil {
 			return nil, err
@@ -237,9 +175,6 @@ func New(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("sandbox: runtimes' disks (OPR_EXECUTOR_DISK_LIMIT, OPR_EXECUTOR_DISK_INODES): %w", err)
 		}
 	}
-	if err := os.MkdirAll(m.stateRoot, 0o700); err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
-	}
 	// Runtime directories hold each runtime's root: traversable (not
 	// listable) by a user-namespaced runtime's root.
 	if err := os.MkdirAll(m.runDir, 0o711); err != nil {
@@ -248,21 +183,50 @@ func New(cfg Config) (*Manager, error) {
 	if err := os.Chmod(m.runDir, 0o711); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	if m.cgroup2 {
-		leaf, err := enterSupervisorCgroup("/sys/fs/cgroup", cfg.CgroupParent, os.Getpid())
-		if err != nil {
-			return nil, fmt.Errorf("sandbox: cgroup parent %s (OPR_EXECUTOR_CGROUP_PARENT): %w", cfg.CgroupParent, err)
-		}
-		if leaf != "" {
-			m.log.Info("moved the executor into a leaf cgroup: it was started where runtimes' cgroups go", "cgroup", leaf)
-		}
+	leaf, err := runner.EnterSupervisorCgroup(os.Getpid())
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: cgroup parent %s (OPR_EXECUTOR_CGROUP_PARENT): %w", cfg.CgroupParent, err)
 	}
-	if cfg.MaintenanceInterval > 0 && cfg.InactiveThreshold > 0 {
+	if leaf != "" {
+		m.log.Info("moved the executor into a leaf cgroup: it was started where runtimes' cgroups go", "cgroup", leaf)
+	}
+	m.startMaintenance()
+	return m, nil
+}
+
+// newManager is a Manager with cfg's zero values defaulted and nothing
+// opened: New wires the real parts into it, the table's tests fakes.
+func newManager(cfg Config) *Manager {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.StopGrace <= 0 {
+		cfg.StopGrace = DefaultStopGrace
+	}
+	if cfg.BuildSizeLimit <= 0 {
+		cfg.BuildSizeLimit = DefaultBuildSizeLimit
+	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = DefaultPidsLimit
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = DefaultRetryDelay
+	}
+	return &Manager{
+		cfg:    cfg,
+		runDir: filepath.Join(cfg.DataDir, "runtimes"),
+		log:    cfg.Logger,
+		table:  make(map[string]*entry),
+	}
+}
+
+// startMaintenance starts the reaper of idle runtimes when it is configured.
+func (m *Manager) startMaintenance() {
+	if m.cfg.MaintenanceInterval > 0 && m.cfg.InactiveThreshold > 0 {
 		m.stopMaint = make(chan struct{})
 		m.maintDone = make(chan struct{})
 		go m.maintain()
 	}
-	return m, nil
 }
 
 // diskConfig is the disk of a runtime whose root maps to ids (nil: host root).
@@ -299,119 +263,6 @@ func Traversable(dir string) error {
 }
 
 func (m *Manager) runtimeName(id string) string { return m.cfg.Hostname + "-" + id }
-
-// List returns every runtime, in creation order.
-func (m *Manager) List() []Info {
-	m.mu.Lock()
-	entries := make([]*entry, 0, len(m.table))
-	for _, e := range m.table {
-		entries = append(entries, e)
-	}
-	m.mu.Unlock()
-	sort.Slice(entries, func(i, j int) bool { return entries[i].created.Before(entries[j].created) })
-	out := make([]Info, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, e.info())
-	}
-	return out
-}
-
-func (e *entry) info() Info {
-	if !e.pending() && e.rt != nil {
-		return e.rt.Info()
-	}
-	return Info{
-		Version:  e.version,
-		Created:  e.created,
-		Updated:  e.created,
-		Name:     e.name,
-		Hostname: e.hostname,
-		Status:   "pending",
-		Key:      e.secret,
-		Image:    e.image,
-	}
-}
-
-// Get returns one runtime.
-func (m *Manager) Get(id string) (Info, error) {
-	m.mu.Lock()
-	e := m.table[id]
-	m.mu.Unlock()
-	if e == nil {
-		return Info{}, &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found"}
-	}
-	return e.info(), nil
-}
-
-// Delete removes a runtime: it leaves the table at once, then its container
-// is stopped and everything it held is released before Delete returns.
-func (m *Manager) Delete(ctx context.Context, id string) error {
-	m.mu.Lock()
-	e := m.table[id]
-	if e != nil {
-		m.dropLocked(e)
-	}
-	m.mu.Unlock()
-	if e == nil {
-		return &Error{Type: ErrRuntimeNotFound, Message: "Runtime not found"}
-	}
-	return m.finish(ctx, e, 0)
-}
-
-// finish ends a removed entry: cancels a creation in progress, waits for it,
-// and destroys the runtime if it exists.
-func (m *Manager) finish(ctx context.Context, e *entry, grace time.Duration) error {
-	e.cancel()
-	<-e.ready
-	if e.rt == nil {
-		return nil
-	}
-	if err := e.rt.destroy(ctx, m, grace); err != nil {
-		m.log.Error("runtime removal incomplete", "runtime", e.id, "err", err)
-		return fmt.Errorf("remove runtime %s: %w", e.id, err)
-	}
-	return nil
-}
-
-// dropLocked removes e from the table if it is still there; m.mu is held.
-func (m *Manager) dropLocked(e *entry) {
-	if m.table[e.id] == e {
-		delete(m.table, e.id)
-		close(e.gone)
-	}
-}
-
-// removeDead removes a runtime whose main process ended for good.
-func (m *Manager) removeDead(r *Runtime) {
-	m.mu.Lock()
-	e := m.table[r.ID]
-	if e == nil || e.rt != r {
-		m.mu.Unlock()
-		return // already removed, or the id now belongs to a newer runtime
-	}
-	m.dropLocked(e)
-	m.mu.Unlock()
-	if err := m.finish(context.Background(), e, 0); err != nil {
-		m.log.Error("remove exited runtime", "runtime", r.ID, "err", err)
-	}
-}
-
-// lookup returns the ready runtime for id, waiting for a creation in progress
-// until ctx ends.
-func (m *Manager) lookup(ctx context.Context, id string) (*entry, error) {
-	m.mu.Lock()
-	e := m.table[id]
-	m.mu.Unlock()
-	if e == nil {
-		return nil, nil
-	}
-	select {
-	case <-e.ready:
-	case <-ctx.Done():
-		return nil, &Error{Type: ErrRuntimeTimeout, Message: "Timed out waiting for runtime.", Err: ctx.Err()}
-	}
-	return e, nil
-}
 
 // Close stops maintenance and removes every runtime, giving each the stop
 // grace period to exit on SIGTERM.

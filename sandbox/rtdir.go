@@ -1,37 +1,89 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"os"
+	"path/filepath"
 
+	"executor/netns"
+	"executor/oci"
+	"executor/sandbox/disk"
 	"executor/storage/safefs"
 )
 
-// Everything beneath a runtime's directory (its mounted src, builds, logs
-// and cache, its root's upper layer) is written by the runtime: the daemon
-// reaches it only through safefs, which never follows a link, never
-// blocks on a FIFO and accepts regular files only. The names below are
-// relative to Runtime.Dir.
-
-// openDir opens the runtime's directory. The directory itself is the
-// daemon's (the runtime sees only what is beneath it).
+// openDir opens the runtime's directory, the daemon's way to what is beneath
+// it (see "Hostile runtimes" in doc.go); names beneath it are relative.
 func (r *Runtime) openDir() (*safefs.Dir, error) {
 	return safefs.OpenDir(r.Dir, safefs.Options{})
 }
 
-// refusal says in a sentence why a file a runtime left was not taken.
-func refusal(err error) string {
-	switch {
-	case errors.Is(err, safefs.ErrSymlink):
-		return "it is a symbolic link, or a link is on its path"
-	case errors.Is(err, safefs.ErrNotRegular):
-		return "it is not a regular file"
-	case errors.Is(err, safefs.ErrTooLarge):
-		return "it is larger than the limit"
-	case errors.Is(err, fs.ErrNotExist):
-		return "it does not exist"
-	default:
-		return fmt.Sprintf("%v", err)
+// rootDir is where the runtime's root file system is mounted.
+func (r *Runtime) rootDir() string { return filepath.Join(r.Dir, "root") }
+
+// makeDir makes the runtime's directory and the directories mounted into
+// it. The directory is private (0700): other host users must not read a
+// tenant's source, artifacts or logs, even knowing their paths from the
+// mount table.
+//
+// The directory is the mount point of the runtime's own disk (DiskLimit):
+// its root's writes, source, builds, logs and cache all count against it.
+func (m *Manager) makeDir(ctx context.Context, r *Runtime) error {
+	if err := os.Mkdir(r.Dir, 0o700); err != nil {
+		return err
 	}
+	dk, err := disk.Mount(ctx, r.Dir, m.diskConfig(m.cfg.UserNS))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.disk = dk
+	r.mu.Unlock()
+	d, err := r.openDir()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for _, name := range []string{"src", "builds", "logs"} {
+		if err := d.Mkdir(name, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chownDirs gives the runtime's mounted directories, and what is in them, to
+// its mapped root, so that root inside the runtime owns them. (The runtime's
+// directory itself got that owner and 0700 when its disk was mounted.)
+func (r *Runtime) chownDirs(m *oci.IDMap) error {
+	if m == nil {
+		return nil
+	}
+	d, err := r.openDir()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for _, name := range []string{"src", "builds", "logs", "cache"} {
+		err := d.ChownTree(name, int(m.HostUID), int(m.HostGID))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("give runtime directories to its root: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeNetFiles writes the runtime's /etc/hosts and /etc/resolv.conf, as
+// its network renders them.
+func (r *Runtime) writeNetFiles() error {
+	d, err := r.openDir()
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.WriteFile("hosts", netns.Hosts(r.endpoint.Addr, r.Hostname), 0o644); err != nil {
+		return err
+	}
+	return d.WriteFile("resolv.conf", r.network.ResolvConf().Render(), 0o644)
 }

@@ -4,24 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
-	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
-
 	"executor/netns"
+	"executor/sandbox/container"
 	"executor/sandbox/disk"
+	"executor/sandbox/protocol"
 )
 
 // Runtime is one runtime: a container, its root, its network endpoint and its
 // directories. Its identity fields never change after creation; the rest is
 // guarded by mu.
+//
+// A Runtime owns what it holds: the handles below are recorded as each part is
+// acquired, and destroy releases them, so nothing outside it needs to know
+// what a runtime is made of.
 type Runtime struct {
 	ID       string // the client's runtime id
 	Name     string // <executor hostname>-<id>
@@ -29,24 +33,28 @@ type Runtime struct {
 	Hostname string
 	Secret   string
 	Image    string
-	Version  string
-	Dir      string
+	Version  protocol.Version
+	Dir      string // "" until assembly makes it
 	Created  time.Time
 	spec     Spec
-
-	endpoint *netns.Endpoint
-	disk     *disk.Disk // the runtime's directory is its mount point
-	network  *netns.Network
-	cfg      *configs.Config
-	proc     processSpec
-	shell    string
 	log      *slog.Logger
 	httpc    *http.Client
-	dns      []netip.Addr
-	init     string // host path of executor-init, or ""
+	client   protocol.Client
+	shell    string
 
-	mu          sync.Mutex
-	ct          *container
+	// onExit is told when the main process has ended for good (no restart
+	// follows), so the table can drop the runtime.
+	onExit func(*Runtime)
+
+	mu sync.Mutex
+	// Release handles, each set once its part exists.
+	addr        string // host:port of the runtime's HTTP server
+	network     *netns.Network
+	endpoint    *netns.Endpoint
+	disk        *disk.Disk // the runtime's directory is its mount point
+	unmountRoot func(dir string) error
+	ct          proc
+
 	updated     time.Time
 	status      string
 	listening   bool
@@ -57,15 +65,34 @@ type Runtime struct {
 	supervising sync.WaitGroup
 	destroyOnce sync.Once
 	destroyErr  error
-	// cacheWarnings are build-cache problems, reported before the build output.
+	// cacheWarnings are build-cache problems, reported with the build output.
 	cacheWarnings []LogEntry
 }
 
-func (r *Runtime) client() *http.Client { return r.httpc }
+// proc is the runtime's running container: a *container.Container, behind
+// an interface so that the table's tests can run without root.
+type proc interface {
+	Done() <-chan struct{}
+	Exited() bool
+	Exit() container.ExitStatus
+	Output() string
+	Stop(grace time.Duration)
+	Destroy() error
+	Restart() (proc, error)
+	Exec(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error)
+	CPUTime() (uint64, error)
+	OOMKillsPending() bool
+	MarkOOM() oomMark
+}
+
+// oomMark is the container's OOM kill count before an exchange.
+type oomMark interface{ Survived() }
 
 // Addr is host:port of the runtime's HTTP server.
 func (r *Runtime) Addr() string {
-	return r.endpoint.Addr.String() + ":3000"
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.addr
 }
 
 // Info returns the API view of the runtime.
@@ -116,7 +143,7 @@ func (r *Runtime) markUp(d time.Duration) {
 	r.mu.Unlock()
 }
 
-func (r *Runtime) current() *container {
+func (r *Runtime) current() proc {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.ct
@@ -133,16 +160,16 @@ func (r *Runtime) outOfMemory() error {
 	if ct == nil {
 		return nil
 	}
-	if !ct.exited() && ct.oomKillsPending() {
+	if !ct.Exited() && ct.OOMKillsPending() {
 		select {
-		case <-ct.done:
+		case <-ct.Done():
 		case <-time.After(oomDeathWait):
 		}
 	}
-	if !ct.exited() || !ct.exit.oomKilled {
+	if !ct.Exited() || !ct.Exit().OOMKilled {
 		return nil
 	}
-	return &Error{Type: ErrRuntimeFailed, Code: 500, Message: fmt.Sprintf("Runtime ran out of memory: the kernel killed it at its limit of %d MB. Raise `memory` or use less.", r.spec.MemoryMB)}
+	return newError(OutOfMemory, fmt.Sprintf("Runtime ran out of memory: the kernel killed it at its limit of %d MB. Raise `memory` or use less.", r.spec.MemoryMB), nil)
 }
 
 // oomDeathWait bounds how long a failed exchange waits for the main process
@@ -151,40 +178,43 @@ func (r *Runtime) outOfMemory() error {
 const oomDeathWait = 2 * time.Second
 
 // supervise restarts the main process when it exits, as restartPolicy asks.
-func (r *Runtime) supervise(m *Manager) {
+func (r *Runtime) supervise() {
 	defer r.supervising.Done()
 	for {
 		ct := r.current()
-		<-ct.done
+		<-ct.Done()
 		r.mu.Lock()
 		stopped := r.stopped
 		r.mu.Unlock()
 		if stopped {
 			return
 		}
-		r.log.Info("runtime main process exited", "runtime", r.ID, "status", ct.exit.String(), "output", lastLines(ct.out.String(), 5))
+		r.log.Info("runtime main process exited", "runtime", r.ID, "status", ct.Exit().String(), "output", lastLines(ct.Output(), 5))
 		// Connections kept alive to the old process are dead.
 		r.httpc.CloseIdleConnections()
-		if !shouldRestart(r.spec.RestartPolicy, ct.exit.code) {
+		if !shouldRestart(r.spec.RestartPolicy, ct.Exit().Code) {
 			// A runtime that will not come back leaves the table, so the
 			// next execution with cold-start parameters creates a new one.
-			go m.removeDead(r)
+			go r.onExit(r)
 			return
 		}
 		// A crash loop must not spin: back off like Docker does, doubling
 		// from 100 ms, capped at 10 s.
 		r.mu.Lock()
 		r.restarts++
-		delay := time.Duration(math.Min(float64(100*time.Millisecond)*math.Pow(2, float64(r.restarts-1)), float64(10*time.Second)))
+		delay := time.Duration(math.Min(float64(restartBackoff)*math.Pow(2, float64(r.restarts-1)), float64(10*time.Second)))
 		r.mu.Unlock()
 		time.Sleep(delay)
-		if err := r.restart(m); err != nil {
+		if err := r.restart(); err != nil {
 			r.log.Error("runtime restart failed", "runtime", r.ID, "err", err)
-			go m.removeDead(r)
+			go r.onExit(r)
 			return
 		}
 	}
 }
+
+// restartBackoff is the wait before the first restart of a main process.
+const restartBackoff = 100 * time.Millisecond
 
 func shouldRestart(policy string, code int) bool {
 	switch policy {
@@ -197,22 +227,14 @@ func shouldRestart(policy string, code int) bool {
 	}
 }
 
-func (r *Runtime) restart(m *Manager) error {
+func (r *Runtime) restart() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return nil
 	}
-	if err := r.ct.destroy(); err != nil {
-		return fmt.Errorf("destroy exited container: %w", err)
-	}
-	lc, err := libcontainer.Create(m.stateRoot, r.CID, r.cfg)
+	ct, err := r.ct.Restart()
 	if err != nil {
-		return fmt.Errorf("re-create container: %w", err)
-	}
-	ct, err := runMain(lc, r.proc)
-	if err != nil {
-		_ = lc.Destroy()
 		return err
 	}
 	r.ct = ct
@@ -223,31 +245,61 @@ func (r *Runtime) restart(m *Manager) error {
 // destroy stops the runtime and releases everything it holds. It is safe to
 // call on a partially created runtime, and more than once: only the first
 // call does the work, so nothing (an address above all) is released twice.
-func (r *Runtime) destroy(ctx context.Context, m *Manager, grace time.Duration) error {
-	r.destroyOnce.Do(func() { r.destroyErr = r.doDestroy(ctx, m, grace) })
+func (r *Runtime) destroy(ctx context.Context, grace time.Duration) error {
+	r.destroyOnce.Do(func() { r.destroyErr = r.doDestroy(ctx, grace) })
 	return r.destroyErr
 }
 
-func (r *Runtime) doDestroy(ctx context.Context, m *Manager, grace time.Duration) error {
+func (r *Runtime) doDestroy(ctx context.Context, grace time.Duration) error {
 	r.mu.Lock()
 	r.stopped = true
 	ct := r.ct
 	r.mu.Unlock()
 	var errs []error
 	if ct != nil {
-		ct.stop(grace)
+		ct.Stop(grace)
 		r.supervising.Wait()
-		r.mu.Lock()
-		ct = r.ct // a restart may have raced with stopped being set
-		r.mu.Unlock()
-		ct.stop(0)
-		if err := ct.destroy(); err != nil {
+		ct = r.current() // a restart may have raced with stopped being set
+		ct.Stop(0)
+		if err := ct.Destroy(); err != nil {
 			errs = append(errs, fmt.Errorf("destroy container: %w", err))
 		}
 	}
 	if r.httpc != nil {
 		r.httpc.CloseIdleConnections()
 	}
-	errs = append(errs, m.release(ctx, r)...)
+	errs = append(errs, r.release(ctx)...)
 	return errors.Join(errs...)
+}
+
+// release frees what the runtime holds besides its container: its network
+// endpoint, root, disk and directory. The directory goes only once what is
+// mounted beneath it is gone: never remove files through a mount.
+func (r *Runtime) release(ctx context.Context) []error {
+	r.mu.Lock()
+	network, ep, dk, unmountRoot := r.network, r.endpoint, r.disk, r.unmountRoot
+	r.mu.Unlock()
+	var errs []error
+	if ep != nil {
+		if err := network.Detach(ctx, ep); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if r.Dir == "" {
+		return errs
+	}
+	if unmountRoot != nil {
+		if err := unmountRoot(r.rootDir()); err != nil {
+			return append(errs, err)
+		}
+	}
+	if dk != nil {
+		if err := dk.Unmount(); err != nil {
+			return append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(r.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
 }

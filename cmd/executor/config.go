@@ -151,7 +151,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: storage.EnvStorageRoots, parse: c.storageRoots(getenv)},
 		{name: "OPR_EXECUTOR_INACTIVE_THRESHOLD", fallback: "OPR_EXECUTOR_INACTIVE_TRESHOLD", def: "60", parse: seconds(&c.InactiveThreshold)},
 		{name: "OPR_EXECUTOR_MAINTENANCE_INTERVAL", def: "3600", parse: seconds(&c.MaintenanceInterval)},
-		{name: "OPR_EXECUTOR_STOP_GRACE", def: "2", parse: seconds(&c.StopGrace)},
+		{name: "OPR_EXECUTOR_STOP_GRACE", def: formatSeconds(sandbox.DefaultStopGrace), parse: seconds(&c.StopGrace)},
 		{name: "OPR_EXECUTOR_IMAGE_GC_INTERVAL", def: "3600", parse: seconds(&c.ImageGCInterval)},
 		{name: "OPR_EXECUTOR_IMAGE_GC_AGE", def: "86400", parse: seconds(&c.ImageGCAge)},
 		// containers-auth.json(5)'s REGISTRY_AUTH_FILE is honoured as podman and skopeo do.
@@ -160,7 +160,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_IMAGE_SIZE_LIMIT", def: formatSize(images.DefaultSizeLimit), parse: positiveSize(&c.ImageSizeLimit)},
 		{name: "OPR_EXECUTOR_IMAGE_MAX_ENTRIES", def: strconv.FormatInt(images.DefaultMaxEntries, 10), parse: positiveCount(&c.ImageMaxEntries)},
 		{name: "OPR_EXECUTOR_RETRY_ATTEMPTS", def: "5", parse: count(&c.RetryAttempts)},
-		{name: "OPR_EXECUTOR_RETRY_DELAY_MS", def: "500", parse: milliseconds(&c.RetryDelay)},
+		{name: "OPR_EXECUTOR_RETRY_DELAY_MS", def: strconv.FormatInt(sandbox.DefaultRetryDelay.Milliseconds(), 10), parse: milliseconds(&c.RetryDelay)},
 		{name: "OPR_EXECUTOR_PIDS_LIMIT", def: strconv.FormatInt(sandbox.DefaultPidsLimit, 10), parse: positiveCount(&c.PidsLimit)},
 		{name: "OPR_EXECUTOR_MAX_CPUS", parse: c.setMaxCPUs},
 		{name: "OPR_EXECUTOR_MAX_MEMORY", parse: c.setMaxMemory},

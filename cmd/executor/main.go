@@ -159,14 +159,22 @@ func run(cfg *config, log *slog.Logger) error {
 		}
 		networks = append(networks, n)
 	}
+	// The devices are opened once, here: an S3 device is a client, which
+	// every source, artifact and cache would otherwise make anew.
+	sources, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots, MaxSize: cfg.BuildSizeLimit})
+	if err != nil {
+		return err
+	}
+	buildCache, err := openBuildCache(cfg)
+	if err != nil {
+		return err
+	}
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir:             cfg.DataDir,
 		Images:              store,
 		Networks:            networks,
-		Storage:             cfg.Storage,
-		BuildCacheStorage:   cfg.BuildCacheStorage,
-		StorageRoots:        cfg.StorageRoots,
-		DNSServers:          cfg.DNSServers,
+		Storage:             sources,
+		BuildCache:          buildCache,
 		CgroupParent:        cfg.CgroupParent,
 		Hostname:            hostname,
 		PidsLimit:           cfg.PidsLimit,
@@ -313,4 +321,24 @@ func collectImages(ctx context.Context, store *images.Store, interval, age time.
 				"bytes", st.Bytes, "unusedFor", age, "kept", st.Kept)
 		}
 	}
+}
+
+// openBuildCache opens the build-cache device (OPR_EXECUTOR_CONNECTION_BUILD_CACHE,
+// else the storage device), rooted where the reference keeps caches:
+// /build-cache, in the bucket on S3. On the local filesystem the cache lives
+// under the data dir rather than in a /build-cache directory at the host's
+// root, where the reference (inside its container) keeps it.
+func openBuildCache(cfg *config) (storage.Device, error) {
+	dsn := cfg.BuildCacheStorage
+	if dsn == "" {
+		dsn = cfg.Storage
+	}
+	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: cfg.BuildSizeLimit})
+	if err != nil {
+		return nil, err
+	}
+	if o.Local() {
+		return storage.NewLocal(filepath.Join(cfg.DataDir, "build-cache"))
+	}
+	return o.Open("/build-cache")
 }

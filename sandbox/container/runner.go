@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/opencontainers/cgroups"
+	"golang.org/x/sys/unix"
 	// Registers the device cgroup managers: without them libcontainer
 	// cannot apply the device rules every runtime's configuration has.
 	_ "github.com/opencontainers/cgroups/devices"
@@ -95,8 +96,9 @@ type Process struct {
 
 // Start creates container id from spec and runs p as its main process.
 //
-// The runner decides three fields of spec: Seccomp (the runner's profile)
-// and Cgroup2 (the host's) are overwritten, and CgroupPath, when empty,
+// The runner decides four fields of spec: Seccomp (the runner's profile)
+// and Cgroup2 (the host's) are overwritten, a zero NoFile becomes the
+// open files limit runtimes get (see noFileLimit), and CgroupPath, when empty,
 // becomes <CgroupParent>/<id>; another CgroupPath is refused, as the
 // leftovers sweep would not find its cgroups. For the same reason id must
 // begin with IDPrefix.
@@ -112,6 +114,9 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	}
 	spec.Seccomp = r.seccomp
 	spec.Cgroup2 = r.cgroup2
+	if spec.NoFile == 0 {
+		spec.NoFile = noFileLimit()
+	}
 	cfg, err := oci.Config(spec)
 	if err != nil {
 		return nil, err
@@ -130,4 +135,15 @@ func create(stateDir, id string, cfg *configs.Config, p Process) (*Container, er
 		return nil, errors.Join(err, lc.Destroy())
 	}
 	return c, nil
+}
+
+// noFileLimit is the open files limit of runtimes: generous for servers, but
+// never above what the daemon itself may grant.
+func noFileLimit() uint64 {
+	const want = 1 << 20
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	return min(rl.Max, want)
 }

@@ -44,8 +44,8 @@ echo "== loop: $(ls /dev/loop-control 2>&1)"
 cp /payload/docker-registry /usr/bin/docker-registry
 mkdir -p /var/tmp/cgroup2 && cd /var/tmp/cgroup2
 
-echo "== unit tests (sandbox)"
-/payload/sandbox.test -test.v -test.count=1 -test.timeout=120s -test.run "$(cat /payload/unit-tests)" 2>&1
+echo "== unit tests (sandbox/container)"
+/payload/container.test -test.v -test.count=1 -test.timeout=120s -test.run "$(cat /payload/unit-tests)" 2>&1
 unit=$?
 
 echo "== end-to-end tests"

@@ -52,7 +52,7 @@ echo "== test-cgroup2: building the binaries and tests"
 cp bin/executor bin/executor-init "$payload/"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
 go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
-go test -c -tags "$TAGS" -o "$payload/sandbox.test" ./sandbox/
+go test -c -tags "$TAGS" -o "$payload/container.test" ./sandbox/container/
 cp /usr/bin/docker-registry scripts/cgroup2/init.sh "$payload/"
 
 # The checks: a name and the tests (go test -v names) that must all pass.

@@ -5,32 +5,6 @@ import (
 	"strings"
 )
 
-// ImageConfig is the part of an image's configuration a runtime uses.
-type ImageConfig struct {
-	Env        []string
-	Entrypoint []string
-	Cmd        []string
-	WorkingDir string
-	User       string
-}
-
-// Command chooses a runtime's main process, as the reference executor does:
-// a runtimeEntrypoint runs under the image's bash (else sh); a v2 runtime
-// without a build command runs the image's own entrypoint and cmd; anything
-// else idles so that build commands can be run in it.
-func Command(img ImageConfig, runtimeEntrypoint, version string, hasBuildCommand, hasBash bool) []string {
-	switch {
-	case runtimeEntrypoint != "":
-		return []string{Shell(hasBash), "-c", runtimeEntrypoint}
-	case version == "v2" && !hasBuildCommand:
-		args := append(append([]string(nil), img.Entrypoint...), img.Cmd...)
-		if len(args) > 0 {
-			return args
-		}
-	}
-	return []string{"tail", "-f", "/dev/null"}
-}
-
 // InitPath is where the executor's init is mounted in every runtime.
 const InitPath = "/.executor-init"
 

@@ -1,9 +1,10 @@
 package sandbox
 
 import (
-	"fmt"
-	"strings"
 	"time"
+
+	"executor/sandbox/build"
+	"executor/sandbox/protocol"
 )
 
 // Spec describes a runtime to create: the body of POST /v1/runtimes, or the
@@ -20,19 +21,16 @@ type Spec struct {
 	RuntimeEntrypoint string
 	Command           string
 	CacheKey          string
-	Timeout           time.Duration // build command timeout
+	Timeout           time.Duration // the build command's, required with Command
 	Remove            bool
 	CPUs              float64
 	MemoryMB          int64
-	Version           string // v2, v3, v4, v5
+	Version           protocol.Version
 	RestartPolicy     string // no, always, on-failure, unless-stopped
 }
 
 // LogEntry is one chunk of build output, stamped with the time it was read.
-type LogEntry struct {
-	Timestamp time.Time
-	Content   string
-}
+type LogEntry = build.Entry
 
 // BuildResult is the outcome of a successful creation.
 type BuildResult struct {
@@ -42,12 +40,12 @@ type BuildResult struct {
 	Output      []LogEntry
 	StartTime   time.Time
 	Duration    time.Duration
-	Version     string
+	Version     protocol.Version
 }
 
 // Info is the public view of a runtime (the runtime object of the API).
 type Info struct {
-	Version     string
+	Version     protocol.Version
 	Created     time.Time
 	Updated     time.Time
 	Name        string
@@ -69,63 +67,18 @@ type ExecRequest struct {
 	Path      string
 	Headers   map[string]string
 	Body      []byte
-	Timeout   time.Duration
+	Timeout   time.Duration // required
 	Logging   bool
 	Variables map[string]string // v2 request body
-}
-
-// Header is one response header with all its values, name lower-cased.
-type Header struct {
-	Name   string
-	Values []string
 }
 
 // ExecResult is what the runtime answered.
 type ExecResult struct {
 	StatusCode int
-	Headers    []Header // in order of first appearance; x-open-runtimes-* removed
+	Headers    []protocol.Header // sorted by name; x-open-runtimes-* removed
 	Body       []byte
 	Logs       string
 	Errors     string
 	StartTime  time.Time
 	Duration   time.Duration
 }
-
-// Error types of the executor's error catalogue (the `type` of an API error).
-const (
-	ErrGeneralUnknown      = "general_unknown"
-	ErrUnauthorized        = "general_unauthorized"
-	ErrRouteNotFound       = "general_route_not_found"
-	ErrBuildFailed         = "build_failed"
-	ErrRuntimeFailed       = "runtime_failed"
-	ErrRuntimeTimeout      = "runtime_timeout"
-	ErrRuntimeNotFound     = "runtime_not_found"
-	ErrRuntimeConflict     = "runtime_conflict"
-	ErrExecutionBadRequest = "execution_bad_request"
-	ErrExecutionBadJSON    = "execution_bad_json"
-	ErrExecutionTimeout    = "execution_timeout"
-	ErrLogsTimeout         = "logs_timeout"
-	ErrCommandTimeout      = "command_timeout"
-	ErrCommandFailed       = "command_failed"
-)
-
-// Error is an executor exception: an error a client is meant to see, with its
-// catalogue type. Code overrides the catalogue's HTTP status when non-zero.
-// Any other error returned by this package is an internal failure.
-type Error struct {
-	Type    string
-	Message string
-	Code    int
-	Err     error
-}
-
-func (e *Error) Error() string {
-	// Messages often quote their cause already ("...: " + err.Error()); it
-	// is said once.
-	if e.Err != nil && !strings.Contains(e.Message, e.Err.Error()) {
-		return fmt.Sprintf("%s: %s: %v", e.Type, e.Message, e.Err)
-	}
-	return e.Type + ": " + e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Err }

@@ -1,0 +1,201 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"executor/images"
+	"executor/oci"
+	"executor/sandbox/container"
+	"executor/sandbox/protocol"
+)
+
+// prepare assembles r: its directory and disk, source, build cache, image
+// root, network endpoint and running container. Each part is recorded on r
+// as soon as it exists, so that r.destroy releases whatever was made when a
+// later step fails.
+func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
+	st := newStages()
+	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()
+	r.Dir = filepath.Join(m.runDir, r.CID)
+	// The network needs nothing else: set it up while the directories,
+	// source, image and root are made.
+	network := m.pickNetwork()
+	attached := make(chan error, 1)
+	go func() {
+		ep, err := network.Attach(ctx, r.CID)
+		if err == nil {
+			r.mu.Lock()
+			r.network, r.endpoint = network, ep
+			r.addr = ep.Addr.String() + ":3000"
+			r.mu.Unlock()
+		}
+		attached <- err
+	}()
+	// Whatever happens below, the attachment has ended (and is recorded on
+	// r for destroy to release) before prepare returns.
+	waitNet := func() error {
+		if attached == nil {
+			return nil
+		}
+		err := <-attached
+		attached = nil
+		if err != nil {
+			return fmt.Errorf("attach network %s: %w", network.Name(), err)
+		}
+		return nil
+	}
+	defer func() {
+		if nerr := waitNet(); err == nil {
+			err = nerr
+		}
+	}()
+	if err := m.makeDir(ctx, r); err != nil {
+		return fmt.Errorf("failed to create temporary directory: %w", err)
+	}
+	if spec.Source != "" {
+		if err := m.copySource(ctx, r, spec.Source); err != nil {
+			return err
+		}
+	}
+	if cacheEnabled(spec) {
+		m.restoreCache(ctx, r, spec.CacheKey)
+	}
+	st.mark("dirs+source")
+	img, err := m.cfg.Images.Pull(ctx, spec.Image)
+	if err != nil {
+		return pullError(spec.Image, err)
+	}
+	st.mark("image")
+	// UnmountRoot undoes a half-made root too: record it first.
+	r.mu.Lock()
+	r.unmountRoot = m.cfg.Images.UnmountRoot
+	r.mu.Unlock()
+	rootfs, err := m.cfg.Images.MountRoot(ctx, img, r.rootDir())
+	if err != nil {
+		return fmt.Errorf("prepare root of %s: %w", spec.Image, err)
+	}
+	st.mark("root")
+	if err := waitNet(); err != nil {
+		return err
+	}
+	st.mark("network")
+	if err := r.writeNetFiles(); err != nil {
+		return err
+	}
+	r.shell = oci.Shell(images.HasBash(rootfs))
+	ps, err := m.process(r, spec, img.Config, rootfs)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.chownDirs(m.cfg.UserNS); err != nil {
+		return err
+	}
+	st.mark("config")
+	c, err := m.runner.Start(r.CID, oci.Spec{
+		Rootfs:    rootfs,
+		Hostname:  r.Hostname,
+		NetNSPath: r.endpoint.NSPath,
+		CPUs:      spec.CPUs,
+		MemoryMB:  spec.MemoryMB,
+		PidsLimit: m.cfg.PidsLimit,
+		Binds:     binds(r.Dir, spec, m.cfg.Init),
+		UserNS:    m.cfg.UserNS,
+	}, ps)
+	if err != nil {
+		return fmt.Errorf("failed to start container: %w", err)
+	}
+	st.mark("container")
+	r.mu.Lock()
+	r.ct = containerProc{c}
+	r.mu.Unlock()
+	return nil
+}
+
+// containerProc is a *container.Container as a runtime's proc.
+type containerProc struct{ *container.Container }
+
+func (c containerProc) Restart() (proc, error) {
+	n, err := c.Container.Restart()
+	if err != nil {
+		return nil, err
+	}
+	return containerProc{n}, nil
+}
+
+func (c containerProc) MarkOOM() oomMark { return c.Container.MarkOOM() }
+
+// pullError is a failed pull as the client sees it: RuntimeFailed when the
+// reference, the image or its source was at fault (the pull error has a
+// kind), HostFailed for this host's own faults.
+func pullError(ref string, err error) error {
+	msg := fmt.Sprintf("Missing image %q and failed to pull it: %v", ref, err)
+	var perr *images.PullError
+	if errors.As(err, &perr) && perr.Kind() != nil {
+		return newError(RuntimeFailed, msg, err)
+	}
+	return newError(HostFailed, msg, err)
+}
+
+// binds are the runtime's directories (beneath dir) as the reference mounts
+// them for spec's protocol version, and the executor's init when there is one.
+func binds(dir string, spec Spec, init string) []oci.Bind {
+	b := []oci.Bind{
+		{Source: filepath.Join(dir, "src"), Destination: "/tmp"},
+		{Source: filepath.Join(dir, "builds"), Destination: spec.Version.CodeDir()},
+		{Source: filepath.Join(dir, "hosts"), Destination: "/etc/hosts", ReadOnly: true},
+		{Source: filepath.Join(dir, "resolv.conf"), Destination: "/etc/resolv.conf", ReadOnly: true},
+	}
+	if logs := spec.Version.LogsDir(); logs != "" {
+		b = append(b, oci.Bind{Source: filepath.Join(dir, "logs"), Destination: logs})
+	}
+	if cacheEnabled(spec) {
+		b = append(b, oci.Bind{Source: filepath.Join(dir, "cache"), Destination: "/cache"})
+	}
+	if init != "" {
+		b = append(b, oci.Bind{Source: init, Destination: oci.InitPath, ReadOnly: true})
+	}
+	return b
+}
+
+// process is the runtime's main process.
+func (m *Manager) process(r *Runtime, spec Spec, img images.ImageConfig, rootfs string) (container.Process, error) {
+	env := oci.Env(img.Env, spec.Version.Env(m.envParams(r, spec)))
+	if !oci.HasPATH(env) {
+		env = append([]string{oci.DefaultPATH}, env...)
+	}
+	p := container.Process{
+		Args: spec.Version.Command(img.Entrypoint, img.Cmd, spec.RuntimeEntrypoint, r.shell, spec.Command != ""),
+		Env:  env,
+		Cwd:  spec.Version.WorkingDir(img.WorkingDir),
+	}
+	if m.cfg.Init != "" {
+		p.Args = oci.WithInit(p.Args)
+	}
+	if img.User != "" {
+		u, err := images.LookupUser(rootfs, img.User)
+		if err != nil {
+			return p, newError(RuntimeFailed, fmt.Sprintf("Image user %q cannot be resolved: %v", img.User, err), err)
+		}
+		p.UID, p.GID, p.Groups = u.Uid, u.Gid, u.Sgids
+	}
+	return p, nil
+}
+
+// envParams are what the protocol's variables are made of.
+func (m *Manager) envParams(r *Runtime, spec Spec) protocol.EnvParams {
+	return protocol.EnvParams{
+		Variables:       spec.Variables,
+		Secret:          r.Secret,
+		Entrypoint:      spec.Entrypoint,
+		Hostname:        m.cfg.Hostname,
+		OutputDirectory: spec.OutputDirectory,
+		CPUs:            spec.CPUs,
+		MemoryMB:        spec.MemoryMB,
+	}
+}
