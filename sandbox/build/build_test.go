@@ -82,7 +82,10 @@ func TestUpload(t *testing.T) {
 			if err := os.Symlink("/etc/passwd", filepath.Join(dir, "code.tar.gz")); err != nil {
 				t.Fatal(err)
 			}
-		}, 1 << 20, func(err error) bool { var r *RefusedError; return errors.As(err, &r) && errors.Is(err, safefs.ErrSymlink) }},
+		}, 1 << 20, func(err error) bool {
+			var r *RefusedError
+			return errors.As(err, &r) && errors.Is(err, safefs.ErrSymlink)
+		}},
 		{"fifo", func(t *testing.T, dir string) {
 			if err := unix.Mkfifo(filepath.Join(dir, "code.tar.gz"), 0o644); err != nil {
 				t.Fatal(err)
