@@ -13,8 +13,15 @@ RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
 build: bin/executor bin/executor-init
 
+# What `executor --version` says: the tag (or commit) this tree is at, the
+# commit, and when it was built.
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS_V  := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
+
 bin/executor: $(shell find cmd api sandbox oci images netns storage -name '*.go' 2>/dev/null) go.mod go.sum
-	$(GO) build $(GOFLAGS_T) -o bin/executor ./cmd/executor
+	$(GO) build $(GOFLAGS_T) -ldflags '$(LDFLAGS_V)' -o bin/executor ./cmd/executor
 
 # PID 1 of every runtime, mounted into them: static, no libc needed there.
 bin/executor-init: cmd/executor-init/main.go

@@ -4,30 +4,16 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"sync"
-	"syscall"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // device cgroup rules
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // runs before the Go runtime in container init
-
-	"executor/api"
-	"executor/images"
-	"executor/netns"
-	"executor/sandbox"
-	"executor/storage"
 )
 
 func init() {
@@ -39,24 +25,43 @@ func init() {
 }
 
 func main() {
+	if code, handled := runCLI(os.Args[1:], os.Stdout, os.Stderr); handled {
+		os.Exit(code)
+	}
+	os.Exit(serve())
+}
+
+// Stamped at build time (-ldflags -X, see the Makefile).
+var (
+	version   = "dev"
+	commit    = ""
+	buildDate = ""
+)
+
+// serve runs the daemon and returns its exit code: 2 for a configuration
+// error, 1 when it stopped on an error, 0 after a clean stop.
+func serve() int {
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "executor: configuration error:", err)
-		os.Exit(2)
+		return 2
 	}
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(cfg.LogLevel))
-	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})
+	level := new(slog.LevelVar)
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	handler := newLogHandler(cfg, os.Stderr, level)
 	var reporter *reportingHandler
 	if cfg.SentryDSN != "" {
 		if reporter, err = newReporter(handler, cfg.SentryDSN, cfg.Env, cfg.Version); err != nil {
 			fmt.Fprintln(os.Stderr, "executor: configuration error:", err)
-			os.Exit(2)
+			return 2
 		}
 		handler = reporter
 	}
 	log := slog.New(handler)
-	err = run(cfg, log)
+	for _, name := range unknownSettings(os.Environ()) {
+		log.Warn("unknown setting in the environment: ignored (a typo?)", "name", name)
+	}
+	err = run(cfg, log, level)
 	if err != nil {
 		log.Error("executor stopped", "err", err)
 	}
@@ -64,281 +69,13 @@ func main() {
 		reporter.flush(5 * time.Second)
 	}
 	if err != nil {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func randomKey() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func run(cfg *config, log *slog.Logger) error {
-	if os.Geteuid() != 0 {
-		return errors.New("the executor needs root to create containers, cgroups and network namespaces (rootless mode is not available yet)")
-	}
-	hostname, err := os.Hostname()
-	if err != nil {
-		return fmt.Errorf("hostname: %w", err)
-	}
-	// Traversable but not listable: a user-namespaced runtime's root must be
-	// able to reach its own root file system and directories below it.
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
-	}
-	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
-		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
-	}
-	if cfg.UserNS != nil {
-		if err := sandbox.Traversable(cfg.DataDir); err != nil {
-			return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
-		}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-
-	if d := cfg.ImageArchiveDir; d != "" {
-		fi, err := os.Stat(d)
-		if err == nil && !fi.IsDir() {
-			err = fmt.Errorf("%s is not a directory", d)
-		}
-		if err != nil {
-			return fmt.Errorf("OPR_EXECUTOR_IMAGE_ARCHIVE_DIR: %w", err)
-		}
-	}
-	store, err := images.New(images.Config{
-		Root:              filepath.Join(cfg.DataDir, "images"),
-		DockerHubUsername: cfg.DockerHubUsername,
-		DockerHubPassword: cfg.DockerHubPassword,
-		AuthFile:          cfg.RegistryAuthFile,
-		IDMap:             cfg.UserNS,
-		ArchiveDir:        cfg.ImageArchiveDir,
-		SizeLimit:         cfg.ImageSizeLimit,
-		MaxEntries:        cfg.ImageMaxEntries,
-		Logger:            log.With("component", "images"),
-	})
-	if err != nil {
-		if cfg.RegistryAuthFile != "" {
-			return fmt.Errorf("%w (OPR_EXECUTOR_REGISTRY_AUTH_FILE / REGISTRY_AUTH_FILE=%s)", err, cfg.RegistryAuthFile)
-		}
-		return err
-	}
-	subnets, err := cfg.networkSubnets()
-	if err != nil {
-		return err
-	}
-	var networks []*netns.Network
-	defer func() {
-		for _, n := range networks {
-			if err := n.Close(context.Background()); err != nil {
-				log.Error("network teardown", "network", n.Name(), "err", err)
-			}
-		}
-	}()
-	for i, name := range cfg.Networks {
-		n, err := netns.New(ctx, netns.Config{
-			Name:     name,
-			Subnet:   subnets[i],
-			StateDir: filepath.Join(cfg.DataDir, "networks", netns.BridgeName(name)),
-			Logger:   log.With("component", "netns"),
-
-			AllowRuntimeToRuntime: cfg.AllowRuntimeToRuntime,
-			AllowHostAccess:       cfg.AllowHostAccess,
-			AllowLinkLocal:        cfg.AllowLinkLocal,
-			AllowCIDRs:            cfg.EgressAllow,
-			DenyCIDRs:             cfg.EgressDeny,
-			DNSServers:            cfg.DNSServers,
-			PoolSize:              cfg.NetworkPool,
-			// Deleting a veth takes ~30 ms: off the request path. The
-			// address is only reused once the veth is gone.
-			AsyncDetach: true,
-		})
-		if err != nil {
-			return fmt.Errorf("OPR_EXECUTOR_NETWORK %q: %w", name, err)
-		}
-		networks = append(networks, n)
-	}
-	// The devices are opened once, here: an S3 device is a client, which
-	// every source, artifact and cache would otherwise make anew.
-	sources, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots, MaxSize: cfg.BuildSizeLimit})
-	if err != nil {
-		return err
-	}
-	buildCache, err := openBuildCache(cfg)
-	if err != nil {
-		return err
-	}
-	mgr, err := sandbox.New(sandbox.Config{
-		DataDir:             cfg.DataDir,
-		Images:              store,
-		Networks:            networks,
-		Storage:             sources,
-		BuildCache:          buildCache,
-		CgroupParent:        cfg.CgroupParent,
-		Hostname:            hostname,
-		PidsLimit:           cfg.PidsLimit,
-		BuildSizeLimit:      cfg.BuildSizeLimit,
-		DiskLimit:           cfg.DiskLimit,
-		DiskInodes:          cfg.DiskInodes,
-		Unconfined:          cfg.Unconfined,
-		UserNS:              cfg.UserNS,
-		Init:                cfg.Init,
-		StopGrace:           cfg.StopGrace,
-		RetryAttempts:       cfg.RetryAttempts,
-		RetryDelay:          cfg.RetryDelay,
-		InactiveThreshold:   cfg.InactiveThreshold,
-		MaintenanceInterval: cfg.MaintenanceInterval,
-		Logger:              log.With("component", "sandbox"),
-	})
-	if err != nil {
-		return err
-	}
-	if err := mgr.Reconcile(ctx); err != nil {
-		log.Warn("could not remove everything an earlier run left", "err", err)
-	}
-	handler, err := api.New(api.Config{
-		Backend:         mgr,
-		Secret:          cfg.Secret,
-		Development:     cfg.Development,
-		Version:         cfg.Version,
-		RuntimeVersions: cfg.RuntimeVersions,
-		Hostname:        hostname,
-		Logger:          log.With("component", "api"),
-		BodyTimeout:     cfg.BodyTimeout,
-		MaxCPUs:         cfg.MaxCPUs,
-		MaxMemoryMB:     cfg.MaxMemoryMB,
-	})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		_ = mgr.Close(context.Background())
-		return fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
-	}
-	// No write timeout and no ReadTimeout: executions and log streams last as long as their own timeouts, and
-	// a ReadTimeout would cancel them (net/http's watch for the client leaving reads under it). Headers get
-	// ReadHeaderTimeout, bodies OPR_EXECUTOR_REQUEST_BODY_TIMEOUT (set per request by the API).
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
-	var prepull sync.WaitGroup
-	prepull.Add(1)
-	go func() {
-		defer prepull.Done()
-		prePull(ctx, store, cfg.prePullImages(), log)
-	}()
-	var imageGC sync.WaitGroup
-	gcCtx, stopGC := context.WithCancel(ctx)
-	defer stopGC()
-	imageGC.Add(1)
-	go func() {
-		defer imageGC.Done()
-		collectImages(gcCtx, store, cfg.ImageGCInterval, cfg.ImageGCAge, cfg.prePullImages(), log)
-	}()
-	if cfg.SecretGenerated {
-		fmt.Fprintf(os.Stderr, "\n  Development secret (OPR_EXECUTOR_SECRET was empty): %s\n  Try: curl -H 'Authorization: Bearer %s' http://%s/v1/runtimes\n\n", cfg.Secret, cfg.Secret, ln.Addr())
-	}
-	log.Info("Executor is ready.", "listen", ln.Addr().String(), "dataDir", cfg.DataDir, "networks", cfg.Networks, "env", cfg.Env,
-		"storage", storage.Describe(cfg.Storage), "userns", cfg.UserNS != nil, "seccomp", !cfg.Unconfined)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	select {
-	case <-ctx.Done():
-		log.Info("stopping: draining requests and removing every runtime")
-	case err := <-serveErr:
-		stopGC()
-		imageGC.Wait()
-		_ = mgr.Close(context.Background())
-		return err
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	// Stop accepting and let requests in flight finish, then remove the
-	// runtimes; Close also cancels creations still running.
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("requests still running at shutdown were cut", "err", err)
-	}
-	stopGC()
-	imageGC.Wait()
-	err = mgr.Close(context.Background())
-	prepull.Wait()
-	mgr.RemoveCgroupParent()
-	if err != nil {
-		return err
-	}
-	log.Info("executor stopped cleanly")
-	return nil
-}
-
-// prePull pulls images in the background at start, so the first runtime of
-// each does not wait for it.
-func prePull(ctx context.Context, store *images.Store, refs []string, log *slog.Logger) {
-	if len(refs) == 0 {
-		return
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	done := 0
-	for _, ref := range refs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			if _, err := store.Pull(ctx, ref); err != nil {
-				log.Warn("pre-pull failed", "image", ref, "err", err)
-				return
-			}
-			mu.Lock()
-			done++
-			log.Info(fmt.Sprintf("[ImagePuller] Pulled %d/%d images.", done, len(refs)), "image", ref, "took", time.Since(start).Round(time.Millisecond))
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-}
-
-// collectImages removes, every interval, the images no runtime has used for
-// age; the pre-pulled ones (keep) stay. interval 0 turns it off.
-func collectImages(ctx context.Context, store *images.Store, interval, age time.Duration, keep []string, log *slog.Logger) {
-	if interval <= 0 {
-		return
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		st, err := store.GC(ctx, age, keep...)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("image garbage collection", "err", err)
-		}
-		if len(st.Images) > 0 || st.Layers > 0 {
-			log.Info("image garbage collection removed unused images", "images", st.Images, "layers", st.Layers,
-				"bytes", st.Bytes, "unusedFor", age, "kept", st.Kept)
-		}
-	}
-}
-
-// openBuildCache opens the build-cache device (OPR_EXECUTOR_CONNECTION_BUILD_CACHE,
-// else the storage device), rooted where the reference keeps caches:
-// /build-cache, in the bucket on S3. On the local filesystem the cache lives
-// under the data dir rather than in a /build-cache directory at the host's
-// root, where the reference (inside its container) keeps it.
-func openBuildCache(cfg *config) (storage.Device, error) {
-	dsn := cfg.BuildCacheStorage
-	if dsn == "" {
-		dsn = cfg.Storage
-	}
-	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: cfg.BuildSizeLimit})
-	if err != nil {
-		return nil, err
-	}
-	if o.Local() {
-		return storage.NewLocal(filepath.Join(cfg.DataDir, "build-cache"))
-	}
-	return o.Open("/build-cache")
 }
