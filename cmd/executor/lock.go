@@ -1,6 +1,70 @@
 package main
 
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockFileName is the file in the data dir whose lock marks the daemon that
+// owns the data dir.
+const lockFileName = "executor.lock"
+
+// errDataDirInUse is what a daemon gets when another one holds the data dir.
+var errDataDirInUse = errors.New("the data dir is in use by another executor")
+
 // lockDataDir takes the data dir for this daemon alone; unlock releases it.
+//
+// The lock is flock(2) on <dir>/executor.lock, held through an open file for
+// the daemon's whole life: the kernel drops it when the process ends, crashes
+// included, so a stale lock cannot outlive its daemon and a restart after a
+// crash is never refused. The file records the holder's pid for the message
+// the next daemon gives. The descriptor is close-on-exec: runtimes (which
+// outlive a crashed daemon) and libcontainer's init never inherit the lock.
+// The file is never removed: unlinking a lock file lets a second daemon lock
+// a new file while a third still holds the old one.
 func lockDataDir(dir string) (unlock func(), err error) {
-	return func() {}, nil
+	path := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s): %s; give each executor a data dir of its own", errDataDirInUse, dir, holder(f))
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	// Only the holder writes the file, so the pid read by a refused daemon
+	// is the holder's, or empty in the instant before it is written.
+	if err := f.Truncate(0); err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: record pid: %w", path, err)
+	}
+	return func() {
+		// Clear the pid while still holding the lock: a stale pid in a
+		// free lock file would point an operator at an unrelated process.
+		_ = f.Truncate(0)
+		_ = f.Close()
+	}, nil
+}
+
+// holder describes the daemon holding the lock of f from the pid it recorded.
+func holder(f *os.File) string {
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+	if err != nil || pid <= 0 {
+		return "its pid is not recorded yet (it is starting)"
+	}
+	return fmt.Sprintf("executor pid %d holds it", pid)
 }
