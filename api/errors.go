@@ -111,7 +111,9 @@ func kindError(e *sandbox.Error) *apiError {
 	case sandbox.ShuttingDown:
 		out.typ, out.code, out.message = typeRuntimeFailed, http.StatusServiceUnavailable, "Executor is shutting down."
 	case sandbox.Timeout:
-		out.typ, out.message = typeRuntimeTimeout, ""
+		// The sandbox's message, when it has one, says why the runtime was
+		// not ready; else the reference's text.
+		out.typ = typeRuntimeTimeout
 	case sandbox.RuntimeFailed:
 		out.typ = typeRuntimeFailed
 	case sandbox.HostFailed, sandbox.OutOfMemory:

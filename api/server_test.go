@@ -154,6 +154,8 @@ func TestErrorRendering(t *testing.T) {
 		{"not found without one", &sandbox.Error{Kind: sandbox.NotFound}, false, 404, "runtime_not_found", "Runtime not found"},
 		{"wrapped executor error",
 			fmt.Errorf("create: %w", &sandbox.Error{Kind: sandbox.Timeout, Err: context.DeadlineExceeded}), false, 400, "runtime_timeout", "Timed out waiting for runtime."},
+		{"runtime timeout saying why", &sandbox.Error{Kind: sandbox.Timeout, Message: "Timed out waiting for runtime: its command: tail -f /dev/null"},
+			false, 400, "runtime_timeout", "Timed out waiting for runtime: its command: tail -f /dev/null"},
 		{"runtime's fault", &sandbox.Error{Kind: sandbox.RuntimeFailed, Message: "x"}, false, 400, "runtime_failed", "x"},
 		{"host's fault", &sandbox.Error{Kind: sandbox.HostFailed, Message: "x"}, false, 500, "runtime_failed", "x"},
 		{"out of memory", &sandbox.Error{Kind: sandbox.OutOfMemory, Message: "oom"}, false, 500, "runtime_failed", "oom"},

@@ -174,6 +174,7 @@ func (m *Manager) process(r *Runtime, spec Spec, img images.ImageConfig, rootfs 
 		Env:  env,
 		Cwd:  spec.Version.WorkingDir(img.WorkingDir),
 	}
+	r.command = p.Args
 	if m.cfg.Init != "" {
 		p.Args = oci.WithInit(p.Args)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"executor/sandbox/protocol"
@@ -120,6 +122,7 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	start := time.Now()
 	delay := time.Millisecond
 	var d net.Dialer
 	for {
@@ -136,7 +139,7 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 		}
 		select {
 		case <-wctx.Done():
-			return newError(Timeout, "", wctx.Err())
+			return r.notReady(time.Since(start), wctx.Err())
 		case <-time.After(delay):
 		}
 		// A refused connect on the bridge costs microseconds: keep polling
@@ -145,4 +148,93 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 			delay *= 2
 		}
 	}
+}
+
+// notReady is the timeout of a runtime that never listened. A bare timeout
+// leaves the client guessing; what the main process runs and last said is
+// nearly always the answer (an image started without its runtimeEntrypoint
+// idles; a server on the wrong port or crashing says so on its output).
+func (r *Runtime) notReady(waited time.Duration, err error) error {
+	state, out := "no container", ""
+	if ct := r.current(); ct != nil {
+		state, out = "running", ct.Output()
+		if ct.Exited() {
+			state = ct.Exit().String() + ", restarting"
+		}
+	}
+	tail := outputTail(out)
+	r.log.Warn("runtime did not listen in time", "runtime", r.ID, "addr", r.Addr(), "waited", waited.Round(time.Millisecond),
+		"command", shellJoin(r.command), "main", state, "output", tail)
+	msg := fmt.Sprintf("Timed out waiting for runtime: nothing accepted connections on port %d after %s. Its command: %s (%s).",
+		protocol.Port, waited.Round(100*time.Millisecond), shellJoin(r.command), state)
+	if hint := r.idleHint(); hint != "" {
+		msg += " " + hint
+	}
+	if tail == "" {
+		msg += " It printed nothing."
+	} else {
+		msg += " Last output:\n" + tail
+	}
+	return newError(Timeout, msg, err)
+}
+
+// idleHint explains a runtime that was given nothing to run: protocols after
+// v2 start a runtime with runtimeEntrypoint only, and without one the main
+// process idles until a build or command uses it.
+func (r *Runtime) idleHint() string {
+	v, spec := r.Version, r.spec
+	if spec.RuntimeEntrypoint != "" || !slices.Equal(r.command, v.Command(nil, nil, "", "", spec.Command != "")) {
+		return ""
+	}
+	// Command runs an image's own argv exactly when the version does so.
+	var why string
+	switch {
+	case slices.Equal(v.Command([]string{"x"}, nil, "", "", spec.Command != ""), []string{"x"}):
+		why = "the image has no entrypoint or cmd"
+	case slices.Equal(v.Command([]string{"x"}, nil, "", "", false), []string{"x"}):
+		why = fmt.Sprintf("protocol %s does not run the image's entrypoint or cmd when a build command is given", v)
+	default:
+		why = fmt.Sprintf("protocol %s does not run the image's own entrypoint or cmd", v)
+	}
+	return fmt.Sprintf("No runtimeEntrypoint was given and %s, so the runtime only idles: set runtimeEntrypoint to the command that starts its server on port %d.",
+		why, protocol.Port)
+}
+
+// outputTail is the end of a main process's output as an error message
+// quotes it: its last lines, each cut short, so a chatty runtime cannot make
+// the reply large.
+func outputTail(out string) string {
+	out = strings.TrimRight(out, "\n")
+	if strings.TrimSpace(out) == "" {
+		return ""
+	}
+	lines := strings.Split(lastLines(out, outputTailLines), "\n")
+	for i, l := range lines {
+		if len(l) > outputTailLineBytes {
+			lines[i] = truncateUTF8(l, outputTailLineBytes) + "..."
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+const (
+	outputTailLines     = 10
+	outputTailLineBytes = 300
+)
+
+// shellJoin renders argv as a shell would take it, so the message can be
+// pasted back: words with anything but safe characters are quoted.
+func shellJoin(argv []string) string {
+	if len(argv) == 0 {
+		return "(none)"
+	}
+	words := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+			words[i] = a
+			continue
+		}
+		words[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(words, " ")
 }

@@ -41,6 +41,9 @@ type Runtime struct {
 	httpc    *http.Client
 	client   protocol.Client
 	shell    string
+	// command is the main process's argv (without the init), set once by
+	// assembly: a runtime that never listens is explained by what it ran.
+	command []string
 
 	// onExit is told when the main process has ended for good (no restart
 	// follows), so the table can drop the runtime.

@@ -183,11 +183,11 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 		select {
 		case <-e.ready:
 		case <-wctx.Done():
-			return nil, newError(Timeout, "", wctx.Err())
+			return nil, creationTimeout(e, wctx.Err())
 		}
 		if e.err != nil {
 			if errors.Is(e.err, context.DeadlineExceeded) {
-				return nil, newError(Timeout, "", e.err)
+				return nil, creationTimeout(e, e.err)
 			}
 			return nil, e.err
 		}
@@ -196,6 +196,15 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 		}
 		return e, nil
 	}
+}
+
+// creationTimeout is the timeout of an execution whose runtime was still
+// being created: a cold start's first pull of a large image is the usual
+// cause, and pulling ahead is the cure.
+func creationTimeout(e *entry, err error) error {
+	return newError(Timeout, fmt.Sprintf("Timed out waiting for runtime: it was still being created (image pull, source copy, network, container start) %s after it began. "+
+		"The first pull of a large image may need a longer timeout, or pull it ahead with OPR_EXECUTOR_IMAGES.",
+		time.Since(e.created).Round(100*time.Millisecond)), err)
 }
 
 // claim marks work in flight in e's runtime if e is still in the table. It

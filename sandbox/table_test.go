@@ -30,6 +30,7 @@ type fakeProc struct {
 	restarts  *atomic.Int32
 	execCode  int
 	execOut   string
+	out       string // what the main process printed
 }
 
 func newFakeProc(restarts *atomic.Int32) *fakeProc {
@@ -58,7 +59,7 @@ func (p *fakeProc) Exited() bool {
 	}
 }
 func (p *fakeProc) Exit() container.ExitStatus { p.mu.Lock(); defer p.mu.Unlock(); return p.exit }
-func (p *fakeProc) Output() string             { return "" }
+func (p *fakeProc) Output() string             { return p.out }
 func (p *fakeProc) Stop(time.Duration)         { p.end(137) }
 func (p *fakeProc) Destroy() error {
 	p.mu.Lock()
@@ -93,6 +94,8 @@ type fakeHost struct {
 	hold    chan struct{}
 	entered chan struct{}
 	fail    error
+	// out is what each main process has printed.
+	out string
 
 	mu    sync.Mutex
 	procs []*fakeProc
@@ -114,12 +117,15 @@ func (h *fakeHost) assemble(ctx context.Context, r *Runtime, spec Spec) error {
 		return h.fail
 	}
 	p := newFakeProc(&h.restarts)
+	p.out = h.out
 	h.mu.Lock()
 	h.procs = append(h.procs, p)
 	h.mu.Unlock()
 	r.mu.Lock()
 	r.addr, r.ct = h.addr, p
 	r.mu.Unlock()
+	// What process() would run for an image without entrypoint or cmd.
+	r.command = spec.Version.Command(nil, nil, spec.RuntimeEntrypoint, "sh", spec.Command != "")
 	return nil
 }
 
@@ -415,4 +421,94 @@ func TestCommand(t *testing.T) {
 	if _, err := m.Command(context.Background(), "nope", "true", time.Second); KindOf(err) != NotFound {
 		t.Fatalf("command in a missing runtime = %v, want NotFound", err)
 	}
+}
+
+// A runtime that never listens times out with what it runs and last printed,
+// and, when it was given nothing to run, why it only idles.
+func TestNotReadySaysWhy(t *testing.T) {
+	var many []string
+	for i := 1; i <= 15; i++ {
+		many = append(many, fmt.Sprintf("line %d", i))
+	}
+	tests := []struct {
+		name              string
+		version           protocol.Version
+		runtimeEntrypoint string
+		out               string
+		want, notWant     []string
+	}{
+		{
+			name:    "v5 without runtimeEntrypoint idles",
+			version: protocol.V5,
+			want: []string{"Timed out waiting for runtime", "Its command: tail -f /dev/null (running)",
+				"No runtimeEntrypoint was given and protocol v5 does not run the image's own entrypoint or cmd", "It printed nothing."},
+		},
+		{
+			name:    "v2 image without a cmd idles",
+			version: protocol.V2,
+			want:    []string{"tail -f /dev/null", "No runtimeEntrypoint was given and the image has no entrypoint or cmd"},
+			notWant: []string{"protocol v2 does not"},
+		},
+		{
+			name:              "a server on the wrong port says so",
+			version:           protocol.V5,
+			runtimeEntrypoint: "echo 'listening on 8080'; sleep 30",
+			out:               "listening on 8080\n",
+			want:              []string{`Its command: sh -c 'echo '\''listening on 8080'\''; sleep 30'`, "Last output:\nlistening on 8080"},
+			notWant:           []string{"No runtimeEntrypoint", "printed nothing"},
+		},
+		{
+			name:              "only the last lines, each cut short",
+			version:           protocol.V5,
+			runtimeEntrypoint: "chatty",
+			out:               strings.Join(many, "\n") + "\n" + strings.Repeat("x", 1000) + "\n",
+			want:              []string{"Last output:\nline 7\n", "line 15\n" + strings.Repeat("x", outputTailLineBytes) + "..."},
+			notWant:           []string{"line 6\n", strings.Repeat("x", outputTailLineBytes+1)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, h := newTestManager(t)
+			h.addr = "127.0.0.1:1" // nothing listens
+			h.out = tt.out
+			req := coldExec("never")
+			req.Cold.Version, req.Cold.RuntimeEntrypoint = tt.version, tt.runtimeEntrypoint
+			req.Timeout = 300 * time.Millisecond
+			start := time.Now()
+			_, err := m.Execute(context.Background(), req)
+			if took := time.Since(start); took > 2*time.Second {
+				t.Fatalf("took %v past a 300ms timeout", took)
+			}
+			var se *Error
+			if !errors.As(err, &se) || se.Kind != Timeout {
+				t.Fatalf("Execute = %v, want a Timeout", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(se.Message, w) {
+					t.Errorf("message lacks %q:\n%s", w, se.Message)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(se.Message, w) {
+					t.Errorf("message has %q:\n%s", w, se.Message)
+				}
+			}
+		})
+	}
+}
+
+// An execution whose runtime is still being created at its deadline says
+// so, and the abandoned creation leaves the table.
+func TestCreationTimeoutSaysWhy(t *testing.T) {
+	m, h := newTestManager(t)
+	h.hold = make(chan struct{}) // never closed: assembly outlasts the deadline
+	req := coldExec("slow-pull")
+	req.Timeout = 200 * time.Millisecond
+	_, err := m.Execute(context.Background(), req)
+	var se *Error
+	if !errors.As(err, &se) || se.Kind != Timeout || !strings.Contains(se.Message, "still being created") ||
+		!strings.Contains(se.Message, "OPR_EXECUTOR_IMAGES") {
+		t.Fatalf("Execute = %v, want a Timeout saying the runtime was still being created", err)
+	}
+	waitFor(t, "the abandoned creation to leave the table", func() bool { return len(m.List()) == 0 })
 }
