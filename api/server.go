@@ -61,6 +61,8 @@ type Config struct {
 	// opt-in setting).
 	MaxCPUs     float64
 	MaxMemoryMB int64
+	// Images serves POST /v1/images (an extension of ours); nil leaves that route unknown.
+	Images ImagePuller
 }
 
 // DefaultRuntimeVersions lists, comma-separated, every runtime protocol version the executor speaks: all are
@@ -90,6 +92,8 @@ type Server struct {
 
 	maxCPUs, defaultCPUs         float64
 	maxMemoryMB, defaultMemoryMB int64
+
+	images ImagePuller
 }
 
 // New returns a Server for cfg.
@@ -111,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		maxMemoryMB:     cfg.MaxMemoryMB,
 		defaultCPUs:     defaultCPUs,
 		defaultMemoryMB: defaultMemoryMB,
+		images:          cfg.Images,
 	}
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = DefaultBodyTimeout
@@ -178,6 +183,7 @@ func (s *Server) routes() {
 	s.get("/v1/runtimes/:runtimeId/logs", keyed, s.streamLogs)
 	// Unlike the reference, commands need the key: they run arbitrary shell in a runtime (Part 0).
 	s.handle(http.MethodPost, "/v1/runtimes/:runtimeId/commands", keyed, s.runCommand)
+	s.handle(http.MethodPost, "/v1/images", keyed, s.pullImage) // ours, not the reference's: pull an image
 }
 
 // ServeHTTP implements http.Handler.

@@ -192,6 +192,9 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	}
 	// GC leaves these layers alone until the record naming them is written.
 	defer s.startPull(key, paths)()
+	// Callers of PullWithProgress waiting for this pull hear of its layers.
+	rep := s.progress.start(key, blobs)
+	defer rep.finish()
 
 	budget := newPullBudget(s.cfg.SizeLimit, s.cfg.MaxEntries)
 	limit := 1
@@ -232,12 +235,13 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	for i := range blobs {
 		g.Go(func() error {
 			defer close(done[i])
-			r, err := s.ensureLayer(gctx, src, blobs[i], diffIDs[i], chainIDs[i], lower(i), budget)
+			r, err := s.ensureLayer(gctx, rep.source(src, i), blobs[i], diffIDs[i], chainIDs[i], lower(i), budget)
 			mu.Lock()
 			squashed.add(r.owners)
 			mu.Unlock()
 			if err == nil {
 				keys[i] = r.key
+				rep.done(i)
 			}
 			return err
 		})

@@ -91,8 +91,9 @@ type Store struct {
 	// own layer directories already make repeated pulls cheap.
 	cache types.BlobInfoCache
 
-	pulls  flightGroup[*Image]
-	layers flightGroup[layerResult]
+	pulls    flightGroup[*Image]
+	layers   flightGroup[layerResult]
+	progress progressHub // the layers of pulls in flight, for PullWithProgress
 
 	overlay overlaySupport // how MountRoot assembles roots on this host; set by New
 
