@@ -12,23 +12,36 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// ensureBridge creates the bridge if needed, makes sure it carries addr and is up.
-func ensureBridge(name string, addr netip.Prefix) (netlink.Link, error) {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		if !isNotFound(err) {
-			return nil, fmt.Errorf("netns: look up bridge %s: %w", name, err)
-		}
+// ensureBridge makes sure the bridge carries alias (our owner mark), the
+// pinned MAC and addr, and is up. existing is the bridge New checked as ours;
+// nil makes it. A bridge made here is removed again if a later step fails.
+func ensureBridge(name string, addr netip.Prefix, existing netlink.Link, alias string) (_ netlink.Link, err error) {
+	l := existing
+	if l == nil {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
-		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
+		if err := netlink.LinkAdd(br); err != nil {
+			if errors.Is(err, syscall.EEXIST) {
+				// Made by someone else since New looked: theirs.
+				return nil, &ForeignError{What: "bridge", Name: name, Detail: "another program or executor created it while this one was starting"}
+			}
 			return nil, fmt.Errorf("netns: create bridge %s: %w", name, err)
 		}
 		if l, err = netlink.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("netns: look up bridge %s: %w", name, err)
 		}
+		defer func() {
+			if err != nil {
+				_ = netlink.LinkDel(l)
+			}
+		}()
 	}
-	if l.Type() != "bridge" {
-		return nil, fmt.Errorf("netns: interface %s exists and is a %s, not a bridge", name, l.Type())
+	// The kernel ignores an alias given with RTM_NEWLINK: set it now. A
+	// crash in between leaves an unmarked bridge, which the next start
+	// adopts since the owner record was written first.
+	if l.Attrs().Alias != alias {
+		if err := netlink.LinkSetAlias(l, alias); err != nil {
+			return nil, fmt.Errorf("netns: mark bridge %s: %w", name, err)
+		}
 	}
 	// A bridge without an address of its own takes the lowest MAC of its
 	// ports, so it changes as runtimes come and go; runtimes that cached

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -36,6 +37,9 @@ import (
 // other tables' verdicts are unaffected. Both tables are (re)written in one
 // transaction that first deletes them, so a table left by a crashed run is
 // replaced, never duplicated, and a half-written state is never visible.
+// Every rule's comment is our owner mark (owner.go): New replaces, and Close
+// deletes, only tables that bear it (or, once, an older version's unmarked
+// ones that the state dir records).
 
 // TableName is the name of the nftables tables (inet and bridge families) of
 // the network whose bridge is bridge.
@@ -48,10 +52,9 @@ func (n *Network) installFirewall() error {
 	if err != nil {
 		return fmt.Errorf("netns: nftables: %w", err)
 	}
-	name := TableName(n.cfg.Bridge)
 	br := n.cfg.Bridge
-	inet := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	bridge := &nftables.Table{Name: name, Family: nftables.TableFamilyBridge}
+	tables := n.tables()
+	inet, bridge := tables[0], tables[1]
 	replaceTable(c, inet)
 	deleteTable(c, bridge)
 
@@ -62,12 +65,15 @@ func (n *Network) installFirewall() error {
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: inet, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
+	// Every rule carries our owner mark: it is what tells our tables from
+	// another executor's of the same name.
+	mark := ruleComment(n.owner.mark())
 	rule := func(ch *nftables.Chain, exprs ...[]expr.Any) {
 		var all []expr.Any
 		for _, e := range exprs {
 			all = append(all, e...)
 		}
-		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: all})
+		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: all, UserData: mark})
 	}
 
 	if !n.cfg.AllowHostAccess {
@@ -106,19 +112,43 @@ func (n *Network) installFirewall() error {
 	return nil
 }
 
-// removeFirewall deletes the network's tables; missing tables are fine.
+// removeFirewall deletes the network's tables that bear our mark; missing
+// tables are fine, another's are left alone (and reported).
 func (n *Network) removeFirewall() error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("netns: nftables: %w", err)
 	}
-	name := TableName(n.cfg.Bridge)
-	deleteTable(c, &nftables.Table{Name: name, Family: nftables.TableFamilyINet})
-	deleteTable(c, &nftables.Table{Name: name, Family: nftables.TableFamilyBridge})
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("netns: remove nftables tables %s: %w", name, err)
+	var errs []error
+	del := false
+	for _, t := range n.tables() {
+		marks, exists, err := tableMarks(c, t)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !exists:
+		case !marks[n.owner.mark()]:
+			errs = append(errs, fmt.Errorf("netns: %s %s no longer bears this executor's mark: left alone", tableWhat(t), t.Name))
+		default:
+			c.DelTable(t)
+			del = true
+		}
 	}
-	return nil
+	if del {
+		if err := c.Flush(); err != nil {
+			errs = append(errs, fmt.Errorf("netns: remove nftables tables %s: %w", TableName(n.cfg.Bridge), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// tables are the network's nftables tables: inet, then bridge.
+func (n *Network) tables() []*nftables.Table {
+	name := TableName(n.cfg.Bridge)
+	return []*nftables.Table{
+		{Name: name, Family: nftables.TableFamilyINet},
+		{Name: name, Family: nftables.TableFamilyBridge},
+	}
 }
 
 // replaceTable queues: create t if missing, delete it (with everything in

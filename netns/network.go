@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 )
 
@@ -84,6 +85,7 @@ type Network struct {
 	nsDir   string
 	seq     atomic.Uint64
 	vethTag string
+	owner   *owner
 	dns     []netip.Addr // those the firewall lets runtimes query
 	resolv  *ResolvConf
 	log     *slog.Logger
@@ -118,7 +120,12 @@ func BridgeName(network string) string {
 // address leases in StateDir: an address whose veth still exists stays
 // reserved; leases without a veth are dropped. It does not remove endpoints
 // left by an earlier process: call Reset for that.
-func New(ctx context.Context, cfg Config) (*Network, error) {
+//
+// Before it changes anything it checks that the bridge and tables, if they
+// exist, are this network's own (see owner.go; a *ForeignError otherwise) and
+// that no address or route of the host overlaps the subnet, our bridge's
+// aside (a *SubnetInUseError otherwise).
+func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if cfg.Name == "" {
 		return nil, errors.New("netns: network name is empty")
 	}
@@ -170,20 +177,52 @@ func New(ctx context.Context, cfg Config) (*Network, error) {
 	if n.dns == nil {
 		n.dns = resolv.hostDNS
 	}
-	// Host-side veth names carry a tag of the bridge so that Reset can tell
-	// ours from anyone else's even when they are detached from the bridge.
+	// Host-side veth names carry a tag of the bridge, which the bridge
+	// firewall matches ports by. Reset goes by leases, not by the tag: it
+	// derives from the network name, which another executor may share.
 	n.vethTag = "v" + cfg.Bridge[3:9]
 	n.addrs = newAllocator(cfg.Subnet, n.gateway)
+	if n.owner, err = readOwner(cfg.StateDir, cfg.Bridge); err != nil {
+		return nil, err
+	}
+	existing, adopt, err := n.checkOwnership()
+	if err != nil {
+		return nil, err
+	}
+	own := 0
+	if existing != nil {
+		own = existing.Attrs().Index
+	}
+	if err := checkSubnetFree(cfg.Subnet, own); err != nil {
+		return nil, err
+	}
+	// Checked: from here on the host changes. The owner id is on disk
+	// before any mark carries it.
+	if err := n.owner.save(); err != nil {
+		return nil, err
+	}
 	for _, d := range []string{n.nsDir, n.leases.dir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("netns: state dir: %w", err)
 		}
 	}
-	br, err := ensureBridge(cfg.Bridge, netip.PrefixFrom(n.gateway, cfg.Subnet.Bits()))
+	if adopt {
+		n.log.Info("adopting the unmarked bridge of an earlier run of this network", "network", cfg.Name, "bridge", cfg.Bridge, "stateDir", cfg.StateDir)
+	}
+	br, err := ensureBridge(cfg.Bridge, netip.PrefixFrom(n.gateway, cfg.Subnet.Bits()), existing, n.owner.alias())
 	if err != nil {
 		return nil, err
 	}
 	n.bridge = br
+	if existing == nil {
+		// Made now: a failure below takes it away again.
+		defer func() {
+			if err != nil {
+				_ = n.removeFirewall()
+				_ = n.removeBridge()
+			}
+		}()
+	}
 	if err := enableForwarding(); err != nil {
 		return nil, err
 	}
@@ -235,7 +274,8 @@ func (n *Network) Subnet() netip.Prefix { return n.cfg.Subnet }
 func (n *Network) ResolvConf() *ResolvConf { return n.resolv }
 
 // Reset removes every endpoint an earlier process of ours left behind: veths
-// with our tag, namespace files and their mounts, and releases their leases
+// that our leases name or that are ports of our bridge, namespace files and
+// their mounts in StateDir, and releases their leases
 // once their veths are gone. Endpoints of this process are kept. It then
 // starts filling the pool, if there is one.
 func (n *Network) Reset(ctx context.Context) error {
@@ -256,13 +296,25 @@ func (n *Network) reset() error {
 	n.mu.Unlock()
 
 	var errs []error
+	// Read before any veth goes: a veth is ours when one of our leases
+	// names it (written before it is made, removed once it is gone).
+	ls, err := n.leases.load()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	leased := make(map[string]bool, len(ls))
+	for _, l := range ls {
+		if l.HostIf != "" {
+			leased[l.HostIf] = true
+		}
+	}
 	links, err := netlink.LinkList()
 	if err != nil {
 		return fmt.Errorf("netns: list links: %w", err)
 	}
 	for _, l := range links {
 		name := l.Attrs().Name
-		if l.Type() != "veth" || live[name] || !n.ownsVeth(l) {
+		if l.Type() != "veth" || live[name] || !n.ownsVeth(l, leased) {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
@@ -282,10 +334,6 @@ func (n *Network) reset() error {
 			errs = append(errs, err)
 		}
 	}
-	ls, err := n.leases.load()
-	if err != nil {
-		errs = append(errs, err)
-	}
 	for _, l := range ls {
 		if live[l.HostIf] && l.HostIf != "" {
 			continue
@@ -303,16 +351,62 @@ func (n *Network) reset() error {
 	return errors.Join(errs...)
 }
 
-func (n *Network) ownsVeth(l netlink.Link) bool {
-	name := l.Attrs().Name
-	if len(name) >= len(n.vethTag) && name[:len(n.vethTag)] == n.vethTag {
+// ownsVeth: a veth is ours when one of our leases names it, or when it is a
+// port of our bridge. A name with our tag alone is not enough: the tag is
+// derived from the network name, which another executor may share.
+func (n *Network) ownsVeth(l netlink.Link, leased map[string]bool) bool {
+	if leased[l.Attrs().Name] {
 		return true
 	}
 	return n.bridge != nil && l.Attrs().MasterIndex == n.bridge.Attrs().Index
 }
 
+// checkOwnership looks at the bridge and tables of our names before anything
+// is changed. existing is the bridge when there is one; adopt says that it is
+// ours but unmarked (an older version's).
+func (n *Network) checkOwnership() (existing netlink.Link, adopt bool, err error) {
+	l, err := netlink.LinkByName(n.cfg.Bridge)
+	switch {
+	case err == nil:
+		if adopt, err = n.owner.checkBridge(l); err != nil {
+			return nil, false, err
+		}
+		existing = l
+	case !isNotFound(err):
+		return nil, false, fmt.Errorf("netns: look up bridge %s: %w", n.cfg.Bridge, err)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return nil, false, fmt.Errorf("netns: nftables: %w", err)
+	}
+	if err := n.owner.checkTables(c, n.tables()...); err != nil {
+		return nil, false, err
+	}
+	return existing, adopt, nil
+}
+
+// removeBridge deletes the bridge if it still bears our mark.
+func (n *Network) removeBridge() error {
+	l, err := netlink.LinkByName(n.cfg.Bridge)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("netns: look up bridge %s: %w", n.cfg.Bridge, err)
+	}
+	if markOf(l.Attrs().Alias) != n.owner.mark() {
+		return fmt.Errorf("netns: bridge %s no longer bears this executor's mark (alias %q): left alone", n.cfg.Bridge, l.Attrs().Alias)
+	}
+	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+		return fmt.Errorf("netns: delete bridge %s: %w", n.cfg.Bridge, err)
+	}
+	return nil
+}
+
 // Close detaches every endpoint (waiting for background teardowns), empties
-// the pool, removes leftovers, the nftables tables and the bridge.
+// the pool, removes leftovers, the nftables tables and the bridge; a table or
+// bridge that no longer bears our mark is left alone. The owner record stays
+// in StateDir: the next start is the same owner.
 func (n *Network) Close(ctx context.Context) error {
 	n.mu.Lock()
 	n.closed = true
@@ -329,11 +423,7 @@ func (n *Network) Close(ctx context.Context) error {
 	n.bg.Wait()
 	errs = append(errs, n.reset())
 	errs = append(errs, n.removeFirewall())
-	if l, err := netlink.LinkByName(n.cfg.Bridge); err == nil {
-		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("netns: delete bridge %s: %w", n.cfg.Bridge, err))
-		}
-	}
+	errs = append(errs, n.removeBridge())
 	_ = os.Remove(n.nsDir)
 	_ = os.Remove(n.leases.dir)
 	return errors.Join(errs...)

@@ -118,7 +118,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 			AsyncDetach: true,
 		})
 		if err != nil {
-			return fmt.Errorf("OPR_EXECUTOR_NETWORK %q: %w", name, err)
+			return networkError(name, subnets[i], err)
 		}
 		networks = append(networks, n)
 	}
@@ -171,7 +171,6 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		BodyTimeout:     cfg.BodyTimeout,
 		MaxCPUs:         cfg.MaxCPUs,
 		MaxMemoryMB:     cfg.MaxMemoryMB,
-		Images:          store,
 	})
 	if err != nil {
 		return err

@@ -43,7 +43,8 @@ func lockDataDir(dir string) (unlock func(), err error) {
 	}
 	// Only the holder writes the file, so the pid read by a refused daemon
 	// is the holder's, or empty in the instant before it is written.
-	if err := f.Truncate(0); err == nil {
+	err = f.Truncate(0)
+	if err == nil {
 		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	if err != nil {
