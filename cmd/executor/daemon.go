@@ -171,6 +171,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		BodyTimeout:     cfg.BodyTimeout,
 		MaxCPUs:         cfg.MaxCPUs,
 		MaxMemoryMB:     cfg.MaxMemoryMB,
+		Images:          store,
 	})
 	if err != nil {
 		return err
