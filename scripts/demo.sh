@@ -36,16 +36,35 @@ OPR_EXECUTOR_ENV=development OPR_EXECUTOR_SECRET=demo-secret OPR_EXECUTOR_LISTEN
 OPR_EXECUTOR_DATA_DIR="$work/data" OPR_EXECUTOR_STORAGE_ROOTS="$work/storage" OPR_EXECUTOR_NETWORK=executor-demo OPR_EXECUTOR_CGROUP_PARENT=/executor-demo \
 CONTAINERS_REGISTRIES_CONF="$work/registries.conf" ./bin/executor >"$work/executor.log" 2>&1 &
 pids=($! "${pids[@]}")
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/v1/health" >/dev/null && break; sleep 0.1; done
+healthy=
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/v1/health" >/dev/null && { healthy=1; break; }; sleep 0.1; done
+[ -n "$healthy" ] || { tail -n 40 "$work/executor.log"; echo "demo: the executor did not become healthy"; exit 1; }
+
+# execute WHAT BODY [EXPECT]: one execution, its reply printed. The demo
+# fails unless the executor answered 200, the function answered 200 and,
+# when given, EXPECT is in the reply: curl alone exits 0 on a 400.
+execute() {
+	local reply="$work/reply.json" status
+	status=$(curl -sS -o "$reply" -w '%{http_code}' -X POST "http://127.0.0.1:$port/v1/runtimes/demo/executions" \
+		-H 'Authorization: Bearer demo-secret' -H 'Content-Type: application/json' -H 'Accept: application/json' \
+		-d "$2") || { echo "demo: $1: curl failed"; exit 1; }
+	cat "$reply"; echo
+	if [ "$status" != 200 ]; then
+		tail -n 40 "$work/executor.log"
+		echo "demo: $1 failed: the executor answered HTTP $status (above)"
+		exit 1
+	fi
+	grep -q '"statusCode":200[,}]' "$reply" || { echo "demo: $1 failed: the function did not answer 200"; exit 1; }
+	if [ -n "${3:-}" ] && ! grep -qF -- "$3" "$reply"; then
+		echo "demo: $1 failed: the reply lacks $3"
+		exit 1
+	fi
+}
 
 echo "== POST /v1/runtimes/demo/executions (cold start from openruntimes/test:v5-1)"
-curl -sS -X POST "http://127.0.0.1:$port/v1/runtimes/demo/executions" \
-	-H 'Authorization: Bearer demo-secret' -H 'Content-Type: application/json' -H 'Accept: application/json' \
-	-d "{\"image\":\"openruntimes/test:v5-1\",\"source\":\"$work/storage/code.tar.gz\",\"entrypoint\":\"index.js\",
-	     \"runtimeEntrypoint\":\"cp /tmp/code.tar.gz /mnt/code/code.tar.gz && nohup helpers/start.sh \\\"sh helpers/server.sh\\\"\",
-	     \"path\":\"/hello?from=demo\",\"method\":\"POST\",\"body\":\"hi\"}"
-echo
+execute "cold execution" "{\"image\":\"openruntimes/test:v5-1\",\"source\":\"$work/storage/code.tar.gz\",\"entrypoint\":\"index.js\",
+	\"runtimeEntrypoint\":\"cp /tmp/code.tar.gz /mnt/code/code.tar.gz && nohup helpers/start.sh \\\"sh helpers/server.sh\\\"\",
+	\"path\":\"/hello?from=demo\",\"method\":\"POST\",\"body\":\"hi\"}" 'demo function code'
 echo "== warm execution"
-curl -sS -X POST "http://127.0.0.1:$port/v1/runtimes/demo/executions" \
-	-H 'Authorization: Bearer demo-secret' -H 'Content-Type: application/json' -H 'Accept: application/json' -d '{"path":"/logs"}'
-echo
+execute "warm execution" '{"path":"/logs"}'
+echo "== demo passed"
