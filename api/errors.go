@@ -300,18 +300,17 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeBody(w, body.Code, data)
 }
 
+// logError records a failed request on its access line (see accesslog.go), which says why it failed at a level
+// above debug: an operator looking for rejected requests finds them at the default level.
 func (s *Server) logError(r *http.Request, err error, body errorBody, internal bool) {
 	ctx := r.Context()
-	attrs := []any{"method", r.Method, "path", r.URL.Path, "code", body.Code, "type", body.Type, "err", err}
-	switch {
-	case internal && errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		// The client left; nobody will read the answer.
-		s.log.InfoContext(ctx, "request abandoned by client", attrs...)
-	case internal:
-		s.log.ErrorContext(ctx, "request failed", attrs...)
-	case body.Code >= 500:
-		s.log.WarnContext(ctx, "request failed", attrs...)
-	default:
-		s.log.DebugContext(ctx, "request rejected", attrs...)
+	f := &failure{body: body, err: err, internal: internal,
+		abandoned: internal && errors.Is(err, context.Canceled) && ctx.Err() != nil}
+	if rec := accessOf(r); rec != nil {
+		rec.failure = f
+		return
 	}
+	// Not served through ServeHTTP: no access line will say it.
+	s.log.Log(ctx, f.level(), "request failed", "method", r.Method, "path", clip(r.URL.Path), "code", body.Code,
+		"type", body.Type, "message", body.Message, "err", err)
 }

@@ -192,7 +192,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every request, unknown routes included: net/http reads what is left of a small unread body after the
 	// handler, and that read must be bounded too.
 	s.limitBodyTime(w, r)
-	s.router.ServeHTTP(w, r)
+	s.serveLogged(w, r, s.router) // one access line per request (accesslog.go)
 }
 
 // handler is an endpoint. It either writes its whole response and returns nil, or returns an error that is
@@ -217,8 +217,9 @@ func (s *Server) get(path string, a access, h handler) {
 
 func (s *Server) handle(method, path string, a access, h handler) {
 	s.router.Handle(method, path, func(w http.ResponseWriter, r *http.Request, ps httprouter.Params) {
+		setRoute(r, path, ps.ByName("runtimeId"))
 		// The raw writer goes to MaxBytesReader so that net/http can close the connection on overflow.
-		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		r.Body = http.MaxBytesReader(connWriter(w), r.Body, maxRequestBody)
 		tw := &trackingWriter{ResponseWriter: w}
 		err := s.run(tw, r, ps, a, h)
 		if err == nil {
