@@ -24,7 +24,7 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, er
 	defer rt.end()
 
 	start := time.Now() // billable time starts before the readiness wait, as in the reference
-	if err := rt.waitReady(ctx, deadline); err != nil {
+	if err := rt.waitReady(ctx, deadline, req.Timeout); err != nil {
 		return nil, err
 	}
 	if wait := time.Since(start); wait > time.Millisecond {
@@ -112,8 +112,9 @@ var _ protocol.LogFiles = logFiles{}
 
 // waitReady waits until the runtime accepts connections on its port. The
 // backoff starts at 1 ms: runtimes answer within milliseconds to seconds and
-// fixed half-second polls would dominate a fast cold start.
-func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
+// fixed half-second polls would dominate a fast cold start. timeout is the
+// request's, for the message when the deadline passes.
+func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout time.Duration) error {
 	r.mu.Lock()
 	listening := r.listening
 	r.mu.Unlock()
@@ -122,7 +123,6 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	start := time.Now()
 	delay := time.Millisecond
 	var d net.Dialer
 	for {
@@ -139,7 +139,7 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 		}
 		select {
 		case <-wctx.Done():
-			return r.notReady(time.Since(start), wctx.Err())
+			return r.notReady(timeout, wctx.Err())
 		case <-time.After(delay):
 		}
 		// A refused connect on the bridge costs microseconds: keep polling
@@ -154,7 +154,7 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time) error {
 // leaves the client guessing; what the main process runs and last said is
 // nearly always the answer (an image started without its runtimeEntrypoint
 // idles; a server on the wrong port or crashing says so on its output).
-func (r *Runtime) notReady(waited time.Duration, err error) error {
+func (r *Runtime) notReady(timeout time.Duration, err error) error {
 	state, out := "no container", ""
 	if ct := r.current(); ct != nil {
 		state, out = "running", ct.Output()
@@ -163,10 +163,10 @@ func (r *Runtime) notReady(waited time.Duration, err error) error {
 		}
 	}
 	tail := outputTail(out)
-	r.log.Warn("runtime did not listen in time", "runtime", r.ID, "addr", r.Addr(), "waited", waited.Round(time.Millisecond),
+	r.log.Warn("runtime did not listen in time", "runtime", r.ID, "addr", r.Addr(), "timeout", timeout,
 		"command", shellJoin(r.command), "main", state, "output", tail)
-	msg := fmt.Sprintf("Timed out waiting for runtime: nothing accepted connections on port %d after %s. Its command: %s (%s).",
-		protocol.Port, waited.Round(100*time.Millisecond), shellJoin(r.command), state)
+	msg := fmt.Sprintf("Timed out waiting for runtime: nothing accepted connections on port %d within the %s timeout. Its command: %s (%s).",
+		protocol.Port, timeout, shellJoin(r.command), state)
 	if hint := r.idleHint(); hint != "" {
 		msg += " " + hint
 	}

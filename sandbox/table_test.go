@@ -440,7 +440,8 @@ func TestNotReadySaysWhy(t *testing.T) {
 		{
 			name:    "v5 without runtimeEntrypoint idles",
 			version: protocol.V5,
-			want: []string{"Timed out waiting for runtime", "Its command: tail -f /dev/null (running)",
+			want: []string{"Timed out waiting for runtime: nothing accepted connections on port 3000 within the 300ms timeout",
+				"Its command: tail -f /dev/null (running)",
 				"No runtimeEntrypoint was given and protocol v5 does not run the image's own entrypoint or cmd", "It printed nothing."},
 		},
 		{
