@@ -51,6 +51,7 @@ type config struct {
 	DiskInodes uint64
 	StopGrace  time.Duration
 	LogLevel   string
+	LogFormat  string // "text" or "json": slog's handlers of those names
 	Unconfined bool
 	// Network policy and speed (netns.Config).
 	AllowRuntimeToRuntime bool
@@ -183,6 +184,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_LOGGING_PROVIDER", raw: true, parse: c.setLoggingProvider},
 		{name: "OPR_EXECUTOR_LOGGING_CONFIG", raw: true, parse: c.setLoggingConfig},
 		{name: "OPR_EXECUTOR_LOG_LEVEL", def: "info", parse: choice(&c.LogLevel, "debug", "info", "warn", "error")},
+		{name: "OPR_EXECUTOR_LOG_FORMAT", def: logFormatText, parse: choice(&c.LogFormat, logFormatText, logFormatJSON)},
 	}
 }
 

@@ -84,6 +84,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"OPR_EXECUTOR_LOGGING_PROVIDER", func(c *config) any { return c.LoggingProvider }, ""},
 		{"OPR_EXECUTOR_LOGGING_CONFIG", func(c *config) any { return c.SentryDSN }, ""},
 		{"OPR_EXECUTOR_LOG_LEVEL", func(c *config) any { return c.LogLevel }, "info"},
+		{"OPR_EXECUTOR_LOG_FORMAT", func(c *config) any { return c.LogFormat }, "text"},
 	}
 	// The secret has no default: see TestLoadConfigBadValues and the development case of TestLoadConfigValues.
 	covered := map[string]bool{"OPR_EXECUTOR_SECRET": true}
@@ -174,6 +175,7 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_LOGGING_PROVIDER": "raygun"}, "OPR_EXECUTOR_LOGGING_PROVIDER"},
 		{map[string]string{"OPR_EXECUTOR_LOGGING_PROVIDER": "sentry", "OPR_EXECUTOR_LOGGING_CONFIG": "x"}, "OPR_EXECUTOR_LOGGING_CONFIG"},
 		{map[string]string{"OPR_EXECUTOR_LOG_LEVEL": "loud"}, "OPR_EXECUTOR_LOG_LEVEL"},
+		{map[string]string{"OPR_EXECUTOR_LOG_FORMAT": "logfmt"}, "OPR_EXECUTOR_LOG_FORMAT"},
 	}
 	// Any value of these is good.
 	covered := map[string]bool{
@@ -280,6 +282,8 @@ func TestLoadConfigValues(t *testing.T) {
 			func(c *config) any { return c.SentryDSN }, ""},
 		{"log level and version", map[string]string{"OPR_EXECUTOR_LOG_LEVEL": "debug", "OPR_EXECUTOR_VERSION": "1.2.3"},
 			func(c *config) any { return c.LogLevel + " " + c.Version }, "debug 1.2.3"},
+		{"json logs", map[string]string{"OPR_EXECUTOR_LOG_FORMAT": "json"},
+			func(c *config) any { return c.LogFormat }, "json"},
 		{"docker hub credentials", map[string]string{"OPR_EXECUTOR_DOCKER_HUB_USERNAME": "u", "OPR_EXECUTOR_DOCKER_HUB_PASSWORD": " p w"},
 			func(c *config) any { return c.DockerHubUsername + "/" + c.DockerHubPassword }, "u/ p w"},
 	}
