@@ -9,9 +9,15 @@ export CGO_ENABLED := 1
 # start, loopback only, state under /var/lib/executor.
 RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
-.PHONY: build run test test-cgroup2 e2e unit bench lint demo clean
+.PHONY: build check-go run test test-cgroup2 e2e unit bench lint demo clean release install uninstall
 
 build: bin/executor bin/executor-init
+
+# The Go toolchain go.mod's go line asks for, or one line saying what is
+# missing (scripts/check-go.sh). The build targets take it as an order-only
+# prerequisite: it runs first every time without making anything out of date.
+check-go:
+	@GO='$(GO)' sh ./scripts/check-go.sh
 
 # What `executor --version` says: the tag (or commit) this tree is at, the
 # commit, and when it was built.
@@ -20,11 +26,11 @@ COMMIT     ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS_V  := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildDate=$(BUILD_DATE)
 
-bin/executor: $(shell find cmd api sandbox oci images netns storage -name '*.go' 2>/dev/null) go.mod go.sum
+bin/executor: $(shell find cmd api sandbox oci images netns storage -name '*.go' 2>/dev/null) go.mod go.sum | check-go
 	$(GO) build $(GOFLAGS_T) -ldflags '$(LDFLAGS_V)' -o bin/executor ./cmd/executor
 
 # PID 1 of every runtime, mounted into them: static, no libc needed there.
-bin/executor-init: cmd/executor-init/main.go
+bin/executor-init: cmd/executor-init/main.go | check-go
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/executor-init ./cmd/executor-init
 
 run: build
@@ -33,7 +39,7 @@ run: build
 # staticcheck is installed by .ci/run (go install, pinned) into GOPATH/bin.
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 
-lint:
+lint: | check-go
 	$(GO) vet $(GOFLAGS_T) ./...
 	$(STATICCHECK) $(GOFLAGS_T) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -49,7 +55,7 @@ test: build lint
 test-cgroup2: build
 	./scripts/cgroup2/run.sh
 
-unit:
+unit: | check-go
 	$(GO) test $(GOFLAGS_T) -count=1 $$($(GO) list ./... | grep -v /tests/e2e)
 
 e2e: build
@@ -67,5 +73,99 @@ bench: build
 demo: build
 	./scripts/demo.sh
 
+# A release for hosts with neither Go nor libseccomp: dist/executor linked
+# statically, libseccomp (libseccomp-dev's libseccomp.a) and the parts of
+# glibc it uses included, the way runc's releases are: a static PIE, so that
+# ASLR still applies, with the netgo and osusergo tags so that no glibc NSS
+# code (which loads shared libraries at run time) is linked. executor-init
+# is static already. SHA256SUMS lists both. The recipe refuses a binary that
+# still names an interpreter or a shared library.
+DIST            ?= dist
+RELEASE_TAGS    := $(TAGS) netgo osusergo
+RELEASE_LDFLAGS := -s -w $(LDFLAGS_V) -linkmode external -extldflags -static-pie
+
+release: | check-go
+	mkdir -p '$(DIST)'
+	rm -f '$(DIST)/executor' '$(DIST)/executor-init' '$(DIST)/SHA256SUMS'
+	$(GO) build -trimpath -buildmode=pie -tags '$(RELEASE_TAGS)' -ldflags '$(RELEASE_LDFLAGS)' -o '$(DIST)/executor' ./cmd/executor
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o '$(DIST)/executor-init' ./cmd/executor-init
+	@for f in '$(DIST)/executor' '$(DIST)/executor-init'; do \
+		if LC_ALL=C readelf -lW "$$f" | grep -q 'INTERP' || LC_ALL=C readelf -dW "$$f" | grep -q '(NEEDED)'; then \
+			echo "release: $$f is not static:"; LC_ALL=C readelf -dW "$$f" | grep '(NEEDED)'; rm -f "$$f"; exit 1; \
+		fi; \
+	done
+	cd '$(DIST)' && sha256sum executor executor-init >SHA256SUMS
+	@cat '$(DIST)/SHA256SUMS'
+
+# make install puts executor and executor-init side by side in BINDIR (the
+# daemon runs the executor-init beside its own binary), the systemd unit
+# with ExecStart pointing there, the example environment file as
+# /etc/executor/executor.env (the path the unit reads) unless one exists, and
+# the documentation: README, `executor --help` as text and as a man page.
+# DESTDIR stages all of it for a package. The binaries are bin/'s, or
+# another build's with BIN=dist (make release first).
+#
+# A new environment file is mode 0600 (it holds the API key) and gets a
+# random OPR_EXECUTOR_SECRET when installed onto this host; staged under a
+# DESTDIR, every host would share that key, so the secret is left empty there
+# and the daemon refuses to start until one is set (GENERATE_SECRET=yes|no
+# overrides).
+#
+# The --help text is made in a temporary directory (nothing is written to the
+# tree, which root may not own), by the binary run with an empty environment
+# under a timeout: a build without --help would start the daemon instead,
+# which stops at once for want of a secret, and its output is refused.
+PREFIX          ?= /usr/local
+BINDIR          ?= $(PREFIX)/bin
+DOCDIR          ?= $(PREFIX)/share/doc/executor
+MANDIR          ?= $(PREFIX)/share/man
+UNITDIR         ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,/etc/systemd/system)
+ENVFILE         := /etc/executor/executor.env
+GENERATE_SECRET ?= $(if $(DESTDIR),no,yes)
+BIN             ?= bin
+
+install: $(if $(filter bin,$(BIN)),build)
+	@case '$(GENERATE_SECRET)' in yes|no) ;; *) echo "install: GENERATE_SECRET must be yes or no, not '$(GENERATE_SECRET)'"; exit 1;; esac
+	@[ -x '$(BIN)/executor' ] && [ -x '$(BIN)/executor-init' ] || { echo "install: no $(BIN)/executor and $(BIN)/executor-init to install"; exit 1; }
+	@doc=$$(mktemp -d) && trap 'rm -rf "$$doc"' EXIT && \
+	env -i timeout 10 '$(BIN)/executor' --help >"$$doc/executor-help.txt" && grep -q '^Usage:' "$$doc/executor-help.txt" && \
+	sh scripts/manpage.sh "$$doc/executor-help.txt" >"$$doc/executor.8" || { echo "install: '$(BIN)/executor --help' failed"; exit 1; }; \
+	set -x && \
+	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(DOCDIR)' '$(DESTDIR)$(MANDIR)/man8' && \
+	install -m 0755 '$(BIN)/executor' '$(BIN)/executor-init' '$(DESTDIR)$(BINDIR)/' && \
+	sed 's|/usr/local/bin\b|$(BINDIR)|g' contrib/executor.service >'$(DESTDIR)$(UNITDIR)/executor.service.tmp' && \
+	chmod 0644 '$(DESTDIR)$(UNITDIR)/executor.service.tmp' && \
+	mv '$(DESTDIR)$(UNITDIR)/executor.service.tmp' '$(DESTDIR)$(UNITDIR)/executor.service' && \
+	install -m 0644 README.md contrib/executor.env "$$doc/executor-help.txt" '$(DESTDIR)$(DOCDIR)/' && \
+	install -m 0644 "$$doc/executor.8" '$(DESTDIR)$(MANDIR)/man8/executor.8'
+	@if [ -e '$(DESTDIR)$(ENVFILE)' ]; then \
+		echo "install: $(DESTDIR)$(ENVFILE) exists: kept as it is (the new example is $(DESTDIR)$(DOCDIR)/executor.env)"; \
+	else \
+		{ [ -d '$(DESTDIR)$(dir $(ENVFILE))' ] || install -d -m 0755 '$(DESTDIR)$(dir $(ENVFILE))'; } && \
+		if [ '$(GENERATE_SECRET)' = yes ]; then \
+			secret=$$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n') && [ $${#secret} -eq 32 ] || exit 1; \
+			note="with a random OPR_EXECUTOR_SECRET"; \
+		else \
+			secret=; note="with OPR_EXECUTOR_SECRET empty: the daemon refuses to start until it is set"; \
+		fi; \
+		umask 077 && sed "s/^OPR_EXECUTOR_SECRET=.*/OPR_EXECUTOR_SECRET=$$secret/" contrib/executor.env >'$(DESTDIR)$(ENVFILE).tmp' && \
+		chmod 0600 '$(DESTDIR)$(ENVFILE).tmp' && mv '$(DESTDIR)$(ENVFILE).tmp' '$(DESTDIR)$(ENVFILE)' && \
+		echo "install: wrote $(DESTDIR)$(ENVFILE) $$note"; \
+	fi
+	@[ -n '$(DESTDIR)' ] || echo "install: done; systemctl daemon-reload && systemctl enable --now executor starts it"
+
+# make uninstall removes what make install put in place but the environment
+# file (it holds the API key and the host's settings) and the daemon's state
+# in /var/lib/executor: both are the operator's to remove. It refuses while
+# the service runs, which would be left without its binary.
+uninstall:
+	@if [ -z '$(DESTDIR)' ] && systemctl is-active --quiet executor 2>/dev/null; then \
+		echo "uninstall: executor.service is running: systemctl disable --now executor first"; exit 1; fi
+	rm -f '$(DESTDIR)$(BINDIR)/executor' '$(DESTDIR)$(BINDIR)/executor-init' '$(DESTDIR)$(UNITDIR)/executor.service' \
+		'$(DESTDIR)$(MANDIR)/man8/executor.8'
+	rm -f '$(DESTDIR)$(DOCDIR)/README.md' '$(DESTDIR)$(DOCDIR)/executor.env' '$(DESTDIR)$(DOCDIR)/executor-help.txt'
+	rmdir '$(DESTDIR)$(DOCDIR)' 2>/dev/null || true
+	@echo "uninstall: kept $(DESTDIR)$(ENVFILE) and /var/lib/executor (the daemon's state): remove them by hand if they should go"
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
