@@ -50,6 +50,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
 	}
 	defer unlock()
+	unlockCgroup, err := lockCgroupParent(runLockDir, cfg.CgroupParent)
+	if err != nil {
+		return fmt.Errorf("OPR_EXECUTOR_CGROUP_PARENT: %w", err)
+	}
+	defer unlockCgroup()
 	// The port is taken before anything else: a daemon that cannot serve
 	// must not have reconciled (killed) anything first.
 	ln, err := net.Listen("tcp", cfg.Listen)
