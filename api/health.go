@@ -1,10 +1,43 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/julienschmidt/httprouter"
+
+	"executor/sandbox"
 )
+
+// Checker is implemented by backends that can tell whether the host still
+// holds what new runtimes need (bridges, cgroup parent, data dir). Check
+// returns nil when it does, else an error saying what broke: a
+// *sandbox.HealthError names the broken parts apart from the details. It is
+// optional; GET /v1/health calls it at most once per healthCacheTTL.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
+// healthCacheTTL is how long a check's verdict answers GET /v1/health. The
+// route needs no key: without the cache anyone could make the daemon run
+// netlink and stat calls as fast as they can send requests.
+const healthCacheTTL = time.Second
+
+// healthCheckTimeout bounds one check; a check that hangs (a wedged netlink
+// socket, a hung NFS data dir) is itself a failure.
+const healthCheckTimeout = 5 * time.Second
+
+// readyCache holds the last check's verdict. The zero value has none.
+type readyCache struct {
+	mu  sync.Mutex
+	at  time.Time
+	err error
+	now func() time.Time // tests' clock; nil is time.Now
+}
 
 // healthJSON is what anyone may see: the daemon is serving.
 type healthJSON struct {
@@ -23,9 +56,22 @@ type runtimeHealthJSON struct {
 	Usage  float64 `json:"usage"`
 }
 
-// health is GET /v1/health. It needs no key and always answers 200; CPU figures are only given to callers with
-// a valid key (they describe the host) and only when the backend implements Stats.
+// health is GET /v1/health, the readiness a balancer polls. It needs no key. It answers 503 while the server
+// drains (see Drain) and while the backend's Check fails, 200 otherwise; CPU figures are only given to callers
+// with a valid key (they describe the host) and only when the backend implements Stats.
+//
+// A 503 carries the API's error document (general_unknown, code 503) with the reason as its message, rather
+// than the health document with another status: every balancer goes by the status, Open Runtimes Proxy takes
+// any status but 200 as offline and records the body whole, and the reference's clients read `message` from
+// any failed call. Only holders of the key are told the host's details (interface names, paths, errors); the
+// others learn which part broke.
 func (s *Server) health(w http.ResponseWriter, r *http.Request, _ httprouter.Params) error {
+	if s.drain.isDraining() {
+		return s.writeUnready(w, "Executor is draining: it finishes the work in flight, takes no new work and stops.")
+	}
+	if err := s.checkReady(r.Context()); err != nil {
+		return s.writeUnready(w, unhealthyMessage(err, s.authorized(r)))
+	}
 	stats, ok := s.backend.(Stats)
 	if !ok || !s.authorized(r) {
 		return writeJSON(w, http.StatusOK, healthJSON{Status: "pass"})
@@ -36,4 +82,63 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 		out.Runtimes[id] = runtimeHealthJSON{Status: "pass", Usage: finite(usage)}
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// checkReady runs the backend's Check, or reuses a verdict younger than healthCacheTTL. Concurrent polls wait
+// for one check. A change of verdict is logged once, not at every poll.
+func (s *Server) checkReady(ctx context.Context) error {
+	checker, ok := s.backend.(Checker)
+	if !ok {
+		return nil
+	}
+	c := &s.ready
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	if !c.at.IsZero() && now().Sub(c.at) < healthCacheTTL {
+		return c.err
+	}
+	// The verdict is shared: the caller leaving must not turn it into a failure.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healthCheckTimeout)
+	err := checker.Check(cctx)
+	cancel()
+	switch {
+	case err != nil && (c.err == nil || c.err.Error() != err.Error()):
+		s.log.WarnContext(ctx, "health check failed: GET /v1/health answers 503", "err", err)
+	case err == nil && c.err != nil:
+		s.log.InfoContext(ctx, "health check passes again", "was", c.err.Error())
+	}
+	c.at, c.err = now(), err
+	return err
+}
+
+// unhealthyMessage is the 503's message: the parts that broke for anyone, how they broke for holders of the key.
+func unhealthyMessage(err error, detailed bool) string {
+	if detailed {
+		return "Executor is unhealthy: " + err.Error()
+	}
+	var he *sandbox.HealthError
+	if errors.As(err, &he) && len(he.Parts) > 0 {
+		return "Executor is unhealthy: its " + strings.Join(he.Parts, ", ") + " failed the health check (the executor key shows details)."
+	}
+	return "Executor is unhealthy (the executor key shows details)."
+}
+
+// writeUnready answers 503 with the API's error document. It is written here, not by writeError, which logs
+// every failed request: a balancer polls this one, and the cache logs each change of verdict once.
+func (s *Server) writeUnready(w http.ResponseWriter, message string) error {
+	data, err := marshalPHP(errorBody{Type: typeGeneralUnknown, Message: message, Code: http.StatusServiceUnavailable, Version: s.version})
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	h.Set("Expires", "0")
+	h.Set("Pragma", "no-cache")
+	writeBody(w, http.StatusServiceUnavailable, data)
+	return nil
 }

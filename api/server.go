@@ -89,6 +89,8 @@ type Server struct {
 	log            *slog.Logger
 	router         *httprouter.Router
 	bodyTimeout    time.Duration
+	drain          drainGate  // keyed requests in flight, turned away once Drain began
+	ready          readyCache // the backend's last health check (health.go)
 
 	maxCPUs, defaultCPUs         float64
 	maxMemoryMB, defaultMemoryMB int64
@@ -262,6 +264,12 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, ps httprouter.Param
 	}()
 	if a == keyed && !s.authorized(r) {
 		return &apiError{typ: typeUnauthorized, message: "Missing executor key", code: http.StatusUnauthorized}
+	}
+	if a == keyed {
+		if !s.drain.enter() {
+			return kindError(&sandbox.Error{Kind: sandbox.ShuttingDown})
+		}
+		defer s.drain.leave()
 	}
 	return h(w, r, ps)
 }

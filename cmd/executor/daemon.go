@@ -165,6 +165,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	if err := mgr.Reconcile(ctx); err != nil {
 		log.Warn("could not remove everything an earlier run left", "err", err)
 	}
+	// Made now rather than with the first runtime: GET /v1/health then
+	// reports it gone (and the caps set on it with it).
+	if err := mgr.PrepareHealth(); err != nil {
+		return err
+	}
 	handler, err := api.New(api.Config{
 		Backend:         mgr,
 		Secret:          cfg.Secret,
@@ -230,6 +235,9 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	defer cancel()
 	// Stop accepting and let requests in flight finish, then remove the
 	// runtimes; Close also cancels creations still running.
+	// First health answers 503 (draining) on the still open listener while
+	// the work in flight ends; a drain cut short shows in Shutdown's error.
+	_ = handler.Drain(shutdownCtx)
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("requests still running at shutdown were cut", "err", err)
 	}
