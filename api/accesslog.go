@@ -18,9 +18,10 @@ import (
 //
 //	2xx, 3xx                         info (GET /v1/health at debug: balancers poll it)
 //	4xx                              info: the client's mistake, but an operator looks for them
-//	5xx the catalogue describes      warn: a runtime or the host failed in a known way (health's 503 too)
+//	5xx the catalogue describes      warn: a runtime or the host failed in a known way
 //	5xx from an unexpected failure   error
 //	a client that left               info
+//	GET /v1/health answering 503     info: not at every poll a warning (see logAccess)
 const (
 	accessMessage = "request"
 	healthRoute   = "/v1/health"
@@ -125,11 +126,15 @@ func (s *Server) logAccess(r *http.Request, rec *accessRecord, w *accessWriter, 
 	}
 	level := slog.LevelInfo
 	switch {
+	case rec.route == healthRoute:
+		// Balancers poll it: a failing check would otherwise warn at every poll, when the check logs its
+		// changes of verdict itself and a draining daemon answers 503 on purpose.
+		if status < 400 {
+			level = slog.LevelDebug
+		}
 	case status >= 500:
-		// Written by a handler itself (health's 503) rather than through writeError.
+		// Written by a handler itself rather than through writeError.
 		level = slog.LevelWarn
-	case rec.route == healthRoute && status < 400:
-		level = slog.LevelDebug
 	}
 	ctx := r.Context()
 	if !s.log.Enabled(ctx, level) && rec.failure == nil {

@@ -275,3 +275,34 @@ func TestAccessLogLongPath(t *testing.T) {
 		t.Fatalf("records %+v", got)
 	}
 }
+
+// TestAccessLogHandlerStatus: a status a handler writes itself, not through writeError, sets the level too; a
+// failing health check is at info, not a warning at every poll.
+func TestAccessLogHandlerStatus(t *testing.T) {
+	tests := []struct {
+		route  string
+		status int
+		level  slog.Level
+	}{
+		{healthRoute, 200, slog.LevelDebug},
+		{healthRoute, 503, slog.LevelInfo},
+		{"/v1/runtimes/:runtimeId/logs", 200, slog.LevelInfo},
+		{"/v1/runtimes/:runtimeId/logs", 503, slog.LevelWarn},
+		{"/v1/runtimes/:runtimeId/logs", 0, slog.LevelInfo}, // nothing written: net/http's 200
+	}
+	for _, tt := range tests {
+		c := newCapture()
+		s := newTestServer(t, &fakeBackend{}, func(cfg *Config) { cfg.Logger = slog.New(c) })
+		c.take()
+		r, _ := http.NewRequest(http.MethodGet, "/x", nil)
+		s.logAccess(r, &accessRecord{route: tt.route}, &accessWriter{status: tt.status}, time.Millisecond)
+		got := c.take()
+		want := int64(tt.status)
+		if want == 0 {
+			want = 200
+		}
+		if len(got) != 1 || got[0].level != tt.level || got[0].attrs["status"].Int64() != want {
+			t.Errorf("%s %d: %+v, want one line at %v", tt.route, tt.status, got, tt.level)
+		}
+	}
+}
