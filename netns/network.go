@@ -149,6 +149,10 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 			}
 		}
 	}
+	if !filepath.IsAbs(cfg.StateDir) {
+		// Its owner record is what tells our bridge from another's.
+		return nil, fmt.Errorf("netns: state dir %q must be an absolute path", cfg.StateDir)
+	}
 	if cfg.PoolSize < 0 {
 		return nil, fmt.Errorf("netns: pool size %d is negative", cfg.PoolSize)
 	}

@@ -434,3 +434,24 @@ func TestSubnetInUse(t *testing.T) {
 		_ = n2 // n's cleanup removes what both share
 	})
 }
+
+// The owner record is what tells our bridge from another's: it must not land
+// wherever the daemon's working directory happens to be.
+func TestNewNeedsAnAbsoluteStateDir(t *testing.T) {
+	cfg := uniqueConfig(t)
+	cfg.StateDir = "relative/state"
+	n, err := New(context.Background(), cfg)
+	if err == nil {
+		n.Close(context.Background())
+		t.Fatal("New took a relative state dir")
+	}
+	if !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("error %q does not say the state dir must be absolute", err)
+	}
+	if _, err := netlink.LinkByName(BridgeName(cfg.Name)); err == nil {
+		t.Error("a refused start made its bridge")
+	}
+	if _, err := os.Stat("relative"); err == nil {
+		t.Error("a refused start made the relative state dir")
+	}
+}
