@@ -50,6 +50,10 @@ type config struct {
 	DiskLimit  int64
 	DiskInodes uint64
 	StopGrace  time.Duration
+	// DrainTimeout is how long a stopping daemon waits for requests in flight.
+	DrainTimeout time.Duration
+	// EnvFile is the environment file a SIGHUP reads the reloadable settings from; "" = none.
+	EnvFile    string
 	LogLevel   string
 	LogFormat  string // "text" or "json": slog's handlers of those names
 	Unconfined bool
@@ -138,7 +142,8 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_SECRET", raw: true, parse: c.setSecret},
 		{name: "OPR_EXECUTOR_LISTEN", def: "0.0.0.0:9900", parse: c.setListen},
 		{name: "OPR_EXECUTOR_DATA_DIR", def: "/var/lib/executor", parse: absPath(&c.DataDir)},
-		{name: "OPR_EXECUTOR_CGROUP_PARENT", def: "/executor", parse: c.setCgroupParent},
+		// Unset: the daemon's own cgroup when systemd delegated it (Delegate=yes, cgroup v2), else /executor.
+		{name: "OPR_EXECUTOR_CGROUP_PARENT", parse: c.setCgroupParent},
 		{name: "OPR_EXECUTOR_DOCKER_HUB_USERNAME", raw: true, parse: text(&c.DockerHubUsername)},
 		{name: "OPR_EXECUTOR_DOCKER_HUB_PASSWORD", raw: true, parse: text(&c.DockerHubPassword)},
 		{name: "OPR_EXECUTOR_VERSION", def: api.DefaultExecutorVersion, parse: text(&c.Version)},
@@ -153,6 +158,8 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_INACTIVE_THRESHOLD", fallback: "OPR_EXECUTOR_INACTIVE_TRESHOLD", def: "60", parse: seconds(&c.InactiveThreshold)},
 		{name: "OPR_EXECUTOR_MAINTENANCE_INTERVAL", def: "3600", parse: seconds(&c.MaintenanceInterval)},
 		{name: "OPR_EXECUTOR_STOP_GRACE", def: formatSeconds(sandbox.DefaultStopGrace), parse: seconds(&c.StopGrace)},
+		{name: "OPR_EXECUTOR_DRAIN_TIMEOUT", def: formatSeconds(defaultDrainTimeout), parse: seconds(&c.DrainTimeout)},
+		{name: "OPR_EXECUTOR_ENV_FILE", parse: absPath(&c.EnvFile)},
 		{name: "OPR_EXECUTOR_IMAGE_GC_INTERVAL", def: "3600", parse: seconds(&c.ImageGCInterval)},
 		{name: "OPR_EXECUTOR_IMAGE_GC_AGE", def: "86400", parse: seconds(&c.ImageGCAge)},
 		// containers-auth.json(5)'s REGISTRY_AUTH_FILE is honoured as podman and skopeo do.
@@ -218,6 +225,10 @@ func (c *config) setListen(name, v string) error {
 }
 
 func (c *config) setCgroupParent(name, v string) error {
+	if v == "" {
+		c.CgroupParent = defaultCgroupParent()
+		return nil
+	}
 	if !filepath.IsAbs(v) || filepath.Clean(v) == "/" {
 		return fmt.Errorf("%s=%q must be an absolute cgroup path below the root", name, v)
 	}

@@ -45,6 +45,10 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 			return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
 		}
 	}
+	// SIGHUP's default action ends a process: from here on it is a reload
+	// (see reloader), even one sent while the daemon is starting.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	unlock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
@@ -90,6 +94,10 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		if cfg.RegistryAuthFile != "" {
 			return fmt.Errorf("%w (OPR_EXECUTOR_REGISTRY_AUTH_FILE / REGISTRY_AUTH_FILE=%s)", err, cfg.RegistryAuthFile)
 		}
+		return err
+	}
+	reloads, err := newReloader(reloadConfig{Config: cfg, Getenv: os.Getenv, Level: level, Images: store, Notify: notify, Logger: log})
+	if err != nil {
 		return err
 	}
 	subnets, err := cfg.networkSubnets()
@@ -162,6 +170,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	if err != nil {
 		return err
 	}
+	notify.status("Starting: removing what an earlier run left")
 	if err := mgr.Reconcile(ctx); err != nil {
 		log.Warn("could not remove everything an earlier run left", "err", err)
 	}
@@ -202,36 +211,35 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	imageGC.Add(1)
 	go func() {
 		defer imageGC.Done()
-		collectImages(gcCtx, store, cfg.ImageGCInterval, cfg.ImageGCAge, cfg.prePullImages(), log)
+		collectImages(gcCtx, store, cfg.ImageGCInterval, cfg.ImageGCAge, reloads.prePullImages, log)
 	}()
 	if cfg.SecretGenerated {
 		fmt.Fprintf(os.Stderr, "\n  Development secret (OPR_EXECUTOR_SECRET was empty): %s\n  Try: curl -H 'Authorization: Bearer %s' http://%s/v1/runtimes\n\n", cfg.Secret, cfg.Secret, ln.Addr())
 	}
 	log.Info("Executor is ready.", "listen", ln.Addr().String(), "dataDir", cfg.DataDir, "networks", cfg.Networks, "env", cfg.Env,
-		"storage", storage.Describe(cfg.Storage), "userns", cfg.UserNS != nil, "seccomp", !cfg.Unconfined)
+		"storage", storage.Describe(cfg.Storage), "userns", cfg.UserNS != nil, "seccomp", !cfg.Unconfined, "cgroupParent", cfg.CgroupParent)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	notify.ready()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	notify.ready(ctx, ln.Addr())
+	// hup stays registered until the process exits: a SIGHUP during or
+	// after shutdown must not kill it either.
 	go func() {
 		for range hup {
-			reload(ctx, cfg, level, log)
+			reloads.reload(ctx)
 		}
 	}()
 
 	select {
 	case <-ctx.Done():
-		notify.stopping()
-		log.Info("stopping: draining requests and removing every runtime")
+		notify.stopping(cfg.DrainTimeout)
+		log.Info("stopping: draining requests and removing every runtime", "drainTimeout", cfg.DrainTimeout)
 	case err := <-serveErr:
 		stopGC()
 		imageGC.Wait()
 		_ = mgr.Close(context.Background())
 		return err
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	// Stop accepting and let requests in flight finish, then remove the
 	// runtimes; Close also cancels creations still running.
@@ -239,12 +247,14 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	// the work in flight ends; a drain cut short shows in Shutdown's error.
 	_ = handler.Drain(shutdownCtx)
 	if err := srv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("requests still running at shutdown were cut", "err", err)
+		log.Warn("requests still running at shutdown were cut (OPR_EXECUTOR_DRAIN_TIMEOUT)", "drainTimeout", cfg.DrainTimeout, "err", err)
 	}
+	notify.status("Stopping: removing every runtime and network")
 	stopGC()
 	imageGC.Wait()
 	err = mgr.Close(context.Background())
 	prepull.Wait()
+	reloads.wait()
 	mgr.RemoveCgroupParent()
 	if err != nil {
 		return err
@@ -281,8 +291,9 @@ func prePull(ctx context.Context, store *images.Store, refs []string, log *slog.
 }
 
 // collectImages removes, every interval, the images no runtime has used for
-// age; the pre-pulled ones (keep) stay. interval 0 turns it off.
-func collectImages(ctx context.Context, store *images.Store, interval, age time.Duration, keep []string, log *slog.Logger) {
+// age; the pre-pull list in effect (keep: a SIGHUP may change it) stays.
+// interval 0 turns it off.
+func collectImages(ctx context.Context, store *images.Store, interval, age time.Duration, keep func() []string, log *slog.Logger) {
 	if interval <= 0 {
 		return
 	}
@@ -294,7 +305,7 @@ func collectImages(ctx context.Context, store *images.Store, interval, age time.
 			return
 		case <-tick.C:
 		}
-		st, err := store.GC(ctx, age, keep...)
+		st, err := store.GC(ctx, age, keep()...)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("image garbage collection", "err", err)
 		}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The executor under systemd as PID 1: CI's machines do not boot systemd
+# (tests/e2e/systemd_test.go skips TestSystemdUnit there), so this boots
+# Debian 12's own kernel and systemd 252 under qemu and runs, inside, the
+# tests that start contrib/executor.service as shipped (Type=notify,
+# watchdog, Delegate=yes, every hardening directive), show why each
+# directive it leaves out is left out, and drive the sd_notify and SIGHUP
+# paths. It prints a verdict per test and fails on any failure.
+#
+# The guest's root is built once per machine (guest.sh) and cached; this
+# tree's binaries, tests and unit come on a second disk at every run. The
+# tests' registry runs inside the guest. Pure cgroup v2 by default (Debian
+# 12's default); EXECUTOR_SYSTEMD_CGROUP=hybrid boots the v1 hybrid layout.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+started=$(date +%s)
+TAGS='containers_image_openpgp containers_image_storage_stub seccomp'
+export CGO_ENABLED=1
+export PATH="/usr/local/go/bin:$PATH"
+
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for pkg in qemu-system-x86 mmdebstrap e2fsprogs busybox-static docker-registry; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+cache=${EXECUTOR_SYSTEMD_CACHE:-/var/cache/executor-systemd}
+key=$(sha256sum scripts/systemd/guest.sh | cut -c1-16)
+guest=$cache/$key
+built=cached
+if [ ! -s "$guest/root.img" ]; then
+	echo "== test-systemd: building the guest root once for this machine ($guest)"
+	mkdir -p "$cache"
+	find "$cache" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
+	rm -rf "$guest.tmp"
+	bash scripts/systemd/guest.sh "$guest.tmp"
+	mv "$guest.tmp" "$guest"
+	built="built in $(($(date +%s) - started)) s"
+fi
+
+work=$(mktemp -d /var/tmp/executor-systemd.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+payload=$work/payload
+mkdir -p "$payload"
+
+echo "== test-systemd: building the binaries and tests"
+[ -x bin/executor ] && [ -x bin/executor-init ] || make build
+cp bin/executor bin/executor-init contrib/executor.service scripts/systemd/init.sh "$payload/"
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
+go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
+cp /usr/bin/docker-registry "$payload/"
+tests=(TestSystemdUnit TestSystemdLeftOutDirectives TestNotifySocket TestSIGHUPNeverKills)
+printf '^(%s)$' "$(IFS='|'; echo "${tests[*]}")" >"$payload/e2e-tests"
+truncate -s 1G "$work/payload.img"
+mkfs.ext4 -q -F -L payload -d "$payload" "$work/payload.img"
+
+append="root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 quiet systemd.show_status=false"
+case ${EXECUTOR_SYSTEMD_CGROUP:-v2} in
+v2) ;;
+hybrid) append="$append systemd.unified_cgroup_hierarchy=0" ;;
+*) echo "EXECUTOR_SYSTEMD_CGROUP must be v2 or hybrid" >&2; exit 2 ;;
+esac
+
+echo "== test-systemd: booting the systemd guest (qemu TCG, cgroup ${EXECUTOR_SYSTEMD_CGROUP:-v2}); its console follows"
+set +e
+timeout 900 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
+	-display none -monitor none -serial stdio -no-reboot \
+	-kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" -append "$append" \
+	-drive "file=$guest/root.img,format=raw,if=virtio,snapshot=on" \
+	-drive "file=$work/payload.img,format=raw,if=virtio,readonly=on" \
+	-nic user,model=virtio-net-pci,restrict=on \
+	</dev/null 2>&1 | tr -d '\r' | tee "$work/console.log"
+qemu=${PIPESTATUS[0]}
+set -e
+
+echo
+echo "== test-systemd verdicts (systemd as PID 1)"
+npass=0
+nfail=0
+for t in "${tests[@]}"; do
+	if grep -qF -- "--- PASS: $t (" "$work/console.log"; then
+		verdict=PASS
+		npass=$((npass + 1))
+	elif grep -qF -- "--- FAIL: $t (" "$work/console.log"; then
+		verdict=FAIL
+		nfail=$((nfail + 1))
+	else
+		verdict="FAIL (did not run)"
+		nfail=$((nfail + 1))
+	fi
+	printf '%-20s %s\n' "$verdict" "$t"
+done
+done_line=$(grep -m1 '^== systemd guest done:' "$work/console.log" || true)
+if [ "$qemu" -ne 0 ] || [ "$done_line" != "== systemd guest done: e2e=0" ]; then
+	echo "guest: qemu exit $qemu; ${done_line:-the guest did not finish}"
+	nfail=$((nfail + 1))
+fi
+echo "== test-systemd: guest $built; whole run $(($(date +%s) - started)) s"
+echo "systemd: $npass passed, $nfail failed"
+[ "$nfail" -eq 0 ]

@@ -1,0 +1,663 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"executor/netns"
+	"executor/tests/testenv"
+)
+
+// The daemon as a systemd service: the sd_notify protocol against a
+// NOTIFY_SOCKET the test reads (any host), SIGHUP as a reload that never
+// kills, and the shipped unit (contrib/executor.service) started by systemd
+// itself where systemd is PID 1 (scripts/systemd/run.sh boots such a guest).
+
+// notifyListener is a NOTIFY_SOCKET, read as systemd's manager reads it.
+type notifyListener struct {
+	path string
+	msgs chan string
+}
+
+func listenNotify(t *testing.T) *notifyListener {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	l := &notifyListener{path: path, msgs: make(chan string, 4096)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			l.msgs <- string(buf[:n])
+		}
+	}()
+	return l
+}
+
+// next returns the next message that starts with prefix; others are skipped.
+func (l *notifyListener) next(t *testing.T, timeout time.Duration, prefix string) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m := <-l.msgs:
+			if strings.HasPrefix(m, prefix) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no %s message on NOTIFY_SOCKET within %v", prefix, timeout)
+		}
+	}
+}
+
+// waitLog waits until the executor's log holds every one of want.
+func (x *executor) waitLog(t *testing.T, timeout time.Duration, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(x.logs.String(), w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log has no %q within %v:\n%s", missing, timeout, x.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive checks that the daemon process still runs and serves.
+func (x *executor) alive(t *testing.T) {
+	t.Helper()
+	select {
+	case <-x.exited:
+		t.Fatalf("the daemon exited: %v\n%s", x.exitErr, x.logs.String())
+	default:
+	}
+	resp, err := http.Get(x.url + "/v1/health")
+	if err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("health: %d", resp.StatusCode)
+	}
+}
+
+// executeEcho runs an execution on runtime id (cold-starting it from src
+// when given) and checks that the function's code answered.
+func executeEcho(t *testing.T, x *executor, id, src, marker string) {
+	t.Helper()
+	body := map[string]any{"path": "/echo"}
+	if src != "" {
+		body = execBody(src, body)
+	}
+	r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", body, jsonAccept)
+	if r.status != 200 {
+		t.Fatalf("execution on %s: %d %s", id, r.status, r.body)
+	}
+	var echo struct {
+		Code string `json:"code"`
+	}
+	res := r.json(t)
+	if err := json.Unmarshal([]byte(fmt.Sprint(res["body"])), &echo); err != nil || echo.Code != marker {
+		t.Fatalf("execution on %s answered %v (%v), want the code %q", id, res["body"], err, marker)
+	}
+}
+
+// healthAt GETs /v1/health at the address a READY message's status names.
+func healthAt(readyMsg string) error {
+	_, addr, ok := strings.Cut(readyMsg, "STATUS=Serving the API on ")
+	if !ok {
+		return fmt.Errorf("READY message %q names no address", readyMsg)
+	}
+	addr, _, _ = strings.Cut(addr, "\n")
+	resp, err := http.Get("http://" + addr + "/v1/health")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNotifySocket: READY=1 once the API answers, WATCHDOG=1 pings at half
+// of WATCHDOG_USEC, RELOADING=1 and READY=1 around a SIGHUP that changes the
+// log level while the daemon and its runtimes keep serving, STOPPING=1 on
+// SIGTERM.
+func TestNotifySocket(t *testing.T) {
+	sock := listenNotify(t)
+	envFile := filepath.Join(t.TempDir(), "executor.env")
+	writeFile(t, envFile, "OPR_EXECUTOR_LOG_LEVEL=warn\n")
+	// What GET /v1/health gave right when READY=1 came, at the address the
+	// READY message's status names.
+	readyHealth := make(chan error, 4)
+	msgs := make(chan string, 4096)
+	go func() {
+		for m := range sock.msgs {
+			if strings.HasPrefix(m, "READY=1") {
+				readyHealth <- healthAt(m)
+			}
+			msgs <- m
+		}
+	}()
+	notes := &notifyListener{path: sock.path, msgs: msgs}
+	x := startExecutor(t, "NOTIFY_SOCKET="+sock.path, "WATCHDOG_USEC=2000000",
+		"OPR_EXECUTOR_ENV_FILE="+envFile, "OPR_EXECUTOR_LOG_LEVEL=warn")
+
+	t.Run("READY=1 once the API answers", func(t *testing.T) {
+		m := notes.next(t, 30*time.Second, "READY=1")
+		if !strings.Contains(m, "STATUS=Serving the API on "+strings.TrimPrefix(x.url, "http://")) {
+			t.Errorf("READY message %q lacks the serving status", m)
+		}
+		if err := <-readyHealth; err != nil {
+			t.Fatalf("GET /v1/health right after READY=1: %v", err)
+		}
+	})
+	t.Run("WATCHDOG=1 every second for WATCHDOG_USEC=2s", func(t *testing.T) {
+		start := time.Now()
+		for range 3 {
+			notes.next(t, 2*time.Second, "WATCHDOG=1")
+		}
+		if d := time.Since(start); d < 1500*time.Millisecond {
+			t.Errorf("3 pings in %v: faster than half the watchdog time", d)
+		}
+	})
+	src := source(t, map[string]string{"index.js": "notify-marker"})
+	t.Run("SIGHUP reloads the log level; daemon and runtime keep serving", func(t *testing.T) {
+		executeEcho(t, x, "before-hup", src, "notify-marker")
+		if strings.Contains(x.logs.String(), "runtime prepared") {
+			t.Fatalf("a debug line at level warn:\n%s", x.logs.String())
+		}
+		pid := x.cmd.Process.Pid
+		writeFile(t, envFile, "OPR_EXECUTOR_LOG_LEVEL=debug\n")
+		if err := x.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		notes.next(t, 10*time.Second, "RELOADING=1")
+		notes.next(t, 10*time.Second, "READY=1")
+		x.waitLog(t, 10*time.Second, "SIGHUP: log level changed", "to=DEBUG")
+		x.alive(t)
+		if x.cmd.Process.Pid != pid {
+			t.Fatal("the daemon was restarted")
+		}
+		executeEcho(t, x, "before-hup", "", "notify-marker")
+		executeEcho(t, x, "after-hup", src, "notify-marker")
+		x.waitLog(t, 10*time.Second, "runtime prepared", "runtime=after-hup")
+	})
+	t.Run("STOPPING=1 on SIGTERM, then a clean exit", func(t *testing.T) {
+		x.stop()
+		if m := notes.next(t, 5*time.Second, "STOPPING=1"); !strings.Contains(m, "STATUS=Stopping: draining requests") {
+			t.Errorf("STOPPING message %q does not say what the daemon does", m)
+		}
+		select {
+		case <-x.exited:
+		default:
+			t.Fatal("the daemon still runs after stop")
+		}
+	})
+}
+
+// TestSIGHUPNeverKills: whatever the environment file holds when SIGHUP
+// comes, and however many come, the daemon and its runtimes keep serving
+// and the log says what happened; a daemon without an environment file
+// re-reads registries.conf only.
+func TestSIGHUPNeverKills(t *testing.T) {
+	envFile := filepath.Join(t.TempDir(), "executor.env")
+	writeFile(t, envFile, "OPR_EXECUTOR_SECRET="+secret+"\nOPR_EXECUTOR_LOG_LEVEL=debug\n")
+	x := startExecutor(t, "OPR_EXECUTOR_ENV_FILE="+envFile)
+	src := source(t, map[string]string{"index.js": "hup-marker"})
+	executeEcho(t, x, "hup", src, "hup-marker")
+	pid := x.cmd.Process.Pid
+	tests := []struct {
+		name string
+		file string // "" removes the file
+		hups int
+		want string
+	}{
+		{"file unchanged", "OPR_EXECUTOR_SECRET=" + secret + "\nOPR_EXECUTOR_LOG_LEVEL=debug\n", 1, "needRestart=[]"},
+		{"a setting that needs a restart", "OPR_EXECUTOR_SECRET=new-secret\nOPR_EXECUTOR_LOG_LEVEL=debug\n", 1, "settings=[OPR_EXECUTOR_SECRET]"},
+		{"a bad value", "OPR_EXECUTOR_LOG_LEVEL=loud\n", 1, "would not start the daemon; nothing changed"},
+		{"not NAME=VALUE", "OPR_EXECUTOR_LOG_LEVEL\n", 1, "environment file not reloaded; nothing changed"},
+		{"file removed", "", 1, "no such file or directory"},
+		{"a burst of 50", "OPR_EXECUTOR_SECRET=" + secret + "\nOPR_EXECUTOR_LOG_LEVEL=debug\n", 50, "needRestart=[]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.file == "" {
+				if err := os.Remove(envFile); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				writeFile(t, envFile, tt.file)
+			}
+			before := len(x.logs.String())
+			for range tt.hups {
+				if err := x.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(x.logs.String()[before:], tt.want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no %q in the log after SIGHUP:\n%s", tt.want, x.logs.String()[before:])
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			x.alive(t)
+			if x.cmd.Process.Pid != pid {
+				t.Fatal("the daemon was restarted")
+			}
+			// The running secret stays: the request helper's key still works.
+			executeEcho(t, x, "hup", "", "hup-marker")
+		})
+	}
+
+	t.Run("no environment file", func(t *testing.T) {
+		y := startExecutor(t)
+		if err := y.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		y.waitLog(t, 10*time.Second, "registries.conf is read again at the next pull")
+		y.alive(t)
+	})
+}
+
+// TestSystemdUnit starts contrib/executor.service, as shipped but for its
+// paths and a shorter WatchdogSec, under systemd itself: readiness, the
+// hardening in effect on the daemon, runtimes' cgroups in the unit's
+// delegated subtree (cgroup v2), a cold start, a command, a reload, watchdog
+// pings, a crash restarted and cleaned up by the next run, and a clean stop.
+// It needs systemd as PID 1 (scripts/systemd/run.sh boots a guest with it);
+// elsewhere it is skipped, unless E2E_REQUIRE_SYSTEMD=1.
+func TestSystemdUnit(t *testing.T) {
+	requireSystemd(t)
+	unit := fmt.Sprintf("executor-e2e-%d.service", os.Getpid())
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &executor{t: t, url: fmt.Sprintf("http://127.0.0.1:%d", port), dataDir: filepath.Join(shared.data, "systemd-unit"),
+		network: fmt.Sprintf("e2e-sd-%d", os.Getpid()), logs: &syncBuffer{}}
+	envFile := filepath.Join(t.TempDir(), "executor.env")
+	writeFile(t, envFile, strings.Join([]string{
+		"OPR_EXECUTOR_ENV=development",
+		"OPR_EXECUTOR_SECRET=" + secret,
+		fmt.Sprintf("OPR_EXECUTOR_LISTEN=127.0.0.1:%d", port),
+		"OPR_EXECUTOR_DATA_DIR=" + x.dataDir,
+		"OPR_EXECUTOR_NETWORK=" + x.network,
+		"OPR_EXECUTOR_SUBNET=" + freeSubnet(t).String(),
+		"OPR_EXECUTOR_RETRY_DELAY_MS=100",
+		"OPR_EXECUTOR_STOP_GRACE=1",
+		"OPR_EXECUTOR_LOG_LEVEL=debug",
+		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
+	}, "\n")+"\n")
+	const watchdogSec = 10
+	unitText := shippedUnit(t, map[string]string{
+		"ExecStart":       shared.bin,
+		"EnvironmentFile": envFile,
+		"Environment":     "OPR_EXECUTOR_ENV_FILE=" + envFile,
+		// Short, to see pings within the test; the shipped value only
+		// changes how long a wedged daemon lives.
+		"WatchdogSec": strconv.Itoa(watchdogSec),
+	})
+	unitPath := filepath.Join("/run/systemd/system", unit)
+	writeFile(t, unitPath, unitText)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-n", "300", "-o", "cat").CombinedOutput()
+			t.Logf("journal of %s:\n%s", unit, out)
+		}
+		_, _ = systemctl("stop", unit)
+		_ = os.Remove(unitPath)
+		_, _ = systemctl("reset-failed", unit)
+		_, _ = systemctl("daemon-reload")
+		if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
+			t.Errorf("bridge %s left after the unit stopped", netns.BridgeName(x.network))
+		}
+	})
+	if out, err := systemctl("daemon-reload"); err != nil {
+		t.Fatalf("daemon-reload: %v %s", err, out)
+	}
+	v2 := cgroup2()
+	unitCgroup := "/system.slice/" + unit
+
+	// Type=notify: start returns once the daemon said READY=1.
+	if out, err := systemctl("start", unit); err != nil {
+		t.Fatalf("systemctl start: %v %s", err, out)
+	}
+	x.alive(t)
+	props := show(t, unit)
+	for k, want := range map[string]string{"ActiveState": "active", "SubState": "running", "NRestarts": "0", "ControlGroup": unitCgroup, "Delegate": "yes"} {
+		if props[k] != want {
+			t.Errorf("%s=%s, want %s", k, props[k], want)
+		}
+	}
+	if !strings.HasPrefix(props["StatusText"], "Serving the API on 127.0.0.1:") {
+		t.Errorf("StatusText=%q", props["StatusText"])
+	}
+	mainPID := props["MainPID"]
+
+	t.Run("hardening in effect on the daemon", func(t *testing.T) {
+		status := procFile(t, mainPID, "status")
+		for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2", "CapBnd:\t" + capMask(t, unitText)} {
+			if !strings.Contains(status, want) {
+				t.Errorf("/proc/%s/status lacks %q:\n%s", mainPID, want, status)
+			}
+		}
+		if got := strings.TrimSpace(procFile(t, mainPID, "oom_score_adj")); got != directive(t, unitText, "OOMScoreAdjust") {
+			t.Errorf("oom_score_adj %s, want the unit's OOMScoreAdjust", got)
+		}
+		// ProtectHome= and ProtectKernel*= give the daemon a mount namespace of its own.
+		own, _ := os.Readlink("/proc/" + mainPID + "/ns/mnt")
+		host, _ := os.Readlink("/proc/1/ns/mnt")
+		if own == host {
+			t.Errorf("the daemon shares PID 1's mount namespace (%s): no sandboxing", own)
+		}
+		if v2 {
+			if cg := procFile(t, mainPID, "cgroup"); strings.TrimSpace(cg) != "0::"+unitCgroup+"/supervisor" {
+				t.Errorf("daemon's cgroup %q, want the supervisor leaf of its unit", cg)
+			}
+		}
+	})
+
+	src := source(t, map[string]string{"index.js": "systemd-marker"})
+	t.Run("cold start and a command under the unit", func(t *testing.T) {
+		executeEcho(t, x, "sd-fn", src, "systemd-marker")
+		out, status := command(t, x, "sd-fn", "head -c 16 /dev/urandom | wc -c; echo ok >/dev/null; cat /proc/self/status | grep -E '^(NoNewPrivs|Seccomp):'")
+		if status != 200 || !strings.Contains(out, "16") || !strings.Contains(out, "NoNewPrivs:\t1") {
+			t.Fatalf("command: %d %q", status, out)
+		}
+		if v2 {
+			rts, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", unitCgroup, "rt-*"))
+			if len(rts) != 1 {
+				t.Fatalf("runtime cgroups in the unit's subtree: %v, want one", rts)
+			}
+			procs, _ := os.ReadFile(filepath.Join(rts[0], "cgroup.procs"))
+			pids := strings.Fields(string(procs))
+			if len(pids) == 0 {
+				t.Fatalf("no process in %s", rts[0])
+			}
+			// Not asserted: libcontainer leaves a runtime the daemon's score
+			// unless its config sets one.
+			t.Logf("runtime in %s; its PID 1's oom_score_adj: %s", rts[0], strings.TrimSpace(procFile(t, pids[0], "oom_score_adj")))
+		}
+	})
+
+	t.Run("reload keeps the daemon and its runtime", func(t *testing.T) {
+		if out, err := systemctl("reload", unit); err != nil {
+			t.Fatalf("systemctl reload: %v %s", err, out)
+		}
+		time.Sleep(time.Second)
+		p := show(t, unit)
+		if p["MainPID"] != mainPID || p["ActiveState"] != "active" || p["NRestarts"] != "0" {
+			t.Fatalf("after reload: MainPID %s (was %s), %s, NRestarts %s", p["MainPID"], mainPID, p["ActiveState"], p["NRestarts"])
+		}
+		executeEcho(t, x, "sd-fn", "", "systemd-marker")
+	})
+
+	t.Run("watchdog pings while the API answers", func(t *testing.T) {
+		first := show(t, unit)["WatchdogTimestampMonotonic"]
+		deadline := time.Now().Add(2 * watchdogSec * time.Second)
+		for {
+			p := show(t, unit)
+			if p["WatchdogTimestampMonotonic"] != first && p["WatchdogTimestampMonotonic"] != "0" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no watchdog ping within %ds: WatchdogTimestampMonotonic stays %s", 2*watchdogSec, first)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		// Longer than WatchdogSec: still the same daemon.
+		time.Sleep((watchdogSec + 2) * time.Second)
+		if p := show(t, unit); p["MainPID"] != mainPID || p["NRestarts"] != "0" {
+			t.Fatalf("the watchdog restarted the daemon: MainPID %s (was %s), NRestarts %s", p["MainPID"], mainPID, p["NRestarts"])
+		}
+	})
+
+	t.Run("a crash is restarted and its leftovers removed", func(t *testing.T) {
+		pid, _ := strconv.Atoi(mainPID)
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(120 * time.Second)
+		for {
+			p := show(t, unit)
+			if p["NRestarts"] == "1" && p["ActiveState"] == "active" && p["SubState"] == "running" && p["MainPID"] != mainPID {
+				mainPID = p["MainPID"]
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not restarted: %v", p)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		x.alive(t)
+		if r := x.request(t, "GET", "/v1/runtimes", nil, nil); r.status != 200 || strings.Contains(string(r.body), "sd-fn") {
+			t.Fatalf("runtimes after the restart: %d %s", r.status, r.body)
+		}
+		if v2 {
+			if cg := procFile(t, mainPID, "cgroup"); strings.TrimSpace(cg) != "0::"+unitCgroup+"/supervisor" {
+				t.Errorf("restarted daemon's cgroup %q", cg)
+			}
+		}
+		executeEcho(t, x, "sd-fn", src, "systemd-marker")
+	})
+
+	t.Run("stop drains and exits 0", func(t *testing.T) {
+		if out, err := systemctl("stop", unit); err != nil {
+			t.Fatalf("systemctl stop: %v %s", err, out)
+		}
+		p := show(t, unit)
+		if p["Result"] != "success" || p["ExecMainStatus"] != "0" || p["ActiveState"] != "inactive" {
+			t.Errorf("after stop: Result=%s ExecMainStatus=%s ActiveState=%s", p["Result"], p["ExecMainStatus"], p["ActiveState"])
+		}
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", unitCgroup)); err == nil && v2 {
+			t.Errorf("the unit's cgroup %s is still there", unitCgroup)
+		}
+	})
+}
+
+// TestSystemdLeftOutDirectives shows, for each hardening directive the unit
+// leaves out, the failure its comment gives as the reason: the same probe
+// succeeds in a transient unit without it and fails with it.
+func TestSystemdLeftOutDirectives(t *testing.T) {
+	requireSystemd(t)
+	tests := []struct {
+		directive string
+		probe     string // a shell command doing what the daemon or a runtime does
+	}{
+		// The loop devices runtimes' disks are made on.
+		{"ProtectClock=yes", "exec 3</dev/loop-control"},
+		{"PrivateDevices=yes", "exec 3</dev/loop-control"},
+		// libcontainer sets every runtime's hostname in its own UTS namespace.
+		{"ProtectHostname=yes", "unshare --uts hostname e2e-probe"},
+		// Image layers keep their setuid files.
+		{"RestrictSUIDSGID=yes", "f=$(mktemp) && chmod u+s $f; r=$?; rm -f $f; exit $r"},
+		// The bridges' NAT needs forwarding on.
+		{"ProtectKernelTunables=yes", "cat /proc/sys/net/ipv4/ip_forward >/proc/sys/net/ipv4/ip_forward"},
+		// Runtimes' cgroups.
+		{"ProtectControlGroups=yes", "d=/sys/fs/cgroup/e2e-probe-$$ && mkdir $d && rmdir $d"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.directive, func(t *testing.T) {
+			run := func(props ...string) error {
+				args := []string{"--wait", "--pipe", "--quiet", "--collect"}
+				for _, p := range props {
+					args = append(args, "-p", p)
+				}
+				args = append(args, "--", "/bin/sh", "-c", tt.probe)
+				out, err := exec.Command("systemd-run", args...).CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+				}
+				return nil
+			}
+			if err := run(); err != nil {
+				t.Fatalf("without %s the probe fails too: %v", tt.directive, err)
+			}
+			err := run(tt.directive)
+			if err == nil {
+				t.Fatalf("with %s the probe still works: the unit's reason to leave it out is wrong", tt.directive)
+			}
+			t.Logf("with %s: %v", tt.directive, err)
+		})
+	}
+}
+
+// requireSystemd skips a test where systemd is not PID 1, or fails it where
+// the run asks for systemd (the systemd guest).
+func requireSystemd(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		return
+	}
+	if os.Getenv("E2E_REQUIRE_SYSTEMD") == "1" {
+		t.Fatal("systemd is not PID 1 here (no /run/systemd/system), and E2E_REQUIRE_SYSTEMD=1")
+	}
+	t.Skip("systemd is not PID 1 on this host: scripts/systemd/run.sh runs this test in a guest that boots systemd")
+}
+
+func systemctl(args ...string) (string, error) {
+	out, err := exec.Command("systemctl", args...).CombinedOutput()
+	return string(out), err
+}
+
+// show returns a unit's properties.
+func show(t *testing.T, unit string) map[string]string {
+	t.Helper()
+	out, err := systemctl("show", unit)
+	if err != nil {
+		t.Fatalf("systemctl show %s: %v %s", unit, err, out)
+	}
+	props := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			props[k] = v
+		}
+	}
+	return props
+}
+
+func procFile(t *testing.T, pid, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", pid, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// shippedUnit is contrib/executor.service (E2E_UNIT_FILE where the tree is
+// not at hand) with the directives in set replaced.
+func shippedUnit(t *testing.T, set map[string]string) string {
+	t.Helper()
+	path := os.Getenv("E2E_UNIT_FILE")
+	if path == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = filepath.Join(root, "contrib", "executor.service")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	done := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			if v, ok := set[k]; ok {
+				if done[k] {
+					t.Fatalf("%s: %s is set more than once", path, k)
+				}
+				done[k] = true
+				line = k + "=" + v
+			}
+		}
+		out = append(out, line)
+	}
+	for k := range set {
+		if !done[k] {
+			t.Fatalf("%s has no %s", path, k)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// directive is the value of a directive set once in a unit's text.
+func directive(t *testing.T, unitText, name string) string {
+	t.Helper()
+	var vals []string
+	for _, line := range strings.Split(unitText, "\n") {
+		if v, ok := strings.CutPrefix(line, name+"="); ok {
+			vals = append(vals, v)
+		}
+	}
+	if len(vals) != 1 {
+		t.Fatalf("%s is set %d times in the unit", name, len(vals))
+	}
+	return vals[0]
+}
+
+// capMask is the unit's CapabilityBoundingSet as /proc/<pid>/status writes
+// CapBnd.
+func capMask(t *testing.T, unitText string) string {
+	t.Helper()
+	caps := map[string]uint{
+		"CAP_CHOWN": unix.CAP_CHOWN, "CAP_DAC_OVERRIDE": unix.CAP_DAC_OVERRIDE, "CAP_DAC_READ_SEARCH": unix.CAP_DAC_READ_SEARCH,
+		"CAP_FOWNER": unix.CAP_FOWNER, "CAP_FSETID": unix.CAP_FSETID, "CAP_KILL": unix.CAP_KILL, "CAP_SETGID": unix.CAP_SETGID,
+		"CAP_SETUID": unix.CAP_SETUID, "CAP_SETPCAP": unix.CAP_SETPCAP, "CAP_SETFCAP": unix.CAP_SETFCAP,
+		"CAP_NET_BIND_SERVICE": unix.CAP_NET_BIND_SERVICE, "CAP_NET_ADMIN": unix.CAP_NET_ADMIN, "CAP_NET_RAW": unix.CAP_NET_RAW,
+		"CAP_SYS_ADMIN": unix.CAP_SYS_ADMIN, "CAP_SYS_CHROOT": unix.CAP_SYS_CHROOT, "CAP_SYS_PTRACE": unix.CAP_SYS_PTRACE,
+		"CAP_SYS_RESOURCE": unix.CAP_SYS_RESOURCE, "CAP_MKNOD": unix.CAP_MKNOD, "CAP_AUDIT_WRITE": unix.CAP_AUDIT_WRITE,
+		"CAP_IPC_LOCK": unix.CAP_IPC_LOCK, "CAP_SYS_NICE": unix.CAP_SYS_NICE, "CAP_BPF": unix.CAP_BPF,
+	}
+	var mask uint64
+	for _, name := range strings.Fields(directive(t, unitText, "CapabilityBoundingSet")) {
+		bit, ok := caps[name]
+		if !ok {
+			t.Fatalf("capability %s: add it to capMask", name)
+		}
+		mask |= 1 << bit
+	}
+	return fmt.Sprintf("%016x", mask)
+}
