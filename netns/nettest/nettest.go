@@ -325,7 +325,8 @@ func Get(path, addr string, timeout time.Duration) (string, error) {
 }
 
 // FreeSubnet picks a 10.x.y.0/bits prefix that no address or route of the
-// host overlaps.
+// host overlaps, as netns.New checks (an address counts with its prefix
+// length, a default route does not).
 func FreeSubnet(bits int) (netip.Prefix, error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
@@ -336,8 +337,19 @@ func FreeSubnet(bits int) (netip.Prefix, error) {
 		cand := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(150 + rand.IntN(100)), byte(rand.IntN(256)), 0}), bits).Masked()
 		clash := false
 		for _, a := range addrs {
-			if p, ok := netip.AddrFromSlice(a.IP.To4()); ok && cand.Contains(p) {
-				clash = true
+			for _, n := range []*net.IPNet{a.IPNet, a.Peer} {
+				if n == nil {
+					continue
+				}
+				if p, ok := netip.AddrFromSlice(n.IP.To4()); ok {
+					ones, bits := n.Mask.Size()
+					if bits == 128 {
+						ones -= 96
+					}
+					if netip.PrefixFrom(p, ones).Overlaps(cand) {
+						clash = true
+					}
+				}
 			}
 		}
 		for _, r := range routes {
