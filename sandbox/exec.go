@@ -68,6 +68,7 @@ func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.D
 			}
 		},
 		Failed: func(te *protocol.TransportError) error {
+			r.settleDeath(te)
 			state, out := "no container", ""
 			if ct := r.current(); ct != nil {
 				state, out = "running", lastLines(ct.Output(), 10)
@@ -84,6 +85,33 @@ func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.D
 		return nil, err
 	}
 	return &ExecResult{StatusCode: resp.StatusCode, Headers: resp.Headers, Body: resp.Body, Logs: resp.Logs, Errors: resp.Errors}, nil
+}
+
+// deathWait bounds how long a dropped exchange waits to see whether the main
+// process is dying.
+const deathWait = 250 * time.Millisecond
+
+// settleDeath follows an exchange the runtime dropped (the connection closed
+// or reset with no answer): most often its main process is exiting, and
+// until the exit is seen the next execution would be sent to a listening
+// socket about to vanish and be reset. Once the exit is seen the runtime is
+// no longer listening, so the next execution waits for the restarted
+// process (or learns there is none) instead.
+func (r *Runtime) settleDeath(te *protocol.TransportError) {
+	ct := r.current()
+	if ct == nil || (te.Curl != protocol.CurlGotNothing && te.Curl != protocol.CurlRecvError) {
+		return
+	}
+	select {
+	case <-ct.Done():
+	case <-time.After(deathWait):
+		return
+	}
+	r.mu.Lock()
+	if r.ct == ct {
+		r.listening = false
+	}
+	r.mu.Unlock()
 }
 
 // logFiles are the runtime's execution log files, beneath logs/ of its

@@ -193,6 +193,10 @@ func (r *Runtime) supervise() {
 			return
 		}
 		r.log.Info("runtime main process exited", "runtime", r.ID, "status", ct.Exit().String(), "output", lastLines(ct.Output(), 5))
+		// Until a restarted process listens, executions wait for it.
+		r.mu.Lock()
+		r.listening = false
+		r.mu.Unlock()
 		// Connections kept alive to the old process are dead.
 		r.httpc.CloseIdleConnections()
 		if !shouldRestart(r.spec.RestartPolicy, ct.Exit().Code) {

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // device cgroup rules
@@ -41,6 +43,10 @@ var (
 // serve runs the daemon and returns its exit code: 2 for a configuration
 // error, 1 when it stopped on an error, 0 after a clean stop.
 func serve() int {
+	// A log line to a stderr whose reader is gone (journald restarted, a
+	// supervisor's pipe closed) must fail, not kill the daemon by SIGPIPE
+	// and leave its runtimes, bridge and cgroups behind.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "executor: configuration error:", err)
