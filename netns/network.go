@@ -312,7 +312,7 @@ func (n *Network) reset() error {
 			leased[l.HostIf] = true
 		}
 	}
-	links, err := netlink.LinkList()
+	links, err := dump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("netns: list links: %w", err)
 	}
