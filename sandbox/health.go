@@ -29,11 +29,12 @@ type HealthError struct {
 
 func (e *HealthError) Error() string { return strings.Join(e.Problems, "; ") }
 
-func (e *HealthError) add(part string, err error) {
+// add records a problem of part; problem says what it is (a path, a network name) itself.
+func (e *HealthError) add(part, problem string) {
 	if len(e.Parts) == 0 || e.Parts[len(e.Parts)-1] != part {
 		e.Parts = append(e.Parts, part)
 	}
-	e.Problems = append(e.Problems, part+" "+err.Error())
+	e.Problems = append(e.Problems, problem)
 }
 
 // PrepareHealth makes what Check expects to find that the daemon would
@@ -59,11 +60,11 @@ func (m *Manager) PrepareHealth() error {
 func (m *Manager) Check(ctx context.Context) error {
 	var he HealthError
 	if err := m.checkDataDir(); err != nil {
-		he.add(PartDataDir, err)
+		he.add(PartDataDir, "data dir "+err.Error())
 	}
 	if m.runner != nil {
 		if err := m.runner.CheckCgroupParent(); err != nil {
-			he.add(PartCgroupParent, err)
+			he.add(PartCgroupParent, err.Error()) // "cgroup parent <dir> ..."
 		}
 	}
 	for _, n := range m.cfg.Networks {
@@ -71,7 +72,7 @@ func (m *Manager) Check(ctx context.Context) error {
 			return err
 		}
 		if err := n.Check(); err != nil {
-			he.add(PartNetwork, fmt.Errorf("%s: %w", n.Name(), err))
+			he.add(PartNetwork, "network "+n.Name()+": "+err.Error())
 		}
 	}
 	if len(he.Problems) > 0 {

@@ -157,7 +157,9 @@ func TestHealthReadiness(t *testing.T) {
 					}
 				}
 			},
-			want:   func(x *executor) []string { return []string{"cgroup parent ", x.cgParent + " is missing"} },
+			want: func(x *executor) []string {
+				return []string{"unhealthy: cgroup parent /sys/fs/cgroup/", x.cgParent + " is missing"}
+			},
 			part:   func(*executor) string { return "cgroup parent" },
 			detail: func(x *executor) string { return x.cgParent },
 		},
