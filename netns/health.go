@@ -48,7 +48,9 @@ func (n *Network) checkBridge() error {
 	if l.Attrs().Flags&net.FlagUp == 0 {
 		return fmt.Errorf("bridge %s is down", name)
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	// A dump: interrupted when addresses change meanwhile (runtimes coming
+	// and going), which must not read as a broken bridge.
+	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("addresses of bridge %s: %w", name, err)
 	}
