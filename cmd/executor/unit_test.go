@@ -104,7 +104,7 @@ func TestShippedUnit(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"Type": "notify", "NotifyAccess": "main", "Delegate": "yes", "KillMode": "mixed", "KillSignal": "SIGTERM",
-		"Restart": "always", "NoNewPrivileges": "yes", "TasksMax": "infinity", "ExecReload": "/bin/kill -HUP $MAINPID",
+		"Restart": "always", "NoNewPrivileges": "yes", "TasksMax": "infinity", "ExecReload": `/bin/sh -c 'kill -HUP "$$MAINPID"'`,
 	} {
 		if got := one(name); got != want {
 			t.Errorf("%s=%s, want %s", name, got, want)

@@ -308,60 +308,13 @@ func TestSIGHUPNeverKills(t *testing.T) {
 // elsewhere it is skipped, unless E2E_REQUIRE_SYSTEMD=1.
 func TestSystemdUnit(t *testing.T) {
 	requireSystemd(t)
-	unit := fmt.Sprintf("executor-e2e-%d.service", os.Getpid())
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := &executor{t: t, url: fmt.Sprintf("http://127.0.0.1:%d", port), dataDir: filepath.Join(shared.data, "systemd-unit"),
-		network: fmt.Sprintf("e2e-sd-%d", os.Getpid()), logs: &syncBuffer{}}
-	envFile := filepath.Join(t.TempDir(), "executor.env")
-	writeFile(t, envFile, strings.Join([]string{
-		"OPR_EXECUTOR_ENV=development",
-		"OPR_EXECUTOR_SECRET=" + secret,
-		fmt.Sprintf("OPR_EXECUTOR_LISTEN=127.0.0.1:%d", port),
-		"OPR_EXECUTOR_DATA_DIR=" + x.dataDir,
-		"OPR_EXECUTOR_NETWORK=" + x.network,
-		"OPR_EXECUTOR_SUBNET=" + freeSubnet(t).String(),
-		"OPR_EXECUTOR_RETRY_DELAY_MS=100",
-		"OPR_EXECUTOR_STOP_GRACE=1",
-		"OPR_EXECUTOR_LOG_LEVEL=debug",
-		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
-	}, "\n")+"\n")
 	const watchdogSec = 10
-	unitText := shippedUnit(t, map[string]string{
-		"ExecStart":       shared.bin,
-		"EnvironmentFile": envFile,
-		"Environment":     "OPR_EXECUTOR_ENV_FILE=" + envFile,
-		// Short, to see pings within the test; the shipped value only
-		// changes how long a wedged daemon lives.
-		"WatchdogSec": strconv.Itoa(watchdogSec),
-	})
-	unitPath := filepath.Join("/run/systemd/system", unit)
-	writeFile(t, unitPath, unitText)
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-n", "300", "-o", "cat").CombinedOutput()
-			t.Logf("journal of %s:\n%s", unit, out)
-		}
-		_, _ = systemctl("stop", unit)
-		_ = os.Remove(unitPath)
-		_, _ = systemctl("reset-failed", unit)
-		_, _ = systemctl("daemon-reload")
-		if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
-			t.Errorf("bridge %s left after the unit stopped", netns.BridgeName(x.network))
-		}
-	})
-	if out, err := systemctl("daemon-reload"); err != nil {
-		t.Fatalf("daemon-reload: %v %s", err, out)
-	}
+	// Short, to see pings within the test; the shipped value only changes
+	// how long a wedged daemon lives.
+	x, unit, unitText := startUnit(t, "main", map[string]string{"WatchdogSec": strconv.Itoa(watchdogSec)})
 	v2 := cgroup2()
 	unitCgroup := "/system.slice/" + unit
 
-	// Type=notify: start returns once the daemon said READY=1.
-	if out, err := systemctl("start", unit); err != nil {
-		t.Fatalf("systemctl start: %v %s", err, out)
-	}
 	x.alive(t)
 	props := show(t, unit)
 	for k, want := range map[string]string{"ActiveState": "active", "SubState": "running", "NRestarts": "0", "ControlGroup": unitCgroup, "Delegate": "yes"} {
@@ -373,6 +326,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("StatusText=%q", props["StatusText"])
 	}
 	mainPID := props["MainPID"]
+	t.Logf("DevicePolicy=%s DeviceAllow=%s", props["DevicePolicy"], props["DeviceAllow"])
 
 	t.Run("hardening in effect on the daemon", func(t *testing.T) {
 		status := procFile(t, mainPID, "status")
@@ -420,11 +374,27 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	})
 
-	t.Run("reload keeps the daemon and its runtime", func(t *testing.T) {
+	t.Run("reload applies the environment file, keeps the daemon and its runtime", func(t *testing.T) {
+		envFile := directive(t, unitText, "EnvironmentFile")
+		env, err := os.ReadFile(envFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, envFile, strings.Replace(string(env), "OPR_EXECUTOR_LOG_LEVEL=debug", "OPR_EXECUTOR_LOG_LEVEL=info", 1))
 		if out, err := systemctl("reload", unit); err != nil {
 			t.Fatalf("systemctl reload: %v %s", err, out)
 		}
-		time.Sleep(time.Second)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-o", "cat").CombinedOutput()
+			if strings.Contains(string(out), "SIGHUP: log level changed") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no log level change in the journal after systemctl reload:\n%s", out)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		p := show(t, unit)
 		if p["MainPID"] != mainPID || p["ActiveState"] != "active" || p["NRestarts"] != "0" {
 			t.Fatalf("after reload: MainPID %s (was %s), %s, NRestarts %s", p["MainPID"], mainPID, p["ActiveState"], p["NRestarts"])
@@ -497,49 +467,140 @@ func TestSystemdUnit(t *testing.T) {
 
 // TestSystemdLeftOutDirectives shows, for each hardening directive the unit
 // leaves out, the failure its comment gives as the reason: the same probe
-// succeeds in a transient unit without it and fails with it.
+// succeeds in a unit without it and fails in one with it. For those the
+// daemon's own runtimes would hit, the shipped unit plus the directive is
+// started too, and a cold start fails under it (TestSystemdUnit shows it
+// working without).
 func TestSystemdLeftOutDirectives(t *testing.T) {
 	requireSystemd(t)
 	tests := []struct {
 		directive string
 		probe     string // a shell command doing what the daemon or a runtime does
+		daemon    bool   // also start the daemon under it and fail a cold start
 	}{
 		// The loop devices runtimes' disks are made on.
-		{"ProtectClock=yes", "exec 3</dev/loop-control"},
-		{"PrivateDevices=yes", "exec 3</dev/loop-control"},
+		{"PrivateDevices=yes", "exec 3</dev/loop-control", false},
 		// libcontainer sets every runtime's hostname in its own UTS namespace.
-		{"ProtectHostname=yes", "unshare --uts hostname e2e-probe"},
-		// Image layers keep their setuid files.
-		{"RestrictSUIDSGID=yes", "f=$(mktemp) && chmod u+s $f; r=$?; rm -f $f; exit $r"},
+		{"ProtectHostname=yes", "unshare --uts hostname e2e-probe", true},
+		// Image layers keep their setuid files (the test image has none).
+		{"RestrictSUIDSGID=yes", "f=$(mktemp) && chmod u+s $f; r=$?; rm -f $f; exit $r", false},
 		// The bridges' NAT needs forwarding on.
-		{"ProtectKernelTunables=yes", "cat /proc/sys/net/ipv4/ip_forward >/proc/sys/net/ipv4/ip_forward"},
-		// Runtimes' cgroups.
-		{"ProtectControlGroups=yes", "d=/sys/fs/cgroup/e2e-probe-$$ && mkdir $d && rmdir $d"},
+		{"ProtectKernelTunables=yes", "cat /proc/sys/net/ipv4/ip_forward >/proc/sys/net/ipv4/ip_forward", false},
+		// Runtimes' cgroups (on a hybrid host in the v1 hierarchies).
+		{"ProtectControlGroups=yes", "d=/sys/fs/cgroup; [ -e $d/cgroup.controllers ] || d=$d/memory; mkdir $d/e2e-probe-$$ && rmdir $d/e2e-probe-$$", false},
+	}
+	seq := 0
+	// probe runs tt.probe as a oneshot service with the directives given and
+	// returns its failure, with what it printed.
+	probe := func(t *testing.T, cmd string, directives ...string) error {
+		t.Helper()
+		seq++
+		unit := fmt.Sprintf("executor-e2e-probe-%d-%d.service", os.Getpid(), seq)
+		path := filepath.Join("/run/systemd/system", unit)
+		// In a unit file $ and % are systemd's: doubled, they reach the shell.
+		escaped := strings.NewReplacer("$", "$$", "%", "%%").Replace(cmd)
+		writeFile(t, path, "[Service]\nType=oneshot\nExecStart=/bin/sh -c '"+escaped+"'\n"+strings.Join(directives, "\n")+"\n")
+		defer func() {
+			_, _ = systemctl("reset-failed", unit)
+			_ = os.Remove(path)
+			_, _ = systemctl("daemon-reload")
+		}()
+		if out, err := systemctl("daemon-reload"); err != nil {
+			t.Fatalf("daemon-reload: %v %s", err, out)
+		}
+		if _, err := systemctl("start", unit); err != nil {
+			out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-o", "cat").CombinedOutput()
+			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+		}
+		return nil
 	}
 	for _, tt := range tests {
 		t.Run(tt.directive, func(t *testing.T) {
-			run := func(props ...string) error {
-				args := []string{"--wait", "--pipe", "--quiet", "--collect"}
-				for _, p := range props {
-					args = append(args, "-p", p)
-				}
-				args = append(args, "--", "/bin/sh", "-c", tt.probe)
-				out, err := exec.Command("systemd-run", args...).CombinedOutput()
-				if err != nil {
-					return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
-				}
-				return nil
-			}
-			if err := run(); err != nil {
+			if err := probe(t, tt.probe); err != nil {
 				t.Fatalf("without %s the probe fails too: %v", tt.directive, err)
 			}
-			err := run(tt.directive)
+			err := probe(t, tt.probe, tt.directive)
 			if err == nil {
 				t.Fatalf("with %s the probe still works: the unit's reason to leave it out is wrong", tt.directive)
 			}
 			t.Logf("with %s: %v", tt.directive, err)
+			if !tt.daemon {
+				return
+			}
+			name := strings.ToLower(strings.TrimSuffix(tt.directive, "=yes"))
+			x, _, _ := startUnit(t, name, nil, tt.directive)
+			src := source(t, map[string]string{"index.js": "left-out"})
+			r := x.request(t, "POST", "/v1/runtimes/left-out/executions", execBody(src, map[string]any{"path": "/echo"}), jsonAccept)
+			if r.status == 200 {
+				t.Fatalf("the shipped unit with %s cold-started a runtime: %s", tt.directive, r.body)
+			}
+			t.Logf("the shipped unit with %s: a cold start fails with %d %s", tt.directive, r.status, r.body)
 		})
 	}
+}
+
+// startUnit starts contrib/executor.service under systemd as unit
+// executor-e2e-<pid>-<name>.service, its paths pointed at this test's
+// binary and environment file, the directives in set replaced and extra
+// ones added to [Service]. It returns once systemctl start returned: after
+// READY=1 (Type=notify), or with the unit failed. The unit is stopped and
+// removed at the end of the test, and must leave no bridge behind.
+func startUnit(t *testing.T, name string, set map[string]string, add ...string) (x *executor, unit, unitText string) {
+	t.Helper()
+	unit = fmt.Sprintf("executor-e2e-%d-%s.service", os.Getpid(), name)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x = &executor{t: t, url: fmt.Sprintf("http://127.0.0.1:%d", port), dataDir: filepath.Join(shared.data, "unit-"+name),
+		network: fmt.Sprintf("e2e-sd-%d-%s", os.Getpid(), name), logs: &syncBuffer{}}
+	envFile := filepath.Join(t.TempDir(), "executor.env")
+	writeFile(t, envFile, strings.Join([]string{
+		"OPR_EXECUTOR_ENV=development",
+		"OPR_EXECUTOR_SECRET=" + secret,
+		fmt.Sprintf("OPR_EXECUTOR_LISTEN=127.0.0.1:%d", port),
+		"OPR_EXECUTOR_DATA_DIR=" + x.dataDir,
+		"OPR_EXECUTOR_NETWORK=" + x.network,
+		"OPR_EXECUTOR_SUBNET=" + freeSubnet(t).String(),
+		"OPR_EXECUTOR_RETRY_DELAY_MS=100",
+		"OPR_EXECUTOR_STOP_GRACE=1",
+		"OPR_EXECUTOR_LOG_LEVEL=debug",
+		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
+	}, "\n")+"\n")
+	replace := map[string]string{
+		"ExecStart":       shared.bin,
+		"EnvironmentFile": envFile,
+		"Environment":     "OPR_EXECUTOR_ENV_FILE=" + envFile,
+	}
+	for k, v := range set {
+		replace[k] = v
+	}
+	unitText = shippedUnit(t, replace)
+	if len(add) > 0 {
+		unitText = strings.Replace(unitText, "\n[Service]\n", "\n[Service]\n"+strings.Join(add, "\n")+"\n", 1)
+	}
+	unitPath := filepath.Join("/run/systemd/system", unit)
+	writeFile(t, unitPath, unitText)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-n", "300", "-o", "cat").CombinedOutput()
+			t.Logf("journal of %s:\n%s", unit, out)
+		}
+		_, _ = systemctl("stop", unit)
+		_ = os.Remove(unitPath)
+		_, _ = systemctl("reset-failed", unit)
+		_, _ = systemctl("daemon-reload")
+		if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
+			t.Errorf("bridge %s left after the unit stopped", netns.BridgeName(x.network))
+		}
+	})
+	if out, err := systemctl("daemon-reload"); err != nil {
+		t.Fatalf("daemon-reload: %v %s", err, out)
+	}
+	if out, err := systemctl("start", unit); err != nil {
+		t.Fatalf("systemctl start %s: %v %s", unit, err, out)
+	}
+	return x, unit, unitText
 }
 
 // requireSystemd skips a test where systemd is not PID 1, or fails it where
