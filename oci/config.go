@@ -158,6 +158,12 @@ func Config(s Spec) (*configs.Config, error) {
 		},
 		Devices: specconv.AllowedDevices,
 		Mounts:  append(standardMounts(s.UserNS != nil), binds(s.Binds)...),
+		// A runtime is always the OOM killer's first choice over the daemon:
+		// without this it inherits the daemon's own score adjustment (the
+		// unit's OOMScoreAdjust=-500), and a runtime over a host-wide
+		// shortage would be spared at the daemon's expense. 0 is the kernel's
+		// neutral value.
+		OomScoreAdj: new(int),
 		MaskPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
 			"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",

@@ -179,3 +179,14 @@ func TestSysIsReadOnlyThroughout(t *testing.T) {
 		})
 	}
 }
+
+// Runtimes never inherit the daemon's OOM protection.
+func TestConfigOOMScoreAdjIsNeutral(t *testing.T) {
+	cfg, err := Config(Spec{Rootfs: "/r", CgroupPath: "/executor/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OomScoreAdj == nil || *cfg.OomScoreAdj != 0 {
+		t.Fatalf("oom_score_adj %v, want an explicit 0", cfg.OomScoreAdj)
+	}
+}

@@ -368,9 +368,11 @@ func TestSystemdUnit(t *testing.T) {
 			if len(pids) == 0 {
 				t.Fatalf("no process in %s", rts[0])
 			}
-			// Not asserted: libcontainer leaves a runtime the daemon's score
-			// unless its config sets one.
-			t.Logf("runtime in %s; its PID 1's oom_score_adj: %s", rts[0], strings.TrimSpace(procFile(t, pids[0], "oom_score_adj")))
+			// The daemon's protection is its own: a runtime is the OOM
+			// killer's neutral choice.
+			if got := strings.TrimSpace(procFile(t, pids[0], "oom_score_adj")); got != "0" {
+				t.Errorf("runtime in %s: its PID 1's oom_score_adj is %s, want 0 (not the daemon's)", rts[0], got)
+			}
 		}
 	})
 
