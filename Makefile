@@ -51,7 +51,8 @@ test: build lint
 
 # The end-to-end core again on a pure cgroup v2 host (this machine is hybrid
 # v1): Debian's own kernel under qemu, its root built once per machine and
-# cached under /var/cache/executor-cgroup2. Needs root; see scripts/cgroup2.
+# cached under /var/cache/executor-guest (scripts/guest: the same guest
+# scripts/systemd boots). Needs root; see scripts/cgroup2.
 test-cgroup2: build
 	./scripts/cgroup2/run.sh
 

@@ -4,10 +4,11 @@
 # qemu (TCG: there is no KVM) with cgroup_no_v1=all, runs the executor's
 # end-to-end tests that exercise cgroups inside it, prints a verdict per
 # check and fails on any failure. The guest's root is built once per machine
-# (guest.sh) and cached; the binaries and tests of this tree come on a second
-# disk at every run. The tests' registry runs inside the guest (the e2e
-# harness starts it), so the guest needs nothing from the host's network:
-# qemu's user network is restricted.
+# (scripts/guest, the same guest scripts/systemd boots) and cached; the
+# binaries and tests of this tree come on a second disk at every run. The
+# tests' registry runs inside the guest (the e2e harness starts it), so the
+# guest needs nothing from the host's network: qemu's user network is
+# restricted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
@@ -25,21 +26,9 @@ if [ "${#need[@]}" -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-# The guest: kernel, initrd and root image, keyed by the script that builds
-# them. Older keys are removed.
-cache=${EXECUTOR_CGROUP2_CACHE:-/var/cache/executor-cgroup2}
-key=$(sha256sum scripts/cgroup2/guest.sh | cut -c1-16)
-guest=$cache/$key
-built=cached
-if [ ! -s "$guest/root.img" ]; then
-	echo "== test-cgroup2: building the guest root once for this machine ($guest)"
-	mkdir -p "$cache"
-	find "$cache" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
-	rm -rf "$guest.tmp"
-	bash scripts/cgroup2/guest.sh "$guest.tmp"
-	mv "$guest.tmp" "$guest"
-	built="built in $(($(date +%s) - started)) s"
-fi
+# The guest: kernel, initrd and root image, shared with scripts/systemd and
+# built once per machine (scripts/guest).
+. scripts/guest/ensure.sh test-cgroup2
 
 work=$(mktemp -d /var/tmp/executor-cgroup2.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -7,10 +7,11 @@
 # directive it leaves out is left out, and drive the sd_notify and SIGHUP
 # paths. It prints a verdict per test and fails on any failure.
 #
-# The guest's root is built once per machine (guest.sh) and cached; this
-# tree's binaries, tests and unit come on a second disk at every run. The
-# tests' registry runs inside the guest. Pure cgroup v2 by default (Debian
-# 12's default); EXECUTOR_SYSTEMD_CGROUP=hybrid boots the v1 hybrid layout.
+# The guest's root is built once per machine (scripts/guest, the same guest
+# make test-cgroup2 boots) and cached; this tree's binaries, tests and unit
+# come on a second disk at every run. The tests' registry runs inside the
+# guest. Pure cgroup v2 by default (Debian 12's default);
+# EXECUTOR_SYSTEMD_CGROUP=hybrid boots the v1 hybrid layout.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
@@ -28,19 +29,9 @@ if [ "${#need[@]}" -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-cache=${EXECUTOR_SYSTEMD_CACHE:-/var/cache/executor-systemd}
-key=$(sha256sum scripts/systemd/guest.sh | cut -c1-16)
-guest=$cache/$key
-built=cached
-if [ ! -s "$guest/root.img" ]; then
-	echo "== test-systemd: building the guest root once for this machine ($guest)"
-	mkdir -p "$cache"
-	find "$cache" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
-	rm -rf "$guest.tmp"
-	bash scripts/systemd/guest.sh "$guest.tmp"
-	mv "$guest.tmp" "$guest"
-	built="built in $(($(date +%s) - started)) s"
-fi
+# The guest: kernel, initrd and root image, shared with scripts/cgroup2 and
+# built once per machine (scripts/guest).
+. scripts/guest/ensure.sh test-systemd
 
 work=$(mktemp -d /var/tmp/executor-systemd.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -1,0 +1,33 @@
+# Sourced (bash) by scripts/cgroup2/run.sh and scripts/systemd/run.sh, from
+# the repository root, with the runner's name as $1 for its messages: makes
+# sure the guest both boot (scripts/guest/build.sh) is built on this machine,
+# and sets guest (its directory: vmlinuz, initrd.img, root.img) and built
+# (how it got there, for the runner's last line).
+#
+# One cache for both, $EXECUTOR_GUEST_CACHE (default /var/cache/executor-guest),
+# keyed by build.sh's hash; older keys are removed. The build holds a lock
+# (flock on the cache's .lock): a runner started while another builds waits
+# for that build instead of making a second one.
+guest_cache=${EXECUTOR_GUEST_CACHE:-/var/cache/executor-guest}
+guest_key=$(sha256sum scripts/guest/build.sh | cut -c1-16)
+guest=$guest_cache/$guest_key
+built=cached
+if [ ! -s "$guest/root.img" ]; then
+	mkdir -p "$guest_cache"
+	guest_wait=$(date +%s)
+	exec {guest_lock}>"$guest_cache/.lock"
+	if ! flock -n "$guest_lock"; then
+		echo "== $1: waiting for another run building the guest ($guest)"
+		flock "$guest_lock"
+	fi
+	if [ -s "$guest/root.img" ]; then
+		built="cached (built by another run, waited $(($(date +%s) - guest_wait)) s)"
+	else
+		echo "== $1: building the guest root once for this machine ($guest)"
+		find "$guest_cache" -mindepth 1 -maxdepth 1 ! -name "$guest_key" ! -name .lock -exec rm -rf {} +
+		bash scripts/guest/build.sh "$guest.tmp"
+		mv "$guest.tmp" "$guest"
+		built="built in $(($(date +%s) - guest_wait)) s"
+	fi
+	exec {guest_lock}>&-
+fi
