@@ -16,18 +16,9 @@ TAGS='containers_image_openpgp containers_image_storage_stub seccomp'
 export CGO_ENABLED=1
 export PATH="/usr/local/go/bin:$PATH"
 
-export DEBIAN_FRONTEND=noninteractive
-need=()
-for pkg in qemu-system-x86 mmdebstrap e2fsprogs busybox-static docker-registry; do
-	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-
-# The guest: kernel, initrd and root image, shared with scripts/systemd and
-# built once per machine (scripts/guest).
+# What a guest run needs on the host, and the guest (kernel, initrd and
+# root image), shared with scripts/systemd and built once per machine
+# (scripts/guest).
 . scripts/guest/ensure.sh test-cgroup2
 
 work=$(mktemp -d /var/tmp/executor-cgroup2.XXXXXX)

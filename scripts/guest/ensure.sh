@@ -1,6 +1,7 @@
 # Sourced (bash) by scripts/cgroup2/run.sh and scripts/systemd/run.sh, from
 # the repository root, with the runner's name as $1 for its messages: makes
-# sure the guest both boot (scripts/guest/build.sh) is built on this machine,
+# sure the host has what a guest run needs (qemu, mmdebstrap, the payload's
+# tools) and that the guest both boot (scripts/guest/build.sh) is built on this machine,
 # and sets guest (its directory: vmlinuz, initrd.img, root.img) and built
 # (how it got there, for the runner's last line).
 #
@@ -8,6 +9,16 @@
 # keyed by build.sh's hash; older keys are removed. The build holds a lock
 # (flock on the cache's .lock): a runner started while another builds waits
 # for that build instead of making a second one.
+export DEBIAN_FRONTEND=noninteractive
+guest_need=()
+for pkg in qemu-system-x86 mmdebstrap e2fsprogs busybox-static docker-registry; do
+	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || guest_need+=("$pkg")
+done
+if [ "${#guest_need[@]}" -gt 0 ]; then
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${guest_need[@]}"
+fi
+
 guest_cache=${EXECUTOR_GUEST_CACHE:-/var/cache/executor-guest}
 guest_key=$(sha256sum scripts/guest/build.sh | cut -c1-16)
 guest=$guest_cache/$guest_key
