@@ -102,8 +102,12 @@ func TestBuildScenarios(t *testing.T) {
 		src := source(t, map[string]string{"index.js": "x"})
 		for _, body := range []string{"{}", "[]"} {
 			r := x.request(t, "POST", "/v1/runtimes/empty/executions", execBody(src, map[string]any{"path": "/", "method": "POST", "body": body}), jsonAccept)
+			got, ok := r.json(t)["body"].(string)
+			if r.status != 200 || !ok {
+				t.Fatalf("execution with body %s: status %d: %s", body, r.status, r.body)
+			}
 			var echo map[string]any
-			_ = json.Unmarshal([]byte(r.json(t)["body"].(string)), &echo)
+			_ = json.Unmarshal([]byte(got), &echo)
 			if echo["body"] != body {
 				t.Fatalf("runtime got %v, want %s", echo["body"], body)
 			}

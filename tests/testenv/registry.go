@@ -125,12 +125,13 @@ func startRegistryOnce(ctx context.Context, cfg RegistryConfig, port int) (*Regi
 		// Do not outlive a test binary that dies without cleaning up.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	waited, err := StartTied(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", cfg.Binary, err)
 	}
 	r := &Registry{addr: addr, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
-		r.waitErr = cmd.Wait()
+		r.waitErr = <-waited
 		close(r.done)
 	}()
 

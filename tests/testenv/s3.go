@@ -178,11 +178,12 @@ func startS3Once(ctx context.Context, cfg S3Config, addr string) (*S3Server, err
 		// Do not outlive a test binary that dies without cleaning up.
 		Pdeathsig: syscall.SIGKILL,
 	}
-	if err := s.cmd.Start(); err != nil {
+	waited, err := StartTied(s.cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", cfg.Binary, err)
 	}
 	go func() {
-		s.waitErr = s.cmd.Wait()
+		s.waitErr = <-waited
 		close(s.done)
 	}()
 	if err := s.waitReady(ctx, cfg.StartTimeout); err != nil {
