@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,10 +22,14 @@ import (
 // layer is visited before its children, and visiting it makes dst's path a
 // real directory (replacing any non-directory a lower layer left there), so
 // every parent below dst is a directory this function made.
-func copyLayers(ctx context.Context, layers []string, dst string) error {
+//
+// x names the layers' opaque markers (user.overlay.* in a user namespace).
+// overlayfs' own xattrs, in either namespace, are not copied: in a copy
+// they mean nothing.
+func copyLayers(ctx context.Context, layers []string, dst string, x overlayXattrs) error {
 	buf := make([]byte, 4096)
 	for _, layer := range layers {
-		if err := copyLayer(ctx, layer, dst, &buf); err != nil {
+		if err := copyLayer(ctx, layer, dst, x, &buf); err != nil {
 			return fmt.Errorf("layer %s: %w", layer, err)
 		}
 	}
@@ -35,7 +38,7 @@ func copyLayers(ctx context.Context, layers []string, dst string) error {
 
 type inode struct{ dev, ino uint64 }
 
-func copyLayer(ctx context.Context, src, dst string, xbuf *[]byte) error {
+func copyLayer(ctx context.Context, src, dst string, x overlayXattrs, xbuf *[]byte) error {
 	links := make(map[inode]string) // hard links inside this layer
 	var dirs []string               // to stamp times on after their contents are written
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
@@ -62,7 +65,7 @@ func copyLayer(ctx context.Context, src, dst string, xbuf *[]byte) error {
 			return os.RemoveAll(target)
 		}
 		if fi.IsDir() {
-			if err := copyDir(path, target, fi); err != nil {
+			if err := copyDir(path, target, fi, x); err != nil {
 				return err
 			}
 			dirs = append(dirs, path)
@@ -102,11 +105,11 @@ func copyLayer(ctx context.Context, src, dst string, xbuf *[]byte) error {
 
 // copyDir makes target a directory, merging with a lower layer's directory
 // unless this one is opaque.
-func copyDir(path, target string, fi fs.FileInfo) error {
+func copyDir(path, target string, fi fs.FileInfo, x overlayXattrs) error {
 	tfi, err := os.Lstat(target)
 	switch {
 	case err == nil && tfi.IsDir():
-		if !isOpaqueDir(path) {
+		if !isOpaqueDir(path, x) {
 			return nil
 		}
 		entries, err := os.ReadDir(target)
@@ -180,7 +183,7 @@ func copyMetadata(path, target string, fi fs.FileInfo, xbuf *[]byte) error {
 		return err
 	}
 	for _, name := range names {
-		if strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.") {
+		if isOverlayXattr(name) {
 			continue
 		}
 		size, err := unix.Lgetxattr(path, name, nil)

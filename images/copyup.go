@@ -46,7 +46,7 @@ func (f *layerFilter) copyUp(tw *tar.Writer, link *tar.Header, target string) er
 			return fmt.Errorf("hard link %q to %q: layers below: %w", link.Name, target, err)
 		}
 	}
-	src, fi, err := findLower(lowers, target)
+	src, fi, err := findLower(lowers, target, f.xattrs)
 	if err != nil {
 		return fmt.Errorf("hard link %q to %q: %w", link.Name, target, err)
 	}
@@ -60,7 +60,7 @@ func (f *layerFilter) copyUp(tw *tar.Writer, link *tar.Header, target string) er
 		parents = append(parents, d)
 	}
 	for i := len(parents) - 1; i >= 0; i-- {
-		dsrc, dfi, err := findLower(lowers, parents[i])
+		dsrc, dfi, err := findLower(lowers, parents[i], f.xattrs)
 		if err != nil {
 			return fmt.Errorf("hard link %q to %q: %w", link.Name, target, err)
 		}
@@ -113,7 +113,7 @@ func (f *layerFilter) copyEntry(tw *tar.Writer, src string, fi fs.FileInfo, name
 		return err
 	}
 	for _, x := range names {
-		if strings.HasPrefix(x, "trusted.overlay.") || strings.HasPrefix(x, "user.overlay.") {
+		if isOverlayXattr(x) {
 			continue
 		}
 		v, err := getXattr(src, x)
@@ -186,7 +186,8 @@ func getXattr(path, name string) ([]byte, error) {
 // overlayfs would in their merged view: the topmost layer that has it wins,
 // unless a layer above it hides it with a whiteout, an opaque directory or
 // a non-directory in its path. It returns "" when the view has no name.
-func findLower(lowers []string, name string) (string, fs.FileInfo, error) {
+// x names the layers' opaque markers.
+func findLower(lowers []string, name string, x overlayXattrs) (string, fs.FileInfo, error) {
 	parts := strings.Split(name, "/")
 	for i := len(lowers) - 1; i >= 0; i-- {
 		cur := lowers[i]
@@ -209,7 +210,7 @@ func findLower(lowers []string, name string) (string, fs.FileInfo, error) {
 			if !fi.IsDir() {
 				return "", nil, nil
 			}
-			if isOpaqueDir(cur) {
+			if isOpaqueDir(cur, x) {
 				opaque = true
 			}
 		}

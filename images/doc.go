@@ -11,6 +11,8 @@
 //	<Root>/layers/<hex>/         one unpacked layer; <hex> is the hex of the layer's
 //	                             sha256 diffID (the digest of the *uncompressed* tar),
 //	                             so gzip and zstd copies of one layer share a directory
+//	                             (layers-<uid>-<gid>-<size>/ with Config.IDMap, and
+//	                             layers-userxattr[-...]/ in a user namespace, below)
 //	<Root>/images/<sha256>.json  one pulled image; <sha256> is the hex sha256 of the
 //	                             canonical reference ("docker://docker.io/library/node:20");
 //	                             the file's mtime is when the image was last used
@@ -46,9 +48,35 @@
 // every path (names with "..", absolute names, symlinked parents, hard link
 // targets) to the layer directory; AUFS whiteouts become overlay whiteouts
 // (0/0 character devices) and opaque markers the trusted.overlay.opaque
-// xattr. After unpacking, any other trusted.overlay.* / user.overlay.* xattr
-// that came from the image is removed, so an image cannot plant overlay
-// redirects or metacopy markers in its own layers.
+// xattr. Every trusted.overlay.* and user.overlay.* xattr in the image's tar
+// headers is dropped before unpacking (and a walk after it removes any that
+// is not an opaque marker the store wrote), so an image cannot plant overlay
+// redirects, metacopy or opaque markers in its own layers: the only overlay
+// xattrs in the store are the store's.
+//
+// # Rootless: a store in a user namespace
+//
+// A rootless daemon runs the store as root of a user namespace, detected
+// once by New (github.com/moby/sys/userns). The kernel refuses trusted.*
+// xattrs there, and overlayfs reads its own from user.overlay.* when mounted
+// with "userxattr" (Linux >= 5.11). So such a store marks opaque directories
+// with user.overlay.opaque and mounts roots with userxattr; whiteouts stay
+// 0/0 character devices, which a user namespace may create (Linux >= 5.8;
+// those a tar holds as devices are passed to the unpacker in their .wh. form,
+// since it creates no devices there). A kernel that cannot mount overlayfs
+// in the namespace gets copied roots, which read the same markers.
+//
+// The two kinds of layer must never be mixed: root's opaque markers are
+// invisible to a rootless overlay (its directories would show what a layer
+// deleted) and a rootless layer's are no markers to root's overlay. So a
+// store in a user namespace keeps its layers in layers-userxattr/ (or
+// layers-userxattr-<uid>-<gid>-<size>/), never in root's layers/: a rootless
+// daemon given a root daemon's Root unpacks its own copies, and GC removes
+// the other kind's directory once it has not changed for olderThan (as it
+// does another IDMap's). Image records name layers by
+// digest only and are shared; a record whose layers are not in this store's
+// directory is pulled again. The rootless daemon's default Root is in the
+// user's home, not root's, so this is the unusual case.
 //
 // Before the unpacker sees an entry, a filter on the tar stream charges it
 // to the pull's limits (Config.SizeLimit bytes and Config.MaxEntries files

@@ -316,8 +316,10 @@ func (s *Store) GC(ctx context.Context, olderThan time.Duration, keep ...string)
 		}
 		doomed = append(doomed, gone)
 	}
-	// Layers unpacked for another id mapping (OPR_EXECUTOR_USERNS changed):
-	// no image of this store can use them.
+	// Layers unpacked for another id mapping (OPR_EXECUTOR_USERNS changed),
+	// or by a daemon that ran as real root where this one runs in a user
+	// namespace or the other way round (see layersDir): no image of this
+	// store can use them.
 	if others, err := filepath.Glob(filepath.Join(s.root, "layers*")); err == nil {
 		for _, other := range others {
 			if other == s.layersDir() {

@@ -131,7 +131,7 @@ func (s *Store) fetchLayer(ctx context.Context, src types.ImageSource, blob type
 	// end of archive, and the rest of it is read for the diffID below.
 	content := &meteredReader{r: io.TeeReader(dec, diffDigest), budget: budget}
 	var st unpackStats
-	st, err = unpackLayer(content, tmp, unpackOptions{idmap: s.cfg.IDMap, budget: budget, lower: lower})
+	st, err = unpackLayer(content, tmp, unpackOptions{idmap: s.cfg.IDMap, budget: budget, lower: lower, xattrs: s.xattrs})
 	if err == nil {
 		// The tar reader stops at the end-of-archive marker; the padding after
 		// it is part of the diffID too.

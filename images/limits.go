@@ -125,6 +125,12 @@ type layerFilter struct {
 	// them, for later links to them (see copyUp).
 	copied   int
 	copiedUp map[string]*tar.Header
+
+	// xattrs is the store's, for the opaque markers of the layers below.
+	xattrs overlayXattrs
+	// inUserNS: archive creates no device nodes, overlay whiteouts
+	// included, so those are passed on in their .wh. form.
+	inUserNS bool
 }
 
 // copy reads the tar stream r and writes to w the same entries, re-encoded
@@ -155,6 +161,18 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 			return err
 		}
 		name := cleanName(hdr.Name)
+		if f.inUserNS && isWhiteoutHeader(hdr) && name != "" && !strings.HasPrefix(path.Base(name), archive.WhiteoutPrefix) {
+			// The same whiteout, which archive makes with mknod(2) (a
+			// whiteout is the one device Linux >= 5.8 lets a user
+			// namespace create). (As root a whiteout entry also replaces a
+			// file this layer wrote under its name; here that file stays,
+			// as with any .wh. entry: an image that has both is malformed.
+			// One whose name is a .wh. name already hides nothing any layer
+			// can have, and archive leaves it out.)
+			dir, base := path.Split(name)
+			hdr.Name, hdr.Typeflag = dir+archive.WhiteoutPrefix+base, tar.TypeReg
+			name = cleanName(hdr.Name)
+		}
 		switch hdr.Typeflag {
 		case tar.TypeXGlobalHeader:
 			continue // the unpacker ignores it
@@ -175,7 +193,7 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 				f.hide(hidden)
 			}
 		case tar.TypeChar, tar.TypeBlock:
-			if hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0 {
+			if isWhiteoutHeader(hdr) {
 				break // an overlay whiteout: not a device anyone can open
 			}
 			f.skip(hdr.Name)
@@ -207,6 +225,12 @@ func (f *layerFilter) copy(w io.Writer, r io.Reader) error {
 			delete(f.copiedUp, name)
 		}
 	}
+}
+
+// isWhiteoutHeader reports whether hdr is an overlay whiteout (a 0/0
+// character device).
+func isWhiteoutHeader(hdr *tar.Header) bool {
+	return hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0
 }
 
 // cleanName is the name of a tar entry relative to the layer's root, as the
@@ -255,6 +279,8 @@ func (f *layerFilter) skip(name string) {
 // sparse file becomes a regular one: its holes are read as zeros (and were
 // charged at the file's apparent size). Of the PAX records only the xattrs
 // matter to the unpacker; the standard ones are rebuilt from the fields.
+// overlayfs' own xattrs (trusted.overlay.*, user.overlay.*) are dropped: the
+// store writes the only ones its layers have (see scrubOverlayXattrs).
 func reencode(hdr *tar.Header) *tar.Header {
 	out := &tar.Header{
 		Typeflag:   hdr.Typeflag,
@@ -277,7 +303,7 @@ func reencode(hdr *tar.Header) *tar.Header {
 		out.Typeflag = tar.TypeReg
 	}
 	for k, v := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "SCHILY.xattr.") {
+		if name, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok && !isOverlayXattr(name) {
 			if out.PAXRecords == nil {
 				out.PAXRecords = make(map[string]string)
 			}

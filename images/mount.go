@@ -84,12 +84,12 @@ func (s *Store) MountRoot(ctx context.Context, img *Image, dir string) (root str
 		}
 	}
 	if ov.mode == overlayNone {
-		if err := copyLayers(ctx, img.Layers, rootfs); err != nil {
+		if err := copyLayers(ctx, img.Layers, rootfs, s.xattrs); err != nil {
 			return "", fmt.Errorf("images: MountRoot: copy layers of %s: %w", img.Ref, err)
 		}
 		return rootfs, nil
 	}
-	if err := mountOverlay(ov, lowerDirs(img.Layers, s.emptyDir()), upper, work, rootfs); err != nil {
+	if err := mountOverlay(ov, s.xattrs, lowerDirs(img.Layers, s.emptyDir()), upper, work, rootfs); err != nil {
 		return "", fmt.Errorf("images: MountRoot %s: %w", img.Ref, err)
 	}
 	return rootfs, nil
@@ -190,7 +190,9 @@ func lowerDirs(layers []string, empty string) []string {
 
 // probeOverlay finds out how this host can assemble roots by mounting a
 // throwaway overlay inside the store, trying the best mechanism first. New
-// runs it once, so the first cold start does not pay for it.
+// runs it once, so the first cold start does not pay for it. In a user
+// namespace it mounts as roots will, with "userxattr": a kernel that cannot
+// mount overlayfs there (before 5.11) gets copies.
 func (s *Store) probeOverlay() overlaySupport {
 	none := overlaySupport{mode: overlayNone}
 	dir, err := os.MkdirTemp(s.tmpDir(), probePrefix)
@@ -216,7 +218,7 @@ func (s *Store) probeOverlay() overlaySupport {
 	} {
 		err := errors.Join(os.Mkdir(rootfs, 0o755), os.Mkdir(upper, 0o755), os.Mkdir(work, 0o700))
 		if err == nil {
-			err = mountOverlay(ov, []string{lower}, upper, work, rootfs)
+			err = mountOverlay(ov, s.xattrs, []string{lower}, upper, work, rootfs)
 		}
 		if uerr := UnmountRoot(dir); uerr != nil {
 			err = errors.Join(err, uerr)
@@ -224,7 +226,7 @@ func (s *Store) probeOverlay() overlaySupport {
 			break
 		}
 		if err == nil {
-			s.log.Info("runtime roots use overlayfs", "mount", ov.mode.String(), "volatile", ov.volatile)
+			s.log.Info("runtime roots use overlayfs", "mount", ov.mode.String(), "volatile", ov.volatile, "userxattr", s.xattrs.user)
 			return ov
 		}
 		errs = append(errs, fmt.Errorf("%v volatile=%v: %w", ov.mode, ov.volatile, err))

@@ -186,7 +186,7 @@ func TestMountRootManyLayers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if opts := overlayOptions(lowerDirs(pulled.Layers, ""), "u", "w", true); len(opts) < os.Getpagesize() {
+			if opts := overlayOptions(lowerDirs(pulled.Layers, ""), "u", "w", mountFlags{volatile: true}); len(opts) < os.Getpagesize() {
 				t.Fatalf("test image too small: options are %d bytes", len(opts))
 			}
 			rootfs := mountRoot(t, s, pulled, filepath.Join(t.TempDir(), "root"))
@@ -235,7 +235,7 @@ func TestMountDataLimit(t *testing.T) {
 		lowers[i] = layer
 	}
 	target := t.TempDir()
-	err := mountData(lowers, target, target, target, true)
+	err := mountData(lowers, target, target, target, mountFlags{volatile: true})
 	if err == nil || !strings.Contains(err.Error(), "one page") {
 		t.Fatalf("err = %v, want the page limit named", err)
 	}
@@ -303,7 +303,7 @@ func TestLowerDirs(t *testing.T) {
 }
 
 func TestOverlayOptionsEscaping(t *testing.T) {
-	got := overlayOptions([]string{"/a:b", "/c,d"}, `/u\x`, "/w", true)
+	got := overlayOptions([]string{"/a:b", "/c,d"}, `/u\x`, "/w", mountFlags{volatile: true})
 	want := `lowerdir=/a\:b:/c\,d,upperdir=/u\\x,workdir=/w,volatile`
 	if got != want {
 		t.Errorf("got %s\nwant %s", got, want)

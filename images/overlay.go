@@ -40,23 +40,63 @@ type overlaySupport struct {
 	volatile bool // kernel >= 5.10: no sync on unmount
 }
 
+// overlayXattrs says where overlayfs keeps its own xattrs (opaque markers)
+// in a store's layers. As real root they are trusted.overlay.*, as overlayfs
+// reads them by default. In a user namespace (a rootless daemon) trusted.*
+// xattrs can be neither set nor read, so they are user.overlay.*, and roots
+// are mounted with "userxattr" (Linux >= 5.11), which makes overlayfs read
+// those instead. The zero value is real root's.
+type overlayXattrs struct{ user bool }
+
+func (x overlayXattrs) prefix() string {
+	if x.user {
+		return "user.overlay."
+	}
+	return "trusted.overlay."
+}
+
+// opaque is the name of the opaque-directory marker ("y").
+func (x overlayXattrs) opaque() string { return x.prefix() + "opaque" }
+
+// isOverlayXattr reports whether name is overlayfs' own, in either
+// namespace: an image must not be able to set any of them.
+func isOverlayXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.overlay.") || strings.HasPrefix(name, "user.overlay.")
+}
+
 // fsconfigMaxString is the longest string value fsconfig(2) accepts (it
 // copies at most 256 bytes, the terminating NUL included).
 const fsconfigMaxString = 255
 
 // mountOverlay mounts an overlay at target. lowers lists the top layer first,
-// as overlayfs wants it.
-func mountOverlay(ov overlaySupport, lowers []string, upper, work, target string) error {
+// as overlayfs wants it. x is the layers' xattrs: with user.overlay.* ones
+// the mount gets "userxattr".
+func mountOverlay(ov overlaySupport, x overlayXattrs, lowers []string, upper, work, target string) error {
+	opts := mountFlags{volatile: ov.volatile, userxattr: x.user}
 	switch ov.mode {
 	case overlayFsconfig:
-		return mountFsconfig(lowers, upper, work, target, ov.volatile)
+		return mountFsconfig(lowers, upper, work, target, opts)
 	case overlayMountData:
-		return mountData(lowers, upper, work, target, ov.volatile)
+		return mountData(lowers, upper, work, target, opts)
 	}
 	return fmt.Errorf("overlay mode %v cannot mount", ov.mode)
 }
 
-func mountFsconfig(lowers []string, upper, work, target string, volatile bool) (err error) {
+// mountFlags are the overlay's flag options.
+type mountFlags struct{ volatile, userxattr bool }
+
+func (f mountFlags) names() []string {
+	var out []string
+	if f.volatile {
+		out = append(out, "volatile")
+	}
+	if f.userxattr {
+		out = append(out, "userxattr")
+	}
+	return out
+}
+
+func mountFsconfig(lowers []string, upper, work, target string, flags mountFlags) (err error) {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return os.NewSyscallError("fsopen overlay", err)
@@ -95,9 +135,9 @@ func mountFsconfig(lowers []string, upper, work, target string, volatile bool) (
 	if err := set("workdir", work); err != nil {
 		return err
 	}
-	if volatile {
-		if err := unix.FsconfigSetFlag(fsfd, "volatile"); err != nil {
-			return fmt.Errorf("fsconfig volatile: %w", err)
+	for _, flag := range flags.names() {
+		if err := unix.FsconfigSetFlag(fsfd, flag); err != nil {
+			return fmt.Errorf("fsconfig %s: %w", flag, err)
 		}
 	}
 	if err := unix.FsconfigCreate(fsfd); err != nil {
@@ -133,9 +173,9 @@ func fsContextLog(fd int) string {
 // O_PATH descriptor ("/proc/self/fd/N", ~18 bytes a layer). The descriptors
 // are process-wide, unlike a chdir-based relative path, so no other goroutine
 // can be disturbed, and overlayfs resolves them while mounting.
-func mountData(lowers []string, upper, work, target string, volatile bool) error {
+func mountData(lowers []string, upper, work, target string, flags mountFlags) error {
 	limit := unix.Getpagesize() - 1 // the terminating NUL shares the page
-	data := overlayOptions(lowers, upper, work, volatile)
+	data := overlayOptions(lowers, upper, work, flags)
 	var fds pathFDs
 	defer fds.close()
 	if len(data) > limit {
@@ -147,7 +187,7 @@ func mountData(lowers []string, upper, work, target string, volatile bool) error
 			}
 			short[i] = p
 		}
-		data = overlayOptions(short, upper, work, volatile)
+		data = overlayOptions(short, upper, work, flags)
 		if len(data) > limit {
 			return fmt.Errorf("overlay mount options for %d layers take %d bytes, over the kernel's limit of %d (one page)", len(lowers), len(data), limit)
 		}
@@ -158,14 +198,14 @@ func mountData(lowers []string, upper, work, target string, volatile bool) error
 	return nil
 }
 
-func overlayOptions(lowers []string, upper, work string, volatile bool) string {
+func overlayOptions(lowers []string, upper, work string, flags mountFlags) string {
 	escaped := make([]string, len(lowers))
 	for i, l := range lowers {
 		escaped[i] = escapeOption(l)
 	}
 	opts := "lowerdir=" + strings.Join(escaped, ":") + ",upperdir=" + escapeOption(upper) + ",workdir=" + escapeOption(work)
-	if volatile {
-		opts += ",volatile"
+	for _, flag := range flags.names() {
+		opts += "," + flag
 	}
 	return opts
 }

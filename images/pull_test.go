@@ -59,7 +59,7 @@ func TestPullOCILayout(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(img.Layers[1], "etc/gone")); err != nil || !isWhiteout(fi) {
 		t.Errorf("layer 2 etc/gone is not an overlay whiteout: %v", err)
 	}
-	if !isOpaqueDir(filepath.Join(img.Layers[1], "opq")) {
+	if !isOpaqueDir(filepath.Join(img.Layers[1], "opq"), s.xattrs) {
 		t.Error("layer 2 opq is not opaque")
 	}
 	if entries, _ := os.ReadDir(s.tmpDir()); len(entries) != 0 {
@@ -306,7 +306,7 @@ func TestNewRemovesLeftovers(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() { UnmountRoot(probe) })
-	if err := mountOverlay(overlaySupport{mode: overlayFsconfig, volatile: true}, []string{filepath.Join(probe, "lower")},
+	if err := mountOverlay(overlaySupport{mode: overlayFsconfig, volatile: true}, s.xattrs, []string{filepath.Join(probe, "lower")},
 		filepath.Join(probe, "upper"), filepath.Join(probe, "work"), filepath.Join(probe, "rootfs")); err != nil {
 		t.Fatal(err)
 	}

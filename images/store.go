@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/moby/sys/userns"
 	"go.podman.io/image/v5/pkg/blobinfocache/memory"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
@@ -96,6 +97,9 @@ type Store struct {
 	progress progressHub // the layers of pulls in flight, for PullWithProgress
 
 	overlay overlaySupport // how MountRoot assembles roots on this host; set by New
+	// xattrs is where the layers keep overlayfs' xattrs: user.overlay.*
+	// when New found itself in a user namespace, else trusted.overlay.*.
+	xattrs overlayXattrs
 
 	// mounts maps each mounted root's dir to what it holds, until UnmountRoot.
 	mountsMu sync.Mutex
@@ -142,6 +146,9 @@ func New(cfg Config) (*Store, error) {
 		log = slog.Default()
 	}
 	s := &Store{cfg: cfg, root: root, log: log, cache: memory.New()}
+	// Decided once: layers unpacked one way cannot be read the other way,
+	// and layersDir keeps the two apart.
+	s.xattrs = overlayXattrs{user: userns.RunningInUserNS()}
 	if cfg.ArchiveDir != "" {
 		if s.archiveDir, err = resolveArchiveDir(cfg.ArchiveDir); err != nil {
 			return nil, fmt.Errorf("images: archive dir: %w", err)
@@ -193,11 +200,22 @@ func resolveArchiveDir(dir string) (string, error) {
 	return resolved, nil
 }
 
+// layersDir is where this store's layers are: one directory per way of
+// unpacking them, so that a layer is only ever read the way it was written.
+// Layers with shifted owners (IDMap) are kept per mapping, and layers
+// unpacked in a user namespace, whose opaque markers are user.overlay.*
+// xattrs, apart from real root's, whose are trusted.overlay.*: a store
+// opened on the same Root the other way never finds them (it unpacks its
+// own, and GC removes the other's in time).
 func (s *Store) layersDir() string {
-	if m := s.cfg.IDMap; m != nil {
-		return filepath.Join(s.root, fmt.Sprintf("layers-%d-%d-%d", m.HostUID, m.HostGID, m.Size))
+	name := "layers"
+	if s.xattrs.user {
+		name += "-userxattr"
 	}
-	return filepath.Join(s.root, "layers")
+	if m := s.cfg.IDMap; m != nil {
+		name += fmt.Sprintf("-%d-%d-%d", m.HostUID, m.HostGID, m.Size)
+	}
+	return filepath.Join(s.root, name)
 }
 func (s *Store) imagesDir() string        { return filepath.Join(s.root, "images") }
 func (s *Store) tmpDir() string           { return filepath.Join(s.root, "tmp") }

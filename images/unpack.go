@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/moby/sys/userns"
@@ -18,8 +17,6 @@ import (
 
 	"executor/oci"
 )
-
-const opaqueXattr = "trusted.overlay.opaque"
 
 // unpackOptions are how a layer is unpacked.
 type unpackOptions struct {
@@ -31,6 +28,9 @@ type unpackOptions struct {
 	// lower finds the layers below, for hard links to their files (see
 	// layerFilter.copyUp); nil for a bottom layer.
 	lower lowerFinder
+	// xattrs is the store's: which opaque marker the layer gets (and the
+	// layers below have).
+	xattrs overlayXattrs
 }
 
 // unpackStats is what unpacking left out.
@@ -59,17 +59,21 @@ type unpackStats struct {
 // budget, so a layer stops at the limit with nothing past it written, and
 // leaves out device nodes (see layerFilter.copy).
 func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error) {
+	inUserNS := userns.RunningInUserNS()
 	opts := &archive.TarOptions{
 		WhiteoutFormat: archive.OverlayWhiteoutFormat,
 		// In a user namespace devices cannot be created; archive skips them
-		// instead of failing the whole layer.
-		InUserNS: userns.RunningInUserNS(),
+		// instead of failing the whole layer (the filter turns whiteouts
+		// into their .wh. form, which it does create), and ignores the
+		// xattrs it may not set there (trusted.*).
+		InUserNS: inUserNS,
 	}
 	if m := o.idmap; m != nil {
 		opts.UIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: int(m.HostUID), Size: int(m.Size)}}
 		opts.GIDMaps = []idtools.IDMap{{ContainerID: 0, HostID: int(m.HostGID), Size: int(m.Size)}}
 	}
-	filter := &layerFilter{budget: o.budget, ids: ownerRange(o.idmap), idmap: o.idmap, lower: o.lower}
+	filter := &layerFilter{budget: o.budget, ids: ownerRange(o.idmap), idmap: o.idmap, lower: o.lower,
+		xattrs: o.xattrs, inUserNS: inUserNS}
 	pr, pw := io.Pipe()
 	filtered := make(chan error, 1)
 	go func() {
@@ -89,7 +93,7 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 	if err != nil {
 		return st, fmt.Errorf("unpack layer: %w", err)
 	}
-	if err := scrubOverlayXattrs(dest); err != nil {
+	if err := scrubOverlayXattrs(dest, o.xattrs); err != nil {
 		return st, fmt.Errorf("unpack layer: %w", err)
 	}
 	return st, nil
@@ -98,12 +102,17 @@ func unpackLayer(r io.Reader, dest string, o unpackOptions) (unpackStats, error)
 // errUnpackStopped is what the layer filter sees when the unpacker gave up first.
 var errUnpackStopped = errors.New("unpacking stopped")
 
-// scrubOverlayXattrs removes overlayfs' private xattrs that came from the
-// layer's tar headers (archive applies every SCHILY.xattr record). With them
-// an image could plant redirects, metacopy or whiteout markers that overlay
-// would honour. The only one kept is the opaque marker with the value "y",
-// which is exactly what a ".wh..wh..opq" entry produces.
-func scrubOverlayXattrs(root string) error {
+// scrubOverlayXattrs leaves on the layer no overlayfs xattr but the opaque
+// markers of its ".wh..wh..opq" entries, named as x says. The layer filter
+// already dropped every trusted.overlay.* and user.overlay.* xattr the tar
+// headers carried (with them an image could plant redirects, metacopy or
+// opaque markers that overlay would honour), so the opaque markers archive
+// wrote are all there is; this walk is the second line. archive names the
+// marker by its own idea of rootlessness (go.podman.io/storage's
+// unshare.IsRootless, which also counts a root without CAP_SYS_ADMIN), so
+// a marker in the other namespace is renamed to the store's.
+func scrubOverlayXattrs(root string, x overlayXattrs) error {
+	other := overlayXattrs{user: !x.user}
 	buf := make([]byte, 4096)
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -114,11 +123,16 @@ func scrubOverlayXattrs(root string) error {
 			return err
 		}
 		for _, name := range names {
-			if !strings.HasPrefix(name, "trusted.overlay.") && !strings.HasPrefix(name, "user.overlay.") {
+			if !isOverlayXattr(name) {
 				continue
 			}
-			if name == opaqueXattr && d.IsDir() && isOpaqueDir(path) {
+			if name == x.opaque() && d.IsDir() && isOpaqueDir(path, x) {
 				continue
+			}
+			if name == other.opaque() && d.IsDir() && isOpaqueDir(path, other) {
+				if err := unix.Lsetxattr(path, x.opaque(), []byte{'y'}, 0); err != nil {
+					return &os.PathError{Op: "lsetxattr " + x.opaque(), Path: path, Err: err}
+				}
 			}
 			if err := unix.Lremovexattr(path, name); err != nil && !errors.Is(err, unix.ENODATA) {
 				return &os.PathError{Op: "lremovexattr " + name, Path: path, Err: err}
@@ -156,10 +170,11 @@ func listXattrs(path string, buf *[]byte) ([]string, error) {
 	}
 }
 
-// isOpaqueDir reports whether path carries overlay's opaque marker "y".
-func isOpaqueDir(path string) bool {
+// isOpaqueDir reports whether path carries overlay's opaque marker "y" in
+// the namespace x.
+func isOpaqueDir(path string, x overlayXattrs) bool {
 	var v [2]byte
-	n, err := unix.Lgetxattr(path, opaqueXattr, v[:])
+	n, err := unix.Lgetxattr(path, x.opaque(), v[:])
 	return err == nil && n == 1 && v[0] == 'y'
 }
 

@@ -206,7 +206,7 @@ func TestUnpackWhiteoutsAndXattrs(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(sb.dest, "etc/.wh.passwd")); err == nil {
 		t.Error("AUFS whiteout file kept")
 	}
-	if !isOpaqueDir(filepath.Join(sb.dest, "opq")) {
+	if !isOpaqueDir(filepath.Join(sb.dest, "opq"), overlayXattrs{}) {
 		t.Error("opaque marker not converted")
 	}
 	if _, err := os.Lstat(filepath.Join(sb.dest, "opq/.wh..wh..opq")); err == nil {
