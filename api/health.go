@@ -22,6 +22,14 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// Warner is implemented by backends that run with a weakened guarantee an
+// operator must know of (a rootless daemon without cgroup limits). The
+// warnings are fixed sentences, shown to anyone in GET /v1/health: never
+// silently weaker.
+type Warner interface {
+	Warnings() []string
+}
+
 // healthCacheTTL is how long a check's verdict answers GET /v1/health. The
 // route needs no key: without the cache anyone could make the daemon run
 // netlink and stat calls as fast as they can send requests.
@@ -41,7 +49,8 @@ type readyCache struct {
 
 // healthJSON is what anyone may see: the daemon is serving.
 type healthJSON struct {
-	Status string `json:"status"`
+	Status   string   `json:"status"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // healthStatsJSON is the seed-era document Open Runtimes Proxy balances on (Part 0), for holders of the key.
@@ -49,6 +58,7 @@ type healthStatsJSON struct {
 	Status   string                       `json:"status"`
 	Usage    float64                      `json:"usage"`
 	Runtimes map[string]runtimeHealthJSON `json:"runtimes"` // `{}` when empty: the proxy reads it as an object
+	Warnings []string                     `json:"warnings,omitempty"`
 }
 
 type runtimeHealthJSON struct {
@@ -72,12 +82,16 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 	if err := s.checkReady(r.Context()); err != nil {
 		return s.writeUnready(w, unhealthyMessage(err, s.authorized(r)))
 	}
+	var warnings []string
+	if wr, ok := s.backend.(Warner); ok {
+		warnings = wr.Warnings()
+	}
 	stats, ok := s.backend.(Stats)
 	if !ok || !s.authorized(r) {
-		return writeJSON(w, http.StatusOK, healthJSON{Status: "pass"})
+		return writeJSON(w, http.StatusOK, healthJSON{Status: "pass", Warnings: warnings})
 	}
 	host, per := stats.Usage()
-	out := healthStatsJSON{Status: "pass", Usage: finite(host), Runtimes: make(map[string]runtimeHealthJSON, len(per))}
+	out := healthStatsJSON{Status: "pass", Usage: finite(host), Runtimes: make(map[string]runtimeHealthJSON, len(per)), Warnings: warnings}
 	for id, usage := range per {
 		out.Runtimes[id] = runtimeHealthJSON{Status: "pass", Usage: finite(usage)}
 	}

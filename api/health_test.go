@@ -30,6 +30,9 @@ func TestHealth(t *testing.T) {
 			`{"status":"pass","usage":12.5,"runtimes":{"fn-a":{"status":"pass","usage":0},"fn-b":{"status":"pass","usage":3}}}`},
 		{"valid key, empty stats", statsBackend{fakeBackend: &fakeBackend{}}, nil, `{"status":"pass","usage":0,"runtimes":{}}`},
 		{"valid key without stats", &fakeBackend{}, nil, `{"status":"pass"}`},
+		{"warning, no key", warnBackend{stats(), []string{"limits off"}}, str(""), `{"status":"pass","warnings":["limits off"]}`},
+		{"warning, valid key", warnBackend{statsBackend{fakeBackend: &fakeBackend{}}, []string{"limits off"}}, nil,
+			`{"status":"pass","usage":0,"runtimes":{},"warnings":["limits off"]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,6 +46,21 @@ func TestHealth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// warnBackend adds warnings (a rootless daemon without limits) to a backend.
+type warnBackend struct {
+	Backend
+	warnings []string
+}
+
+func (w warnBackend) Warnings() []string { return w.warnings }
+
+func (w warnBackend) Usage() (float64, map[string]float64) {
+	if s, ok := w.Backend.(Stats); ok {
+		return s.Usage()
+	}
+	return 0, nil
 }
 
 func TestHealthWithEmptySecret(t *testing.T) {

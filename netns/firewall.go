@@ -24,6 +24,8 @@ import (
 //	  chain forward     (filter, hook forward, priority 0, policy accept)
 //	    oifname <br> ct state established,related accept      \ unless AllowRuntimeToRuntime
 //	    oifname <br> counter drop                             /
+//	    iifname <br> ip daddr <dns in HostCIDRs> dport 53 accept  \ unless AllowHostAccess
+//	    iifname <br> ip daddr <HostCIDRs> counter drop           /
 //	    iifname <br> ip daddr <AllowCIDRs> accept
 //	    iifname <br> ip daddr 169.254.0.0/16 counter drop        unless AllowLinkLocal
 //	    iifname <br> ip daddr <DenyCIDRs> counter drop
@@ -88,6 +90,20 @@ func (n *Network) installFirewall() error {
 	if !n.cfg.AllowRuntimeToRuntime {
 		rule(forward, oif(br, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
 		rule(forward, oif(br, true), drop())
+	}
+	if !n.cfg.AllowHostAccess {
+		// The real host seen from a rootless daemon's namespace: before
+		// the allow list, which does not open the host either.
+		for _, h := range n.cfg.HostCIDRs {
+			for _, dns := range n.dns {
+				if h.Contains(dns) {
+					for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+						rule(forward, iif(br), daddr(netip.PrefixFrom(dns, 32)), l4proto(proto), dport(53), verdict(expr.VerdictAccept))
+					}
+				}
+			}
+			rule(forward, iif(br), daddr(h), drop())
+		}
 	}
 	for _, p := range n.cfg.AllowCIDRs {
 		rule(forward, iif(br), daddr(p), verdict(expr.VerdictAccept))

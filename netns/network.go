@@ -57,6 +57,12 @@ type Config struct {
 	// allow entry covers the destination. They do not open the host's own
 	// addresses (see AllowHostAccess) nor other runtimes.
 	AllowCIDRs []netip.Prefix
+	// HostCIDRs are more of the host's own addresses, beyond those of the
+	// namespace the network lives in: a rootless daemon's namespace reaches
+	// the real host's addresses (and pasta's gateway) by forwarding, so
+	// they are dropped as the host's are, unless AllowHostAccess; DNS to
+	// DNSServers among them stays open.
+	HostCIDRs []netip.Prefix
 	// DNSServers are the nameservers of runtimes' resolv.conf (ResolvConf),
 	// and the host addresses runtimes may query on port 53 when a resolver
 	// listens on the host itself. nil means the host's: the non-loopback
@@ -142,7 +148,7 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if len(cfg.Bridge) < 9 {
 		return nil, fmt.Errorf("netns: bridge name %q is shorter than 9 bytes", cfg.Bridge)
 	}
-	for _, l := range [][]netip.Prefix{cfg.AllowCIDRs, cfg.DenyCIDRs} {
+	for _, l := range [][]netip.Prefix{cfg.AllowCIDRs, cfg.DenyCIDRs, cfg.HostCIDRs} {
 		for _, p := range l {
 			if !p.IsValid() || !p.Addr().Is4() {
 				return nil, fmt.Errorf("netns: %q is not an IPv4 prefix", p)

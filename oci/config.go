@@ -45,6 +45,16 @@ type Spec struct {
 	// NoFile is the open files limit (soft and hard). It cannot exceed the
 	// daemon's own hard limit; 0 leaves the inherited limit.
 	NoFile uint64
+	// Rootless: the daemon is root only in a user namespace of its own.
+	// Device cgroup rules are then left to libcontainer's rootless handling
+	// (the kernel refuses them there; /dev holds only the allowed nodes
+	// either way).
+	Rootless bool
+	// NoCgroup runs the runtime in no cgroup the daemon controls (a
+	// rootless daemon nobody delegated cgroups to): CPUs, MemoryMB and
+	// PidsLimit are ignored, no limit is set, and only the last element of
+	// CgroupPath is used, as a name.
+	NoCgroup bool
 }
 
 const (
@@ -114,7 +124,10 @@ func Config(s Spec) (*configs.Config, error) {
 	if s.Rootfs == "" || !path.IsAbs(s.Rootfs) {
 		return nil, fmt.Errorf("oci: rootfs %q must be an absolute path", s.Rootfs)
 	}
-	if s.CgroupPath == "" || !path.IsAbs(s.CgroupPath) {
+	cgroupName := path.Base(s.CgroupPath)
+	if s.NoCgroup {
+		s.CgroupPath, s.CPUs, s.MemoryMB, s.PidsLimit = "", 0, 0, 0
+	} else if s.CgroupPath == "" || !path.IsAbs(s.CgroupPath) {
 		return nil, fmt.Errorf("oci: cgroup path %q must be absolute", s.CgroupPath)
 	}
 	// NaN compares false with everything and would pass as "no CPU limit".
@@ -175,6 +188,16 @@ func Config(s Spec) (*configs.Config, error) {
 			// hold the hierarchies (which it mounts read-only).
 			"/sys/fs/cgroup",
 		},
+	}
+	if s.Rootless {
+		cfg.RootlessCgroups = true
+		cfg.Cgroups.Rootless = true
+	}
+	if s.NoCgroup {
+		// No path: libcontainer tries <its own cgroup>/<name> and, being
+		// rootless, takes a refusal as "no cgroup"; with no limit asked
+		// for, nothing depends on it.
+		cfg.Cgroups = &cgroups.Cgroup{Rootless: true, Name: cgroupName, Resources: res}
 	}
 	if m := s.UserNS; m != nil {
 		cfg.UIDMappings = []configs.IDMap{{ContainerID: 0, HostID: m.HostUID, Size: m.Size}}

@@ -44,6 +44,9 @@ func (m *Manager) PrepareHealth() error {
 	if m.runner == nil {
 		return nil
 	}
+	if m.runner.LimitsOff() != nil {
+		return nil
+	}
 	if err := m.runner.MakeCgroupParent(); err != nil {
 		return fmt.Errorf("sandbox: cgroup parent %s (OPR_EXECUTOR_CGROUP_PARENT): %w", m.cfg.CgroupParent, err)
 	}
@@ -119,4 +122,27 @@ func (m *Manager) checkDataDir() error {
 		return fmt.Errorf("%s is not writable: %w", dir, err)
 	}
 	return nil
+}
+
+// Warnings are the weakened guarantees this daemon runs with, for its log
+// and GET /v1/health: none, or that runtimes have no CPU, memory or pids
+// limits (a rootless daemon nobody delegated cgroups to; LimitsOff says
+// why, for the log).
+func (m *Manager) Warnings() []string {
+	var out []string
+	if m.runner != nil && m.runner.LimitsOff() != nil {
+		out = append(out, "runtimes run without CPU, memory and pids limits: the executor is rootless and no cgroup was delegated to it")
+	}
+	if m.cfg.Rootless && m.cfg.DiskLimit == 0 {
+		out = append(out, "runtimes' disks are not capped: they share the data dir's file system (a rootless executor cannot make loop devices)")
+	}
+	return out
+}
+
+// LimitsOff says why runtimes run without limits, or nil when they have them.
+func (m *Manager) LimitsOff() error {
+	if m.runner == nil {
+		return nil
+	}
+	return m.runner.LimitsOff()
 }

@@ -77,6 +77,10 @@ type Config struct {
 	PidsLimit int64
 	// Unconfined turns the default seccomp profile off (opt-in weakening).
 	Unconfined bool
+	// Rootless: the daemon is root only in a user namespace of its own.
+	// Runtimes then run without limits when the cgroup parent is not the
+	// daemon's to write (see Warnings).
+	Rootless bool
 	// Init is the host path of the static executor-init binary, run as each
 	// runtime's PID 1; empty runs the runtime's command as PID 1 (no signal
 	// forwarding, no zombie reaping).
@@ -155,6 +159,7 @@ func New(cfg Config) (*Manager, error) {
 		StateDir:     filepath.Join(cfg.DataDir, "containers"),
 		CgroupParent: cfg.CgroupParent,
 		Unconfined:   cfg.Unconfined,
+		Rootless:     cfg.Rootless,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)

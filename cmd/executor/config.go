@@ -42,8 +42,11 @@ type config struct {
 	DockerHubPassword   string
 	Version             string
 	Images              []string
-	Runtimes            []string
-	PidsLimit           int64
+	// LoopbackPorts are the host's loopback TCP ports a rootless daemon
+	// reaches at its own 127.0.0.1 (pasta forwards them): a local registry.
+	LoopbackPorts []uint16
+	Runtimes      []string
+	PidsLimit     int64
 	// BuildSizeLimit caps sources, artifacts and build caches, in bytes.
 	BuildSizeLimit int64
 	// DiskLimit and DiskInodes cap what one runtime writes (0 = uncapped).
@@ -101,6 +104,8 @@ type setting struct {
 	// def is the value of an unset variable as an operator would write it (the README's default column); ""
 	// when there is none, or when parse works it out at start (the host's CPUs, the binary's directory).
 	def string
+	// rootlessDef, when set, replaces def for a daemon started by an ordinary user.
+	rootlessDef func(getenv func(string) string) string
 	// raw values are parsed as they are set, surrounding blanks included: secrets and credentials are taken
 	// as they are, and some messages quote the value as it was set.
 	raw bool
@@ -125,6 +130,9 @@ func loadConfig(getenv func(string) string) (*config, error) {
 		}
 		if v == "" {
 			v = s.def
+			if s.rootlessDef != nil && rootless() {
+				v = s.rootlessDef(getenv)
+			}
 		}
 		if err := s.parse(name, v); err != nil {
 			return nil, err
@@ -141,7 +149,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_ENV", def: "production", parse: c.setEnv},
 		{name: "OPR_EXECUTOR_SECRET", raw: true, parse: c.setSecret},
 		{name: "OPR_EXECUTOR_LISTEN", def: "0.0.0.0:9900", parse: c.setListen},
-		{name: "OPR_EXECUTOR_DATA_DIR", def: "/var/lib/executor", parse: absPath(&c.DataDir)},
+		{name: "OPR_EXECUTOR_DATA_DIR", def: "/var/lib/executor", rootlessDef: rootlessDataDir, parse: c.setDataDir},
 		// Unset: the daemon's own cgroup when systemd delegated it (Delegate=yes, cgroup v2), else /executor.
 		{name: "OPR_EXECUTOR_CGROUP_PARENT", parse: c.setCgroupParent},
 		{name: "OPR_EXECUTOR_DOCKER_HUB_USERNAME", raw: true, parse: text(&c.DockerHubUsername)},
@@ -174,7 +182,8 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_MAX_MEMORY", parse: c.setMaxMemory},
 		{name: "OPR_EXECUTOR_REQUEST_BODY_TIMEOUT", def: formatSeconds(api.DefaultBodyTimeout), parse: positiveSeconds(&c.BodyTimeout)},
 		{name: "OPR_EXECUTOR_BUILD_SIZE_LIMIT", def: formatSize(sandbox.DefaultBuildSizeLimit), parse: positiveSize(&c.BuildSizeLimit)},
-		{name: "OPR_EXECUTOR_DISK_LIMIT", def: formatSize(disk.DefaultSize), parse: c.setDiskLimit},
+		// Loop devices and mkfs need real root: a rootless daemon's runtimes share the data dir's file system.
+		{name: "OPR_EXECUTOR_DISK_LIMIT", def: formatSize(disk.DefaultSize), rootlessDef: func(func(string) string) string { return "0" }, parse: c.setDiskLimit},
 		{name: "OPR_EXECUTOR_DISK_INODES", def: "0", parse: c.setDiskInodes},
 		{name: "OPR_EXECUTOR_IMAGES", parse: list(&c.Images)},
 		{name: "OPR_EXECUTOR_RUNTIMES", parse: c.setRuntimes},
@@ -187,6 +196,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_NETWORK_POOL", def: "0", parse: count(&c.NetworkPool)},
 		{name: "OPR_EXECUTOR_INIT", parse: c.setInit},
 		{name: "OPR_EXECUTOR_USERNS", def: "full", parse: c.setUserNS},
+		{name: "OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", parse: c.setLoopbackPorts},
 		{name: "OPR_EXECUTOR_SECCOMP", def: "default", parse: c.setSeccomp},
 		{name: "OPR_EXECUTOR_LOGGING_PROVIDER", raw: true, parse: c.setLoggingProvider},
 		{name: "OPR_EXECUTOR_LOGGING_CONFIG", raw: true, parse: c.setLoggingConfig},
@@ -222,6 +232,13 @@ func (c *config) setListen(name, v string) error {
 	}
 	c.Listen = v
 	return nil
+}
+
+func (c *config) setDataDir(name, v string) error {
+	if v == "" {
+		return fmt.Errorf("%s is not set, and neither XDG_DATA_HOME nor HOME to default it to", name)
+	}
+	return absPath(&c.DataDir)(name, v)
 }
 
 func (c *config) setCgroupParent(name, v string) error {
@@ -392,9 +409,29 @@ func (c *config) setInit(name, v string) error {
 	return nil
 }
 
-func (c *config) setUserNS(_, v string) (err error) {
+func (c *config) setUserNS(name, v string) (err error) {
+	// A rootless daemon's "full" is all it has: the user's subordinate ids,
+	// as its user namespace maps them.
+	if v == "full" && rootlessStage() == stageRun {
+		if c.UserNS, err = nsIDMap(); err != nil {
+			return fmt.Errorf("%s=full: %w", name, err)
+		}
+		return nil
+	}
 	c.UserNS, err = parseUserNS(v)
 	return err
+}
+
+func (c *config) setLoopbackPorts(name, v string) error {
+	c.LoopbackPorts = nil
+	for _, p := range splitList(v) {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%s: %q is not a TCP port", name, p)
+		}
+		c.LoopbackPorts = append(c.LoopbackPorts, uint16(n))
+	}
+	return nil
 }
 
 func (c *config) setSeccomp(name, v string) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"executor/api"
 	"executor/images"
 	"executor/netns"
@@ -10,7 +9,6 @@ import (
 	"executor/storage"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -25,8 +23,8 @@ import (
 // drains and removes what it made. Nothing shared with another daemon is
 // touched before the data dir lock and the listener are held.
 func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
-	if os.Geteuid() != 0 {
-		return errors.New("the executor needs root to create containers, cgroups and network namespaces (rootless mode is not available yet)")
+	if err := checkCapabilities(); err != nil {
+		return err
 	}
 	hostname, err := os.Hostname()
 	if err != nil {
@@ -54,18 +52,29 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		return fmt.Errorf("OPR_EXECUTOR_DATA_DIR: %w", err)
 	}
 	defer unlock()
-	unlockCgroup, err := lockCgroupParent(runLockDir, cfg.CgroupParent)
+	locks, err := lockDir()
+	if err != nil {
+		return err
+	}
+	unlockCgroup, err := lockCgroupParent(locks, cfg.CgroupParent)
 	if err != nil {
 		return fmt.Errorf("OPR_EXECUTOR_CGROUP_PARENT: %w", err)
 	}
 	defer unlockCgroup()
 	// The port is taken before anything else: a daemon that cannot serve
 	// must not have reconciled (killed) anything first.
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listen(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	if rootlessStage() == stageRun && len(cfg.LoopbackPorts) > 0 {
+		stopProxy, err := proxyLoopback(cfg.LoopbackPorts, log)
+		if err != nil {
+			return err
+		}
+		defer stopProxy()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	notify := newNotifier(log)
@@ -126,6 +135,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 			DenyCIDRs:             cfg.EgressDeny,
 			DNSServers:            cfg.DNSServers,
 			PoolSize:              cfg.NetworkPool,
+			HostCIDRs:             parseHostAddrs(os.Getenv(hostAddrsEnv)),
 			// Deleting a veth takes ~30 ms: off the request path. The
 			// address is only reused once the veth is gone.
 			AsyncDetach: true,
@@ -158,6 +168,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		DiskLimit:           cfg.DiskLimit,
 		DiskInodes:          cfg.DiskInodes,
 		Unconfined:          cfg.Unconfined,
+		Rootless:            rootless(),
 		UserNS:              cfg.UserNS,
 		Init:                cfg.Init,
 		StopGrace:           cfg.StopGrace,
@@ -169,6 +180,10 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	})
 	if err != nil {
 		return err
+	}
+	if err := mgr.LimitsOff(); err != nil {
+		log.Warn("runtimes run without CPU, memory and pids limits: this rootless executor has no cgroup of its own to write (delegate one: see the README's Rootless section)",
+			"cgroupParent", cfg.CgroupParent, "err", err)
 	}
 	notify.status("Starting: removing what an earlier run left")
 	if err := mgr.Reconcile(ctx); err != nil {
@@ -217,7 +232,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		fmt.Fprintf(os.Stderr, "\n  Development secret (OPR_EXECUTOR_SECRET was empty): %s\n  Try: curl -H 'Authorization: Bearer %s' http://%s/v1/runtimes\n\n", cfg.Secret, cfg.Secret, ln.Addr())
 	}
 	log.Info("Executor is ready.", "listen", ln.Addr().String(), "dataDir", cfg.DataDir, "networks", cfg.Networks, "env", cfg.Env,
-		"storage", storage.Describe(cfg.Storage), "userns", cfg.UserNS != nil, "seccomp", !cfg.Unconfined, "cgroupParent", cfg.CgroupParent)
+		"storage", storage.Describe(cfg.Storage), "userns", cfg.UserNS != nil, "seccomp", !cfg.Unconfined, "cgroupParent", cfg.CgroupParent, "rootless", rootless())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	notify.ready(ctx, ln.Addr())

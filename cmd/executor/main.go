@@ -47,6 +47,13 @@ func serve() int {
 	// supervisor's pipe closed) must fail, not kill the daemon by SIGPIPE
 	// and leave its runtimes, bridge and cgroups behind.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	switch rootlessStage() {
+	case stageMap:
+		fmt.Fprintln(os.Stderr, "executor:", waitForMaps())
+		return 1
+	case stageInit:
+		return nsInit()
+	}
 	cfg, err := loadConfig(os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "executor: configuration error:", err)
@@ -64,6 +71,12 @@ func serve() int {
 		handler = reporter
 	}
 	log := slog.New(handler)
+	if os.Geteuid() != 0 {
+		// An ordinary user: this process makes the namespaces where the
+		// daemon runs as root of its own (rootless.go), and the daemon
+		// there says what it says.
+		return runRootlessHost(cfg, log)
+	}
 	for _, name := range unknownSettings(os.Environ()) {
 		log.Warn("unknown setting in the environment: ignored (a typo?)", "name", name)
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/opencontainers/cgroups"
 )
 
 // SupervisorCgroup is the leaf, below the cgroup parent, that the daemon
@@ -39,10 +41,21 @@ func runtimeControllers() []string { return []string{"cpu", "io", "memory", "pid
 // A daemon elsewhere (the root cgroup, a sibling, a cgroup below the parent)
 // is left where it is and nothing is written.
 func (r *Runner) EnterSupervisorCgroup(pid int) (string, error) {
-	if !r.cgroup2 {
+	if !r.cgroup2 || r.limitsOff != nil {
 		return "", nil
 	}
 	return enterSupervisorCgroup(cgroupRoot, r.cfg.CgroupParent, pid)
+}
+
+// MoveToSupervisorCgroup is EnterSupervisorCgroup for the process that
+// starts the daemon rather than is it: the host process of a rootless
+// daemon, which systemd starts in the unit's cgroup and whose children
+// (pasta, the daemon's namespaces) start where it is.
+func MoveToSupervisorCgroup(parent string, pid int) (string, error) {
+	if !cgroups.IsCgroup2UnifiedMode() {
+		return "", nil
+	}
+	return enterSupervisorCgroup(cgroupRoot, path.Clean(parent), pid)
 }
 
 // enterSupervisorCgroup is EnterSupervisorCgroup on the cgroup v2 hierarchy

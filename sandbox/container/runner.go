@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/opencontainers/cgroups"
@@ -46,6 +47,11 @@ type Config struct {
 	// Unconfined runs containers without a seccomp filter, an opt-in
 	// weakening; otherwise they get oci.DefaultSeccomp().
 	Unconfined bool
+	// Rootless: the daemon is root only in a user namespace of its own.
+	// New then checks that the cgroup parent is the daemon's to write on
+	// every hierarchy (an administrator or systemd delegated it); if not,
+	// runtimes run without limits (see LimitsOff).
+	Rootless bool
 }
 
 // Runner starts containers and removes what an earlier daemon left behind.
@@ -54,6 +60,9 @@ type Runner struct {
 	cfg     Config
 	cgroup2 bool
 	seccomp *configs.Seccomp // nil when unconfined
+	// limitsOff says why runtimes get no cgroup (rootless, nothing
+	// delegated); nil when they do.
+	limitsOff error
 }
 
 // New makes a Runner: it detects the cgroup version, compiles the seccomp
@@ -67,6 +76,9 @@ func New(cfg Config) (*Runner, error) {
 	}
 	cfg.CgroupParent = path.Clean(cfg.CgroupParent)
 	r := &Runner{cfg: cfg, cgroup2: cgroups.IsCgroup2UnifiedMode()}
+	if cfg.Rootless {
+		r.limitsOff = r.probeCgroupParent()
+	}
 	if !cfg.Unconfined {
 		sc, err := oci.DefaultSeccomp()
 		if err != nil {
@@ -79,6 +91,33 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("container: %w", err)
 	}
 	return r, nil
+}
+
+// LimitsOff says why runtimes run without cgroup limits (a rootless daemon
+// without a delegated cgroup parent), or nil when limits hold.
+func (r *Runner) LimitsOff() error { return r.limitsOff }
+
+// probeCgroupParent makes the cgroup parent where it is missing and checks
+// that this process may create cgroups in it and move processes there, on
+// every hierarchy libcontainer uses.
+func (r *Runner) probeCgroupParent() error {
+	if err := r.MakeCgroupParent(); err != nil {
+		r.RemoveCgroupParent() // what it made before it was refused
+		return err
+	}
+	roots, err := r.cgroupMounts()
+	if err != nil {
+		return err
+	}
+	for _, root := range roots {
+		dir := filepath.Join(root, r.cfg.CgroupParent)
+		for _, p := range []string{dir, filepath.Join(dir, "cgroup.procs")} {
+			if err := unix.Access(p, unix.W_OK); err != nil {
+				return fmt.Errorf("cgroup parent %s is not writable: %w", dir, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Cgroup2 reports whether the host has the unified cgroup v2 hierarchy only.
@@ -114,6 +153,8 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	}
 	spec.Seccomp = r.seccomp
 	spec.Cgroup2 = r.cgroup2
+	spec.Rootless = r.cfg.Rootless
+	spec.NoCgroup = r.limitsOff != nil
 	if spec.NoFile == 0 {
 		spec.NoFile = noFileLimit()
 	}
