@@ -20,7 +20,7 @@ func TestReadSubIDs(t *testing.T) {
 		wantErr string
 	}{
 		{"alice", 1000, subIDRange{100000, 65536}, ""},
-		{"bob", 1002, subIDRange{300000, 65536}, ""}, // the first range large enough
+		{"bob", 1002, subIDRange{300000, 65536}, ""},   // the first range large enough
 		{"dave", 1001, subIDRange{400000, 131072}, ""}, // by numeric id
 		{"carol", 1003, subIDRange{}, "has no range for carol"},
 		{"erin", 1004, subIDRange{}, "has no range for erin"},
