@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net"
@@ -33,16 +34,25 @@ func reportDurations(b *testing.B, prefix string, ds []time.Duration) {
 
 // BenchmarkColdStart measures an execution on a runtime id that does not
 // exist yet, from request to reply, with the image already pulled: with each
-// runtime on its own disk (the default) and, for the ratio, without.
+// runtime on its own disk (the default) and, for the ratio, without; and the
+// rootless daemon (an unprivileged user with a delegated cgroup subtree, its
+// defaults).
 func BenchmarkColdStart(b *testing.B) {
 	for _, c := range []struct{ name, limit string }{{"disk-1GiB", "1GiB"}, {"no-disk", "0"}} {
 		b.Run(c.name, func(b *testing.B) { benchColdStart(b, "OPR_EXECUTOR_DISK_LIMIT="+c.limit) })
 	}
+	b.Run("rootless", func(b *testing.B) {
+		x := startRootless(b, rootlessUser(b, true))
+		benchColdStartOn(b, x.executor, x.source(b, map[string]string{"index.js": "x"}))
+	})
 }
 
 func benchColdStart(b *testing.B, env ...string) {
 	x := startExecutor(b, env...)
-	src := source(b, map[string]string{"index.js": "x"})
+	benchColdStartOn(b, x, source(b, map[string]string{"index.js": "x"}))
+}
+
+func benchColdStartOn(b *testing.B, x *executor, src string) {
 	// Pull the image once, outside the measurement.
 	if r := x.request(b, "POST", "/v1/runtimes/warmup/executions", execBody(src, nil), jsonAccept); r.status != 200 {
 		b.Fatalf("%d %s", r.status, r.body)
@@ -69,7 +79,23 @@ func benchColdStart(b *testing.B, env ...string) {
 // the same request sent straight to the runtime's address, in the same run.
 func BenchmarkWarmExecution(b *testing.B) {
 	x := startExecutor(b)
-	src := source(b, map[string]string{"index.js": "x"})
+	benchWarm(b, x, source(b, map[string]string{"index.js": "x"}), nil)
+}
+
+// BenchmarkWarmExecutionRootless is BenchmarkWarmExecution against the
+// rootless daemon; the direct requests reach the runtime from inside the
+// daemon's network namespace, where its address is.
+func BenchmarkWarmExecutionRootless(b *testing.B) {
+	x := startRootless(b, rootlessUser(b, true))
+	src := x.source(b, map[string]string{"index.js": "x"})
+	benchWarm(b, x.executor, src, func() func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialInNetns(x.inner(b))
+	})
+}
+
+// benchWarm measures warm executions on x; dialer, when not nil, gives the
+// direct requests' dial function (once the runtime runs).
+func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx context.Context, network, addr string) (net.Conn, error)) {
 	if r := x.request(b, "POST", "/v1/runtimes/warm/executions", execBody(src, map[string]any{"path": "/status?code=200"}), jsonAccept); r.status != 200 {
 		b.Fatalf("%d %s", r.status, r.body)
 	}
@@ -77,7 +103,11 @@ func BenchmarkWarmExecution(b *testing.B) {
 	addr := runtimeAddr(b, x, rt["hostname"].(string))
 	key := rt["key"].(string)
 
-	direct := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	tr := &http.Transport{DisableCompression: true}
+	if dialer != nil {
+		tr.DialContext = dialer()
+	}
+	direct := &http.Client{Transport: tr}
 	directOnce := func() time.Duration {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/status?code=200", nil)
 		req.Header.Set("x-open-runtimes-secret", key)
