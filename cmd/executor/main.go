@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/userns"
 	_ "github.com/opencontainers/cgroups/devices" // device cgroup rules
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // runs before the Go runtime in container init
@@ -47,6 +48,12 @@ func serve() int {
 	// supervisor's pipe closed) must fail, not kill the daemon by SIGPIPE
 	// and leave its runtimes, bridge and cgroups behind.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	if rootlessStage() != "" && !userns.RunningInUserNS() {
+		// Set by the host process of a rootless daemon for its children
+		// only; a root daemon given it would read descriptors it never had.
+		fmt.Fprintln(os.Stderr, "executor: configuration error:", rootlessStageEnv, "is internal to the rootless executor: unset it")
+		return 2
+	}
 	switch rootlessStage() {
 	case stageMap:
 		fmt.Fprintln(os.Stderr, "executor:", waitForMaps())
