@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -37,10 +38,9 @@ type rootlessDaemon struct {
 	*executor
 	user    *testenv.Rootless
 	storage string // the user's storage root for sources and artifacts (under /tmp, a default root)
-	// What the host had before the daemon first started: a rootless daemon
-	// adds no link and no pasta process to it that outlives it.
-	hostLinks map[string]bool
-	hostPasta map[int]bool
+	// The host's user-mode network processes (slirp4netns, pasta) before
+	// the daemon first started: the daemon's must not outlive it.
+	hostSlirps map[int]bool
 }
 
 // rootlessUser sets up a user for the test and undoes it all at the end,
@@ -94,10 +94,9 @@ func startRootless(t testing.TB, u *testenv.Rootless, extra ...string) *rootless
 			unit: u.CgroupParent,
 			logs: &syncBuffer{},
 		},
-		user:      u,
-		storage:   storage,
-		hostLinks: hostLinkNames(t),
-		hostPasta: pastaPids(),
+		user:       u,
+		storage:    storage,
+		hostSlirps: slirpPids(),
 	}
 	env := append(u.Env(),
 		"OPR_EXECUTOR_ENV=development",
@@ -286,7 +285,13 @@ func (x *rootlessDaemon) innerLeftovers(t testing.TB) []string {
 	}
 	defer h.Close()
 	if br, err := h.LinkByName(netns.BridgeName(x.network)); err == nil {
-		links, _ := h.LinkList()
+		links, err := h.LinkList()
+		for i := 0; i < 20 && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
+			links, err = h.LinkList()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, l := range links {
 			if l.Attrs().MasterIndex == br.Attrs().Index {
 				out = append(out, "veth in the daemon's namespace: "+l.Attrs().Name)
@@ -336,8 +341,8 @@ func (x *rootlessDaemon) runtimeCgroups() []string {
 }
 
 // assertRootlessClean checks, once the daemon stopped, that nothing of it is
-// left on the host: no process of the user or of its subordinate ids (pasta
-// included), no mount under its home, no new link, no cgroup below the
+// left on the host: no process of the user or of its subordinate ids
+// (slirp4netns included), no mount under its home, no new link, no cgroup below the
 // delegated parent, nothing in the data dir's runtimes/ and containers/.
 func (x *rootlessDaemon) assertRootlessClean(t testing.TB) {
 	t.Helper()
@@ -348,10 +353,10 @@ func (x *rootlessDaemon) assertRootlessClean(t testing.TB) {
 		for _, p := range x.user.Processes() {
 			l = append(l, "process: "+p.String())
 		}
-		for pid := range pastaPids() {
-			if !x.hostPasta[pid] {
+		for pid := range slirpPids() {
+			if !x.hostSlirps[pid] {
 				p, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-				l = append(l, fmt.Sprintf("pasta process %d: %s", pid, strings.ReplaceAll(string(p), "\x00", " ")))
+				l = append(l, fmt.Sprintf("user-mode network process %d: %s", pid, strings.ReplaceAll(string(p), "\x00", " ")))
 			}
 		}
 		if len(l) == 0 || time.Now().After(deadline) {
@@ -362,7 +367,7 @@ func (x *rootlessDaemon) assertRootlessClean(t testing.TB) {
 	for _, m := range testenv.MountsUnder(x.user.Home) {
 		l = append(l, "mount on the host: "+m)
 	}
-	for _, n := range newHostLinks(t, x.hostLinks) {
+	for _, n := range x.hostLinks(t) {
 		l = append(l, "link on the host: "+n)
 	}
 	for _, c := range x.runtimeCgroups() {
@@ -374,31 +379,37 @@ func (x *rootlessDaemon) assertRootlessClean(t testing.TB) {
 	}
 }
 
-func hostLinkNames(t testing.TB) map[string]bool {
+// hostLinks lists the host's links named as this daemon's network names
+// its bridge and veths (netns: the bridge's name, "v" and six characters of
+// it): those belong in the daemon's own network namespace only. Other
+// tests' daemons and bridges come and go on the host meanwhile (go test
+// runs packages in parallel), so no other link counts.
+func (x *rootlessDaemon) hostLinks(t testing.TB) []string {
 	t.Helper()
-	links, err := netlink.LinkList()
+	br := netns.BridgeName(x.network)
+	var links []netlink.Link
+	var err error
+	for i := 0; i < 20; i++ {
+		// A dump the kernel interrupted (links changing meanwhile) is read again.
+		if links, err = netlink.LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]bool{}
-	for _, l := range links {
-		m[l.Attrs().Name] = true
-	}
-	return m
-}
-
-func newHostLinks(t testing.TB, before map[string]bool) []string {
 	var out []string
-	for n := range hostLinkNames(t) {
-		if !before[n] {
+	for _, l := range links {
+		if n := l.Attrs().Name; n == br || strings.HasPrefix(n, "v"+br[3:9]) {
 			out = append(out, n)
 		}
 	}
 	return out
 }
 
-// pastaPids are the host's pasta processes (passt's binary under either name).
-func pastaPids() map[int]bool {
+// slirpPids are the host's user-mode network processes: slirp4netns, and
+// pasta (passt's binary under either name).
+func slirpPids() map[int]bool {
 	m := map[int]bool{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -407,7 +418,7 @@ func pastaPids() map[int]bool {
 			continue
 		}
 		comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-		if c := strings.TrimSpace(string(comm)); strings.HasPrefix(c, "pasta") || strings.HasPrefix(c, "passt") {
+		if c := strings.TrimSpace(string(comm)); strings.HasPrefix(c, "slirp4netns") || strings.HasPrefix(c, "pasta") || strings.HasPrefix(c, "passt") {
 			m[pid] = true
 		}
 	}
@@ -432,9 +443,22 @@ func healthWarnings(t testing.TB, x *executor) []string {
 	return h.Warnings
 }
 
+// mentionsLimits says whether s is about runtimes' CPU and memory limits
+// (not, say, the disk cap a rootless daemon also warns about).
 func mentionsLimits(s string) bool {
 	s = strings.ToLower(s)
-	return strings.Contains(s, "limit") || strings.Contains(s, "cgroup")
+	return strings.Contains(s, "cpu") && strings.Contains(s, "memory")
+}
+
+// limitWarningsInLog are the daemon's log warnings about limits.
+func limitWarningsInLog(logs string) []string {
+	var out []string
+	for _, line := range logLines(logs) {
+		if strings.Contains(line, "level=WARN") && mentionsLimits(line) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // assertHostSeesNothing checks, while runtimes run, that the daemon's
@@ -442,11 +466,8 @@ func mentionsLimits(s string) bool {
 // the host, no mount under the user's home in the host's mount table.
 func (x *rootlessDaemon) assertHostSeesNothing(t testing.TB) {
 	t.Helper()
-	if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
-		t.Errorf("the rootless daemon's bridge %s is on the host", netns.BridgeName(x.network))
-	}
-	if n := newHostLinks(t, x.hostLinks); len(n) > 0 {
-		t.Errorf("links on the host since the daemon started: %v", n)
+	if n := x.hostLinks(t); len(n) > 0 {
+		t.Errorf("the rootless daemon's links are on the host: %v", n)
 	}
 	if m := testenv.MountsUnder(x.user.Home); len(m) > 0 {
 		t.Errorf("mounts on the host under the user's home: %v", m)
@@ -485,6 +506,9 @@ func TestRootlessCore(t *testing.T) {
 			if mentionsLimits(w) {
 				t.Errorf("health warns about limits with a delegated cgroup: %q", w)
 			}
+		}
+		if w := limitWarningsInLog(x.logs.String()); len(w) > 0 {
+			t.Errorf("the log warns about limits with a delegated cgroup: %q", w)
 		}
 		for _, p := range u.Processes() {
 			if p.UID != u.UID {
@@ -696,9 +720,10 @@ func TestRootlessCore(t *testing.T) {
 	})
 }
 
-// TestRootlessCrashThenRestart: the daemon's processes die at once (SIGKILL
-// to its process group, as a crash or an OOM kill of the service would) with
-// a runtime running; starting it again removes what the dead one left.
+// TestRootlessCrashThenRestart: the process the user started is killed by
+// SIGKILL with a runtime running (a crash, an OOM kill): the daemon and the
+// runtime end with it (the daemon's pid namespace ends), and starting it
+// again finds nothing to remove and serves.
 func TestRootlessCrashThenRestart(t *testing.T) {
 	u := rootlessUser(t, true)
 	x := startRootless(t, u)
@@ -706,8 +731,14 @@ func TestRootlessCrashThenRestart(t *testing.T) {
 	if r := x.request(t, "POST", "/v1/runtimes/orphan/executions", execBody(src, nil), jsonAccept); r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
-	_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGKILL)
-	<-x.exited
+	x.kill() // SIGKILL to the first process only
+	deadline := time.Now().Add(10 * time.Second)
+	for ps := u.Processes(); len(ps) > 0; ps = u.Processes() {
+		if time.Now().After(deadline) {
+			t.Fatalf("processes of %s still running 10 s after the first process was killed: %v", u.Name, ps)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	x.logs = &syncBuffer{}
 	x.start(t)
 	x.waitCleanInside(t)
@@ -727,11 +758,7 @@ func TestRootlessWithoutCgroups(t *testing.T) {
 	// The log reaches the test through a pipe: give it a moment.
 	warned := false
 	for deadline := time.Now().Add(5 * time.Second); !warned && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		for _, line := range logLines(x.logs.String()) {
-			if strings.Contains(line, "level=WARN") && mentionsLimits(line) {
-				warned = true
-			}
-		}
+		warned = len(limitWarningsInLog(x.logs.String())) > 0
 	}
 	if !warned {
 		t.Errorf("no warning about limits being off in the log:\n%s", x.logs.String())

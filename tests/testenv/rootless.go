@@ -71,9 +71,9 @@ func SetupRootless(cfg RootlessConfig) (*Rootless, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("rootless setup: needs root (useradd, /etc/subuid, /dev/net/tun, cgroups)")
 	}
-	for _, tool := range []string{"useradd", "usermod", "userdel", "newuidmap", "newgidmap", "pasta"} {
+	for _, tool := range []string{"useradd", "usermod", "userdel", "newuidmap", "newgidmap", "slirp4netns"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("rootless setup: %s is not on PATH (packages passwd, uidmap, passt): %w", tool, err)
+			return nil, fmt.Errorf("rootless setup: %s is not on PATH (packages passwd, uidmap, slirp4netns): %w", tool, err)
 		}
 	}
 	if err := SweepRootless(); err != nil {
@@ -257,7 +257,7 @@ func (r *Rootless) deleteUser() error {
 	return errors.Join(errs...)
 }
 
-// /dev/net/tun is 0666 on distributions (pasta opens it as the user); this
+// /dev/net/tun is 0666 on distributions (slirp4netns opens it as the user); this
 // VM has it 0600. Every test process that needs it (go test ./... runs the
 // packages' binaries in parallel) holds it through a file named by its pid
 // in tunState, under a lock: the first holder saves the old mode
@@ -689,7 +689,7 @@ func procsOf(ranges ...[2]int) []Proc {
 }
 
 // Processes lists the host's processes that run as the user or as one of
-// its subordinate uids (the daemon, pasta, runtimes).
+// its subordinate uids (the daemon, slirp4netns, runtimes).
 func (r *Rootless) Processes() []Proc {
 	if r.UID == 0 {
 		return nil

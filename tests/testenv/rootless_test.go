@@ -114,7 +114,7 @@ func TestRootlessSetupGivesWhatADistributionGives(t *testing.T) {
 	if !strings.Contains(strings.Join(strings.Fields(string(out)), " "), fmt.Sprintf(" 1 %d ", r.SubStart)) {
 		t.Errorf("the user namespace does not map the subordinate range:\n%s", out)
 	}
-	// pasta opens /dev/net/tun as the user.
+	// slirp4netns opens /dev/net/tun as the user.
 	out, err = asUser(r, "sh", "-c", "exec 3<>/dev/net/tun && echo opened").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "opened") {
 		t.Errorf("the user cannot open /dev/net/tun: %v: %s", err, out)
