@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"executor/tests/testenv"
 )
 
 // sandbox is a temp dir with a layer directory ("dest") and, beside it, a
@@ -38,6 +40,18 @@ func newSandbox(t testing.TB) sandbox {
 
 // hostPaths are host files a broken unpacker would most likely reach.
 var hostPaths = []string{"/etc/passwd", "/etc", "/x", "/escape", "/pwned", "/tmp/pwned"}
+
+// lockHostEtc holds off the tests that change /etc (the rootless tests'
+// accounts, another package run in parallel) while a snapshot of hostPaths
+// is compared.
+func lockHostEtc(t testing.TB) func() {
+	t.Helper()
+	unlock, err := testenv.LockHostEtc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return unlock
+}
 
 // snapshot describes everything outside dest: what a layer must never change.
 func (sb sandbox) snapshot(t testing.TB) map[string]string {
@@ -170,6 +184,8 @@ func TestUnpackHostileLayers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sb := newSandbox(t)
+			unlock := lockHostEtc(t)
+			defer unlock()
 			before := sb.snapshot(t)
 			_, err := unpackLayer(bytes.NewReader(buildTar(t, tt.entries(sb)...)), sb.dest, unpackOptions{})
 			t.Logf("unpack: %v", err)
@@ -311,6 +327,8 @@ func FuzzUnpack(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sb := newSandbox(t)
+		unlock := lockHostEtc(t)
+		defer unlock()
 		before := sb.snapshot(t)
 		_, _ = unpackLayer(bytes.NewReader(data), sb.dest, unpackOptions{budget: newPullBudget(DefaultSizeLimit, DefaultMaxEntries)})
 		sb.assertUntouched(t, before)

@@ -108,8 +108,8 @@ func (r *Rootless) setup(cfg RootlessConfig, tag string) error {
 	// The account: a normal user (uid from useradd), its own group, no
 	// automatic subordinate ids (the range is added below, under
 	// usermod's lock, one that overlaps nothing).
-	if out, err := exec.Command("useradd", "--home-dir", home, "--no-create-home", "--shell", "/usr/sbin/nologin",
-		"--user-group", "--comment", "executor rootless e2e", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", r.Name).CombinedOutput(); err != nil {
+	if out, err := etcCommand("useradd", "--home-dir", home, "--no-create-home", "--shell", "/usr/sbin/nologin",
+		"--user-group", "--comment", "executor rootless e2e", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", r.Name); err != nil {
 		return fmt.Errorf("useradd %s: %v: %s", r.Name, err, out)
 	}
 	r.undo = append(r.undo, r.deleteUser)
@@ -222,7 +222,7 @@ func (r *Rootless) addSubIDs() error {
 		}
 	}
 	rng := fmt.Sprintf("%d-%d", start, start+subIDCount-1)
-	if out, err := exec.Command("usermod", "--add-subuids", rng, "--add-subgids", rng, r.Name).CombinedOutput(); err != nil {
+	if out, err := etcCommand("usermod", "--add-subuids", rng, "--add-subgids", rng, r.Name); err != nil {
 		return fmt.Errorf("usermod --add-subuids %s %s: %v: %s", rng, r.Name, err, out)
 	}
 	r.SubStart, r.SubCount = start, subIDCount
@@ -233,7 +233,7 @@ func (r *Rootless) addSubIDs() error {
 // /etc/subuid and /etc/subgid lines, and checks that those are gone.
 func (r *Rootless) deleteUser() error {
 	var errs []error
-	if out, err := exec.Command("userdel", r.Name).CombinedOutput(); err != nil {
+	if out, err := etcCommand("userdel", r.Name); err != nil {
 		errs = append(errs, fmt.Errorf("userdel %s: %v: %s", r.Name, err, out))
 	}
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
@@ -246,7 +246,7 @@ func (r *Rootless) deleteUser() error {
 				errs = append(errs, fmt.Errorf("%s still has %q after userdel", f, line))
 				if r.SubCount > 0 {
 					rng := fmt.Sprintf("%d-%d", r.SubStart, r.SubStart+r.SubCount-1)
-					_ = exec.Command("usermod", "--del-subuids", rng, "--del-subgids", rng, r.Name).Run()
+					_, _ = etcCommand("usermod", "--del-subuids", rng, "--del-subgids", rng, r.Name)
 				}
 			}
 		}

@@ -259,10 +259,10 @@ func TestRootlessSweepsWhatADeadRunLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("useradd", "--home-dir", home, "--no-create-home", "--user-group", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name).CombinedOutput(); err != nil {
+	if out, err := etcCommand("useradd", "--home-dir", home, "--no-create-home", "--user-group", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if out, err := exec.Command("usermod", "--add-subuids", "3000000000-3000065535", "--add-subgids", "3000000000-3000065535", name).CombinedOutput(); err != nil {
+	if out, err := etcCommand("usermod", "--add-subuids", "3000000000-3000065535", "--add-subgids", "3000000000-3000065535", name); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	live := setupRootless(t, RootlessConfig{})
