@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"executor/netns/nettest"
+)
+
+// TestRootlessNetworkIsolation: the firewall keeps its meaning for a
+// rootless daemon, whose runtimes leave through slirp4netns, which connects
+// from the host itself. "The host" is then every address the host had at
+// start, its gateways and slirp4netns's network: a runtime reaches a
+// machine beyond the host (and is masqueraded as the host there), but not a
+// service on the host's own address, nor the host's loopback through
+// slirp4netns's alias for it (10.0.2.2, open to the daemon for the registry
+// port), nor the daemon's side of its bridge.
+func TestRootlessNetworkIsolation(t *testing.T) {
+	// A machine beyond the host: traffic to it from anywhere on the host
+	// (slirp4netns's sockets) goes into its link.
+	beyond, err := nettest.NewHost(nettest.HostConfig{
+		Addr: netip.MustParseAddr("198.18.0.1"), Peer: netip.MustParseAddr("198.18.0.2"),
+		From: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, Dir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := beyond.Close(); err != nil {
+			t.Errorf("test host: %v", err)
+		}
+	})
+	if err := beyond.ServeHTTP(8080, "beyond-reached"); err != nil {
+		t.Fatal(err)
+	}
+	// A service on every address of the host.
+	hostLn, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "host-reached")
+	})}
+	go func() { _ = hostSrv.Serve(hostLn) }()
+	t.Cleanup(func() { hostSrv.Close() })
+	hostPort := hostLn.Addr().(*net.TCPAddr).Port
+	hostAddr := primaryAddr(t)
+
+	u := rootlessUser(t, false)
+	x := startRootless(t, u)
+	_, regPort, _ := net.SplitHostPort(shared.registry.Addr())
+
+	targets := []struct {
+		name, host string
+		port       string
+		reach      bool
+	}{
+		{"beyond", "198.18.0.1", "8080", true},
+		{"host-address", hostAddr.String(), fmt.Sprint(hostPort), false},
+		{"host-loopback-via-slirp", "10.0.2.2", regPort, false},
+		{"slirp-dns", "10.0.2.3", "53", false},
+		{"bridge-gateway-api", x.bridgeGateway(t), fmt.Sprint(hostPort), false},
+	}
+	var script strings.Builder
+	for _, tg := range targets {
+		fmt.Fprintf(&script, `echo "%s: $(printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 2 %s %s 2>&1 | head -c 300 | tr '\r\n' '  ')"; `,
+			tg.name, tg.host, tg.host, tg.port)
+	}
+	r := x.request(t, "POST", "/v1/runtimes", map[string]any{
+		"runtimeId": "net-probe", "image": "openruntimes/test:v5-1", "remove": true, "timeout": 60,
+		"command": script.String(),
+	}, nil)
+	if r.status != 201 {
+		t.Fatalf("probe build: %d %s", r.status, r.body)
+	}
+	var out strings.Builder
+	if entries, ok := r.json(t)["output"].([]any); ok {
+		for _, e := range entries {
+			if m, ok := e.(map[string]any); ok {
+				s, _ := m["content"].(string)
+				out.WriteString(s)
+			}
+		}
+	}
+	t.Logf("probe output:\n%s", out.String())
+	lines := map[string]string{}
+	for _, l := range logLines(out.String()) {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			lines[k] = v
+		}
+	}
+	for _, tg := range targets {
+		got, ok := lines[tg.name]
+		if !ok {
+			t.Errorf("%s: no result line", tg.name)
+			continue
+		}
+		dropped := strings.Contains(got, "timed out") || strings.Contains(got, "No route to host")
+		reached := strings.Contains(got, "HTTP/1.") || strings.Contains(got, "-reached")
+		switch {
+		case tg.reach && !strings.Contains(got, tg.name+"-reached"):
+			t.Errorf("%s (%s:%s): %q, want reached", tg.name, tg.host, tg.port, got)
+		case !tg.reach && (reached || !dropped):
+			t.Errorf("%s (%s:%s): %q, want blocked (dropped)", tg.name, tg.host, tg.port, got)
+		}
+	}
+	// Masqueraded twice (the bridge's NAT, then slirp4netns's sockets):
+	// the machine beyond saw the host, never a runtime's address.
+	seen := beyond.Seen()
+	if len(seen) == 0 {
+		t.Fatal("the machine beyond the host saw no request")
+	}
+	for _, s := range seen {
+		if ip, _, _ := net.SplitHostPort(s); ip != "198.18.0.2" {
+			t.Errorf("the machine beyond saw a request from %s, want the host's 198.18.0.2", ip)
+		}
+	}
+}
+
+// primaryAddr is the host's IPv4 address on its default route's interface.
+func primaryAddr(t *testing.T) netip.Addr {
+	t.Helper()
+	c, err := net.Dial("udp", "192.0.2.123:9") // no packet is sent: only the route is looked up
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP.To4())
+	if !ok || a.IsLoopback() {
+		t.Fatalf("no primary IPv4 address: %v", c.LocalAddr())
+	}
+	return a
+}
+
+// bridgeGateway is the daemon's address on its runtimes' bridge (the first
+// of the subnet).
+func (x *rootlessDaemon) bridgeGateway(t *testing.T) string {
+	t.Helper()
+	for _, kv := range x.env {
+		if v, ok := strings.CutPrefix(kv, "OPR_EXECUTOR_SUBNET="); ok {
+			return netip.MustParsePrefix(v).Masked().Addr().Next().String()
+		}
+	}
+	t.Fatal("no OPR_EXECUTOR_SUBNET")
+	return ""
+}
