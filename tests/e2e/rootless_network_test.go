@@ -21,9 +21,11 @@ import (
 // port), nor the daemon's side of its bridge.
 func TestRootlessNetworkIsolation(t *testing.T) {
 	// A machine beyond the host: traffic to it from anywhere on the host
-	// (slirp4netns's sockets) goes into its link.
+	// (slirp4netns's sockets) goes into its link. Its address is this
+	// test's alone: the rule takes every source, and other packages' tests
+	// run at the same time with their own test hosts (198.18.0.0/24).
 	beyond, err := nettest.NewHost(nettest.HostConfig{
-		Addr: netip.MustParseAddr("198.18.0.1"), Peer: netip.MustParseAddr("198.18.0.2"),
+		Addr: netip.MustParseAddr("198.19.77.1"), Peer: netip.MustParseAddr("198.19.77.2"),
 		From: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}, Dir: t.TempDir(),
 	})
 	if err != nil {
@@ -59,7 +61,7 @@ func TestRootlessNetworkIsolation(t *testing.T) {
 		port       string
 		reach      bool
 	}{
-		{"beyond", "198.18.0.1", "8080", true},
+		{"beyond", "198.19.77.1", "8080", true},
 		{"host-address", hostAddr.String(), fmt.Sprint(hostPort), false},
 		{"host-loopback-via-slirp", "10.0.2.2", regPort, false},
 		{"slirp-dns", "10.0.2.3", "53", false},
@@ -115,8 +117,8 @@ func TestRootlessNetworkIsolation(t *testing.T) {
 		t.Fatal("the machine beyond the host saw no request")
 	}
 	for _, s := range seen {
-		if ip, _, _ := net.SplitHostPort(s); ip != "198.18.0.2" {
-			t.Errorf("the machine beyond saw a request from %s, want the host's 198.18.0.2", ip)
+		if ip, _, _ := net.SplitHostPort(s); ip != "198.19.77.2" {
+			t.Errorf("the machine beyond saw a request from %s, want the host's 198.19.77.2", ip)
 		}
 	}
 }
