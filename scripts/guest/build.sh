@@ -33,11 +33,18 @@ done
 # modules (overlay, loop, veth, bridge, nf_tables...) and an initrd made in
 # the tree; kmod also provides the static device nodes (/dev/loop-control)
 # that load their module when opened; busybox-static is what the test images
-# are made of; e2fsprogs makes runtimes' disks.
+# are made of; e2fsprogs makes runtimes' disks. The rootless daemon (a
+# user's systemctl --user unit) needs passwd (useradd, userdel), uidmap (the
+# setuid newuidmap/newgidmap) and slirp4netns (its runtimes' egress); its
+# user manager, user@UID.service, as a Debian server starts it (loginctl
+# enable-linger): dbus (logind and systemd-user-runtime-dir, which makes
+# /run/user/UID, talk over the system bus) and libpam-systemd (pam_systemd
+# gives the manager its XDG_RUNTIME_DIR). No user bus: systemctl --user
+# talks to the manager over its private socket.
 # Check-Valid-Until: the mirror may serve a dated snapshot.
 mmdebstrap --variant=minbase --mode=root \
 	--aptopt='Acquire::Check-Valid-Until "false"' \
-	--include=systemd,systemd-sysv,linux-image-amd64,libseccomp2,iproute2,curl,busybox-static,kmod,e2fsprogs \
+	--include=systemd,systemd-sysv,linux-image-amd64,libseccomp2,iproute2,curl,busybox-static,kmod,e2fsprogs,passwd,uidmap,slirp4netns,dbus,libpam-systemd \
 	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
 	bookworm "$tree" "${sources[@]}"
@@ -72,6 +79,11 @@ chmod 755 "$tree/init.sh"
 # cgroup2 runner's init.sh sets its own hostname.)
 echo systemd-guest >"$tree/etc/hostname"
 : >"$tree/etc/machine-id"
+# /dev/net/tun usable by every user, as a distribution's udev rules make it
+# (slirp4netns opens it for a rootless daemon); systemd's own
+# static-nodes-permissions.conf says the same, this makes it explicit.
+mkdir -p "$tree/etc/tmpfiles.d"
+echo 'z /dev/net/tun 0666 - - -' >"$tree/etc/tmpfiles.d/executor-tun.conf"
 # The guest's only job is the run's payload: no login prompts.
 for u in getty@tty1.service serial-getty@ttyS0.service console-getty.service; do
 	ln -sf /dev/null "$tree/etc/systemd/system/$u"

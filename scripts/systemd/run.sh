@@ -4,8 +4,11 @@
 # Debian 12's own kernel and systemd 252 under qemu and runs, inside, the
 # tests that start contrib/executor.service as shipped (Type=notify,
 # watchdog, Delegate=yes, every hardening directive), show why each
-# directive it leaves out is left out, and drive the sd_notify and SIGHUP
-# paths. It prints a verdict per test and fails on any failure.
+# directive it leaves out is left out, drive the sd_notify and SIGHUP
+# paths, and start contrib/executor-rootless.service as an ordinary user's
+# systemctl --user unit under that user's own manager (user@UID.service and
+# its cgroup delegation). It prints a verdict per test and fails on any
+# failure.
 #
 # The guest's root is built once per machine (scripts/guest, the same guest
 # make test-cgroup2 boots) and cached; this tree's binaries, tests and unit
@@ -31,11 +34,15 @@ mkdir -p "$payload"
 
 echo "== test-systemd: building the binaries and tests"
 [ -x bin/executor ] && [ -x bin/executor-init ] || make build
-cp bin/executor bin/executor-init contrib/executor.service scripts/systemd/init.sh "$payload/"
+cp bin/executor bin/executor-init contrib/executor.service contrib/executor-rootless.service scripts/systemd/init.sh "$payload/"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
 go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
 cp /usr/bin/docker-registry "$payload/"
-tests=(TestSystemdUnit TestSystemdLeftOutDirectives TestNotifySocket TestSIGHUPNeverKills)
+tests=(TestSystemdUnit TestSystemdLeftOutDirectives TestNotifySocket TestSIGHUPNeverKills TestRootlessUserUnit)
+# EXECUTOR_SYSTEMD_TESTS="TestA TestB" runs only those (while working on one).
+if [ -n "${EXECUTOR_SYSTEMD_TESTS:-}" ]; then
+	read -r -a tests <<<"$EXECUTOR_SYSTEMD_TESTS"
+fi
 printf '^(%s)$' "$(IFS='|'; echo "${tests[*]}")" >"$payload/e2e-tests"
 truncate -s 1G "$work/payload.img"
 mkfs.ext4 -q -F -L payload -d "$payload" "$work/payload.img"
@@ -49,7 +56,7 @@ esac
 
 echo "== test-systemd: booting the systemd guest (qemu TCG, cgroup ${EXECUTOR_SYSTEMD_CGROUP:-v2}); its console follows"
 set +e
-timeout 900 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
+timeout 1200 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
 	-display none -monitor none -serial stdio -no-reboot \
 	-kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" -append "$append" \
 	-drive "file=$guest/root.img,format=raw,if=virtio,snapshot=on" \
