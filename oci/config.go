@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"slices"
 
 	"github.com/opencontainers/cgroups"
 	devconfig "github.com/opencontainers/cgroups/devices/config"
@@ -177,6 +178,9 @@ func Config(s Spec) (*configs.Config, error) {
 		// shortage would be spared at the daemon's expense. 0 is the kernel's
 		// neutral value.
 		OomScoreAdj: new(int),
+		// No session keyring of its own where the seccomp filter keeps the
+		// runtime out of keyrings: see sharesSessionKeyring.
+		NoNewKeyring: sharesSessionKeyring(s.Seccomp),
 		MaskPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
 			"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
@@ -208,6 +212,57 @@ func Config(s Spec) (*configs.Config, error) {
 		cfg.Rlimits = []configs.Rlimit{{Type: unix.RLIMIT_NOFILE, Hard: s.NoFile, Soft: s.NoFile}}
 	}
 	return cfg, nil
+}
+
+// keyringSyscalls are the system calls that reach keyrings.
+var keyringSyscalls = []string{"add_key", "keyctl", "request_key"}
+
+// sharesSessionKeyring says whether a runtime under the seccomp filter sc
+// runs with the daemon's session keyring (libcontainer's NoNewKeyring)
+// instead of a new one of its own: only when sc refuses every keyring
+// system call.
+//
+// A keyring of its own counts against the key quota of the runtime root's
+// host uid (kernel.keys.maxkeys, 200 keys per non-root uid by default),
+// which every runtime shares (they all have the same root) with every other
+// executor on the host: libcontainer has each container's init join a new
+// keyring "_ses.<id>", and the 201st runtime failed with "unable to join
+// session keyring: unable to create session key: disk quota exceeded".
+//
+// With NoNewKeyring a runtime has the daemon's session keyring as its own
+// (fork, execve and a new user namespace all keep it). Neither its user
+// namespace nor its host uid keeps it out of that keyring: a process
+// possesses its session keyring, and possessor permissions apply whatever
+// its uid or user namespace. Measured without a filter
+// (OPR_EXECUTOR_SECCOMP=unconfined): a runtime searches and reads a key the
+// daemon's session keyring holds (add_key gives possessors every right) and
+// adds keys to it, which every other runtime could read. The daemon adds no
+// keys there itself, but it holds what the daemon was started with: under
+// systemd the unit's private keyring (its invocation_id), from a login
+// shell that session's keyring, with the user keyring pam_keyinit links
+// into it. So an unconfined runtime keeps a keyring of its own, and with it
+// the quota limit (a daemon holding an empty session keyring that runtimes
+// may only view, made before any runtime, would lift that).
+//
+// Under moby's default profile (DefaultSeccomp) none of add_key, keyctl
+// and request_key is allowed: they fail with EPERM, so a runtime cannot
+// name, search, read, write, link or join any keyring, the daemon's
+// included, and /proc/keys is masked (tests/e2e/keyring_test.go).
+func sharesSessionKeyring(sc *configs.Seccomp) bool {
+	if sc == nil {
+		return false
+	}
+	switch sc.DefaultAction {
+	case configs.Errno, configs.Kill, configs.KillThread, configs.KillProcess, configs.Trap:
+	default:
+		return false
+	}
+	for _, r := range sc.Syscalls {
+		if slices.Contains(keyringSyscalls, r.Name) {
+			return false
+		}
+	}
+	return true
 }
 
 func resources(s Spec) (*cgroups.Resources, error) {

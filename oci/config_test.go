@@ -190,3 +190,61 @@ func TestConfigOOMScoreAdjIsNeutral(t *testing.T) {
 		t.Fatalf("oom_score_adj %v, want an explicit 0", cfg.OomScoreAdj)
 	}
 }
+
+// Under the default seccomp profile no runtime makes a keyring of its own:
+// each one would count against its root's host uid's key quota
+// (kernel.keys.maxkeys, 200 by default), which every runtime and every
+// executor on the host shares. Without a filter that refuses keyring system
+// calls it does: the daemon's session keyring, which it would have instead,
+// is open to a process that has it.
+func TestConfigSharesTheSessionKeyringOnlyUnderSeccomp(t *testing.T) {
+	sc, err := DefaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range []Spec{
+		{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap()},
+		{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: &IDMap{HostUID: 100000, HostGID: 100000, Size: 65536}, Cgroup2: true},
+		{Rootfs: "/r", CgroupPath: "/executor/x"},
+		{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap(), Rootless: true},
+		{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap(), Rootless: true, NoCgroup: true},
+	} {
+		s.Seccomp = sc
+		cfg, err := Config(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.NoNewKeyring {
+			t.Errorf("spec %d: the runtime makes a session keyring of its own", i)
+		}
+	}
+	allowKeyctl := *sc
+	allowKeyctl.Syscalls = append(slices.Clone(sc.Syscalls), &configs.Syscall{Name: "keyctl", Action: configs.Allow})
+	logAll := *sc
+	logAll.DefaultAction = configs.Log
+	for name, f := range map[string]*configs.Seccomp{"unconfined": nil, "keyctl allowed": &allowKeyctl, "default action log": &logAll} {
+		cfg, err := Config(Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap(), Seccomp: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.NoNewKeyring {
+			t.Errorf("%s: the runtime has the daemon's session keyring", name)
+		}
+	}
+}
+
+// The default profile refuses every keyring system call: no rule admits one.
+func TestDefaultSeccompRefusesKeyrings(t *testing.T) {
+	sc, err := DefaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.DefaultAction != configs.Errno {
+		t.Fatalf("default action %v, want Errno", sc.DefaultAction)
+	}
+	for _, r := range sc.Syscalls {
+		if slices.Contains(keyringSyscalls, r.Name) {
+			t.Errorf("the profile has a rule for %s: %+v", r.Name, r)
+		}
+	}
+}
