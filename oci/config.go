@@ -46,6 +46,11 @@ type Spec struct {
 	// NoFile is the open files limit (soft and hard). It cannot exceed the
 	// daemon's own hard limit; 0 leaves the inherited limit.
 	NoFile uint64
+	// OOMScoreAdj is the runtime's oom_score_adj: 0 (the kernel's neutral
+	// value) or, when the daemon's own is higher, the daemon's, which a
+	// rootless daemon cannot go below (lowering it takes CAP_SYS_RESOURCE on
+	// the host; systemd's user@.service sets 100). Clamped to 0..1000.
+	OOMScoreAdj int
 	// Rootless: the daemon is root only in a user namespace of its own.
 	// Device cgroup rules are then left to libcontainer's rootless handling
 	// (the kernel refuses them there; /dev holds only the allowed nodes
@@ -139,6 +144,7 @@ func Config(s Spec) (*configs.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	oomScoreAdj := max(0, min(s.OOMScoreAdj, 1000))
 	caps := DefaultCapabilities()
 	ns := configs.Namespaces{
 		{Type: configs.NEWNS},
@@ -176,8 +182,8 @@ func Config(s Spec) (*configs.Config, error) {
 		// without this it inherits the daemon's own score adjustment (the
 		// unit's OOMScoreAdjust=-500), and a runtime over a host-wide
 		// shortage would be spared at the daemon's expense. 0 is the kernel's
-		// neutral value.
-		OomScoreAdj: new(int),
+		// neutral value, or more (see Spec.OOMScoreAdj).
+		OomScoreAdj: &oomScoreAdj,
 		// No session keyring of its own where the seccomp filter keeps the
 		// runtime out of keyrings: see sharesSessionKeyring.
 		NoNewKeyring: sharesSessionKeyring(s.Seccomp),

@@ -189,6 +189,17 @@ func TestConfigOOMScoreAdjIsNeutral(t *testing.T) {
 	if cfg.OomScoreAdj == nil || *cfg.OomScoreAdj != 0 {
 		t.Fatalf("oom_score_adj %v, want an explicit 0", cfg.OomScoreAdj)
 	}
+	// A daemon that cannot lower its children's (rootless under
+	// user@.service's 100) passes its own; out of range values are clamped.
+	for _, tt := range []struct{ in, want int }{{100, 100}, {-500, 0}, {5000, 1000}} {
+		cfg, err := Config(Spec{Rootfs: "/r", CgroupPath: "/executor/x", OOMScoreAdj: tt.in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.OomScoreAdj == nil || *cfg.OomScoreAdj != tt.want {
+			t.Errorf("OOMScoreAdj %d: oom_score_adj %v, want %d", tt.in, cfg.OomScoreAdj, tt.want)
+		}
+	}
 }
 
 // Under the default seccomp profile no runtime makes a keyring of its own:

@@ -78,6 +78,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	notify := newNotifier(log)
+	notify.hostReady = rootlessStage() == stageRun
 
 	if d := cfg.ImageArchiveDir; d != "" {
 		fi, err := os.Stat(d)

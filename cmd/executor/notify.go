@@ -38,6 +38,12 @@ type notifier struct {
 	stopped   bool
 	// serving is the STATUS= line of a serving daemon.
 	serving string
+	// hostReady: this is a rootless daemon, whose host process says
+	// READY=1 and feeds the watchdog (rootless.go). From inside its own
+	// network namespace the daemon cannot reach its API port, which is
+	// the host's; it only says how it is doing (STATUS=, RELOADING=1,
+	// STOPPING=1), which the user unit's NotifyAccess=all admits.
+	hostReady bool
 }
 
 func newNotifier(log *slog.Logger) *notifier {
@@ -87,9 +93,14 @@ func (n *notifier) ready(ctx context.Context, addr net.Addr) {
 	if n.stopped || n.stopWatchdog != nil {
 		return
 	}
+	n.serving = "Serving the API on " + addr.String()
+	if n.hostReady {
+		n.readySent = true
+		n.send("STATUS=" + n.serving)
+		return
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	n.stopWatchdog = cancel
-	n.serving = "Serving the API on " + addr.String()
 	probe := healthProbe(addr)
 	go func() {
 		for {

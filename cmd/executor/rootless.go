@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -186,6 +187,7 @@ func (h *rootlessHost) run(cfg *config, log *slog.Logger) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
 	}
+	lnAddr := ln.Addr()
 	lnFile, err := ln.(*net.TCPListener).File()
 	ln.Close()
 	if err != nil {
@@ -212,6 +214,11 @@ func (h *rootlessHost) run(cfg *config, log *slog.Logger) (int, error) {
 	} else if leaf != "" {
 		log.Info("moved the executor into a leaf cgroup: it was started where runtimes' cgroups go", "cgroup", leaf)
 	}
+	// The service manager's main process is this one: it says READY=1 once
+	// the API answers on the host's port and feeds the watchdog. Made
+	// before the daemon starts: it takes WATCHDOG_* out of the
+	// environment the daemon inherits.
+	notify := newNotifier(log)
 	addrs := hostAddrs()
 	cmd := exec.Command(self, os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
@@ -260,10 +267,16 @@ func (h *rootlessHost) run(cfg *config, log *slog.Logger) (int, error) {
 	if _, err := syncW.Write([]byte{1}); err != nil { // go; syncW stays open while this process lives
 		return abort(fmt.Errorf("rootless: the namespace init: %w", err))
 	}
+	readyCtx, stopReady := context.WithCancel(context.Background())
+	defer stopReady()
+	notify.ready(readyCtx, lnAddr)
 
 	for {
 		select {
 		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				notify.stopping(cfg.DrainTimeout) // the watchdog ends with the daemon's drain
+			}
 			_ = cmd.Process.Signal(sig)
 		case <-slirp.exited:
 			// Without egress the runtimes would fail in confusing ways:

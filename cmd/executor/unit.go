@@ -31,7 +31,7 @@ func defaultCgroupParent() string {
 	if err != nil {
 		return fallbackCgroupParent
 	}
-	if cg, ok := delegatedUnitCgroup(string(raw), "/sys/fs/cgroup"); ok {
+	if cg, ok := delegatedUnitCgroup(string(raw), "/sys/fs/cgroup", os.Getuid()); ok {
 		return cg
 	}
 	return fallbackCgroupParent
@@ -54,7 +54,7 @@ func defaultCgroupParent() string {
 // uses too), so a runtime's cgroups would be split between the unit's
 // subtree and hierarchies nobody delegated. /executor on every hierarchy is
 // the layout that is tested there (make test).
-func delegatedUnitCgroup(procCgroup, mount string) (string, bool) {
+func delegatedUnitCgroup(procCgroup, mount string, uid int) (string, bool) {
 	if _, err := os.Stat(filepath.Join(mount, "cgroup.controllers")); err != nil {
 		return "", false // not cgroup v2 only
 	}
@@ -77,6 +77,18 @@ func delegatedUnitCgroup(procCgroup, mount string) (string, bool) {
 		buf := make([]byte, 8)
 		n, err := unix.Getxattr(dir, attr, buf)
 		if err == nil && string(bytes.TrimSpace(buf[:n])) == "1" {
+			return own, true
+		}
+	}
+	// A user manager older than systemd 253 (Debian 12's 252) marks
+	// nothing: there a unit's cgroup that the manager handed to this user
+	// (it owns the directory and may enable controllers below it) is the
+	// delegation. A user never owns the cgroup of a unit that was not
+	// delegated to it. uid is the caller's (os.Getuid()).
+	if uid != 0 {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) == nil && int(st.Uid) == uid &&
+			unix.Access(filepath.Join(dir, "cgroup.subtree_control"), unix.W_OK) == nil {
 			return own, true
 		}
 	}

@@ -19,6 +19,7 @@ import (
 // cgroup only for a delegated service or scope on pure cgroup v2.
 func TestDelegatedUnitCgroup(t *testing.T) {
 	const unit = "/system.slice/executor.service"
+	const userUnit = "/user.slice/user-1000.slice/user@1000.service/app.slice/executor.service"
 	tests := []struct {
 		name string
 		// v2 makes the mount look like a cgroup v2 root; xattr is set on
@@ -28,15 +29,21 @@ func TestDelegatedUnitCgroup(t *testing.T) {
 		xattr      string
 		procCgroup string
 		want       string
+		// uid is the caller's; owner, when not 0, owns the cgroup.
+		uid, owner int
 	}{
-		{"delegated service", true, unit, "trusted.delegate", "0::" + unit + "\n", unit},
-		{"delegated scope (systemd-run --scope -p Delegate=yes)", true, "/system.slice/run-r1.scope", "trusted.delegate", "0::/system.slice/run-r1.scope\n", "/system.slice/run-r1.scope"},
-		{"user manager's mark", true, unit, "user.delegate", "0::" + unit + "\n", unit},
-		{"not delegated", true, unit, "", "0::" + unit + "\n", ""},
-		{"a slice", true, "/system.slice", "trusted.delegate", "0::/system.slice\n", ""},
-		{"root cgroup (a container's cgroup namespace)", true, "", "", "0::/\n", ""},
-		{"hybrid v1 host", true, unit, "trusted.delegate", "4:memory:" + unit + "\n0::" + unit + "\n", ""},
-		{"no cgroup v2 root", false, unit, "trusted.delegate", "0::" + unit + "\n", ""},
+		{"delegated service", true, unit, "trusted.delegate", "0::" + unit + "\n", unit, 0, 0},
+		{"delegated scope (systemd-run --scope -p Delegate=yes)", true, "/system.slice/run-r1.scope", "trusted.delegate", "0::/system.slice/run-r1.scope\n", "/system.slice/run-r1.scope", 0, 0},
+		{"user manager's mark", true, unit, "user.delegate", "0::" + unit + "\n", unit, 0, 0},
+		{"not delegated", true, unit, "", "0::" + unit + "\n", "", 0, 0},
+		{"a slice", true, "/system.slice", "trusted.delegate", "0::/system.slice\n", "", 0, 0},
+		{"root cgroup (a container's cgroup namespace)", true, "", "", "0::/\n", "", 0, 0},
+		{"hybrid v1 host", true, unit, "trusted.delegate", "4:memory:" + unit + "\n0::" + unit + "\n", "", 0, 0},
+		{"no cgroup v2 root", false, unit, "trusted.delegate", "0::" + unit + "\n", "", 0, 0},
+		{"user manager without marks (systemd 252): the user's own unit cgroup", true, userUnit, "", "0::" + userUnit + "\n", userUnit, 1000, 1000},
+		{"user manager without marks: another user's cgroup", true, userUnit, "", "0::" + userUnit + "\n", "", 1000, 1001},
+		{"user manager without marks: root's cgroup", true, userUnit, "", "0::" + userUnit + "\n", "", 1000, 0},
+		{"root daemon: ownership is no delegation", true, unit, "", "0::" + unit + "\n", "", 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,7 +63,15 @@ func TestDelegatedUnitCgroup(t *testing.T) {
 					t.Fatalf("setxattr %s on %s (root and a file system with xattrs needed): %v", tt.xattr, dir, err)
 				}
 			}
-			got, ok := delegatedUnitCgroup(tt.procCgroup, mount)
+			if tt.owner != 0 {
+				if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chown(dir, tt.owner, tt.owner); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, ok := delegatedUnitCgroup(tt.procCgroup, mount, tt.uid)
 			if got != tt.want || ok != (tt.want != "") {
 				t.Errorf("got %q %v, want %q", got, ok, tt.want)
 			}

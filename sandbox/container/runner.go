@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/cgroups"
@@ -63,6 +64,9 @@ type Runner struct {
 	// limitsOff says why runtimes get no cgroup (rootless, nothing
 	// delegated); nil when they do.
 	limitsOff error
+	// oomScoreAdj is the daemon's own oom_score_adj when above 0: runtimes
+	// get at least that (see oci.Spec.OOMScoreAdj).
+	oomScoreAdj int
 }
 
 // New makes a Runner: it detects the cgroup version, compiles the seccomp
@@ -78,6 +82,11 @@ func New(cfg Config) (*Runner, error) {
 	r := &Runner{cfg: cfg, cgroup2: cgroups.IsCgroup2UnifiedMode()}
 	if cfg.Rootless {
 		r.limitsOff = r.probeCgroupParent()
+	}
+	if raw, err := os.ReadFile("/proc/self/oom_score_adj"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && n > 0 {
+			r.oomScoreAdj = n
+		}
 	}
 	if !cfg.Unconfined {
 		sc, err := oci.DefaultSeccomp()
@@ -154,6 +163,7 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	spec.Seccomp = r.seccomp
 	spec.Cgroup2 = r.cgroup2
 	spec.Rootless = r.cfg.Rootless
+	spec.OOMScoreAdj = r.oomScoreAdj
 	spec.NoCgroup = r.limitsOff != nil
 	if spec.NoFile == 0 {
 		spec.NoFile = noFileLimit()
