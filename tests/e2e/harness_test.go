@@ -339,12 +339,17 @@ func (x *executor) start() {
 	x.cmd.Env = x.env
 	x.cmd.Stdout = x.logs
 	x.cmd.Stderr = x.logs
-	x.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := x.cmd.Start(); err != nil {
+	// A test binary that dies (its -timeout, a panic, a SIGKILL) takes its
+	// daemons down with it: they get SIGTERM and remove what they made,
+	// rather than hold runtimes and bridges on a shared machine. StartTied:
+	// Pdeathsig follows the forking thread.
+	x.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	waited, err := testenv.StartTied(x.cmd)
+	if err != nil {
 		x.t.Fatal(err)
 	}
 	go func() {
-		x.exitErr = x.cmd.Wait()
+		x.exitErr = <-waited
 		close(x.exited)
 	}()
 	deadline := time.Now().Add(30 * time.Second)

@@ -157,15 +157,17 @@ func (x *rootlessDaemon) start(t testing.TB) {
 	x.cmd.Dir = x.user.Home
 	x.cmd.Stdout = x.logs
 	x.cmd.Stderr = x.logs
-	x.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: x.user.Credential()}
-	if err := x.cmd.Start(); err != nil {
+	// As in the harness: the daemon gets SIGTERM if the test binary dies.
+	x.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: x.user.Credential(), Pdeathsig: syscall.SIGTERM}
+	waited, err := testenv.StartTied(x.cmd)
+	if err != nil {
 		if release != nil {
 			release.Close()
 		}
 		t.Fatal(err)
 	}
 	go func() {
-		x.exitErr = x.cmd.Wait()
+		x.exitErr = <-waited
 		close(x.exited)
 	}()
 	if release != nil {
