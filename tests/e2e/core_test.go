@@ -294,15 +294,7 @@ func TestLimitsAndImageLayers(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
-	var cg struct {
-		MemoryBytes int64 `json:"memoryBytes"`
-		CPUQuotaUs  int64 `json:"cpuQuotaUs"`
-		CPUPeriodUs int64 `json:"cpuPeriodUs"`
-		PidsMax     int64 `json:"pidsMax"`
-	}
-	if err := json.Unmarshal([]byte(r.json(t)["body"].(string)), &cg); err != nil {
-		t.Fatal(err)
-	}
+	cg := readCgroupSeen(t, r)
 	if cg.MemoryBytes != 128_000_000 || cg.CPUQuotaUs != 50000 || cg.CPUPeriodUs != 100000 || cg.PidsMax != 1024 {
 		t.Fatalf("limits seen inside the runtime: %+v", cg)
 	}

@@ -352,23 +352,51 @@ func (x *executor) start() {
 		x.exitErr = <-waited
 		close(x.exited)
 	}()
-	deadline := time.Now().Add(30 * time.Second)
+	if err := x.waitHealthy(30 * time.Second); err != nil {
+		x.t.Fatalf("executor %v\n%s", err, x.logs.String())
+	}
+}
+
+// waitHealthy waits until GET /v1/health answers 200; it fails at once when
+// the daemon exits first.
+func (x *executor) waitHealthy(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
 		case <-x.exited:
-			x.t.Fatalf("executor exited at start: %v\n%s", x.exitErr, x.logs.String())
+			return fmt.Errorf("exited at start: %v", x.exitErr)
 		default:
 		}
 		resp, err := http.Get(x.url + "/v1/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	x.t.Fatalf("executor did not become healthy\n%s", x.logs.String())
+	return fmt.Errorf("did not become healthy within %v", timeout)
+}
+
+// cgroupSeen is what the test runtime's /cgroup route reports: the limits
+// the runtime sees from inside.
+type cgroupSeen struct {
+	MemoryBytes int64 `json:"memoryBytes"`
+	CPUQuotaUs  int64 `json:"cpuQuotaUs"`
+	CPUPeriodUs int64 `json:"cpuPeriodUs"`
+	PidsMax     int64 `json:"pidsMax"`
+}
+
+// readCgroupSeen decodes the body of an execution of /cgroup.
+func readCgroupSeen(t testing.TB, r *response) cgroupSeen {
+	t.Helper()
+	var cg cgroupSeen
+	body, _ := r.json(t)["body"].(string)
+	if err := json.Unmarshal([]byte(body), &cg); err != nil {
+		t.Fatalf("/cgroup reply %q: %v", body, err)
+	}
+	return cg
 }
 
 // stop sends SIGTERM and waits for a clean exit.

@@ -115,60 +115,12 @@ func TestNetworkIsolation(t *testing.T) {
 		c.Close()
 	}
 
-	targets := []struct {
-		name, host string
-		port       int
-		path       string
-		reach      bool
-	}{
+	probeReach(t, x, []reachTarget{
 		{"internet", "198.18.0.1", 8080, "/", true},
 		{"api-on-gateway", gateway.String(), apiPort, "/v1/health", false},
 		{"peer-runtime", peer.String(), 3000, "/", false},
 		{"metadata", "169.254.169.254", 80, "/latest/meta-data/", false},
-	}
-	// busybox nc with a hand-written request: Debian's busybox 1.35 wget
-	// crashes with -T, and without it would wait minutes on a dropped SYN.
-	// nc prints the reply, or "timed out" / "can't connect ..." on stderr.
-	var script strings.Builder
-	for _, tg := range targets {
-		fmt.Fprintf(&script, `echo "%s: $(printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 2 %s %d 2>&1 | head -c 300 | tr '\r\n' '  ')"; `,
-			tg.name, tg.path, tg.host, tg.host, tg.port)
-	}
-	r := x.request(t, "POST", "/v1/runtimes", map[string]any{
-		"runtimeId": "net-probe", "image": "openruntimes/test:v5-1", "remove": true, "timeout": 60,
-		"command": script.String(),
-	}, nil)
-	if r.status != 201 {
-		t.Fatalf("probe build: %d %s", r.status, r.body)
-	}
-	var out strings.Builder
-	for _, e := range r.json(t)["output"].([]any) {
-		out.WriteString(e.(map[string]any)["content"].(string))
-	}
-	t.Logf("probe output:\n%s", out.String())
-	lines := map[string]string{}
-	for _, l := range logLines(out.String()) {
-		if k, v, ok := strings.Cut(l, ": "); ok {
-			lines[k] = v
-		}
-	}
-	for _, tg := range targets {
-		got, ok := lines[tg.name]
-		if !ok {
-			t.Errorf("%s: no result line", tg.name)
-			continue
-		}
-		// A drop shows as a connect timeout; a runtime's isolated bridge
-		// port also as a failed neighbour lookup (no route to host).
-		dropped := strings.Contains(got, "timed out") || strings.Contains(got, "No route to host")
-		reached := strings.Contains(got, "HTTP/1.")
-		switch {
-		case tg.reach && !(reached && strings.Contains(got, tg.name+"-reached")):
-			t.Errorf("%s (%s:%d): %q, want reached", tg.name, tg.host, tg.port, got)
-		case !tg.reach && (reached || !dropped):
-			t.Errorf("%s (%s:%d): %q, want blocked (dropped)", tg.name, tg.host, tg.port, got)
-		}
-	}
+	})
 	// NAT: the internet host saw the host side of its link, not a runtime.
 	seen := hosts["internet"].Seen()
 	if len(seen) == 0 {
@@ -186,4 +138,65 @@ func TestNetworkIsolation(t *testing.T) {
 		t.Fatalf("delete peer: %d %s", r.status, r.body)
 	}
 	x.waitClean(t)
+}
+
+// reachTarget is a destination a runtime probes: reach says whether the
+// firewall lets it through. A reachable one answers with "<name>-reached".
+type reachTarget struct {
+	name, host string
+	port       int
+	path       string
+	reach      bool
+}
+
+// probeReach has a runtime of x open an HTTP connection to each target and
+// checks which got through: a drop shows as a connect timeout (or, for a
+// runtime's isolated bridge port, no route to host).
+func probeReach(t *testing.T, x *executor, targets []reachTarget) {
+	t.Helper()
+	// busybox nc with a hand-written request: Debian's busybox 1.35 wget
+	// crashes with -T, and without it would wait minutes on a dropped SYN.
+	// nc prints the reply, or "timed out" / "can't connect ..." on stderr.
+	var script strings.Builder
+	for _, tg := range targets {
+		fmt.Fprintf(&script, `echo "%s: $(printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 2 %s %d 2>&1 | head -c 300 | tr '\r\n' '  ')"; `,
+			tg.name, tg.path, tg.host, tg.host, tg.port)
+	}
+	r := x.request(t, "POST", "/v1/runtimes", map[string]any{
+		"runtimeId": "net-probe", "image": "openruntimes/test:v5-1", "remove": true, "timeout": 60,
+		"command": script.String(),
+	}, nil)
+	if r.status != 201 {
+		t.Fatalf("probe build: %d %s", r.status, r.body)
+	}
+	var out strings.Builder
+	entries, _ := r.json(t)["output"].([]any)
+	for _, e := range entries {
+		if m, ok := e.(map[string]any); ok {
+			c, _ := m["content"].(string)
+			out.WriteString(c)
+		}
+	}
+	t.Logf("probe output:\n%s", out.String())
+	lines := map[string]string{}
+	for _, l := range logLines(out.String()) {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			lines[k] = v
+		}
+	}
+	for _, tg := range targets {
+		got, ok := lines[tg.name]
+		if !ok {
+			t.Errorf("%s: no result line", tg.name)
+			continue
+		}
+		dropped := strings.Contains(got, "timed out") || strings.Contains(got, "No route to host")
+		reached := strings.Contains(got, "HTTP/1.") || strings.Contains(got, "-reached")
+		switch {
+		case tg.reach && !(reached && strings.Contains(got, tg.name+"-reached")):
+			t.Errorf("%s (%s:%d): %q, want reached", tg.name, tg.host, tg.port, got)
+		case !tg.reach && (reached || !dropped):
+			t.Errorf("%s (%s:%d): %q, want blocked (dropped)", tg.name, tg.host, tg.port, got)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,7 +46,7 @@ func TestRootlessNetworkIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, "host-reached")
+		fmt.Fprint(w, "host-address-reached")
 	})}
 	go func() { _ = hostSrv.Serve(hostLn) }()
 	t.Cleanup(func() { hostSrv.Close() })
@@ -54,62 +55,16 @@ func TestRootlessNetworkIsolation(t *testing.T) {
 
 	u := rootlessUser(t, false)
 	x := startRootless(t, u)
-	_, regPort, _ := net.SplitHostPort(shared.registry.Addr())
+	_, port, _ := net.SplitHostPort(shared.registry.Addr())
+	regPort, _ := strconv.Atoi(port)
 
-	targets := []struct {
-		name, host string
-		port       string
-		reach      bool
-	}{
-		{"beyond", "198.19.77.1", "8080", true},
-		{"host-address", hostAddr.String(), fmt.Sprint(hostPort), false},
-		{"host-loopback-via-slirp", "10.0.2.2", regPort, false},
-		{"slirp-dns", "10.0.2.3", "53", false},
-		{"bridge-gateway-api", x.bridgeGateway(t), fmt.Sprint(hostPort), false},
-	}
-	var script strings.Builder
-	for _, tg := range targets {
-		fmt.Fprintf(&script, `echo "%s: $(printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 2 %s %s 2>&1 | head -c 300 | tr '\r\n' '  ')"; `,
-			tg.name, tg.host, tg.host, tg.port)
-	}
-	r := x.request(t, "POST", "/v1/runtimes", map[string]any{
-		"runtimeId": "net-probe", "image": "openruntimes/test:v5-1", "remove": true, "timeout": 60,
-		"command": script.String(),
-	}, nil)
-	if r.status != 201 {
-		t.Fatalf("probe build: %d %s", r.status, r.body)
-	}
-	var out strings.Builder
-	if entries, ok := r.json(t)["output"].([]any); ok {
-		for _, e := range entries {
-			if m, ok := e.(map[string]any); ok {
-				s, _ := m["content"].(string)
-				out.WriteString(s)
-			}
-		}
-	}
-	t.Logf("probe output:\n%s", out.String())
-	lines := map[string]string{}
-	for _, l := range logLines(out.String()) {
-		if k, v, ok := strings.Cut(l, ": "); ok {
-			lines[k] = v
-		}
-	}
-	for _, tg := range targets {
-		got, ok := lines[tg.name]
-		if !ok {
-			t.Errorf("%s: no result line", tg.name)
-			continue
-		}
-		dropped := strings.Contains(got, "timed out") || strings.Contains(got, "No route to host")
-		reached := strings.Contains(got, "HTTP/1.") || strings.Contains(got, "-reached")
-		switch {
-		case tg.reach && !strings.Contains(got, tg.name+"-reached"):
-			t.Errorf("%s (%s:%s): %q, want reached", tg.name, tg.host, tg.port, got)
-		case !tg.reach && (reached || !dropped):
-			t.Errorf("%s (%s:%s): %q, want blocked (dropped)", tg.name, tg.host, tg.port, got)
-		}
-	}
+	probeReach(t, x.executor, []reachTarget{
+		{"beyond", "198.19.77.1", 8080, "/", true},
+		{"host-address", hostAddr.String(), hostPort, "/", false},
+		{"host-loopback-via-slirp", "10.0.2.2", regPort, "/", false},
+		{"slirp-dns", "10.0.2.3", 53, "/", false},
+		{"bridge-gateway-api", x.bridgeGateway(t), hostPort, "/", false},
+	})
 	// Masqueraded twice (the bridge's NAT, then slirp4netns's sockets):
 	// the machine beyond saw the host, never a runtime's address.
 	seen := beyond.Seen()

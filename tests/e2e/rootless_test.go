@@ -181,24 +181,10 @@ func (x *rootlessDaemon) start(t testing.TB) {
 			t.Fatalf("starting the daemon in the delegated cgroup: %v", err)
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-x.exited:
-			t.Fatalf("rootless executor exited at start: %v\n%s", x.exitErr, x.logs.String())
-		default:
-		}
-		resp, err := http.Get(x.url + "/v1/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := x.waitHealthy(60 * time.Second); err != nil {
+		_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGKILL)
+		t.Fatalf("rootless executor %v\n%s", err, x.logs.String())
 	}
-	_ = syscall.Kill(-x.cmd.Process.Pid, syscall.SIGKILL)
-	t.Fatalf("rootless executor did not become healthy within 60s\n%s", x.logs.String())
 }
 
 // source writes a code.tar.gz the user's daemon can read, in its storage.
@@ -578,15 +564,7 @@ func TestRootlessCore(t *testing.T) {
 		if r.status != 200 {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
-		var cg struct {
-			MemoryBytes int64 `json:"memoryBytes"`
-			CPUQuotaUs  int64 `json:"cpuQuotaUs"`
-			CPUPeriodUs int64 `json:"cpuPeriodUs"`
-			PidsMax     int64 `json:"pidsMax"`
-		}
-		if err := json.Unmarshal([]byte(r.json(t)["body"].(string)), &cg); err != nil {
-			t.Fatal(err)
-		}
+		cg := readCgroupSeen(t, r)
 		if cg.MemoryBytes != 128_000_000 || cg.CPUQuotaUs != 50000 || cg.CPUPeriodUs != 100000 || cg.PidsMax != 1024 {
 			t.Errorf("limits seen inside the runtime: %+v", cg)
 		}
