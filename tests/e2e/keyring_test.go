@@ -336,6 +336,12 @@ func TestRuntimesCannotReachTheDaemonsKeys(t *testing.T) {
 	} {
 		x := startExecutor(t, tc.extra...)
 		createIdle(t, x, "keys", map[string]any{"source": source(t, map[string]string{"index.js": "x", "keyprobe": string(probe)})})
+		// The create answers once the runtime runs, before its start
+		// script has unpacked the probe; an execution answers only once
+		// the server listens, which is after that.
+		if r := x.request(t, "POST", "/v1/runtimes/keys/executions", map[string]any{"path": "/"}, nil); r.status != 200 {
+			t.Fatalf("%s: first execution: %d %s", tc.name, r.status, r.body)
+		}
 		out, status := command(t, x, "keys", "cd /usr/local/server/src/function && chmod 755 keyprobe && ./keyprobe "+strings.Join(args, " ")+" write 2>&1")
 		if status != 200 {
 			t.Fatalf("%s: run the probe: %d %s", tc.name, status, out)
