@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -118,7 +119,8 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 		outR.Close()
 	}()
 	go func() {
-		st, err := lp.Wait()
+		// Waits in the poller: an idle runtime holds no OS thread.
+		st, err := waitProcess(context.Background(), lp)
 		drained.Wait()
 		c.exit = toExitStatus(st, err)
 		c.exit.OOMKilled = c.diedOfOOM(c.exit)

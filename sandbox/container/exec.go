@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
-	"golang.org/x/sys/unix"
 )
 
 // pipeLinger bounds how long Exec waits, after the command exited, for its
@@ -91,19 +90,8 @@ func (c *Container) Exec(ctx context.Context, args []string, stdout, stderr io.W
 		copies.Wait()
 		close(copied)
 	}()
-	waited := make(chan struct{})
-	var st *os.ProcessState
-	var werr error
-	go func() {
-		st, werr = p.Wait()
-		close(waited)
-	}()
-	select {
-	case <-waited:
-	case <-ctx.Done():
-		_ = p.Signal(unix.SIGKILL)
-		<-waited
-	}
+	// ctx ending kills the command; it is reaped all the same.
+	st, werr := waitProcess(ctx, p)
 	// Children the command left running may hold the pipes open: do not
 	// wait for them longer than a moment.
 	select {
