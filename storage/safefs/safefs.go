@@ -79,6 +79,18 @@ func probeOpenat2(dirfd int) bool {
 	return true
 }
 
+// OpenDir opens the directory name beneath d as a Dir of its own, with d's
+// options, reached as d's other names are (no link followed unless
+// FollowBeneath allows it). A caller that works on several files of one
+// subdirectory resolves it once this way instead of once per name.
+func (d *Dir) OpenDir(name string) (*Dir, error) {
+	fd, err := d.openat(name, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return &Dir{f: os.NewFile(uintptr(fd), d.f.Name()+"/"+name), opts: d.opts, openat2: d.openat2}, nil
+}
+
 // Close releases the directory.
 func (d *Dir) Close() error { return d.f.Close() }
 

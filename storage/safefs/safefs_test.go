@@ -312,3 +312,34 @@ func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// A subdirectory opened once serves its names as the parent would; one
+// reached through a link, or not a directory, is refused, and the child
+// keeps the parent's way of resolving.
+func TestOpenDir(t *testing.T) {
+	dir, _ := layout(t)
+	modes(t, Options{}, func(t *testing.T, open func(string) *Dir) {
+		d := open(dir)
+		sub, err := d.OpenDir("sub")
+		must(t, err)
+		defer sub.Close()
+		if sub.openat2 != d.openat2 {
+			t.Errorf("the subdirectory resolves with openat2=%v, its parent with %v", sub.openat2, d.openat2)
+		}
+		data, _, err := sub.ReadFile("inner", 100)
+		if err != nil || string(data) != "inner bytes" {
+			t.Errorf("read inner: %q %v", data, err)
+		}
+		for _, name := range []string{"dir-link", "inside-dir-link", "regular", "fifo", "missing", "../dir"} {
+			if s, err := d.OpenDir(name); err == nil {
+				s.Close()
+				t.Errorf("OpenDir(%q) worked", name)
+			}
+		}
+		must(t, sub.WriteFile("scratch", []byte("x"), 0o600))
+		must(t, sub.Remove("scratch"))
+		if _, err := os.Lstat(filepath.Join(dir, "sub", "scratch")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("scratch left behind: %v", err)
+		}
+	})
+}
