@@ -2,8 +2,10 @@ package container
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -171,4 +173,47 @@ func threads(t *testing.T) int {
 	}
 	t.Fatalf("no Threads line in /proc/self/status: %v", sc.Err())
 	return 0
+}
+
+// awaitExit waits through a pidfd without reaping: the child's own Wait
+// still gets its status. No root needed, so this also runs in a user
+// namespace, as a rootless daemon does.
+func TestAwaitExit(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "read line; exit 3")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := exitedNow(fd); !errors.Is(err, errRunning) {
+		t.Fatalf("running child: %v, want errRunning", err)
+	}
+	stdin.Close()
+	if err := awaitExit(cmd.Process.Pid); err != nil {
+		t.Fatalf("awaitExit: %v", err)
+	}
+	if err := exitedNow(fd); err != nil {
+		t.Errorf("after awaitExit: %v, want exited", err)
+	}
+	// Still a zombie for Wait to reap, with its code.
+	var exit *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Errorf("Wait: %v, want exit code 3", err)
+	}
+	// Not a child of ours: waitid refuses, so the caller falls back to
+	// its blocking Wait, which reports that.
+	if err := awaitExit(os.Getppid()); !errors.Is(err, unix.ECHILD) {
+		t.Errorf("awaitExit of the parent: %v, want ECHILD", err)
+	}
 }
