@@ -6,11 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"executor/tests/cmd/benchtable/samples"
 )
 
 // BenchmarkMountRoot measures what a cold start pays for its root once the
 // image is in the store: Pull (a cache hit) plus MountRoot; and, separately,
-// UnmountRoot at destroy.
+// UnmountRoot at destroy; each as n, p50, p90 and p99.
 //
 //	go test -tags containers_image_openpgp,containers_image_storage_stub -run '^$' -bench MountRoot ./images/
 func BenchmarkMountRoot(b *testing.B) {
@@ -38,9 +41,11 @@ func BenchmarkMountRoot(b *testing.B) {
 		})
 
 		b.Run(fmt.Sprintf("layers=%d/prepare", layers), func(b *testing.B) {
+			var ds []time.Duration
 			for b.Loop() {
 				dir := filepath.Join(base, fmt.Sprint(len(dirs)))
 				dirs = append(dirs, dir)
+				start := time.Now()
 				img, err := s.Pull(ctx, ref)
 				if err != nil {
 					b.Fatal(err)
@@ -48,14 +53,17 @@ func BenchmarkMountRoot(b *testing.B) {
 				if _, err := s.MountRoot(ctx, img, dir); err != nil {
 					b.Fatal(err)
 				}
+				ds = append(ds, time.Since(start))
 				b.StopTimer()
 				if err := s.UnmountRoot(dir); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
 			}
+			samples.Report(b, "prepare", ds)
 		})
 		b.Run(fmt.Sprintf("layers=%d/unmount", layers), func(b *testing.B) {
+			var ds []time.Duration
 			for b.Loop() {
 				b.StopTimer()
 				dir := filepath.Join(base, fmt.Sprint(len(dirs)))
@@ -68,10 +76,13 @@ func BenchmarkMountRoot(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
+				start := time.Now()
 				if err := s.UnmountRoot(dir); err != nil {
 					b.Fatal(err)
 				}
+				ds = append(ds, time.Since(start))
 			}
+			samples.Report(b, "unmount", ds)
 		})
 	}
 }

@@ -3,15 +3,16 @@ package netns
 import (
 	"context"
 	"fmt"
-	"sort"
 	"testing"
 	"time"
+
+	"executor/tests/cmd/benchtable/samples"
 )
 
 // BenchmarkAttachDetach measures one endpoint's life: Attach then Detach.
-// attach-us is the mean time Attach took (what a cold start waits for),
-// attach-p50-us / attach-p99-us its quantiles, detach-us the mean time Detach
-// took (with AsyncDetach only the hand-off to the background). back-to-back
+// attach is the time Attach took (what a cold start waits for), detach the
+// time Detach took (with AsyncDetach only the hand-off to the background),
+// each as n, p50, p90 and p99. back-to-back
 // drains the pool faster than it refills (Attach then mostly builds inline,
 // competing with the refill and the background teardowns); paced waits,
 // untimed, for the pool to refill between iterations, as the gaps between
@@ -38,10 +39,8 @@ func BenchmarkAttachDetach(b *testing.B) {
 				// Let the pool fill, as it would between requests.
 				time.Sleep(100 * time.Millisecond)
 			}
-			attach := make([]time.Duration, 0, b.N)
-			var detach time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
+			var attach, detach []time.Duration
+			for i := 0; b.Loop(); i++ {
 				t0 := time.Now()
 				ep, err := n.Attach(ctx, fmt.Sprintf("b%d", i))
 				t1 := time.Now()
@@ -52,7 +51,7 @@ func BenchmarkAttachDetach(b *testing.B) {
 					b.Fatal(err)
 				}
 				attach = append(attach, t1.Sub(t0))
-				detach += time.Since(t1)
+				detach = append(detach, time.Since(t1))
 				if bc.paced {
 					b.StopTimer()
 					for deadline := time.Now().Add(time.Second); len(n.pool) < cap(n.pool) && time.Now().Before(deadline); {
@@ -61,16 +60,8 @@ func BenchmarkAttachDetach(b *testing.B) {
 					b.StartTimer()
 				}
 			}
-			b.StopTimer()
-			sort.Slice(attach, func(i, j int) bool { return attach[i] < attach[j] })
-			var sum time.Duration
-			for _, d := range attach {
-				sum += d
-			}
-			b.ReportMetric(float64(sum.Microseconds())/float64(b.N), "attach-us")
-			b.ReportMetric(float64(attach[len(attach)/2].Microseconds()), "attach-p50-us")
-			b.ReportMetric(float64(attach[len(attach)*99/100].Microseconds()), "attach-p99-us")
-			b.ReportMetric(float64(detach.Microseconds())/float64(b.N), "detach-us")
+			samples.Report(b, "attach", attach)
+			samples.Report(b, "detach", detach)
 		})
 	}
 }

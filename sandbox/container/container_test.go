@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"executor/oci"
+	"executor/tests/cmd/benchtable/samples"
 )
 
 func TestExitStatusString(t *testing.T) {
@@ -254,8 +255,7 @@ func BenchmarkContainerStart(b *testing.B) {
 			}
 			r := newRunner(b, Config{Unconfined: !v.seccomp})
 			var first, total []time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
+			for i := 0; b.Loop(); i++ {
 				id := fmt.Sprintf("%sbench-%d", IDPrefix, i)
 				spec := testSpec(root)
 				if v.userns {
@@ -276,9 +276,8 @@ func BenchmarkContainerStart(b *testing.B) {
 				}
 				total = append(total, time.Since(start))
 			}
-			b.StopTimer()
-			b.ReportMetric(float64(median(first).Microseconds())/1000, "first-byte-p50-ms")
-			b.ReportMetric(float64(median(total).Microseconds())/1000, "start-to-destroyed-p50-ms")
+			samples.Report(b, "first-byte", first)
+			samples.Report(b, "start-to-destroyed", total)
 		})
 	}
 }
@@ -300,18 +299,6 @@ func chownTree(t testing.TB, root string, id int) {
 			_ = os.Chmod(d, st.Mode().Perm()|0o001)
 		}
 	}
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s[len(s)/2]
 }
 
 // buildInit builds cmd/executor-init for tests.

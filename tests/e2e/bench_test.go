@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -9,27 +10,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"executor/tests/cmd/benchtable/samples"
 	"executor/tests/testenv"
 )
 
-// percentile reports the p-th percentile of ds.
-func percentile(ds []time.Duration, p float64) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(float64(len(s)-1)*p)]
-}
-
+// reportDurations reports ds as prefix's n, p50, p90 and p99 (ms), the
+// names tests/cmd/benchtable reads.
 func reportDurations(b *testing.B, prefix string, ds []time.Duration) {
-	if len(ds) == 0 {
-		return
-	}
-	b.ReportMetric(float64(percentile(ds, 0.5).Microseconds())/1000, prefix+"-p50-ms")
-	b.ReportMetric(float64(percentile(ds, 0.95).Microseconds())/1000, prefix+"-p95-ms")
+	b.Helper()
+	samples.Report(b, prefix, ds)
 }
 
 // BenchmarkColdStart measures an execution on a runtime id that does not
@@ -59,8 +53,7 @@ func benchColdStartOn(b *testing.B, x *executor, src string) {
 	}
 	x.request(b, "DELETE", "/v1/runtimes/warmup", nil, nil)
 	var ds []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for i := 0; b.Loop(); i++ {
 		id := fmt.Sprintf("cold-%d", i)
 		start := time.Now()
 		r := x.request(b, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept)
@@ -93,8 +86,15 @@ func BenchmarkWarmExecutionRootless(b *testing.B) {
 	})
 }
 
-// benchWarm measures warm executions on x; dialer, when not nil, gives the
-// direct requests' dial function (once the runtime runs).
+// warmClients is how many clients the throughput figures run at once
+// (issue 16: at least 0.9x of direct under 40 concurrent clients).
+const warmClients = 40
+
+// benchWarm measures warm executions on x against the same request sent
+// straight to the runtime, in the same run: latency one request at a time,
+// the two paths interleaved, then throughput with warmClients clients at
+// once, each path in turn. dialer, when not nil, gives the direct requests'
+// dial function (once the runtime runs).
 func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx context.Context, network, addr string) (net.Conn, error)) {
 	if r := x.request(b, "POST", "/v1/runtimes/warm/executions", execBody(src, map[string]any{"path": "/status?code=200"}), jsonAccept); r.status != 200 {
 		b.Fatalf("%d %s", r.status, r.body)
@@ -103,12 +103,19 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 	addr := runtimeAddr(b, x, rt["hostname"].(string))
 	key := rt["key"].(string)
 
-	tr := &http.Transport{DisableCompression: true}
+	// Both paths keep a connection per client: the default two idle
+	// connections per host would make the concurrent runs dial per request.
+	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: warmClients}
 	if dialer != nil {
 		tr.DialContext = dialer()
 	}
-	direct := &http.Client{Transport: tr}
-	directOnce := func() time.Duration {
+	defer tr.CloseIdleConnections()
+	direct := &http.Client{Transport: tr, Timeout: time.Minute}
+	trx := &http.Transport{MaxIdleConnsPerHost: warmClients}
+	defer trx.CloseIdleConnections()
+	viaClient := &http.Client{Transport: trx, Timeout: time.Minute}
+	logs := filepath.Join(x.dataDir, "runtimes")
+	directOnce := func() (time.Duration, error) {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/status?code=200", nil)
 		req.Header.Set("x-open-runtimes-secret", key)
 		req.Header.Set("x-open-runtimes-timeout", "15")
@@ -117,45 +124,102 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 		start := time.Now()
 		resp, err := direct.Do(req)
 		if err != nil {
-			b.Fatal(err)
+			return 0, err
 		}
 		drain(resp)
 		if id := resp.Header.Get("x-open-runtimes-log-id"); id != "" {
 			// The executor reads and removes the log files; do the same so both paths do equal work on the runtime side.
-			logs := filepath.Join(x.dataDir, "runtimes")
 			matches, _ := filepath.Glob(filepath.Join(logs, "*", "logs", id+"_*"))
 			for _, m := range matches {
 				os.ReadFile(m)
 				os.Remove(m)
 			}
 		}
-		return time.Since(start)
-	}
-	viaExecutor := func() time.Duration {
-		start := time.Now()
-		r := x.request(b, "POST", "/v1/runtimes/warm/executions", map[string]any{"path": "/status?code=200"}, jsonAccept)
 		d := time.Since(start)
-		if r.status != 200 {
-			b.Fatalf("%d %s", r.status, r.body)
+		if resp.StatusCode != 200 {
+			return d, fmt.Errorf("direct: status %d", resp.StatusCode)
+		}
+		return d, nil
+	}
+	body := []byte(`{"path":"/status?code=200"}`)
+	viaExecutor := func() (time.Duration, error) {
+		req, _ := http.NewRequest("POST", x.url+"/v1/runtimes/warm/executions", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+secret)
+		for k, v := range jsonAccept {
+			req.Header.Set(k, v)
+		}
+		start := time.Now()
+		resp, err := viaClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		drain(resp)
+		d := time.Since(start)
+		if resp.StatusCode != 200 {
+			return d, fmt.Errorf("through the executor: status %d", resp.StatusCode)
+		}
+		return d, nil
+	}
+	must := func(d time.Duration, err error) time.Duration {
+		if err != nil {
+			b.Fatal(err)
 		}
 		return d
 	}
 	for i := 0; i < 20; i++ { // warm both paths' connections
-		directOnce()
-		viaExecutor()
+		must(directOnce())
+		must(viaExecutor())
 	}
 	var dd, de []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		dd = append(dd, directOnce())
-		de = append(de, viaExecutor())
+	for b.Loop() {
+		dd = append(dd, must(directOnce()))
+		de = append(de, must(viaExecutor()))
 	}
-	b.StopTimer()
 	reportDurations(b, "direct", dd)
 	reportDurations(b, "executor", de)
-	overhead := percentile(de, 0.5) - percentile(dd, 0.5)
-	b.ReportMetric(float64(overhead.Microseconds())/1000, "overhead-p50-ms")
-	b.ReportMetric(float64(percentile(de, 0.5))/float64(percentile(dd, 0.5)), "executor/direct-p50")
+	b.ReportMetric(samples.Millis(samples.Quantile(de, 0.5)-samples.Quantile(dd, 0.5)), "p50-added-ms")
+	b.ReportMetric(samples.Millis(samples.Quantile(de, 0.99)-samples.Quantile(dd, 0.99)), "p99-added-ms")
+
+	// Throughput: each client sends perClient requests back to back; the
+	// paths take turns twice so that neither always runs on a warmer host.
+	perClient := max(5, len(dd))
+	var rps [2]float64
+	for round := 0; round < 2; round++ {
+		for i, f := range []func() (time.Duration, error){directOnce, viaExecutor} {
+			d, err := concurrently(warmClients, perClient, f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rps[i] += float64(warmClients*perClient) / d.Seconds() / 2
+		}
+	}
+	b.ReportMetric(float64(2*warmClients*perClient), "direct-c40-n")
+	b.ReportMetric(rps[0], "direct-c40-rps")
+	b.ReportMetric(float64(2*warmClients*perClient), "executor-c40-n")
+	b.ReportMetric(rps[1], "executor-c40-rps")
+}
+
+// concurrently runs f perClient times in each of clients goroutines and
+// returns how long all of it took, or the first error.
+func concurrently(clients, perClient int, f func() (time.Duration, error)) (time.Duration, error) {
+	errs := make(chan error, clients)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for range perClient {
+				if _, err := f(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	d := time.Since(start)
+	close(errs)
+	return d, <-errs
 }
 
 // runtimeAddr finds a runtime's bridge address from the hosts file the
@@ -194,8 +258,7 @@ func BenchmarkRuntimeBoot(b *testing.B) {
 		b.Fatal(err)
 	}
 	var ds []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
+	for b.Loop() {
 		port, err := testenv.FreePort()
 		if err != nil {
 			b.Fatal(err)

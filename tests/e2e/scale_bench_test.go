@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"executor/tests/cmd/benchtable/samples"
+)
+
+// scaleRuntimesEnv sets how many idle runtimes BenchmarkScale holds; make
+// bench asks for the issue's 1,000, make test's smoke run for a few.
+const scaleRuntimesEnv = "EXECUTOR_BENCH_RUNTIMES"
+
+// scaleMemory is each idle runtime's memory limit in MB, as in issue 16.
+const scaleMemory = 64
+
+// BenchmarkScale holds N idle runtimes (memory=64) in one daemon, created one
+// after another, and reports what they cost it and how its API answers with
+// them: the daemon's RSS and OS threads at 10 and at N runtimes and the
+// increment per runtime between the two, the creation latency of runtimes
+// 1-10 and of the last 10, health (authenticated) and list latency at N (one
+// of each per iteration), and the delete latency of all N. N is
+// $EXECUTOR_BENCH_RUNTIMES, 1000 when unset; at least 20, so that the first
+// ten and the last ten are different runtimes.
+//
+// The figures are the daemon's as it is: the benchmark measures whatever
+// per-runtime threads, memory and locking it has, and assumes none of it.
+func BenchmarkScale(b *testing.B) {
+	n := 1000
+	if v := os.Getenv(scaleRuntimesEnv); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 20 {
+			b.Fatalf("%s=%q: want a number of runtimes, at least 20", scaleRuntimesEnv, v)
+		}
+	}
+	x := startExecutor(b)
+	pid := x.cmd.Process.Pid
+	src := source(b, map[string]string{"index.js": "x"})
+
+	// Registered after startExecutor's cleanup, so it runs first: every
+	// runtime made is deleted, whatever failed, before the daemon stops and
+	// its leftovers are checked.
+	var created []string
+	b.Cleanup(func() {
+		for _, id := range created {
+			if r := x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 && r.status != 404 {
+				b.Errorf("cleanup: delete %s: %d %s", id, r.status, r.body)
+			}
+		}
+	})
+
+	create := func(id string) time.Duration {
+		body := map[string]any{
+			"runtimeId": id, "image": "openruntimes/test:v5-1", "source": src, "entrypoint": "index.js",
+			"runtimeEntrypoint": startCommand, "memory": scaleMemory,
+		}
+		start := time.Now()
+		r := x.request(b, "POST", "/v1/runtimes", body, jsonAccept)
+		d := time.Since(start)
+		if r.status == 201 {
+			created = append(created, id)
+		} else {
+			b.Fatalf("creating runtime %s (%d held): %d %s", id, len(created), r.status, r.body)
+		}
+		return d
+	}
+	// Pull the image first, outside the figures.
+	create("scale-pull")
+	if r := x.request(b, "DELETE", "/v1/runtimes/scale-pull", nil, nil); r.status != 200 {
+		b.Fatalf("delete scale-pull: %d %s", r.status, r.body)
+	}
+	created = created[:0]
+
+	var first, last []time.Duration
+	var at10 procStatus
+	for i := range n {
+		d := create(fmt.Sprintf("scale-%d", i))
+		switch {
+		case i < 10:
+			first = append(first, d)
+		case i >= n-10:
+			last = append(last, d)
+		}
+		if i == 9 {
+			at10 = readProcStatus(b, pid)
+		}
+	}
+	atN := readProcStatus(b, pid)
+
+	var health, list []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		if r := x.request(b, "GET", "/v1/health", nil, nil); r.status != 200 {
+			b.Fatalf("health at %d runtimes: %d %s", n, r.status, r.body)
+		}
+		health = append(health, time.Since(start))
+		start = time.Now()
+		r := x.request(b, "GET", "/v1/runtimes", nil, nil)
+		list = append(list, time.Since(start))
+		if r.status != 200 {
+			b.Fatalf("list at %d runtimes: %d %s", n, r.status, r.body)
+		}
+		if got := strings.Count(string(r.body), `"hostname"`); got != len(created) {
+			b.Fatalf("list at %d runtimes shows %d", len(created), got)
+		}
+	}
+
+	var del []time.Duration
+	for len(created) > 0 {
+		id := created[len(created)-1]
+		start := time.Now()
+		r := x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil)
+		del = append(del, time.Since(start))
+		if r.status != 200 {
+			b.Fatalf("delete %s: %d %s", id, r.status, r.body)
+		}
+		created = created[:len(created)-1]
+	}
+
+	b.ReportMetric(float64(n), "runtimes")
+	b.ReportMetric(at10.rssMB(), "rss-at10-MB")
+	b.ReportMetric(atN.rssMB(), "rss-atN-MB")
+	b.ReportMetric(float64(atN.rssKiB-at10.rssKiB)/float64(n-10), "rss-per-runtime-KiB")
+	b.ReportMetric(float64(at10.threads), "threads-at10")
+	b.ReportMetric(float64(atN.threads), "threads-atN")
+	b.ReportMetric(float64(atN.threads-at10.threads)/float64(n-10), "threads-per-runtime")
+	samples.Report(b, "create-first10", first)
+	samples.Report(b, "create-last10", last)
+	samples.Report(b, "delete", del)
+	samples.Report(b, "health", health)
+	samples.Report(b, "list", list)
+}
+
+// procStatus is what /proc/<pid>/status says of a process's size.
+type procStatus struct {
+	rssKiB  int64
+	threads int64
+}
+
+func (s procStatus) rssMB() float64 { return float64(s.rssKiB) * 1024 / 1e6 }
+
+func readProcStatus(t testing.TB, pid int) procStatus {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var s procStatus
+	var seen int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		switch k {
+		case "VmRSS": // "  123456 kB"
+			s.rssKiB, err = strconv.ParseInt(fields[0], 10, 64)
+			seen++
+		case "Threads":
+			s.threads, err = strconv.ParseInt(fields[0], 10, 64)
+			seen++
+		}
+		if err != nil {
+			t.Fatalf("/proc/%d/status: %s: %v", pid, sc.Text(), err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 2 {
+		t.Fatalf("/proc/%d/status: no VmRSS or Threads line", pid)
+	}
+	return s
+}
