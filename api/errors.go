@@ -110,6 +110,13 @@ func kindError(e *sandbox.Error) *apiError {
 		out.typ, out.message = typeRuntimeConflict, "A runtime with the same ID is already being created. Attempt a execution soon."
 	case sandbox.ShuttingDown:
 		out.typ, out.code, out.message = typeRuntimeFailed, http.StatusServiceUnavailable, "Executor is shutting down."
+	case sandbox.Capacity:
+		// As for shutting down: the catalogue's type clients know, with
+		// the status that says "not now, not your request's fault".
+		out.typ, out.code = typeRuntimeFailed, http.StatusServiceUnavailable
+		if out.message == "" {
+			out.message = "Executor is at capacity."
+		}
 	case sandbox.Timeout:
 		// The sandbox's message, when it has one, says why the runtime was
 		// not ready; else the reference's text.

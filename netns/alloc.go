@@ -96,6 +96,13 @@ func (a *allocator) getOrWait(ctx context.Context, wait func() bool) (netip.Addr
 	}
 }
 
+// size is how many addresses the allocator hands out in all.
+func (a *allocator) size() int {
+	f, l := a.first.As4(), a.last.As4()
+	v := func(b [4]byte) int { return int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3]) }
+	return v(l) - v(f) + 1
+}
+
 func (a *allocator) inUse() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()

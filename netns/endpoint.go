@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -94,6 +95,9 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 	for attempt := 0; ; attempt++ {
 		addr, err := n.addrs.getOrWait(ctx, func() bool { return n.tearingDown.Load() > 0 })
 		if err != nil {
+			if errors.Is(err, ErrNoAddress) {
+				return nil, n.noAddress(err)
+			}
 			return nil, err
 		}
 		err = n.leases.create(lease{Addr: addr, ID: id, HostIf: ep.HostIf, NSPath: ep.NSPath})
@@ -108,7 +112,7 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 		// Leased by someone else (a lease file we did not load): leave the
 		// address reserved and take another.
 		if attempt > 64 {
-			return nil, ErrNoAddress
+			return nil, n.noAddress(ErrNoAddress)
 		}
 	}
 	n.mu.Lock()
@@ -133,6 +137,11 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 		PeerNamespace: netlink.NsFd(int(ns)),
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
+		if errors.Is(err, syscall.EXFULL) {
+			// The kernel's limit of ports on one bridge (BR_MAX_PORTS).
+			return nil, &CapacityError{Network: n.cfg.Name, Err: err,
+				Limit: fmt.Sprintf("bridge %s has no free port", n.bridge.Attrs().Name)}
+		}
 		return nil, fmt.Errorf("netns: create veth %s: %w", ep.HostIf, err)
 	}
 	if !n.cfg.AllowRuntimeToRuntime {
@@ -145,6 +154,13 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 	}
 	if err := configureInside(ns, ep); err != nil {
 		return nil, err
+	}
+	// The address may have had a holder moments ago (a full subnet hands a
+	// freed one out at once): the host's neighbour entry would still name
+	// the old MAC and send the new runtime's traffic nowhere until it ages
+	// out, longer than a start timeout. The new holder is up: forget it.
+	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: n.bridge.Attrs().Index, IP: net.IP(ep.Addr.AsSlice())}); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return nil, fmt.Errorf("netns: forget the old neighbour entry of %s: %w", ep.Addr, err)
 	}
 	return ep, nil
 }

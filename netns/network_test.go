@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -330,7 +331,7 @@ func TestLeasesSurviveRestart(t *testing.T) {
 	var eps []*Endpoint
 	for i := 0; ; i++ {
 		ep, err := n2.Attach(ctx, fmt.Sprintf("new%d", i))
-		if err == ErrNoAddress {
+		if errors.Is(err, ErrNoAddress) {
 			break
 		}
 		if err != nil {

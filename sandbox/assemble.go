@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"executor/images"
+	"executor/netns"
 	"executor/oci"
 	"executor/sandbox/container"
 	"executor/sandbox/protocol"
@@ -43,7 +44,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		err := <-attached
 		attached = nil
 		if err != nil {
-			return fmt.Errorf("attach network %s: %w", network.Name(), err)
+			return networkError(network, err)
 		}
 		return nil
 	}
@@ -115,6 +116,20 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	r.ct = containerProc{c}
 	r.mu.Unlock()
 	return nil
+}
+
+// networkError says why network could not take the runtime: a limit it
+// reached is the executor's capacity, with the setting that raises it.
+func networkError(network *netns.Network, err error) error {
+	if !errors.Is(err, netns.ErrCapacity) {
+		return fmt.Errorf("attach network %s: %w", network.Name(), err)
+	}
+	msg := "Executor is at capacity: network " + network.Name() + " has no room for another runtime."
+	if errors.Is(err, netns.ErrNoAddress) {
+		msg = fmt.Sprintf("Executor is at capacity: network %s has no free address in its subnet %s; "+
+			"a larger OPR_EXECUTOR_SUBNET makes room for more runtimes.", network.Name(), network.Subnet())
+	}
+	return newError(Capacity, msg, err)
 }
 
 // containerProc is a *container.Container as a runtime's proc.

@@ -38,6 +38,10 @@ const (
 	// out, or could not run or exited non-zero.
 	CommandTimeout
 	CommandFailed
+	// Capacity: the executor has reached a real limit (a network with no
+	// free address...) and creates nothing more until a runtime goes; the
+	// message names the limit and the setting that raises it.
+	Capacity
 )
 
 var kindNames = [...]string{
@@ -52,6 +56,7 @@ var kindNames = [...]string{
 	BuildFailed:    "build failed",
 	CommandTimeout: "command timeout",
 	CommandFailed:  "command failed",
+	Capacity:       "at capacity",
 }
 
 func (k Kind) String() string {
