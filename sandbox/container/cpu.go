@@ -1,0 +1,94 @@
+package container
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoCPUCounter is returned by CPUUsage for a container without a cgroup
+// that counts CPU time (a rootless runtime without a delegated cgroup).
+var ErrNoCPUCounter = errors.New("container: no cgroup CPU counter")
+
+// cpuCounterMax bounds a read of a cgroup counter file: cpuacct.usage is one
+// number and cpu.stat a handful of lines, so anything longer is not the
+// kernel's file.
+const cpuCounterMax = 4 << 10
+
+// CPUUsage is the CPU time the container's cgroup has used, in nanoseconds.
+// It reads only that counter (cpuacct.usage on cgroup v1, usage_usec of
+// cpu.stat on v2): libcontainer's Stats reads every controller's files,
+// which at a thousand runtimes made the health endpoint take over a second.
+func (c *Container) CPUUsage() (uint64, error) {
+	var buf [cpuCounterMax]byte
+	// A v1 cpuacct hierarchy wins: on hybrid hosts "" is the unified
+	// hierarchy, which has no controllers there.
+	if p := c.cgPaths["cpuacct"]; p != "" {
+		file := filepath.Join(p, "cpuacct.usage")
+		data, err := readCounterFile(file, buf[:])
+		if err != nil {
+			return 0, err
+		}
+		ns, err := strconv.ParseUint(string(bytes.TrimSpace(data)), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("container: %s: %w", file, err)
+		}
+		return ns, nil
+	}
+	if p := c.cgPaths[""]; p != "" {
+		file := filepath.Join(p, "cpu.stat")
+		data, err := readCounterFile(file, buf[:])
+		if err != nil {
+			return 0, err
+		}
+		for line := range bytes.SplitSeq(data, []byte("\n")) {
+			if v, ok := bytes.CutPrefix(line, []byte("usage_usec ")); ok {
+				us, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("container: %s: %w", file, err)
+				}
+				return us * 1000, nil
+			}
+		}
+		return 0, fmt.Errorf("container: %s has no usage_usec", file)
+	}
+	return 0, ErrNoCPUCounter
+}
+
+// readCounterFile reads a small cgroup file. A runtime may own its cgroup
+// directory in some modes, so the file is treated as untrusted: a link is
+// not followed (O_NOFOLLOW), a FIFO does not block (O_NONBLOCK), only a
+// regular file is read, and at most len(buf) bytes: the file must fit.
+func readCounterFile(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("container: open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("container: stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("container: %s is not a regular file", path)
+	}
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Read(fd, buf[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("container: read %s: %w", path, err)
+		}
+		if m == 0 {
+			return buf[:n], nil
+		}
+		n += m
+	}
+	return nil, fmt.Errorf("container: %s is longer than %d bytes", path, len(buf))
+}
