@@ -9,7 +9,7 @@ export CGO_ENABLED := 1
 # start, loopback only, state under /var/lib/executor.
 RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
-.PHONY: build check-go run test test-cgroup2 e2e unit bench lint demo clean release install uninstall
+.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke lint demo clean release install uninstall
 
 build: bin/executor bin/executor-init
 
@@ -45,9 +45,11 @@ lint: | check-go
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The whole suite: unit tests of every package, then the end-to-end tests that
-# drive bin/executor over HTTP. Needs root (containers, cgroups, bridges).
+# drive bin/executor over HTTP, then one run of every benchmark
+# (bench-smoke). Needs root (containers, cgroups, bridges).
 test: build lint
 	$(GO) test $(GOFLAGS_T) -count=1 -timeout 25m ./...
+	$(MAKE) --no-print-directory bench-smoke
 
 # The end-to-end core again on a pure cgroup v2 host (this machine is hybrid
 # v1): Debian's own kernel under qemu, its root built once per machine and
@@ -62,11 +64,33 @@ unit: | check-go
 e2e: build
 	$(GO) test $(GOFLAGS_T) -count=1 -timeout 25m -v ./tests/e2e/
 
-# Cold start, warm latency through the executor vs straight to the runtime,
-# the runtime's own boot, libcontainer start alone, network setup, runtime
-# root preparation, and image pulls against skopeo+umoci.
-bench: build
-	$(GO) test $(GOFLAGS_T) -run '^$$' -bench . -benchtime 20x -timeout 30m ./tests/e2e/ ./sandbox/container/ ./netns/ ./images/
+# Cold start, warm latency and throughput through the executor vs straight
+# to the runtime, the runtime's own boot, libcontainer start alone, rootless
+# against root, the daemon with BENCH_RUNTIMES idle runtimes, network setup,
+# runtime root preparation, and image pulls against skopeo+umoci. The raw
+# output goes to the terminal and to bin/bench.out; bin/benchtable then prints
+# one table of every figure beside its baseline from the same run (README:
+# Benchmarks). bash for pipefail: a benchmark that fails fails make. -p 1:
+# one package's benchmarks at a time, so they do not time each other.
+BENCH_PKGS     := ./tests/e2e/ ./sandbox/container/ ./netns/ ./images/
+BENCH_RUNTIMES ?= 1000
+BENCH_OUT      ?= bin/bench.out
+
+bench bench-smoke: SHELL := /bin/bash
+
+bench: build bin/benchtable
+	set -o pipefail; EXECUTOR_BIN='$(CURDIR)/bin/executor' EXECUTOR_BENCH_RUNTIMES=$(BENCH_RUNTIMES) $(GO) test $(GOFLAGS_T) -p 1 -count=1 -run '^$$' -bench . \
+		-benchtime 20x -timeout 60m $(BENCH_PKGS) 2>&1 | tee '$(BENCH_OUT)'
+	@echo; ./bin/benchtable <'$(BENCH_OUT)'
+
+# Every benchmark once, with a few idle runtimes, through the table printer:
+# proves they run (make test calls it); no timing is judged.
+bench-smoke: build bin/benchtable
+	set -o pipefail; EXECUTOR_BIN='$(CURDIR)/bin/executor' EXECUTOR_BENCH_RUNTIMES=20 $(GO) test $(GOFLAGS_T) -p 1 -count=1 -run '^$$' -bench . \
+		-benchtime 1x -timeout 20m $(BENCH_PKGS) 2>&1 | tee bin/bench-smoke.out | ./bin/benchtable
+
+bin/benchtable: $(wildcard tests/cmd/benchtable/*.go) | check-go
+	$(GO) build -o bin/benchtable ./tests/cmd/benchtable
 
 # A full round trip on a machine with no internet: build the test runtime
 # image, serve it from a local registry, start the executor and run one

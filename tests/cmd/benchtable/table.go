@@ -1,0 +1,287 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Benchmarks the targets name (make bench's packages: tests/e2e,
+// sandbox/container).
+const (
+	coldStart      = "BenchmarkColdStart/disk-1GiB"
+	coldNoDisk     = "BenchmarkColdStart/no-disk"
+	coldRootless   = "BenchmarkColdStart/rootless"
+	containerStart = "BenchmarkContainerStart/seccomp+userns"
+	runtimeBoot    = "BenchmarkRuntimeBoot"
+	warm           = "BenchmarkWarmExecution"
+	warmRootless   = "BenchmarkWarmExecutionRootless"
+	imagePull      = "BenchmarkImagePull"
+	scale          = "BenchmarkScale"
+)
+
+// coldSlackMs is what issue 16 allows a cold start on top of the hardened
+// libcontainer start and the runtime's own boot.
+const coldSlackMs = 10
+
+// row is one line of the table: a figure, its baseline, and the target.
+type row struct {
+	label     string
+	value     stat
+	baseLabel string
+	base      stat
+	target    string
+	// met says whether the target is met; nil for a figure without one.
+	met func(v, b stat) bool
+	// missing names what the run did not report; the row then has no verdict.
+	missing []string
+}
+
+// lookup gathers a row's inputs and notes the ones missing.
+type lookup struct {
+	r       *results
+	missing []string
+}
+
+func (l *lookup) fig(bench, fig string) stat {
+	s, ok := l.r.figure(bench, fig)
+	if !ok {
+		l.missing = append(l.missing, bench+" "+fig)
+	}
+	return s
+}
+
+func (l *lookup) one(bench, unit string) stat {
+	s, ok := l.r.single(bench, unit)
+	if !ok {
+		l.missing = append(l.missing, bench+" "+unit)
+	}
+	return s
+}
+
+// targetRows are the figures issue 16 sets targets for, each with its
+// baseline from the same run, then the comparisons it asks for without a
+// target of their own (rootless against root).
+func targetRows(r *results) []row {
+	var rows []row
+	add := func(l *lookup, rw row) {
+		rw.missing = l.missing
+		rows = append(rows, rw)
+	}
+	// The cold-start floor joins two benchmarks of other packages of the
+	// same run: its p50 is a sum of p50s, its other quantiles are not sums.
+	floor := func(l *lookup) stat {
+		c, b := l.fig(containerStart, "first-byte"), l.fig(runtimeBoot, "boot")
+		return stat{p50: c.p50 + b.p50 + coldSlackMs}
+	}
+	const floorLabel = "container+boot+10ms"
+	notAbove := func(v, b stat) bool { return v.p50 <= b.p50 }
+	for _, c := range []struct{ label, bench string }{
+		{"cold start (ms)", coldStart},
+		{"cold start, no disk (ms)", coldNoDisk},
+		{"cold start, rootless (ms)", coldRootless},
+	} {
+		l := &lookup{r: r}
+		add(l, row{label: c.label, value: l.fig(c.bench, "cold"), baseLabel: floorLabel, base: floor(l),
+			target: "p50 <= baseline", met: notAbove})
+	}
+	{
+		l := &lookup{r: r}
+		add(l, row{label: "cold start, rootless vs root (ms)", value: l.fig(coldRootless, "cold"),
+			baseLabel: "root cold start", base: l.fig(coldStart, "cold")})
+	}
+	added := func(v, b stat) bool { return v.p50-b.p50 < 0.3 && v.p99-b.p99 < 0.6 }
+	atLeast90 := func(v, b stat) bool { return v.p50 >= 0.9*b.p50 }
+	for _, w := range []struct{ label, bench string }{{"", warm}, {", rootless", warmRootless}} {
+		l := &lookup{r: r}
+		add(l, row{label: "warm execution" + w.label + " (ms)", value: l.fig(w.bench, "executor"),
+			baseLabel: "direct", base: l.fig(w.bench, "direct"),
+			target: "added < 0.3 p50, < 0.6 p99", met: added})
+		l = &lookup{r: r}
+		add(l, row{label: "warm, 40 clients" + w.label + " (req/s)", value: l.one(w.bench, "executor-c40-rps"),
+			baseLabel: "direct", base: l.one(w.bench, "direct-c40-rps"),
+			target: ">= 0.9x baseline", met: atLeast90})
+	}
+	{
+		l := &lookup{r: r}
+		add(l, row{label: "warm execution, rootless vs root (ms)", value: l.fig(warmRootless, "executor"),
+			baseLabel: "root warm", base: l.fig(warm, "executor")})
+	}
+	{
+		l := &lookup{r: r}
+		add(l, row{label: "image pull, 100 MB (ms)", value: l.fig(imagePull, "ours"),
+			baseLabel: "skopeo+umoci", base: l.fig(imagePull, "skopeo+umoci"),
+			target: "p50 <= baseline", met: notAbove})
+	}
+
+	n := "N"
+	if v, ok := r.single(scale, "runtimes"); ok {
+		n = fmt.Sprint(v.p50)
+	}
+	{
+		l := &lookup{r: r}
+		add(l, row{label: "daemon RSS at " + n + " runtimes (MB)", value: l.one(scale, "rss-atN-MB"),
+			baseLabel: "at 10", base: l.one(scale, "rss-at10-MB"),
+			target: "< 200 MB", met: func(v, _ stat) bool { return v.p50 < 200 }})
+		l = &lookup{r: r}
+		add(l, row{label: "daemon RSS per runtime (KiB)", value: l.one(scale, "rss-per-runtime-KiB")})
+		l = &lookup{r: r}
+		perRuntime := l.one(scale, "threads-per-runtime")
+		add(l, row{label: "daemon threads at " + n + " runtimes", value: l.one(scale, "threads-atN"),
+			baseLabel: "at 10", base: l.one(scale, "threads-at10"),
+			target: fmt.Sprintf("O(1): < 0.1/runtime (%.3f)", perRuntime.p50),
+			met:    func(_, _ stat) bool { return perRuntime.p50 < 0.1 }})
+		l = &lookup{r: r}
+		add(l, row{label: "create, last 10 of " + n + " (ms)", value: l.fig(scale, "create-last10"),
+			baseLabel: "first 10", base: l.fig(scale, "create-first10"),
+			target: "p50 <= baseline", met: notAbove})
+		l = &lookup{r: r}
+		add(l, row{label: "delete at " + n + " (ms)", value: l.fig(scale, "delete"),
+			target: "p50 < 5 ms", met: func(v, _ stat) bool { return v.p50 < 5 }})
+		for _, f := range []string{"health", "list"} {
+			l = &lookup{r: r}
+			add(l, row{label: f + " at " + n + " (ms)", value: l.fig(scale, f),
+				target: "p99 < 20 ms", met: func(v, _ stat) bool { return v.p99 < 20 }})
+		}
+	}
+	return rows
+}
+
+// otherRows are the figures no target row shows, in the order their
+// benchmarks ran.
+func otherRows(r *results, shown map[string]bool) []row {
+	var rows []row
+	for _, bench := range r.order {
+		for _, fig := range r.figures(bench) {
+			if shown[bench+" "+fig] {
+				continue
+			}
+			s, _ := r.figure(bench, fig)
+			rows = append(rows, row{label: strings.TrimPrefix(bench, "Benchmark") + " " + fig + " (ms)", value: s})
+		}
+	}
+	return rows
+}
+
+// shownFigures are the figures the target rows use.
+var shownFigures = []string{
+	coldStart + " cold", coldNoDisk + " cold", coldRootless + " cold",
+	containerStart + " first-byte", runtimeBoot + " boot",
+	warm + " executor", warm + " direct", warmRootless + " executor", warmRootless + " direct",
+	imagePull + " ours", imagePull + " skopeo+umoci",
+	scale + " create-first10", scale + " create-last10", scale + " delete", scale + " health", scale + " list",
+}
+
+func render(w io.Writer, r *results) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var missing []string
+	rows := targetRows(r)
+	for _, rw := range rows {
+		missing = append(missing, rw.missing...)
+	}
+	shown := map[string]bool{}
+	for _, f := range shownFigures {
+		shown[f] = true
+	}
+	others := otherRows(r, shown)
+	// Labels read left-aligned, numbers right-aligned: the writer aligns
+	// every column right, so the labels come padded to one width.
+	width := len("other figures")
+	for _, rw := range append(slices.Clone(rows), others...) {
+		width = max(width, len(rw.label))
+	}
+	fmt.Fprintf(tw, "%-*s\tn\tp50\tp90\tp99\tbaseline\tn\tp50\tp90\tp99\tratio\ttarget\tmet\t\n", width, "figure")
+	for _, rw := range rows {
+		fmt.Fprintln(tw, rw.line(width))
+	}
+	if len(others) > 0 {
+		fmt.Fprintf(tw, "%-*s\t\t\t\t\t\t\t\t\t\t\t\t\t\n", width, "other figures")
+		for _, rw := range others {
+			fmt.Fprintln(tw, rw.line(width))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	notes := []string{
+		"Times in ms; n samples, quantiles nearest-rank. ratio = figure p50 / baseline p50 (single values: figure / baseline).",
+		"Baselines come from the same make bench run. container+boot+10ms joins figures of other benchmarks of the run:",
+		"  " + containerStart + " first-byte p50 (sandbox/container) + " + runtimeBoot + " boot p50 + 10 ms;",
+		"  a sum of p50s, so it has no n, p90 or p99.",
+		"warm: figure and baseline interleaved one request at a time from the same client; 40 clients: each path in turn.",
+		"met: yes, NO, or - where the issue sets no target or the run did not measure the figure.",
+	}
+	if len(missing) > 0 {
+		notes = append(notes, "Not measured in this run: "+strings.Join(dedupe(missing), ", ")+".")
+	}
+	for _, n := range notes {
+		if _, err := fmt.Fprintln(w, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (rw row) line(width int) string {
+	cells := []string{fmt.Sprintf("%-*s", width, rw.label)}
+	cells = append(cells, statCells(rw.value, len(rw.missing) > 0)...)
+	cells = append(cells, rw.baseLabel)
+	if rw.baseLabel != "" {
+		cells = append(cells, statCells(rw.base, len(rw.missing) > 0)...)
+	} else {
+		cells = append(cells, "", "", "", "")
+	}
+	ratio := ""
+	if rw.baseLabel != "" && len(rw.missing) == 0 && rw.base.p50 != 0 {
+		ratio = fmt.Sprintf("%.2fx", rw.value.p50/rw.base.p50)
+	}
+	met := "-"
+	if rw.met != nil && len(rw.missing) == 0 {
+		met = "NO"
+		if rw.met(rw.value, rw.base) {
+			met = "yes"
+		}
+	}
+	cells = append(cells, ratio, rw.target, met)
+	return strings.Join(cells, "\t") + "\t"
+}
+
+// statCells are n, p50, p90, p99; a single value shows in p50 alone.
+func statCells(s stat, missing bool) []string {
+	if missing {
+		return []string{"", "", "", ""}
+	}
+	if !s.quantiles {
+		return []string{"", num(s.p50), "", ""}
+	}
+	return []string{fmt.Sprint(s.n), num(s.p50), num(s.p90), num(s.p99)}
+}
+
+// num prints about four significant digits, as go test does.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 100:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+func dedupe(ss []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
