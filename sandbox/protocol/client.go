@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -21,17 +20,11 @@ import (
 
 // NewHTTPClient returns an HTTP client for one runtime. Each runtime needs
 // its own, so that idle keep-alive connections die with it and are never
-// reused towards an address a later runtime has taken over.
+// reused towards an address a later runtime has taken over. Its Transport
+// does each exchange on the caller's goroutine (see Transport).
 func NewHTTPClient() *http.Client {
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		DisableCompression:  true, // the body goes back to the caller byte for byte
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     60 * time.Second,
-		ForceAttemptHTTP2:   false,
-	}
 	return &http.Client{
-		Transport: tr,
+		Transport: &Transport{},
 		// A redirect is the function's answer, for the caller to follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
