@@ -140,7 +140,7 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 		if errors.Is(err, syscall.EXFULL) {
 			// The kernel's limit of ports on one bridge (BR_MAX_PORTS).
 			return nil, &CapacityError{Network: n.cfg.Name, Err: err,
-				Limit: fmt.Sprintf("bridge %s has no free port", n.bridge.Attrs().Name)}
+				Limit: fmt.Sprintf("bridge %s has no free port (the kernel allows 1,023 per bridge)", n.bridge.Attrs().Name)}
 		}
 		return nil, fmt.Errorf("netns: create veth %s: %w", ep.HostIf, err)
 	}

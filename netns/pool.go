@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -46,7 +47,13 @@ func (n *Network) fill(ctx context.Context) {
 		name := fmt.Sprintf("%s%x", poolPrefix, n.poolSeq.Add(1))
 		ep, err := n.create(ctx, name, name)
 		if err != nil {
-			n.log.Warn("network pool refill", "network", n.cfg.Name, "err", err)
+			// At capacity the refill retries every second until an
+			// endpoint goes; the requests it fails are logged already.
+			lvl := slog.LevelWarn
+			if errors.Is(err, ErrCapacity) {
+				lvl = slog.LevelDebug
+			}
+			n.log.Log(ctx, lvl, "network pool refill", "network", n.cfg.Name, "err", err)
 			select {
 			case <-n.poolStop:
 				return

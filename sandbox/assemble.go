@@ -125,6 +125,10 @@ func networkError(network *netns.Network, err error) error {
 		return fmt.Errorf("attach network %s: %w", network.Name(), err)
 	}
 	msg := "Executor is at capacity: network " + network.Name() + " has no room for another runtime."
+	var ce *netns.CapacityError
+	if errors.As(err, &ce) {
+		msg = fmt.Sprintf("Executor is at capacity: network %s: %s.", network.Name(), ce.Limit)
+	}
 	if errors.Is(err, netns.ErrNoAddress) {
 		msg = fmt.Sprintf("Executor is at capacity: network %s has no free address in its subnet %s; "+
 			"a larger OPR_EXECUTOR_SUBNET makes room for more runtimes.", network.Name(), network.Subnet())
