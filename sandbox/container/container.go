@@ -42,6 +42,8 @@ type Container struct {
 	// lifetime; only a rise past this mark can be about the main process.
 	oomMu     sync.Mutex
 	oomJudged int
+	oomOpen   sync.Once
+	oomFile   *os.File // the cgroup's kill counter, opened once (see oomKills)
 }
 
 // ExitStatus is how a main process ended.
@@ -197,6 +199,7 @@ func (c *Container) Stop(grace time.Duration) {
 // Destroy removes the container's state and cgroups. The main process must
 // have been stopped. Destroying a destroyed container does nothing.
 func (c *Container) Destroy() error {
+	c.closeOOMCounter()
 	return c.c.Destroy()
 }
 
