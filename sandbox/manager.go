@@ -124,7 +124,7 @@ type Manager struct {
 
 	names build.Namer // of artifacts
 
-	usage usage.Meter
+	usage *usage.Sampler
 
 	stopMaint chan struct{}
 	maintDone chan struct{}
@@ -217,12 +217,14 @@ func newManager(cfg Config) *Manager {
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = DefaultRetryDelay
 	}
-	return &Manager{
+	m := &Manager{
 		cfg:    cfg,
 		runDir: filepath.Join(cfg.DataDir, "runtimes"),
 		log:    cfg.Logger,
 		table:  make(map[string]*entry),
 	}
+	m.usage = m.newUsageSampler()
+	return m
 }
 
 // startMaintenance starts the reaper of idle runtimes when it is configured.
@@ -269,9 +271,10 @@ func Traversable(dir string) error {
 
 func (m *Manager) runtimeName(id string) string { return m.cfg.Hostname + "-" + id }
 
-// Close stops maintenance and removes every runtime, giving each the stop
-// grace period to exit on SIGTERM.
+// Close stops maintenance and usage sampling and removes every runtime,
+// giving each the stop grace period to exit on SIGTERM.
 func (m *Manager) Close(ctx context.Context) error {
+	m.usage.Close()
 	m.mu.Lock()
 	m.closing = true
 	entries := make([]*entry, 0, len(m.table))

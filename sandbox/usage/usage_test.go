@@ -1,37 +1,279 @@
 package usage
 
 import (
+	"maps"
+	"sync"
 	"testing"
+	"time"
 )
 
 // A runtime's CPU time over the interval becomes percent of one core; a
-// runtime new since the last reading, or whose counter went back (a
-// restarted container), reads 0.
-func TestRead(t *testing.T) {
-	var m Meter
-	counters := map[string]uint64{"a": 0, "gone": 5, "reset": 1e12}
-	host, per := m.Read(func() map[string]uint64 {
-		out := make(map[string]uint64, len(counters))
-		for k, v := range counters {
-			out[k] = v
+// runtime new since the previous sample, or whose counter went back (a
+// restarted container), reads 0; one gone since is left out.
+func TestFigures(t *testing.T) {
+	at := time.Now()
+	prev := &sample{at: at, hostBusy: 10, hostTotal: 100, runtimes: map[string]uint64{"a": 0, "gone": 5, "reset": 1e12}}
+	tests := []struct {
+		name     string
+		cur      *sample
+		wantHost float64
+		want     map[string]float64
+	}{
+		{
+			name:     "100 ms later",
+			cur:      &sample{at: at.Add(100 * time.Millisecond), hostBusy: 30, hostTotal: 140, runtimes: map[string]uint64{"a": 50e6, "reset": 10, "new": 1e9}},
+			wantHost: 50,
+			want:     map[string]float64{"a": 50, "reset": 0, "new": 0},
+		},
+		{
+			name:     "two cores busy",
+			cur:      &sample{at: at.Add(time.Second), hostBusy: 110, hostTotal: 200, runtimes: map[string]uint64{"a": 2e9}},
+			wantHost: 100,
+			want:     map[string]float64{"a": 200},
+		},
+		{
+			name:     "host counters went back",
+			cur:      &sample{at: at.Add(time.Second), hostBusy: 5, hostTotal: 50, runtimes: map[string]uint64{}},
+			wantHost: 0,
+			want:     map[string]float64{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			host, per := figures(prev, tc.cur)
+			if host != tc.wantHost {
+				t.Errorf("host %v%%, want %v%%", host, tc.wantHost)
+			}
+			if !maps.Equal(per, tc.want) {
+				t.Errorf("runtimes %v, want %v", per, tc.want)
+			}
+		})
+	}
+}
+
+// fakeCounters stands in for the cgroup and /proc/stat reads, which the e2e
+// health tests cover: each sample, every runtime used 10 ms more and the
+// host 1 busy of 2 ticks. It can be held inside a sample to show that
+// readers never wait on one.
+type fakeCounters struct {
+	mu      sync.Mutex
+	ids     []string
+	ns      uint64
+	ticks   uint64
+	calls   int
+	hold    chan struct{} // while non-nil, a sample waits for it to close
+	holding chan struct{} // closed when a sample starts waiting on hold
+}
+
+func (f *fakeCounters) runtimes() map[string]uint64 {
+	f.mu.Lock()
+	f.calls++
+	f.ns += 10e6
+	out := make(map[string]uint64, len(f.ids))
+	for _, id := range f.ids {
+		out[id] = f.ns
+	}
+	hold, holding := f.hold, f.holding
+	f.hold, f.holding = nil, nil
+	f.mu.Unlock()
+	if hold != nil {
+		close(holding)
+		<-hold
+	}
+	return out
+}
+
+func (f *fakeCounters) host() (busy, total uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ticks += 2
+	return f.ticks / 2, f.ticks
+}
+
+func (f *fakeCounters) setIDs(ids ...string) {
+	f.mu.Lock()
+	f.ids = ids
+	f.mu.Unlock()
+}
+
+func (f *fakeCounters) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+func newFake(t *testing.T, cfg Config, ids ...string) (*Sampler, *fakeCounters) {
+	f := &fakeCounters{ids: ids}
+	cfg.Runtimes, cfg.Host = f.runtimes, f.host
+	s := New(cfg)
+	t.Cleanup(s.Close)
+	return s, f
+}
+
+// readSoon reads in a goroutine and fails the test when the reading waits
+// on a sample in progress: a generous bound, far above any reading that
+// only takes a lock.
+func readSoon(t *testing.T, s *Sampler) (float64, map[string]float64) {
+	t.Helper()
+	type result struct {
+		host float64
+		per  map[string]float64
+	}
+	done := make(chan result, 1)
+	go func() {
+		host, per := s.Read()
+		done <- result{host, per}
+	}()
+	select {
+	case r := <-done:
+		return r.host, r.per
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read waited on a sample in progress")
+		return 0, nil
+	}
+}
+
+// The first reading waits for figures; later ones return the kept figures
+// even while a sample is in progress.
+func TestSamplerKeepsFigures(t *testing.T) {
+	s, f := newFake(t, Config{Interval: 5 * time.Millisecond}, "a", "b")
+	host, per := s.Read()
+	if host != 50 {
+		t.Errorf("host %v%%, want 50%%", host)
+	}
+	if len(per) != 2 || per["a"] <= 0 || per["b"] <= 0 {
+		t.Fatalf("first figures %v, want a and b above 0", per)
+	}
+	hold, holding := make(chan struct{}), make(chan struct{})
+	f.mu.Lock()
+	f.hold, f.holding = hold, holding
+	f.mu.Unlock()
+	select {
+	case <-holding: // a sample is now in progress and stays so
+	case <-time.After(10 * time.Second):
+		t.Fatal("no sample taken in the background")
+	}
+	defer close(hold)
+	_, kept := readSoon(t, s)
+	for i := 0; i < 3; i++ {
+		if _, again := readSoon(t, s); !maps.Equal(again, kept) {
+			t.Fatalf("figures changed with no sample taken: %v then %v", kept, again)
 		}
-		// The second sample: "a" used 50 ms of CPU, "reset" restarted,
-		// "new" appeared.
-		counters = map[string]uint64{"a": 50e6, "reset": 10, "new": 1e9}
-		return out
+	}
+	if len(kept) != 2 || kept["a"] <= 0 {
+		t.Fatalf("figures during a sample %v, want the last ones", kept)
+	}
+}
+
+// Nobody reading for IdleAfter stops the sampling; the next reading starts
+// it again with fresh figures, not the ones from before the pause.
+func TestSamplerStopsWhenIdleAndRestarts(t *testing.T) {
+	const interval = 5 * time.Millisecond
+	s, f := newFake(t, Config{Interval: interval, IdleAfter: 200 * time.Millisecond}, "before")
+	if _, per := s.Read(); len(per) != 1 || per["before"] <= 0 {
+		t.Fatalf("figures %v", per)
+	}
+	waitStopped(t, s)
+	calls := f.callCount()
+	time.Sleep(20 * interval)
+	if got := f.callCount(); got != calls {
+		t.Fatalf("%d samples taken after the sampler stopped", got-calls)
+	}
+	f.setIDs("after")
+	_, per := s.Read()
+	if len(per) != 1 || per["after"] <= 0 {
+		t.Fatalf("figures after the restart %v, want only the runtime sampled since", per)
+	}
+	if f.callCount() <= calls {
+		t.Fatal("the reading after the pause took no sample")
+	}
+}
+
+// Close stops the sampler and waits for it; a reading waiting for the first
+// figures is let go, and readings after Close start nothing.
+func TestSamplerClose(t *testing.T) {
+	t.Run("running", func(t *testing.T) {
+		s, f := newFake(t, Config{Interval: 5 * time.Millisecond}, "a")
+		s.Read()
+		s.Close()
+		s.Close()
+		if running(s) {
+			t.Fatal("running after Close")
+		}
+		calls := f.callCount()
+		if host, per := readSoon(t, s); host != 0 || per != nil {
+			t.Errorf("figures after Close: %v %v", host, per)
+		}
+		if f.callCount() != calls || running(s) {
+			t.Error("a reading after Close sampled")
+		}
 	})
-	if host < 0 || host > 100 {
-		t.Errorf("host usage %v%%, want within 0..100", host)
-	}
-	if got := per["a"]; got <= 0 || got > 50 {
-		t.Errorf("a: %v%%, want above 0 and at most 50 (50 ms in at least 100 ms)", got)
-	}
-	for _, id := range []string{"reset", "new"} {
-		if v, ok := per[id]; !ok || v != 0 {
-			t.Errorf("%s: %v (present %v), want 0", id, v, ok)
+	t.Run("while the first reading waits", func(t *testing.T) {
+		s, f := newFake(t, Config{}, "a")
+		hold, holding := make(chan struct{}), make(chan struct{})
+		f.hold, f.holding = hold, holding
+		read := make(chan map[string]float64, 1)
+		go func() {
+			_, per := s.Read()
+			read <- per
+		}()
+		<-holding
+		closed := make(chan struct{})
+		go func() {
+			s.Close()
+			close(closed)
+		}()
+		close(hold)
+		<-closed
+		if per := <-read; per != nil {
+			t.Errorf("figures from a sampler closed before its first: %v", per)
 		}
+	})
+	t.Run("never read", func(t *testing.T) {
+		s, f := newFake(t, Config{}, "a")
+		s.Close()
+		if f.callCount() != 0 {
+			t.Error("sampled without a reading")
+		}
+	})
+}
+
+// Concurrent readings share one sampler and see consistent figures (run
+// with -race).
+func TestSamplerConcurrentReads(t *testing.T) {
+	s, _ := newFake(t, Config{Interval: time.Millisecond, IdleAfter: 5 * time.Millisecond}, "a", "b")
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 200; j++ {
+				if _, per := s.Read(); len(per) != 2 {
+					t.Errorf("figures %v", per)
+					return
+				}
+				if j%50 == 0 {
+					time.Sleep(20 * time.Millisecond) // let it go idle now and then
+				}
+			}
+		}()
 	}
-	if _, ok := per["gone"]; ok {
-		t.Error("a runtime gone since the last reading is reported")
+	wg.Wait()
+}
+
+func running(s *Sampler) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
+}
+
+func waitStopped(t *testing.T, s *Sampler) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for running(s) {
+		if time.Now().After(deadline) {
+			t.Fatal("still sampling long after the last reading")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
