@@ -1,11 +1,15 @@
 package api
 
 import (
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
 	"executor/sandbox"
+	"executor/sandbox/protocol"
 )
 
 func TestCreateResult(t *testing.T) {
@@ -116,5 +120,77 @@ func TestDeleteRuntime(t *testing.T) {
 	w = do(t, s, request{method: http.MethodDelete, path: "/v1/runtimes/test"})
 	if w.Code != 404 || w.Body.String() != `{"type":"runtime_not_found","message":"Runtime not found","code":404,"version":"test"}` {
 		t.Errorf("status %d body %s", w.Code, w.Body)
+	}
+}
+
+// The list, encoded by hand, is byte for byte what marshalPHP makes of it,
+// whatever the strings and times hold.
+func TestListEncodingMatchesMarshalPHP(t *testing.T) {
+	base := sandbox.Info{
+		Version: "v5", Created: time.Unix(1784800800, 123456000), Updated: time.Unix(1784800900, 999999999),
+		Name: "executor-fn", Hostname: "0123456789abcdef0123456789abcdef", Status: "Up 3.27s",
+		Key: "secretkey", Listening: true, Image: "openruntimes/node:v5-18.0", Initialised: true,
+	}
+	odd := []string{"", `quote " and \ backslash`, "a/b//c", "<html>&amp;</html>", "tab\tnew\nline\r\x00\x1f\x7f",
+		"unicode é ✓ 𝄞", "line sep \u2028 para \u2029", "bad utf-8 \xff\xfe/", "\x08\x0c"}
+	times := []time.Time{{}, time.Unix(0, 1000), time.Unix(1, 0), time.Unix(1e12, 0), time.Unix(-5, 0), time.Unix(1784800800, 1000)}
+	var infos []sandbox.Info
+	for i, s := range odd {
+		info := base
+		info.Name, info.Image, info.Status, info.Key, info.Hostname, info.Version = s, s, s, s, s, protocol.Version(s)
+		info.Listening, info.Initialised = i%2 == 0, i%3 == 0
+		info.Created, info.Updated = times[i%len(times)], times[(i+1)%len(times)]
+		infos = append(infos, info)
+	}
+	for _, tm := range times {
+		info := base
+		info.Created, info.Updated = tm, tm
+		infos = append(infos, info)
+	}
+	for _, dev := range []bool{false, true} {
+		for _, n := range []int{0, 1, len(infos)} {
+			s := newTestServer(t, &fakeBackend{infos: infos[:n]}, func(c *Config) { c.Development = dev })
+			objs := make([]runtimeJSON, 0, n)
+			for _, info := range infos[:n] {
+				objs = append(objs, s.runtimeJSON(info))
+			}
+			want, err := marshalPHP(objs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := do(t, s, request{method: http.MethodGet, path: "/v1/runtimes"})
+			if w.Code != 200 || w.Body.String() != string(want) {
+				t.Errorf("dev %v, %d runtimes: %d\n%s\nwant\n%s", dev, n, w.Code, w.Body, want)
+			}
+			if ct := w.Header().Get("Content-Type"); ct != contentTypeJSON {
+				t.Errorf("Content-Type %q", ct)
+			}
+		}
+	}
+}
+
+// BenchmarkListRuntimes is GET /v1/runtimes with a thousand runtimes, the
+// issue 16 scale (the target is under 20 ms p50 through the daemon).
+func BenchmarkListRuntimes(b *testing.B) {
+	infos := make([]sandbox.Info, 1000)
+	for i := range infos {
+		infos[i] = sandbox.Info{Version: "v5", Created: time.Unix(1784800800, 123456000), Updated: time.Unix(1784800900, int64(i)*1000),
+			Name: "executor-idle-" + strconv.Itoa(i), Hostname: "0123456789abcdef0123456789abcdef", Status: "Up 3.27s",
+			Key: "0123456789abcdef0123456789abcdef", Listening: true, Image: "openruntimes/test:v5-1", Initialised: true}
+	}
+	s, err := New(Config{Backend: &fakeBackend{infos: infos}, Secret: testSecret, Version: "test",
+		RuntimeVersions: []string{"v5"}, Hostname: "executor", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodGet, "/v1/runtimes", nil)
+		r.Header.Set("Authorization", "Bearer "+testSecret)
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		if w.Code != 200 {
+			b.Fatal(w.Code)
+		}
 	}
 }
