@@ -83,7 +83,7 @@ type proc interface {
 	Destroy() error
 	Restart() (proc, error)
 	Exec(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error)
-	CPUTime() (uint64, error)
+	CPUUsage() (uint64, error)
 	OOMKillsPending() bool
 	MarkOOM() oomMark
 }

@@ -76,7 +76,7 @@ func (p *fakeProc) Exec(_ context.Context, _ []string, stdout, _ io.Writer) (int
 	_, _ = io.WriteString(stdout, p.execOut)
 	return p.execCode, nil
 }
-func (p *fakeProc) CPUTime() (uint64, error) { return 0, nil }
+func (p *fakeProc) CPUUsage() (uint64, error) { return 0, container.ErrNoCPUCounter }
 func (p *fakeProc) OOMKillsPending() bool    { return false }
 func (p *fakeProc) MarkOOM() oomMark         { return noMark{} }
 

@@ -2,12 +2,6 @@ package sandbox
 
 import "executor/sandbox/usage"
 
-// cpuCounter is a proc whose cgroup CPU counter can be read cheaply: a real
-// container's (fakes in the table's tests have none).
-type cpuCounter interface {
-	CPUUsage() (uint64, error)
-}
-
 // newUsageSampler samples the runtimes' CPU counters in the background while
 // the health endpoint asks for them.
 func (m *Manager) newUsageSampler() *usage.Sampler {
@@ -47,7 +41,7 @@ func (m *Manager) cpuCounters() map[string]uint64 {
 	m.mu.Unlock()
 	out := make(map[string]uint64, len(rts))
 	for _, r := range rts {
-		if ct, ok := r.current().(cpuCounter); ok {
+		if ct := r.current(); ct != nil {
 			if ns, err := ct.CPUUsage(); err == nil {
 				out[r.ID] = ns
 			}

@@ -216,18 +216,6 @@ func (c *Container) Restart() (*Container, error) {
 	return create(c.stateDir, c.ID(), c.cfg, c.main)
 }
 
-// CPUTime is the CPU time the container's cgroup has used, in nanoseconds.
-func (c *Container) CPUTime() (uint64, error) {
-	st, err := c.c.Stats()
-	if err != nil {
-		return 0, fmt.Errorf("container stats: %w", err)
-	}
-	if st.CgroupStats == nil {
-		return 0, errors.New("container stats: no cgroup statistics")
-	}
-	return st.CgroupStats.CpuStats.CpuUsage.TotalUsage, nil
-}
-
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {
 	mu  sync.Mutex

@@ -139,7 +139,7 @@ func TestContainerLifecycle(t *testing.T) {
 	if e := c.Exit(); e != (ExitStatus{}) {
 		t.Errorf("exit status before the exit: %+v", e)
 	}
-	if ns, err := c.CPUTime(); err != nil || ns == 0 {
+	if ns, err := c.CPUUsage(); err != nil || ns == 0 {
 		t.Errorf("CPU time %d ns, %v: want some", ns, err)
 	}
 	cgs := cgroupDirs(filepath.Join(r.cfg.CgroupParent, id))
