@@ -75,36 +75,50 @@ func ourVeths(t *testing.T, n *Network) int {
 // TestReusedAddressIsReachableAtOnce: on a full subnet a freed address is
 // handed out again at once, to a namespace with another MAC. The host must
 // not keep sending to the old holder's MAC (its neighbour entry) until the
-// entry ages out, which took longer than a runtime's start timeout.
+// entry ages out, which took longer than a runtime's start timeout; on an
+// overflow bridge as on the first.
 func TestReusedAddressIsReachableAtOnce(t *testing.T) {
-	n := testNetwork(t, 29, nil)
-	ctx := context.Background()
-	var eps []*Endpoint
-	for i := range 5 {
-		ep, err := n.Attach(ctx, fmt.Sprintf("reuse%d", i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		eps = append(eps, ep)
-	}
-	old := eps[1]
-	addr := net.JoinHostPort(old.Addr.String(), "3000")
-	listen(t, old.NSPath, addr, "old")
-	if body, err := hostGet(addr); err != nil || body != "old" {
-		t.Fatalf("host -> old holder: %q %v", body, err)
-	}
-	if err := n.Detach(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	ep, err := n.Attach(ctx, "reuse-new")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ep.Addr != old.Addr {
-		t.Fatalf("got %s, want the freed %s", ep.Addr, old.Addr)
-	}
-	listen(t, ep.NSPath, addr, "new")
-	if body, err := hostGet(addr); err != nil || body != "new" {
-		t.Fatalf("host -> new holder of %s: %q %v", ep.Addr, body, err)
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		old  int // which of the 5 endpoints goes
+	}{
+		{"first bridge", nil, 1},
+		// 2 ports a bridge: endpoints 2 and 3 are on the first overflow
+		// bridge, which is also where the freed port is.
+		{"overflow bridge", func(c *Config) { c.BridgePorts = 2 }, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := testNetwork(t, 29, tc.mod)
+			ctx := context.Background()
+			var eps []*Endpoint
+			for i := range 5 {
+				ep, err := n.Attach(ctx, fmt.Sprintf("reuse%d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				eps = append(eps, ep)
+			}
+			old := eps[tc.old]
+			addr := net.JoinHostPort(old.Addr.String(), "3000")
+			listen(t, old.NSPath, addr, "old")
+			if body, err := hostGet(addr); err != nil || body != "old" {
+				t.Fatalf("host -> old holder: %q %v", body, err)
+			}
+			if err := n.Detach(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			ep, err := n.Attach(ctx, "reuse-new")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ep.Addr != old.Addr || ep.Bridge != old.Bridge {
+				t.Fatalf("got %s on %s, want the freed %s on %s", ep.Addr, ep.Bridge, old.Addr, old.Bridge)
+			}
+			listen(t, ep.NSPath, addr, "new")
+			if body, err := hostGet(addr); err != nil || body != "new" {
+				t.Fatalf("host -> new holder of %s: %q %v", ep.Addr, body, err)
+			}
+		})
 	}
 }

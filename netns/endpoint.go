@@ -24,7 +24,10 @@ type Endpoint struct {
 	Subnet  netip.Prefix // the network's subnet
 	Gateway netip.Addr   // the bridge address, the runtime's default route
 	HostIf  string       // host side of the veth pair
+	Bridge  string       // the bridge HostIf is a port of: the first, or an overflow one
 	Network string       // network name
+
+	br *bridge
 }
 
 // Attach gives id a namespace with eth0 on the bridge, lo up, an address and
@@ -131,18 +134,9 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 		return nil, fmt.Errorf("netns: open %s: %w", ep.NSPath, err)
 	}
 	defer ns.Close()
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: ep.HostIf, MasterIndex: n.bridge.Attrs().Index},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(ns)),
-	}
-	if err := netlink.LinkAdd(veth); err != nil {
-		if errors.Is(err, syscall.EXFULL) {
-			// The kernel's limit of ports on one bridge (BR_MAX_PORTS).
-			return nil, &CapacityError{Network: n.cfg.Name, Err: err,
-				Limit: fmt.Sprintf("bridge %s has no free port (the kernel allows 1,023 per bridge)", n.bridge.Attrs().Name)}
-		}
-		return nil, fmt.Errorf("netns: create veth %s: %w", ep.HostIf, err)
+	veth, err := n.addVeth(ep, ns)
+	if err != nil {
+		return nil, err
 	}
 	if !n.cfg.AllowRuntimeToRuntime {
 		if err := netlink.LinkSetIsolated(veth, true); err != nil {
@@ -155,14 +149,47 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 	if err := configureInside(ns, ep); err != nil {
 		return nil, err
 	}
-	// The address may have had a holder moments ago (a full subnet hands a
-	// freed one out at once): the host's neighbour entry would still name
-	// the old MAC and send the new runtime's traffic nowhere until it ages
-	// out, longer than a start timeout. The new holder is up: forget it.
-	if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: n.bridge.Attrs().Index, IP: net.IP(ep.Addr.AsSlice())}); err != nil && !errors.Is(err, syscall.ENOENT) {
-		return nil, fmt.Errorf("netns: forget the old neighbour entry of %s: %w", ep.Addr, err)
+	if err := n.routeTo(ep.br, ep.Addr); err != nil {
+		return nil, err
+	}
+	// The new holder is up: forget the old one's MAC.
+	if err := n.forgetNeighbour(ep.Addr); err != nil {
+		return nil, err
 	}
 	return ep, nil
+}
+
+// addVeth makes ep's veth pair, the host side a port of the first bridge
+// with room (an overflow bridge made now when none has), the peer eth0 in ns.
+func (n *Network) addVeth(ep *Endpoint, ns vnetns.NsHandle) (*netlink.Veth, error) {
+	for attempt := 0; ; attempt++ {
+		b, err := n.placePort(ep.HostIf)
+		if err != nil {
+			return nil, err
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: ep.HostIf, MasterIndex: b.link.Attrs().Index},
+			PeerName:      "eth0",
+			PeerNamespace: netlink.NsFd(int(ns)),
+		}
+		err = netlink.LinkAdd(veth)
+		if err == nil {
+			ep.br, ep.Bridge = b, b.name
+			return veth, nil
+		}
+		full := errors.Is(err, syscall.EXFULL)
+		n.releasePort(b, ep.HostIf, full)
+		if !full {
+			return nil, fmt.Errorf("netns: create veth %s: %w", ep.HostIf, err)
+		}
+		// The kernel's limit of ports on one bridge (BR_MAX_PORTS),
+		// reached before ours: other ports on it. Marked full, the next
+		// bridge or a new one takes the port.
+		if attempt >= 3 {
+			return nil, &CapacityError{Network: n.cfg.Name, Err: err,
+				Limit: fmt.Sprintf("bridge %s has no free port (the kernel allows 1,023 per bridge)", b.name)}
+		}
+	}
 }
 
 func configureInside(ns vnetns.NsHandle, ep *Endpoint) error {
@@ -245,6 +272,17 @@ func (n *Network) teardown(ep *Endpoint) error {
 	}
 	if err := removeNamespace(ep.NSPath); err != nil {
 		errs = append(errs, err)
+	}
+	if gone && ep.br != nil {
+		if ep.br.overflow() && ep.Addr.IsValid() {
+			// Removed before the address goes back: a later holder on the
+			// first bridge must not find it. A failure is reported; the next
+			// holder of the address replaces or removes it anyway.
+			if err := netlink.RouteDel(hostRoute(ep.br, ep.Addr)); err != nil && !isNoRoute(err) {
+				errs = append(errs, fmt.Errorf("netns: remove the route of %s via %s: %w", ep.Addr, ep.br.name, err))
+			}
+		}
+		n.releasePort(ep.br, ep.HostIf, false)
 	}
 	if !gone || !ep.Addr.IsValid() {
 		if len(errs) == 0 && ep.Addr.IsValid() {

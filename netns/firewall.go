@@ -14,7 +14,8 @@ import (
 )
 
 // The firewall of one network lives in two nftables tables of its own, named
-// after the bridge, and touches nothing else on the host:
+// after the first bridge, and touches nothing else on the host. Each rule
+// naming <br> is there once per bridge of the network (overflow.go):
 //
 //	table inet executor_<bridge>
 //	  chain input       (filter, hook input, priority 0, policy accept)
@@ -24,16 +25,17 @@ import (
 //	  chain forward     (filter, hook forward, priority 0, policy accept)
 //	    oifname <br> ct state established,related accept      \ unless AllowRuntimeToRuntime
 //	    oifname <br> counter drop                             /
+//	    oifname <br> accept                                   with AllowRuntimeToRuntime
 //	    iifname <br> ip daddr <dns in HostCIDRs> dport 53 accept  \ unless AllowHostAccess
 //	    iifname <br> ip daddr <HostCIDRs> counter drop           /
 //	    iifname <br> ip daddr <AllowCIDRs> accept
 //	    iifname <br> ip daddr 169.254.0.0/16 counter drop        unless AllowLinkLocal
 //	    iifname <br> ip daddr <DenyCIDRs> counter drop
 //	  chain postrouting (nat, hook postrouting, priority 100)
-//	    ip saddr <subnet> oifname != <br> masquerade
+//	    ip saddr <subnet> oifname != <br> ... oifname != <br N> masquerade   (one rule)
 //	table bridge executor_<bridge>                               unless AllowRuntimeToRuntime
 //	  chain forward     (filter, hook forward, priority -200, policy accept)
-//	    iifname <vethtag>* oifname <vethtag>* counter drop
+//	    iifname <vethtag>* oifname <vethtag>* counter drop      (every bridge's ports)
 //
 // The chains accept by default and only ever match packets of our bridge, so
 // other tables' verdicts are unaffected. Both tables are (re)written in one
@@ -49,12 +51,12 @@ func TableName(bridge string) string { return "executor_" + bridge }
 
 var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
 
-func (n *Network) installFirewall() error {
+// installFirewall (re)writes both tables for the given bridges.
+func (n *Network) installFirewall(bridges []string) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("netns: nftables: %w", err)
 	}
-	br := n.cfg.Bridge
 	tables := n.tables()
 	inet, bridge := tables[0], tables[1]
 	replaceTable(c, inet)
@@ -78,19 +80,57 @@ func (n *Network) installFirewall() error {
 		c.AddRule(&nftables.Rule{Table: ch.Table, Chain: ch, Exprs: all, UserData: mark})
 	}
 
+	// In the forward chain every oifname rule comes before every iifname
+	// one: a runtime's connection to one on another bridge is matched by
+	// both, and the allow list (iifname) must not open it.
 	if !n.cfg.AllowHostAccess {
-		rule(input, iif(br), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
-		for _, dns := range n.dns {
-			for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-				rule(input, iif(br), daddr(netip.PrefixFrom(dns, 32)), l4proto(proto), dport(53), verdict(expr.VerdictAccept))
+		for _, br := range bridges {
+			rule(input, iif(br), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
+			for _, dns := range n.dns {
+				for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+					rule(input, iif(br), daddr(netip.PrefixFrom(dns, 32)), l4proto(proto), dport(53), verdict(expr.VerdictAccept))
+				}
 			}
+			rule(input, iif(br), drop())
 		}
-		rule(input, iif(br), drop())
 	}
+	for _, br := range bridges {
+		switch {
+		case !n.cfg.AllowRuntimeToRuntime:
+			rule(forward, oif(br, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
+			rule(forward, oif(br, true), drop())
+		default:
+			// Runtimes on different bridges talk through the host, and
+			// with br_netfilter those on one bridge pass this chain too:
+			// either way the egress lists below do not apply between
+			// runtimes. Anything else into a bridge is accepted as by the
+			// policy.
+			rule(forward, oif(br, true), verdict(expr.VerdictAccept))
+		}
+	}
+	for _, br := range bridges {
+		n.egressRules(rule, forward, br)
+	}
+	notOurs := []expr.Any{}
+	for _, br := range bridges {
+		notOurs = append(notOurs, oif(br, false)...)
+	}
+	rule(post, saddr(n.cfg.Subnet), notOurs, []expr.Any{&expr.Masq{}})
+
 	if !n.cfg.AllowRuntimeToRuntime {
-		rule(forward, oif(br, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
-		rule(forward, oif(br, true), drop())
+		c.AddTable(bridge)
+		bfwd := c.AddChain(&nftables.Chain{Name: "forward", Table: bridge, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+		rule(bfwd, ifPrefix(expr.MetaKeyIIFNAME, n.vethTag), ifPrefix(expr.MetaKeyOIFNAME, n.vethTag), drop())
 	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netns: install nftables rules for %s: %w", strings.Join(bridges, ", "), err)
+	}
+	return nil
+}
+
+// egressRules adds the forward rules of connections runtimes on br open.
+func (n *Network) egressRules(rule func(*nftables.Chain, ...[]expr.Any), forward *nftables.Chain, br string) {
 	if !n.cfg.AllowHostAccess {
 		// The real host seen from a rootless daemon's namespace: before
 		// the allow list, which does not open the host either.
@@ -114,18 +154,6 @@ func (n *Network) installFirewall() error {
 	for _, p := range n.cfg.DenyCIDRs {
 		rule(forward, iif(br), daddr(p), drop())
 	}
-	rule(post, saddr(n.cfg.Subnet), oif(br, false), []expr.Any{&expr.Masq{}})
-
-	if !n.cfg.AllowRuntimeToRuntime {
-		c.AddTable(bridge)
-		bfwd := c.AddChain(&nftables.Chain{Name: "forward", Table: bridge, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
-		rule(bfwd, ifPrefix(expr.MetaKeyIIFNAME, n.vethTag), ifPrefix(expr.MetaKeyOIFNAME, n.vethTag), drop())
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("netns: install nftables rules for %s: %w", br, err)
-	}
-	return nil
 }
 
 // removeFirewall deletes the network's tables that bear our mark; missing

@@ -192,7 +192,8 @@ func TestIsolationControls(t *testing.T) {
 		c.AllowHostAccess = true
 		c.AllowLinkLocal = true
 	})
-	if got := ruleCount(t, r.n); got["1/input"] != 0 || got["7/forward"] != 0 || got["1/forward"] != 0 {
+	// The forward chain only accepts what goes into the bridge.
+	if got := ruleCount(t, r.n); got["1/input"] != 0 || got["7/forward"] != 0 || got["1/forward"] != 1 {
 		t.Errorf("rules with everything allowed: %v", got)
 	}
 	reach(t, r.a, hostPort(r.b.Addr, 3000), "rt-b")
@@ -213,6 +214,16 @@ func TestEgressLists(t *testing.T) {
 		})
 		reach(t, r.a, hostPort(internetAddr, 8080), "internet")
 		blocked(t, r.a, hostPort(metadataAddr, 80))
+	})
+	t.Run("deny all leaves runtimes that may reach each other", func(t *testing.T) {
+		// With br_netfilter loaded, bridged traffic passes the inet
+		// forward chain too: the deny list must not part them there.
+		r := newRig(t, func(c *Config) {
+			c.AllowRuntimeToRuntime = true
+			c.DenyCIDRs = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		})
+		reach(t, r.a, hostPort(r.b.Addr, 3000), "rt-b")
+		blocked(t, r.a, hostPort(internetAddr, 8080))
 	})
 	t.Run("allow wins over link-local", func(t *testing.T) {
 		r := newRig(t, func(c *Config) { c.AllowCIDRs = []netip.Prefix{netip.MustParsePrefix("169.254.169.254/32")} })

@@ -22,14 +22,18 @@ import (
 // It costs a few netlink requests and no change on the host: callers may poll
 // it.
 func (n *Network) Check() error {
-	if err := n.checkBridge(); err != nil {
-		return err
+	for _, b := range n.bridgeList() {
+		if err := n.checkBridge(b); err != nil {
+			return err
+		}
 	}
 	return n.checkFirewall()
 }
 
-func (n *Network) checkBridge() error {
-	name := n.cfg.Bridge
+// checkBridge checks one bridge: the first carries the gateway with the
+// subnet's prefix, an overflow bridge as a /32.
+func (n *Network) checkBridge(b *bridge) error {
+	name := b.name
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		if isNotFound(err) {
@@ -40,8 +44,8 @@ func (n *Network) checkBridge() error {
 	if l.Type() != "bridge" {
 		return fmt.Errorf("interface %s is a %s, not the bridge", name, l.Type())
 	}
-	if l.Attrs().Index != n.bridge.Attrs().Index {
-		return fmt.Errorf("bridge %s was re-created (index %d, not %d): runtimes cannot be attached to it", name, l.Attrs().Index, n.bridge.Attrs().Index)
+	if l.Attrs().Index != b.link.Attrs().Index {
+		return fmt.Errorf("bridge %s was re-created (index %d, not %d): runtimes cannot be attached to it", name, l.Attrs().Index, b.link.Attrs().Index)
 	}
 	// The administrative flag, not the operational state: a bridge without
 	// ports has no carrier and reports itself down while it works.
@@ -55,6 +59,9 @@ func (n *Network) checkBridge() error {
 		return fmt.Errorf("addresses of bridge %s: %w", name, err)
 	}
 	want := netip.PrefixFrom(n.gateway, n.cfg.Subnet.Bits())
+	if b.overflow() {
+		want = netip.PrefixFrom(n.gateway, 32)
+	}
 	for _, a := range addrs {
 		if a.IPNet == nil {
 			continue

@@ -79,12 +79,17 @@ type Config struct {
 	// namespace down in the background (deleting a veth takes ~30 ms). The
 	// address is released only once the veth is gone; Close waits for it.
 	AsyncDetach bool
+
+	// BridgePorts is how many runtimes one bridge takes before the next
+	// ones go to an overflow bridge (overflow.go); 0 means
+	// DefaultBridgePorts, the kernel's limit of 1,023.
+	BridgePorts int
 }
 
-// Network is a bridge and the endpoints attached to it.
+// Network is a bridge, the overflow bridges made when it filled, and the
+// endpoints attached to them.
 type Network struct {
 	cfg     Config
-	bridge  netlink.Link
 	gateway netip.Addr
 	addrs   *allocator
 	leases  leaseStore
@@ -100,7 +105,11 @@ type Network struct {
 	// by Reset, so Reset never mistakes a half-built endpoint for a leftover.
 	creating sync.RWMutex
 
+	// growMu serialises making and removing overflow bridges.
+	growMu sync.Mutex
+
 	mu          sync.Mutex
+	bridges     []*bridge            // the first, then overflow bridges
 	endpoints   map[string]*Endpoint // handed out by Attach, by NSPath
 	owned       map[string]*Endpoint // every endpoint of this process not yet torn down, by HostIf
 	closed      bool
@@ -162,6 +171,12 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if cfg.PoolSize < 0 {
 		return nil, fmt.Errorf("netns: pool size %d is negative", cfg.PoolSize)
 	}
+	if cfg.BridgePorts == 0 {
+		cfg.BridgePorts = DefaultBridgePorts
+	}
+	if cfg.BridgePorts < 0 || cfg.BridgePorts > DefaultBridgePorts {
+		return nil, fmt.Errorf("netns: %d ports per bridge: the kernel allows 1 to %d", cfg.BridgePorts, DefaultBridgePorts)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -195,15 +210,18 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if n.owner, err = readOwner(cfg.StateDir, cfg.Bridge); err != nil {
 		return nil, err
 	}
-	existing, adopt, err := n.checkOwnership()
+	found, err := n.checkOwnership()
 	if err != nil {
 		return nil, err
 	}
-	own := 0
-	if existing != nil {
-		own = existing.Attrs().Index
+	var own []int
+	if found.first != nil {
+		own = append(own, found.first.Attrs().Index)
 	}
-	if err := checkSubnetFree(cfg.Subnet, own); err != nil {
+	for _, l := range found.overflow {
+		own = append(own, l.Attrs().Index)
+	}
+	if err := checkSubnetFree(cfg.Subnet, own...); err != nil {
 		return nil, err
 	}
 	// Checked: from here on the host changes. The owner id is on disk
@@ -216,27 +234,51 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 			return nil, fmt.Errorf("netns: state dir: %w", err)
 		}
 	}
-	if adopt {
-		n.log.Info("adopting the unmarked bridge of an earlier run of this network", "network", cfg.Name, "bridge", cfg.Bridge, "stateDir", cfg.StateDir)
+	for _, name := range found.adopt {
+		n.log.Info("adopting the unmarked bridge of an earlier run of this network", "network", cfg.Name, "bridge", name, "stateDir", cfg.StateDir)
 	}
-	br, err := ensureBridge(cfg.Bridge, netip.PrefixFrom(n.gateway, cfg.Subnet.Bits()), existing, n.owner.alias())
+	br, err := ensureBridge(cfg.Bridge, netip.PrefixFrom(n.gateway, cfg.Subnet.Bits()), found.first, n.owner.alias())
 	if err != nil {
 		return nil, err
 	}
-	n.bridge = br
-	if existing == nil {
+	n.bridges = []*bridge{{name: cfg.Bridge, link: br, ports: map[string]bool{}}}
+	if found.first == nil {
 		// Made now: a failure below takes it away again.
 		defer func() {
 			if err != nil {
 				_ = n.removeFirewall()
-				_ = n.removeBridge()
+				_ = n.removeBridge(cfg.Bridge)
 			}
 		}()
+	}
+	// An earlier process's overflow bridges, which may still hold its
+	// runtimes: kept until Reset removes those and them.
+	for _, l := range found.overflow {
+		name := l.Attrs().Name
+		idx, _ := overflowIndex(cfg.Bridge, name)
+		ol, err := ensureBridge(name, netip.PrefixFrom(n.gateway, 32), l, n.owner.alias())
+		if err != nil {
+			return nil, err
+		}
+		n.bridges = append(n.bridges, &bridge{name: name, index: idx, link: ol, ports: map[string]bool{}})
+	}
+	// Ports left by an earlier process count until Reset removes them.
+	for _, l := range found.links {
+		for _, b := range n.bridges {
+			if l.Type() == "veth" && l.Attrs().MasterIndex == b.link.Attrs().Index {
+				b.ports[l.Attrs().Name] = true
+			}
+		}
+	}
+	for _, b := range n.bridges {
+		if err := n.setProxyARP(b); err != nil {
+			return nil, err
+		}
 	}
 	if err := enableForwarding(); err != nil {
 		return nil, err
 	}
-	if err := n.installFirewall(); err != nil {
+	if err := n.installFirewall(bridgeNames(n.bridges)); err != nil {
 		return nil, err
 	}
 	if err := n.loadLeases(); err != nil {
@@ -270,7 +312,7 @@ func linkExists(name string) bool {
 // Name returns the network's name.
 func (n *Network) Name() string { return n.cfg.Name }
 
-// BridgeName returns the bridge interface name.
+// BridgeName returns the first bridge's interface name.
 func (n *Network) BridgeName() string { return n.cfg.Bridge }
 
 // Gateway returns the bridge's own address.
@@ -284,10 +326,11 @@ func (n *Network) Subnet() netip.Prefix { return n.cfg.Subnet }
 func (n *Network) ResolvConf() *ResolvConf { return n.resolv }
 
 // Reset removes every endpoint an earlier process of ours left behind: veths
-// that our leases name or that are ports of our bridge, namespace files and
+// that our leases name or that are ports of our bridges, namespace files and
 // their mounts in StateDir, and releases their leases
-// once their veths are gone. Endpoints of this process are kept. It then
-// starts filling the pool, if there is one.
+// once their veths are gone. Endpoints of this process are kept. Overflow
+// bridges left without ports are removed. It then starts filling the pool, if
+// there is one.
 func (n *Network) Reset(ctx context.Context) error {
 	err := n.reset()
 	n.startPool()
@@ -322,9 +365,10 @@ func (n *Network) reset() error {
 	if err != nil {
 		return fmt.Errorf("netns: list links: %w", err)
 	}
+	masters := n.bridgeIndices()
 	for _, l := range links {
 		name := l.Attrs().Name
-		if l.Type() != "veth" || live[name] || !n.ownsVeth(l, leased) {
+		if l.Type() != "veth" || live[name] || !ownsVeth(l, leased, masters) {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
@@ -352,63 +396,119 @@ func (n *Network) reset() error {
 			errs = append(errs, fmt.Errorf("netns: veth %s of lease %s still exists", l.HostIf, l.Addr))
 			continue
 		}
+		// Its host route, if it was on an overflow bridge.
+		if err := n.dropHostRoutes(l.Addr); err != nil {
+			errs = append(errs, err)
+		}
 		if err := n.leases.remove(l.Addr); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		n.addrs.put(l.Addr)
 	}
+	// The ports of earlier processes are gone, and those of this one's
+	// endpoints whose teardown could not delete them.
+	type port struct {
+		b    *bridge
+		name string
+	}
+	var stale []port
+	n.mu.Lock()
+	for _, b := range n.bridges {
+		for name := range b.ports {
+			if n.owned[name] == nil {
+				stale = append(stale, port{b, name})
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, p := range stale {
+		if !linkExists(p.name) {
+			n.releasePort(p.b, p.name, false)
+		}
+	}
+	if err := n.dropEmptyOverflow(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
 // ownsVeth: a veth is ours when one of our leases names it, or when it is a
-// port of our bridge. A name with our tag alone is not enough: the tag is
-// derived from the network name, which another executor may share.
-func (n *Network) ownsVeth(l netlink.Link, leased map[string]bool) bool {
-	if leased[l.Attrs().Name] {
-		return true
-	}
-	return n.bridge != nil && l.Attrs().MasterIndex == n.bridge.Attrs().Index
+// port of one of our bridges. A name with our tag alone is not enough: the
+// tag is derived from the network name, which another executor may share.
+// masters are the interface indices of our bridges (bridgeIndices).
+func ownsVeth(l netlink.Link, leased map[string]bool, masters map[int]bool) bool {
+	return leased[l.Attrs().Name] || masters[l.Attrs().MasterIndex]
 }
 
-// checkOwnership looks at the bridge and tables of our names before anything
-// is changed. existing is the bridge when there is one; adopt says that it is
-// ours but unmarked (an older version's).
-func (n *Network) checkOwnership() (existing netlink.Link, adopt bool, err error) {
-	l, err := netlink.LinkByName(n.cfg.Bridge)
-	switch {
-	case err == nil:
-		if adopt, err = n.owner.checkBridge(l); err != nil {
-			return nil, false, err
+func (n *Network) bridgeIndices() map[int]bool {
+	m := map[int]bool{}
+	for _, b := range n.bridgeList() {
+		m[b.link.Attrs().Index] = true
+	}
+	return m
+}
+
+// found is what checkOwnership found of ours on the host.
+type found struct {
+	first    netlink.Link   // the first bridge; nil when there is none
+	overflow []netlink.Link // an earlier process's overflow bridges
+	adopt    []string       // those of them ours but unmarked
+	links    []netlink.Link // every link when it looked
+}
+
+// checkOwnership looks at the bridges and tables of our names before anything
+// is changed: the first bridge, overflow bridges an earlier process left, and
+// the tables. Any of them that is not ours fails New, as the first bridge
+// alone did before overflow bridges: the names are ours to make.
+func (n *Network) checkOwnership() (f found, err error) {
+	f.links, err = dump(netlink.LinkList)
+	if err != nil {
+		return f, fmt.Errorf("netns: list links: %w", err)
+	}
+	for _, l := range f.links {
+		name := l.Attrs().Name
+		_, over := overflowIndex(n.cfg.Bridge, name)
+		if name != n.cfg.Bridge && !over {
+			continue
 		}
-		existing = l
-	case !isNotFound(err):
-		return nil, false, fmt.Errorf("netns: look up bridge %s: %w", n.cfg.Bridge, err)
+		adopt, err := n.owner.checkBridge(l)
+		if err != nil {
+			return f, err
+		}
+		if adopt {
+			f.adopt = append(f.adopt, name)
+		}
+		if over {
+			f.overflow = append(f.overflow, l)
+		} else {
+			f.first = l
+		}
 	}
 	c, err := nftables.New()
 	if err != nil {
-		return nil, false, fmt.Errorf("netns: nftables: %w", err)
+		return f, fmt.Errorf("netns: nftables: %w", err)
 	}
 	if err := n.owner.checkTables(c, n.tables()...); err != nil {
-		return nil, false, err
+		return f, err
 	}
-	return existing, adopt, nil
+	return f, nil
 }
 
-// removeBridge deletes the bridge if it still bears our mark.
-func (n *Network) removeBridge() error {
-	l, err := netlink.LinkByName(n.cfg.Bridge)
+// removeBridge deletes the bridge name if it still bears our mark.
+func (n *Network) removeBridge(name string) error {
+	l, err := netlink.LinkByName(name)
 	if err != nil {
 		if isNotFound(err) {
 			return nil
 		}
-		return fmt.Errorf("netns: look up bridge %s: %w", n.cfg.Bridge, err)
+		return fmt.Errorf("netns: look up bridge %s: %w", name, err)
 	}
 	if markOf(l.Attrs().Alias) != n.owner.mark() {
-		return fmt.Errorf("netns: bridge %s no longer bears this executor's mark (alias %q): left alone", n.cfg.Bridge, l.Attrs().Alias)
+		return fmt.Errorf("netns: bridge %s no longer bears this executor's mark (alias %q): left alone", name, l.Attrs().Alias)
 	}
 	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
-		return fmt.Errorf("netns: delete bridge %s: %w", n.cfg.Bridge, err)
+		return fmt.Errorf("netns: delete bridge %s: %w", name, err)
 	}
 	return nil
 }
@@ -433,7 +533,11 @@ func (n *Network) Close(ctx context.Context) error {
 	n.bg.Wait()
 	errs = append(errs, n.reset())
 	errs = append(errs, n.removeFirewall())
-	errs = append(errs, n.removeBridge())
+	n.growMu.Lock()
+	for _, b := range n.bridgeList() {
+		errs = append(errs, n.removeBridge(b.name))
+	}
+	n.growMu.Unlock()
 	_ = os.Remove(n.nsDir)
 	_ = os.Remove(n.leases.dir)
 	return errors.Join(errs...)

@@ -66,7 +66,7 @@ func testNetwork(t testing.TB, bits int, mod func(*Config)) *Network {
 	return n
 }
 
-// assertGone checks that nothing of n is left: bridge, veths, tables, leases.
+// assertGone checks that nothing of n is left: bridges, veths, tables, leases.
 func assertGone(t testing.TB, n *Network) {
 	t.Helper()
 	if _, err := netlink.LinkByName(n.BridgeName()); err == nil {
@@ -76,6 +76,9 @@ func assertGone(t testing.TB, n *Network) {
 	for _, l := range links {
 		if strings.HasPrefix(l.Attrs().Name, n.vethTag) {
 			t.Errorf("veth %s left behind", l.Attrs().Name)
+		}
+		if _, ok := overflowIndex(n.BridgeName(), l.Attrs().Name); ok {
+			t.Errorf("overflow bridge %s left behind", l.Attrs().Name)
 		}
 	}
 	if tabs := ourTables(t, n); len(tabs) > 0 {
@@ -234,6 +237,9 @@ func TestConcurrentAttachDetachNoDuplicate(t *testing.T) {
 		{"sync", nil},
 		{"async", func(c *Config) { c.AsyncDetach = true }},
 		{"pool+async", func(c *Config) { c.AsyncDetach = true; c.PoolSize = 8 }},
+		// Bridges fill and overflow bridges are made while endpoints
+		// come and go on all of them.
+		{"pool+async, 16 ports a bridge", func(c *Config) { c.AsyncDetach = true; c.PoolSize = 8; c.BridgePorts = 16 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// A /24 (253 addresses) for 200 concurrent endpoints plus the

@@ -57,9 +57,9 @@ func tableName(t int) string {
 }
 
 // checkSubnetFree fails with a *SubnetInUseError when subnet overlaps an
-// IPv4 address or route of the host, in any routing table. Those of the link
-// whose index is own (our bridge, 0 for none) are ours and do not count.
-func checkSubnetFree(subnet netip.Prefix, own int) error {
+// IPv4 address or route of the host, in any routing table. Those of the links
+// whose indices are own (our bridges) are ours and do not count.
+func checkSubnetFree(subnet netip.Prefix, own ...int) error {
 	links, err := dump(netlink.LinkList)
 	if err != nil {
 		return fmt.Errorf("netns: list links: %w", err)
@@ -74,14 +74,20 @@ func checkSubnetFree(subnet netip.Prefix, own int) error {
 	if err != nil {
 		return fmt.Errorf("netns: list routes: %w", err)
 	}
-	return subnetConflict(subnet, links, addrs, routes, own)
+	return subnetConflict(subnet, links, addrs, routes, own...)
 }
 
 // subnetConflict is checkSubnetFree over given lists. Default routes
 // (0.0.0.0/0) overlap everything by nature and do not count: a more specific
 // route of our own takes precedence over them.
-func subnetConflict(subnet netip.Prefix, links []netlink.Link, addrs []netlink.Addr, routes []netlink.Route, own int) error {
+func subnetConflict(subnet netip.Prefix, links []netlink.Link, addrs []netlink.Addr, routes []netlink.Route, own ...int) error {
 	subnet = subnet.Masked()
+	ours := make(map[int]bool, len(own))
+	for _, i := range own {
+		if i != 0 {
+			ours[i] = true
+		}
+	}
 	byIndex := make(map[int]netlink.Link, len(links))
 	for _, l := range links {
 		byIndex[l.Attrs().Index] = l
@@ -99,7 +105,7 @@ func subnetConflict(subnet netip.Prefix, links []netlink.Link, addrs []netlink.A
 		return e
 	}
 	for _, a := range addrs {
-		if a.LinkIndex == own && own != 0 {
+		if ours[a.LinkIndex] {
 			continue
 		}
 		// The local address, and the peer's of a point-to-point link.
@@ -110,7 +116,7 @@ func subnetConflict(subnet netip.Prefix, links []netlink.Link, addrs []netlink.A
 		}
 	}
 	for _, r := range routes {
-		if own != 0 && routeOn(r, own) {
+		if routeOn(r, ours) {
 			continue
 		}
 		p, ok := prefixOf(r.Dst)
@@ -126,13 +132,13 @@ func subnetConflict(subnet netip.Prefix, links []netlink.Link, addrs []netlink.A
 	return nil
 }
 
-// routeOn says whether every way out of r is the link index.
-func routeOn(r netlink.Route, index int) bool {
+// routeOn says whether every way out of r is one of the links.
+func routeOn(r netlink.Route, links map[int]bool) bool {
 	if len(r.MultiPath) == 0 {
-		return r.LinkIndex == index
+		return links[r.LinkIndex]
 	}
 	for _, nh := range r.MultiPath {
-		if nh.LinkIndex != index {
+		if !links[nh.LinkIndex] {
 			return false
 		}
 	}
