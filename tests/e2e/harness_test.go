@@ -443,12 +443,19 @@ func (x *executor) leftovers() []string {
 			out = append(out, "dir: "+filepath.Join(d, e.Name()))
 		}
 	}
+	// Ports of every bridge of the network: the first and its overflow
+	// bridges (its name plus a 2-digit index).
 	links, _ := netlink.LinkList()
-	if br, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
-		for _, l := range links {
-			if l.Attrs().MasterIndex == br.Attrs().Index {
-				out = append(out, "veth: "+l.Attrs().Name)
-			}
+	first := netns.BridgeName(x.network)
+	bridges := map[int]bool{}
+	for _, l := range links {
+		if name := l.Attrs().Name; l.Type() == "bridge" && (name == first || strings.HasPrefix(name, first) && len(name) == len(first)+2) {
+			bridges[l.Attrs().Index] = true
+		}
+	}
+	for _, l := range links {
+		if bridges[l.Attrs().MasterIndex] {
+			out = append(out, "veth: "+l.Attrs().Name)
 		}
 	}
 	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent, "*"))
