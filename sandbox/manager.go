@@ -121,6 +121,10 @@ type Manager struct {
 	mu      sync.Mutex
 	table   map[string]*entry
 	closing bool
+	// teardowns are the deleted runtimes still being torn down in the
+	// background (see Delete); added to under mu, so that Close, which
+	// sets closing under mu first, waits for every one.
+	teardowns sync.WaitGroup
 
 	names build.Namer // of artifacts
 
@@ -298,6 +302,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	m.teardowns.Wait()
 	return errors.Join(errs...)
 }
 

@@ -279,19 +279,30 @@ func (r *Runtime) doDestroy(ctx context.Context, grace time.Duration) error {
 	return errors.Join(errs...)
 }
 
+// detachNetwork gives up the runtime's network endpoint, once: the first
+// call detaches it, later ones do nothing.
+func (r *Runtime) detachNetwork(ctx context.Context) error {
+	r.mu.Lock()
+	network, ep := r.network, r.endpoint
+	r.endpoint = nil
+	r.mu.Unlock()
+	if ep == nil {
+		return nil
+	}
+	return network.Detach(ctx, ep)
+}
+
 // release frees what the runtime holds besides its container: its network
 // endpoint, root, disk and directory. The directory goes only once what is
 // mounted beneath it is gone: never remove files through a mount.
 func (r *Runtime) release(ctx context.Context) []error {
-	r.mu.Lock()
-	network, ep, dk, unmountRoot := r.network, r.endpoint, r.disk, r.unmountRoot
-	r.mu.Unlock()
 	var errs []error
-	if ep != nil {
-		if err := network.Detach(ctx, ep); err != nil {
-			errs = append(errs, err)
-		}
+	if err := r.detachNetwork(ctx); err != nil {
+		errs = append(errs, err)
 	}
+	r.mu.Lock()
+	dk, unmountRoot := r.disk, r.unmountRoot
+	r.mu.Unlock()
 	if r.Dir == "" {
 		return errs
 	}

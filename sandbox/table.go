@@ -85,19 +85,42 @@ func (m *Manager) Get(id string) (Info, error) {
 	return e.info(), nil
 }
 
-// Delete removes a runtime: it leaves the table at once, then its container
-// is stopped and everything it held is released before Delete returns.
+// Delete removes a runtime. It leaves the table at once, so its id is free
+// for a new runtime, and its network endpoint is given up before Delete
+// returns, so that its address counts as being freed (a create on a full
+// subnet waits for it). The rest of the teardown (killing the container,
+// its cgroups, root, disk and directory: tens of milliseconds) goes on in
+// the background: Close waits for it, a failure is logged, and what a
+// crash interrupts is removed by the next start's reconciliation. A
+// creation in progress is cancelled.
 func (m *Manager) Delete(ctx context.Context, id string) error {
 	m.mu.Lock()
 	e := m.table[id]
 	if e != nil {
 		m.dropLocked(e)
+		m.teardowns.Add(1)
 	}
 	m.mu.Unlock()
 	if e == nil {
 		return newError(NotFound, "", nil)
 	}
-	return m.finish(ctx, e, 0)
+	select {
+	case <-e.ready:
+		if e.rt != nil {
+			if err := e.rt.detachNetwork(ctx); err != nil {
+				m.log.Error("runtime network detach failed", "runtime", e.id, "err", err)
+			}
+		}
+	default: // being created: finish cancels it first
+	}
+	go func() {
+		defer m.teardowns.Done()
+		// The request's end must not cut the teardown short.
+		if err := m.finish(context.WithoutCancel(ctx), e, 0); err != nil {
+			m.log.Error("deleted runtime's teardown incomplete", "runtime", e.id, "err", err)
+		}
+	}()
+	return nil
 }
 
 // insert adds a pending row, or refuses when the id is taken. cancel aborts
