@@ -77,8 +77,8 @@ func (p *fakeProc) Exec(_ context.Context, _ []string, stdout, _ io.Writer) (int
 	return p.execCode, nil
 }
 func (p *fakeProc) CPUUsage() (uint64, error) { return 0, container.ErrNoCPUCounter }
-func (p *fakeProc) OOMKillsPending() bool    { return false }
-func (p *fakeProc) MarkOOM() oomMark         { return noMark{} }
+func (p *fakeProc) OOMKillsPending() bool     { return false }
+func (p *fakeProc) MarkOOM() oomMark          { return noMark{} }
 
 type noMark struct{}
 
