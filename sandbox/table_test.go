@@ -31,6 +31,8 @@ type fakeProc struct {
 	execCode  int
 	execOut   string
 	out       string // what the main process printed
+	// destroyGate, when set, holds Destroy until it is closed.
+	destroyGate chan struct{}
 }
 
 func newFakeProc(restarts *atomic.Int32) *fakeProc {
@@ -62,6 +64,12 @@ func (p *fakeProc) Exit() container.ExitStatus { p.mu.Lock(); defer p.mu.Unlock(
 func (p *fakeProc) Output() string             { return p.out }
 func (p *fakeProc) Stop(time.Duration)         { p.end(137) }
 func (p *fakeProc) Destroy() error {
+	p.mu.Lock()
+	gate := p.destroyGate
+	p.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.destroyed = true
@@ -512,4 +520,53 @@ func TestCreationTimeoutSaysWhy(t *testing.T) {
 		t.Fatalf("Execute = %v, want a Timeout saying the runtime was still being created", err)
 	}
 	waitFor(t, "the abandoned creation to leave the table", func() bool { return len(m.List()) == 0 })
+}
+
+// Delete answers once the runtime has left the table, without waiting for
+// its teardown; the id can be created again at once, and Close waits for
+// the teardown still under way.
+func TestDeleteTearsDownInTheBackground(t *testing.T) {
+	m, h := newTestManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, Spec{RuntimeID: "bg", Image: "img", Version: protocol.V5}); err != nil {
+		t.Fatal(err)
+	}
+	p := h.proc(0)
+	gate := make(chan struct{})
+	p.mu.Lock()
+	p.destroyGate = gate
+	p.mu.Unlock()
+	deleted := make(chan error, 1)
+	go func() { deleted <- m.Delete(ctx, "bg") }()
+	select {
+	case err := <-deleted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		close(gate)
+		t.Fatal("Delete waited for the container's teardown")
+	}
+	if _, err := m.Get("bg"); KindOf(err) != NotFound {
+		t.Fatalf("Get after delete = %v, want NotFound", err)
+	}
+	if _, err := m.Create(ctx, Spec{RuntimeID: "bg", Image: "img", Version: protocol.V5}); err != nil {
+		t.Fatalf("create the id again while the old runtime is torn down: %v", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(ctx) }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a deleted runtime was still being torn down")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gate)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after the teardown ended")
+	}
+	if !p.isDestroyed() {
+		t.Error("the deleted runtime's container was never destroyed")
+	}
 }
