@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"executor/netns/nettest"
 	"executor/tests/cmd/benchtable/samples"
 )
 
@@ -38,7 +39,12 @@ func BenchmarkScale(b *testing.B) {
 			b.Fatalf("%s=%q: want a number of runtimes, at least 20", scaleRuntimesEnv, v)
 		}
 	}
-	x := startExecutor(b)
+	// The harness's /24 holds 253 runtimes: room for n needs a larger one.
+	subnet, err := nettest.FreeSubnet(20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet.String())
 	pid := x.cmd.Process.Pid
 	src := source(b, map[string]string{"index.js": "x"})
 
