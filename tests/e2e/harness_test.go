@@ -59,6 +59,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// copyExecutable copies the file src to dst, mode 0755.
+func copyExecutable(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return out.Close()
+}
+
 func setup(m *testing.M) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -86,9 +104,25 @@ func setup(m *testing.M) (int, error) {
 	if err := os.MkdirAll(e.storage, 0o755); err != nil {
 		return 1, err
 	}
-	e.bin = os.Getenv("EXECUTOR_BIN")
-	if e.bin == "" {
-		e.bin = filepath.Join(work, "executor")
+	e.bin = filepath.Join(work, "executor")
+	if bin := os.Getenv("EXECUTOR_BIN"); bin != "" {
+		// The rootless tests run the executor as an unprivileged user, who
+		// may not reach a checkout beneath a private directory (a CI
+		// clone in a mktemp -d): a copy here (0711) is theirs to run,
+		// with the executor-init it finds beside itself.
+		for _, f := range []string{"executor", "executor-init"} {
+			src := bin
+			if f == "executor-init" {
+				src = filepath.Join(filepath.Dir(bin), f)
+				if _, err := os.Stat(src); err != nil {
+					continue
+				}
+			}
+			if err := copyExecutable(src, filepath.Join(work, f)); err != nil {
+				return 1, err
+			}
+		}
+	} else {
 		root, err := moduleRoot()
 		if err != nil {
 			return 1, err
