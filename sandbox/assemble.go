@@ -16,10 +16,56 @@ import (
 // prepare assembles r: its directory and disk, source, build cache, image
 // root, network endpoint and running container. Each part is recorded on r
 // as soon as it exists, so that r.destroy releases whatever was made when a
-// later step fails.
+// later step fails. A prewarmed sandbox of the image, when the pool has
+// one, stands for everything but the request's own parts (see prewarm.go).
 func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
+	if sb := m.pool.take(spec); sb != nil {
+		return m.specialize(ctx, r, spec, sb)
+	}
 	st := newStages()
 	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()
+	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, func() error {
+		if spec.Source != "" {
+			if err := m.copySource(ctx, r, spec.Source); err != nil {
+				return err
+			}
+		}
+		if cacheEnabled(spec) {
+			m.restoreCache(ctx, r, spec.CacheKey)
+		}
+		st.mark("dirs+source")
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ps, err := m.process(r, spec, img.Config, rootfs)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.chownDirs(m.cfg.UserNS); err != nil {
+		return err
+	}
+	st.mark("config")
+	c, err := m.runner.Start(r.CID, m.ociSpec(r, spec, rootfs), ps)
+	if err != nil {
+		return fmt.Errorf("failed to start container: %w", err)
+	}
+	st.mark("container")
+	r.mu.Lock()
+	r.ct = containerProc{c}
+	r.mu.Unlock()
+	return nil
+}
+
+// assembleBase makes the parts of r no request decides: its directory and
+// disk, image root, network endpoint, hosts and resolv.conf. own runs once
+// the directory exists, while the image is pulled and the network
+// attached. Each part is recorded on r as soon as it exists (see prepare).
+func (m *Manager) assembleBase(ctx context.Context, r *Runtime, image string, st *stages, own func() error) (img *images.Image, rootfs string, err error) {
 	r.Dir = filepath.Join(m.runDir, r.CID)
 	// The network needs nothing else: set it up while the directories,
 	// source, image and root are made.
@@ -36,7 +82,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		attached <- err
 	}()
 	// Whatever happens below, the attachment has ended (and is recorded on
-	// r for destroy to release) before prepare returns.
+	// r for destroy to release) before assembleBase returns.
 	waitNet := func() error {
 		if attached == nil {
 			return nil
@@ -54,51 +100,39 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		}
 	}()
 	if err := m.makeDir(ctx, r); err != nil {
-		return fmt.Errorf("failed to create temporary directory: %w", err)
+		return nil, "", fmt.Errorf("failed to create temporary directory: %w", err)
 	}
-	if spec.Source != "" {
-		if err := m.copySource(ctx, r, spec.Source); err != nil {
-			return err
-		}
+	if err := own(); err != nil {
+		return nil, "", err
 	}
-	if cacheEnabled(spec) {
-		m.restoreCache(ctx, r, spec.CacheKey)
-	}
-	st.mark("dirs+source")
-	img, err := m.cfg.Images.Pull(ctx, spec.Image)
+	img, err = m.cfg.Images.Pull(ctx, image)
 	if err != nil {
-		return pullError(spec.Image, err)
+		return nil, "", pullError(image, err)
 	}
 	st.mark("image")
 	// UnmountRoot undoes a half-made root too: record it first.
 	r.mu.Lock()
 	r.unmountRoot = m.cfg.Images.UnmountRoot
 	r.mu.Unlock()
-	rootfs, err := m.cfg.Images.MountRoot(ctx, img, r.rootDir())
+	rootfs, err = m.cfg.Images.MountRoot(ctx, img, r.rootDir())
 	if err != nil {
-		return fmt.Errorf("prepare root of %s: %w", spec.Image, err)
+		return nil, "", fmt.Errorf("prepare root of %s: %w", image, err)
 	}
 	st.mark("root")
 	if err := waitNet(); err != nil {
-		return err
+		return nil, "", err
 	}
 	st.mark("network")
 	if err := r.writeNetFiles(); err != nil {
-		return err
+		return nil, "", err
 	}
 	r.shell = oci.Shell(images.HasBash(rootfs))
-	ps, err := m.process(r, spec, img.Config, rootfs)
-	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := r.chownDirs(m.cfg.UserNS); err != nil {
-		return err
-	}
-	st.mark("config")
-	c, err := m.runner.Start(r.CID, oci.Spec{
+	return img, rootfs, nil
+}
+
+// ociSpec is the container of r for spec, its root at rootfs.
+func (m *Manager) ociSpec(r *Runtime, spec Spec, rootfs string) oci.Spec {
+	return oci.Spec{
 		Rootfs:    rootfs,
 		Hostname:  r.Hostname,
 		NetNSPath: r.endpoint.NSPath,
@@ -107,15 +141,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		PidsLimit: m.cfg.PidsLimit,
 		Binds:     binds(r.Dir, spec, m.cfg.Init),
 		UserNS:    m.cfg.UserNS,
-	}, ps)
-	if err != nil {
-		return fmt.Errorf("failed to start container: %w", err)
 	}
-	st.mark("container")
-	r.mu.Lock()
-	r.ct = containerProc{c}
-	r.mu.Unlock()
-	return nil
 }
 
 // networkError says why network could not take the runtime: a limit it

@@ -99,7 +99,11 @@ type Config struct {
 	// runtime; MaintenanceInterval how often it looks. Zero disables.
 	InactiveThreshold   time.Duration
 	MaintenanceInterval time.Duration
-	Logger              *slog.Logger
+	// Prewarm is the most prewarmed sandboxes kept per image (see
+	// prewarm.go); each image's pool is sized by its cold starts of the
+	// last minute, and empties a minute after the last. 0 keeps none.
+	Prewarm int
+	Logger  *slog.Logger
 }
 
 // Manager is the table of runtimes (see the package documentation).
@@ -129,6 +133,8 @@ type Manager struct {
 	names build.Namer // of artifacts
 
 	usage *usage.Sampler
+	// pool keeps prewarmed sandboxes (Config.Prewarm); nil keeps none.
+	pool *pool
 
 	stopMaint chan struct{}
 	maintDone chan struct{}
@@ -145,6 +151,9 @@ func New(cfg Config) (*Manager, error) {
 		if st, err := os.Stat(cfg.Init); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 			return nil, fmt.Errorf("sandbox: init %s is not an executable file (build it with make build): %v", cfg.Init, err)
 		}
+	}
+	if cfg.Prewarm > 0 && cfg.Init == "" {
+		return nil, errors.New("sandbox: prewarmed sandboxes (OPR_EXECUTOR_PREWARM) park executor-init, which OPR_EXECUTOR_INIT turned off")
 	}
 	if cfg.Images == nil || len(cfg.Networks) == 0 {
 		return nil, errors.New("sandbox: images and at least one network are required")
@@ -200,6 +209,7 @@ func New(cfg Config) (*Manager, error) {
 		m.log.Info("moved the executor into a leaf cgroup: it was started where runtimes' cgroups go", "cgroup", leaf)
 	}
 	m.startMaintenance()
+	m.pool = newPool(m, cfg.Prewarm)
 	return m, nil
 }
 
@@ -279,6 +289,7 @@ func (m *Manager) runtimeName(id string) string { return m.cfg.Hostname + "-" + 
 // giving each the stop grace period to exit on SIGTERM.
 func (m *Manager) Close(ctx context.Context) error {
 	m.usage.Close()
+	m.pool.close()
 	m.mu.Lock()
 	m.closing = true
 	entries := make([]*entry, 0, len(m.table))

@@ -2,21 +2,28 @@
 // runtime's command, passes the signals it gets on to it, reaps every orphan
 // that ends up as its child (a PID namespace's init inherits them all), and
 // exits with the command's status. Without it a server running as PID 1
-// ignores SIGTERM it does not handle and leaves zombies behind.
+// ignores SIGTERM it does not handle and leaves zombies behind. With
+// --park it first waits for its command on fd 3 (a prewarmed runtime).
 //
 // It is built static (CGO_ENABLED=0) and bind-mounted read-only into each
 // runtime by the executor. Usage: executor-init -- COMMAND [ARG...]
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 func main() {
 	args := os.Args[1:]
+	if len(args) == 1 && args[0] == parkFlag {
+		args = unpark()
+	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
@@ -58,6 +65,58 @@ func run(args []string) int {
 		_ = syscall.Kill(-pid, sig)
 	}
 	return 0 // not reached: sigs is never closed
+}
+
+// parkFlag starts a prewarmed runtime's init parked: everything of the
+// container is in place but its command, which the executor writes on fd 3
+// as parkedCommand's JSON (sandbox/container.ParkedCommand) once a request
+// asks for the runtime, then closes.
+const parkFlag = "--park"
+
+type parkedCommand struct {
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+	Cwd  string   `json:"cwd"`
+}
+
+// unpark waits for the command on fd 3 and takes on its environment and
+// working directory, as the container's init would have been given them.
+// EOF with nothing read means the runtime was never needed: exit 0.
+func unpark() []string {
+	f := os.NewFile(3, "command")
+	b, err := io.ReadAll(io.LimitReader(f, 64<<20))
+	f.Close()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "executor-init: read the command: %v\n", err)
+		os.Exit(127)
+	}
+	if len(b) == 0 {
+		os.Exit(0)
+	}
+	var c parkedCommand
+	if err := json.Unmarshal(b, &c); err != nil || len(c.Args) == 0 {
+		fmt.Fprintf(os.Stderr, "executor-init: bad command (%v)\n", err)
+		os.Exit(127)
+	}
+	// libcontainer gave this process the user's HOME when its environment
+	// had none, as it would have given the command's.
+	home := os.Getenv("HOME")
+	os.Clearenv()
+	for _, kv := range c.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+			os.Setenv(k, v)
+		}
+	}
+	if _, ok := os.LookupEnv("HOME"); !ok && home != "" {
+		os.Setenv("HOME", home)
+	}
+	if c.Cwd != "" {
+		if err := os.Chdir(c.Cwd); err != nil {
+			fmt.Fprintf(os.Stderr, "executor-init: %v\n", err)
+			os.Exit(127)
+		}
+	}
+	return c.Args
 }
 
 // reap collects every exited child; done reports that the command itself

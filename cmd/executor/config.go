@@ -68,6 +68,7 @@ type config struct {
 	EgressDeny            []netip.Prefix
 	DNSServers            []netip.Addr // nil = the host's non-loopback nameservers
 	NetworkPool           int
+	Prewarm               int
 	// Init is the executor-init binary run as each runtime's PID 1; "" = none.
 	Init string
 	// LoggingProvider is OPR_EXECUTOR_LOGGING_PROVIDER, lower-cased: "" or "sentry".
@@ -194,6 +195,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_EGRESS_DENY", parse: prefixList(&c.EgressDeny)},
 		{name: "OPR_EXECUTOR_DNS", parse: c.setDNS},
 		{name: "OPR_EXECUTOR_NETWORK_POOL", def: "0", parse: count(&c.NetworkPool)},
+		{name: "OPR_EXECUTOR_PREWARM", def: "0", parse: c.setPrewarm},
 		{name: "OPR_EXECUTOR_INIT", parse: c.setInit},
 		{name: "OPR_EXECUTOR_USERNS", def: "full", parse: c.setUserNS},
 		{name: "OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", parse: c.setLoopbackPorts},
@@ -500,4 +502,18 @@ func (c *config) networkSubnets() ([]netip.Prefix, error) {
 		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)}), bits)
 	}
 	return out, nil
+}
+
+// maxPrewarm bounds OPR_EXECUTOR_PREWARM: each prewarmed sandbox holds a
+// container, an address and a disk.
+const maxPrewarm = 64
+
+func (c *config) setPrewarm(name, v string) error {
+	if err := count(&c.Prewarm)(name, v); err != nil {
+		return err
+	}
+	if c.Prewarm > maxPrewarm {
+		return fmt.Errorf("%s must be at most %d", name, maxPrewarm)
+	}
+	return nil
 }

@@ -81,6 +81,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"OPR_EXECUTOR_EGRESS_DENY", func(c *config) any { return len(c.EgressDeny) }, 0},
 		{"OPR_EXECUTOR_DNS", func(c *config) any { return c.DNSServers == nil }, true}, // the host's
 		{"OPR_EXECUTOR_NETWORK_POOL", func(c *config) any { return c.NetworkPool }, 0},
+		{"OPR_EXECUTOR_PREWARM", func(c *config) any { return c.Prewarm }, 0},
 		{"OPR_EXECUTOR_INIT", func(c *config) any { return c.Init }, filepath.Join(filepath.Dir(exe), "executor-init")},
 		{"OPR_EXECUTOR_USERNS", func(c *config) any { return c.UserNS }, oci.FullIDMap()},
 		{"OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", func(c *config) any { return c.LoopbackPorts }, []uint16(nil)},
@@ -174,6 +175,7 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_EGRESS_DENY": "10.0.0.0/33"}, "OPR_EXECUTOR_EGRESS_DENY"},
 		{map[string]string{"OPR_EXECUTOR_DNS": "127.0.0.53"}, "OPR_EXECUTOR_DNS"},
 		{map[string]string{"OPR_EXECUTOR_NETWORK_POOL": "-2"}, "OPR_EXECUTOR_NETWORK_POOL"},
+		{map[string]string{"OPR_EXECUTOR_PREWARM": "65"}, "OPR_EXECUTOR_PREWARM"},
 		{map[string]string{"OPR_EXECUTOR_INIT": "bin/executor-init"}, "OPR_EXECUTOR_INIT"},
 		{map[string]string{"OPR_EXECUTOR_USERNS": "1000:10"}, "OPR_EXECUTOR_USERNS"},
 		{map[string]string{"OPR_EXECUTOR_USERNS": "root"}, "OPR_EXECUTOR_USERNS"},

@@ -176,6 +176,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		RetryAttempts:       cfg.RetryAttempts,
 		RetryDelay:          cfg.RetryDelay,
 		InactiveThreshold:   cfg.InactiveThreshold,
+		Prewarm:             cfg.Prewarm,
 		MaintenanceInterval: cfg.MaintenanceInterval,
 		Logger:              log.With("component", "sandbox"),
 	})

@@ -44,6 +44,11 @@ type Container struct {
 	oomJudged int
 	oomOpen   sync.Once
 	oomFile   *os.File // the cgroup's kill counter, opened once (see oomKills)
+
+	// park is the write end of a parked executor-init's command pipe
+	// (StartParked), nil once unparked or for a container started with
+	// its command.
+	park *os.File
 }
 
 // ExitStatus is how a main process ended.
@@ -89,6 +94,7 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 		AdditionalGroups: p.Groups,
 		Stdout:           outW,
 		Stderr:           outW,
+		ExtraFiles:       p.extraFiles,
 		Init:             true,
 	}
 	if err := lc.Run(lp); err != nil {
@@ -178,6 +184,7 @@ func (c *Container) Output() string { return c.out.String() }
 // not handle, so SIGKILL is what usually ends a runtime. Stop returns once
 // Done is closed, or 10 s after the SIGKILL.
 func (c *Container) Stop(grace time.Duration) {
+	c.closePark()
 	if c.Exited() {
 		return
 	}
@@ -199,6 +206,7 @@ func (c *Container) Stop(grace time.Duration) {
 // Destroy removes the container's state and cgroups. The main process must
 // have been stopped. Destroying a destroyed container does nothing.
 func (c *Container) Destroy() error {
+	c.closePark()
 	c.closeOOMCounter()
 	return c.c.Destroy()
 }

@@ -140,6 +140,9 @@ type Process struct {
 	UID    int
 	GID    int
 	Groups []int // supplementary groups
+
+	// extraFiles are passed on as fds 3 and up (StartParked's pipe).
+	extraFiles []*os.File
 }
 
 // Start creates container id from spec and runs p as its main process.
@@ -154,6 +157,16 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	if !strings.HasPrefix(id, IDPrefix) {
 		return nil, fmt.Errorf("container: id %q does not begin with %q", id, IDPrefix)
 	}
+	cfg, err := r.config(id, spec)
+	if err != nil {
+		return nil, err
+	}
+	return create(r.cfg.StateDir, id, cfg, p)
+}
+
+// config is container id's libcontainer configuration from spec, with the
+// fields the runner decides (see Start) filled in.
+func (r *Runner) config(id string, spec oci.Spec) (*configs.Config, error) {
 	cg := path.Join(r.cfg.CgroupParent, id)
 	if spec.CgroupPath == "" {
 		spec.CgroupPath = cg
@@ -168,11 +181,7 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	if spec.NoFile == 0 {
 		spec.NoFile = noFileLimit()
 	}
-	cfg, err := oci.Config(spec)
-	if err != nil {
-		return nil, err
-	}
-	return create(r.cfg.StateDir, id, cfg, p)
+	return oci.Config(spec)
 }
 
 // create creates the container and runs its main process.

@@ -1,0 +1,117 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"executor/oci"
+)
+
+// ParkFlag is executor-init's argument for a parked start: it waits for
+// its command on fd 3 (a ParkedCommand as JSON, then EOF) and runs it as it
+// runs the command given on its command line. EOF with nothing read makes
+// it exit 0.
+const ParkFlag = "--park"
+
+// ParkedCommand is what a parked executor-init reads on fd 3.
+type ParkedCommand struct {
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+	Cwd  string   `json:"cwd"`
+}
+
+// StartParked creates container id from spec and runs init (the path of
+// executor-init inside the container) parked as its main process, as the
+// user of p: the namespaces, root, mounts, network, cgroups and seccomp
+// filter are all in place, and only the command is missing. Unpark gives
+// it one. p's Cwd is made if missing, as for a started container; its Args
+// and Env are ignored.
+func (r *Runner) StartParked(id string, spec oci.Spec, init string, p Process) (*Container, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	park := Process{
+		Args:       []string{init, ParkFlag},
+		Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Cwd:        p.Cwd,
+		UID:        p.UID,
+		GID:        p.GID,
+		Groups:     p.Groups,
+		extraFiles: []*os.File{pr},
+	}
+	c, err := r.Start(id, spec, park)
+	// The container holds its copy of the read end (or failed to).
+	pr.Close()
+	if err != nil {
+		pw.Close()
+		return nil, err
+	}
+	c.park = pw
+	return c, nil
+}
+
+// Parked reports whether c waits for its command.
+func (c *Container) Parked() bool { return c.park != nil }
+
+// Unpark gives a parked container its main process, p, with the limits of
+// spec applied to its cgroups first: p runs as a started container's main
+// process would (Exec and Restart use it from now on), except that
+// executor-init got it over a pipe rather than on its command line. p's
+// user must be the one the container was parked as. spec must describe the
+// same container as the one it was started with, but for its limits.
+func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
+	if c.park == nil {
+		return errors.New("container: not parked")
+	}
+	if p.UID != c.main.UID || p.GID != c.main.GID {
+		return fmt.Errorf("container: unpark as %d:%d a container parked as %d:%d", p.UID, p.GID, c.main.UID, c.main.GID)
+	}
+	cfg, err := r.config(c.ID(), spec)
+	if err != nil {
+		return err
+	}
+	if r.limitsOff == nil {
+		if err := c.c.Set(*cfg); err != nil {
+			return fmt.Errorf("container: set limits: %w", err)
+		}
+	}
+	c.cfg = cfg
+	args := p.Args
+	if len(args) > 0 && args[0] == oci.InitPath {
+		// The command line executor-init would have been given: the
+		// command is what follows "--".
+		args = args[1:]
+		if len(args) > 0 && args[0] == "--" {
+			args = args[1:]
+		}
+	}
+	if len(args) == 0 {
+		return errors.New("container: unpark with no command")
+	}
+	b, err := json.Marshal(ParkedCommand{Args: args, Env: p.Env, Cwd: p.Cwd})
+	if err != nil {
+		return err
+	}
+	pw := c.park
+	c.park = nil
+	_, werr := pw.Write(b)
+	cerr := pw.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		return fmt.Errorf("container: hand the command to executor-init: %w", err)
+	}
+	c.main.Args, c.main.Env, c.main.Cwd = p.Args, p.Env, p.Cwd
+	c.main.extraFiles = nil // a restart runs the command directly
+	return nil
+}
+
+// closePark ends a parked wait that will never be given a command: its
+// executor-init reads EOF and exits.
+func (c *Container) closePark() {
+	if c.park != nil {
+		c.park.Close()
+		c.park = nil
+	}
+}

@@ -1,0 +1,325 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"executor/images"
+	"executor/oci"
+	"executor/sandbox/container"
+	"executor/sandbox/protocol"
+)
+
+// Prewarmed sandboxes. A cold start spends most of its time outside the
+// runtime: libcontainer's start (namespaces, root, mounts, cgroups, seccomp
+// filter) alone is ~55 ms here, before the runtime's own start. The pool
+// keeps sandboxes of recently cold-started images with all of that done and
+// their executor-init parked before the command (container.StartParked); a
+// cold start takes one, adds the request's own parts (source, variables,
+// limits) and hands executor-init the command (specialize).
+//
+// What differs from a plain cold start: PID 1's command line and
+// environment (executor-init --park, and a minimal environment: the
+// command's own is the one given), and a hostname chosen when the sandbox
+// was made. Everything a runtime can observe of itself otherwise (its root,
+// mounts, user, limits, network, environment, working directory) is the
+// same.
+
+// prewarmWindow is how far back cold starts count towards a pool's size,
+// and so how long an unused pool lasts.
+const prewarmWindow = time.Minute
+
+// prewarmTick is how often the pool checks its sizes.
+const prewarmTick = time.Second
+
+// poolKey is what a prewarmed sandbox is made for: everything of it that
+// depends on the request before the request is known.
+type poolKey struct {
+	image   string
+	version protocol.Version
+}
+
+// parked is one prewarmed sandbox.
+type parked struct {
+	rt     *Runtime // its parts, recorded as prepare records them
+	img    *images.Image
+	rootfs string
+	c      *container.Container
+}
+
+// pool keeps prewarmed sandboxes. A nil *pool keeps none.
+type pool struct {
+	m   *Manager
+	max int
+
+	mu     sync.Mutex
+	idle   map[poolKey][]*parked
+	making map[poolKey]int
+	demand map[poolKey][]time.Time // cold starts within prewarmWindow
+	closed bool
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newPool(m *Manager, max int) *pool {
+	if max <= 0 {
+		return nil
+	}
+	p := &pool{
+		m: m, max: max,
+		idle:   make(map[poolKey][]*parked),
+		making: make(map[poolKey]int),
+		demand: make(map[poolKey][]time.Time),
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go p.loop()
+	return p
+}
+
+// eligible says whether spec may start from a prewarmed sandbox: a runtime
+// that builds first has its build command to run, which a sandbox could
+// have run as well; it starts as always.
+func eligible(spec Spec) bool { return spec.Command == "" }
+
+// take counts a cold start of spec's image and returns a sandbox for it,
+// or nil when none is ready.
+func (p *pool) take(spec Spec) *parked {
+	if p == nil || !eligible(spec) {
+		return nil
+	}
+	key := poolKey{spec.Image, spec.Version}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.demand[key] = append(p.demand[key], time.Now())
+	p.poke()
+	l := p.idle[key]
+	if len(l) == 0 {
+		return nil
+	}
+	sb := l[len(l)-1]
+	p.idle[key] = l[:len(l)-1]
+	return sb
+}
+
+func (p *pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop keeps each pool at its target: the cold starts of its key within
+// prewarmWindow, at most max. Sandboxes are made one at a time, so that
+// refilling never competes with requests for more than one core.
+func (p *pool) loop() {
+	defer close(p.done)
+	t := time.NewTicker(prewarmTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.wake:
+		case <-t.C:
+		}
+		for {
+			key, grow, extra := p.next()
+			if extra != nil {
+				p.m.destroyParked(extra)
+				continue
+			}
+			if !grow {
+				break
+			}
+			sb, err := p.m.park(context.Background(), key)
+			p.mu.Lock()
+			p.making[key]--
+			if err == nil && !p.closed {
+				p.idle[key] = append(p.idle[key], sb)
+				sb = nil
+			}
+			p.mu.Unlock()
+			if err != nil {
+				p.m.log.Warn("prewarming a sandbox failed", "image", key.image, "err", err)
+				break // the next tick tries again
+			}
+			if sb != nil {
+				p.m.destroyParked(sb)
+			}
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// next picks the work to do: a key to make a sandbox for (grow, counted as
+// being made), or a sandbox over its pool's target to destroy (oldest
+// first).
+func (p *pool) next() (key poolKey, grow bool, extra *parked) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return key, false, nil
+	}
+	cutoff := time.Now().Add(-prewarmWindow)
+	for k, ts := range p.demand {
+		i := 0
+		for i < len(ts) && ts[i].Before(cutoff) {
+			i++
+		}
+		ts = ts[i:]
+		if len(ts) == 0 {
+			delete(p.demand, k)
+		} else {
+			p.demand[k] = ts
+		}
+	}
+	for k, l := range p.idle {
+		if target := min(len(p.demand[k]), p.max); len(l) > target {
+			extra = l[0]
+			p.idle[k] = l[1:]
+			if len(p.idle[k]) == 0 {
+				delete(p.idle, k)
+			}
+			return k, false, extra
+		}
+	}
+	for k, ts := range p.demand {
+		if len(p.idle[k])+p.making[k] < min(len(ts), p.max) {
+			p.making[k]++
+			return k, true, nil
+		}
+	}
+	return key, false, nil
+}
+
+// close stops refilling and destroys every idle sandbox.
+func (p *pool) close() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, l := range idle {
+		for _, sb := range l {
+			p.m.destroyParked(sb)
+		}
+	}
+}
+
+// park makes a sandbox for key: what assembleBase makes, and a container
+// whose executor-init waits for its command, as the image's user, in the
+// image's working directory for key's protocol version.
+func (m *Manager) park(ctx context.Context, key poolKey) (sb *parked, err error) {
+	r := &Runtime{
+		ID:       "prewarm",
+		CID:      container.NewID(),
+		Hostname: randomHex(32),
+		Version:  key.version,
+		log:      m.log,
+	}
+	defer func() {
+		if err != nil {
+			if derr := r.destroy(context.WithoutCancel(ctx), 0); derr != nil {
+				m.log.Error("cleanup after failed prewarm", "err", derr)
+			}
+		}
+	}()
+	start := time.Now()
+	st := newStages()
+	img, rootfs, err := m.assembleBase(ctx, r, key.image, st, func() error { return nil })
+	if err != nil {
+		return nil, err
+	}
+	if err := r.chownDirs(m.cfg.UserNS); err != nil {
+		return nil, err
+	}
+	spec := Spec{Image: key.image, Version: key.version}
+	ps, err := m.process(r, spec, img.Config, rootfs)
+	if err != nil {
+		return nil, err
+	}
+	// Parked limits until a request sets its own: one core and 256 MB
+	// are plenty for an executor-init that waits.
+	parkedSpec := m.ociSpec(r, Spec{Version: key.version, CPUs: 1, MemoryMB: 256}, rootfs)
+	c, err := m.runner.StartParked(r.CID, parkedSpec, oci.InitPath, ps)
+	if err != nil {
+		return nil, fmt.Errorf("failed to start container: %w", err)
+	}
+	r.mu.Lock()
+	r.ct = containerProc{c}
+	r.mu.Unlock()
+	m.log.Debug("sandbox prewarmed", "image", key.image, "version", key.version, "container", r.CID, "duration", time.Since(start).Round(10*time.Microsecond))
+	return &parked{rt: r, img: img, rootfs: rootfs, c: c}, nil
+}
+
+// destroyParked removes an unused sandbox.
+func (m *Manager) destroyParked(sb *parked) {
+	if err := sb.rt.destroy(context.Background(), 0); err != nil {
+		m.log.Error("remove prewarmed sandbox", "container", sb.rt.CID, "err", err)
+	}
+}
+
+// specialize makes r out of the sandbox sb: sb's parts become r's, the
+// request's source goes into its directory, and executor-init is handed the
+// command with the request's environment once the request's limits are
+// set. On failure r holds every part of sb, for r.destroy to release.
+func (m *Manager) specialize(ctx context.Context, r *Runtime, spec Spec, sb *parked) error {
+	start := time.Now()
+	src := sb.rt
+	src.mu.Lock()
+	r.mu.Lock()
+	r.CID, r.Dir, r.Hostname = src.CID, src.Dir, src.Hostname
+	r.network, r.endpoint, r.addr = src.network, src.endpoint, src.addr
+	r.disk, r.unmountRoot, r.shell = src.disk, src.unmountRoot, src.shell
+	r.ct = src.ct
+	r.mu.Unlock()
+	src.mu.Unlock()
+	if !sb.c.Parked() || sb.c.Exited() {
+		return errors.New("prewarmed sandbox is no longer parked")
+	}
+	if spec.Source != "" {
+		if err := m.copySource(ctx, r, spec.Source); err != nil {
+			return err
+		}
+	}
+	ps, err := m.process(r, spec, sb.img.Config, sb.rootfs)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.chownDirs(m.cfg.UserNS); err != nil {
+		return err
+	}
+	if err := m.runner.Unpark(sb.c, m.ociSpec(r, spec, sb.rootfs), ps); err != nil {
+		return fmt.Errorf("failed to start container: %w", err)
+	}
+	m.log.Debug("runtime prepared from a prewarmed sandbox", "runtime", r.ID, "container", r.CID, "duration", time.Since(start).Round(10*time.Microsecond))
+	return nil
+}

@@ -1,0 +1,92 @@
+package sandbox
+
+import (
+	"testing"
+	"time"
+
+	"executor/sandbox/protocol"
+)
+
+func testPool(max int) *pool {
+	return &pool{
+		max:    max,
+		idle:   make(map[poolKey][]*parked),
+		making: make(map[poolKey]int),
+		demand: make(map[poolKey][]time.Time),
+		wake:   make(chan struct{}, 1),
+	}
+}
+
+// A pool grows to its image's cold starts of the last prewarmWindow, at
+// most max, and shrinks, oldest sandbox first, to nothing once they age
+// out: an idle executor keeps no sandbox.
+func TestPoolSizesByRecentDemand(t *testing.T) {
+	p := testPool(2)
+	k := poolKey{"img", protocol.V5}
+	now := time.Now()
+	p.demand[k] = []time.Time{now, now, now}
+	for i := 0; i < 2; i++ {
+		if key, grow, extra := p.next(); !grow || key != k || extra != nil {
+			t.Fatalf("step %d: next = %v %v %v, want to make one for %v", i, key, grow, extra, k)
+		}
+	}
+	if _, grow, extra := p.next(); grow || extra != nil {
+		t.Fatal("the pool grows past max while two are being made")
+	}
+	older, newer := &parked{}, &parked{}
+	p.making[k] = 0
+	p.idle[k] = []*parked{older, newer}
+	if _, grow, extra := p.next(); grow || extra != nil {
+		t.Fatal("a pool at its target changes")
+	}
+
+	p.demand[k] = []time.Time{now.Add(-2 * prewarmWindow), now}
+	if _, _, extra := p.next(); extra != older {
+		t.Fatalf("with one cold start left in the window, the older sandbox goes: got %v", extra)
+	}
+	if _, grow, extra := p.next(); grow || extra != nil {
+		t.Fatal("a pool of one for one recent cold start changes")
+	}
+	p.demand[k] = []time.Time{now.Add(-2 * prewarmWindow)}
+	if _, _, extra := p.next(); extra != newer {
+		t.Fatalf("with no cold start in the window, the last sandbox goes: got %v", extra)
+	}
+	if len(p.demand) != 0 || len(p.idle) != 0 {
+		t.Errorf("an idle pool keeps state: demand %v, idle %v", p.demand, p.idle)
+	}
+}
+
+// take counts the cold start and hands out the newest sandbox; a runtime
+// that builds first neither takes one nor counts; a nil pool has none.
+func TestPoolTake(t *testing.T) {
+	p := testPool(4)
+	k := poolKey{"img", protocol.V4}
+	spec := Spec{Image: "img", Version: protocol.V4}
+	if sb := p.take(spec); sb != nil {
+		t.Fatal("an empty pool handed out a sandbox")
+	}
+	if n := len(p.demand[k]); n != 1 {
+		t.Fatalf("%d cold starts counted, want 1", n)
+	}
+	a, b := &parked{}, &parked{}
+	p.idle[k] = []*parked{a, b}
+	if sb := p.take(Spec{Image: "img", Version: protocol.V5}); sb != nil {
+		t.Fatal("a sandbox of another protocol version was handed out")
+	}
+	if sb := p.take(spec); sb != b {
+		t.Fatalf("take = %v, want the newest", sb)
+	}
+	building := spec
+	building.Command = "npm install"
+	if sb := p.take(building); sb != nil {
+		t.Fatal("a runtime that builds took a sandbox")
+	}
+	if n := len(p.demand[k]); n != 2 {
+		t.Fatalf("%d cold starts counted, want 2 (the build's not among them)", n)
+	}
+	var none *pool
+	if sb := none.take(spec); sb != nil {
+		t.Fatal("a nil pool has sandboxes")
+	}
+	none.close()
+}
