@@ -39,6 +39,39 @@ func BenchmarkColdStart(b *testing.B) {
 		x := startRootless(b, rootlessUser(b, true))
 		benchColdStartOn(b, x.executor, x.source(b, map[string]string{"index.js": "x"}))
 	})
+	b.Run("prewarmed", benchColdStartPrewarmed)
+}
+
+// benchColdStartPrewarmed is a cold start made from a prewarmed sandbox
+// (OPR_EXECUTOR_PREWARM): before each, the pool has had time to refill.
+func benchColdStartPrewarmed(b *testing.B) {
+	x := startExecutor(b, "OPR_EXECUTOR_PREWARM=4")
+	src := source(b, map[string]string{"index.js": "x"})
+	// The first cold start pulls the image and has the pool prewarm.
+	if r := x.request(b, "POST", "/v1/runtimes/warmup/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		b.Fatalf("%d %s", r.status, r.body)
+	}
+	x.request(b, "DELETE", "/v1/runtimes/warmup", nil, nil)
+	var ds []time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		waitLog(b, x, "sandbox prewarmed", i+1)
+		b.StartTimer()
+		id := fmt.Sprintf("cold-%d", i)
+		start := time.Now()
+		r := x.request(b, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept)
+		ds = append(ds, time.Since(start))
+		b.StopTimer()
+		if r.status != 200 {
+			b.Fatalf("%d %s", r.status, r.body)
+		}
+		if n := strings.Count(x.logs.String(), "from a prewarmed sandbox"); n != i+1 {
+			b.Fatalf("cold start %d: %d made from a prewarmed sandbox so far, want %d", i, n, i+1)
+		}
+		x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil)
+		b.StartTimer()
+	}
+	reportDurations(b, "cold", ds)
 }
 
 func benchColdStart(b *testing.B, env ...string) {

@@ -122,7 +122,7 @@ func TestPrewarmedSandboxes(t *testing.T) {
 }
 
 // waitLog waits until the executor's log holds msg at least n times.
-func waitLog(t *testing.T, x *executor, msg string, n int) {
+func waitLog(t testing.TB, x *executor, msg string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for strings.Count(x.logs.String(), msg) < n {
