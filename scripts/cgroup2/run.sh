@@ -47,6 +47,7 @@ checks=(
 	"SIGKILL + restart reconciles leftovers|TestCrashThenRestartRemovesLeftovers TestCrashWithoutContainerStateRemovesLeftovers"
 	"SIGTERM removes runtimes and the cgroup parent|TestShutdownRemovesEverything"
 	"daemon in a leaf of its own cgroup (systemd layout)|TestDaemonInItsOwnCgroup TestEnterSupervisorCgroup"
+	"prewarmed sandbox takes the request's limits and environment|TestPrewarmedSandboxes"
 )
 for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 	if grep -q "^func $t(" tests/e2e/*.go; then
