@@ -29,7 +29,21 @@ echo --- net; grep -c . /etc/hosts; grep -c . /etc/resolv.conf; hostname | wc -c
 // and restarts under its restart policy with the same environment.
 func TestPrewarmedSandboxes(t *testing.T) {
 	x := startExecutor(t, "OPR_EXECUTOR_PREWARM=2")
-	src := source(t, map[string]string{"index.js": "x", "marker": "source of the request"})
+	checkPrewarmed(t, x, source(t, prewarmSource))
+}
+
+// TestRootlessPrewarmedSandboxes is TestPrewarmedSandboxes with the rootless
+// daemon, its cgroup delegated: the limits are set at unpark there too.
+func TestRootlessPrewarmedSandboxes(t *testing.T) {
+	x := startRootless(t, rootlessUser(t, true), "OPR_EXECUTOR_PREWARM=2")
+	checkPrewarmed(t, x.executor, x.source(t, prewarmSource))
+}
+
+var prewarmSource = map[string]string{"index.js": "x", "marker": "source of the request"}
+
+// checkPrewarmed runs the checks of TestPrewarmedSandboxes on x, whose
+// OPR_EXECUTOR_PREWARM is 2, with src (prewarmSource).
+func checkPrewarmed(t *testing.T, x *executor, src string) {
 	body := func(extra map[string]any) map[string]any {
 		b := execBody(src, map[string]any{
 			"variables": map[string]string{"TEST_PREWARM": "request's variable"},
