@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -130,13 +131,11 @@ type logFiles struct {
 
 func (l *logFiles) open() (*safefs.Dir, error) {
 	if l.dir == nil && l.err == nil {
-		d, err := l.r.openDir()
-		if err != nil {
-			l.err = err
-			return nil, err
-		}
-		l.dir, l.err = d.OpenDir("logs")
-		d.Close()
+		// The runtime writes inside logs/, never the directory itself
+		// (its mount point in the runtime), nor anything above it: the
+		// path up to it is the daemon's, and OpenDir refuses a link as
+		// its last element.
+		l.dir, l.err = safefs.OpenDir(filepath.Join(l.r.Dir, "logs"), safefs.Options{})
 	}
 	return l.dir, l.err
 }
