@@ -1,12 +1,13 @@
 package images
 
 import (
+	"executor/tests/testenv"
+
 	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -74,7 +75,7 @@ func inUserNS(t *testing.T) bool {
 	}
 	bin := filepath.Join(tmp, "images.test")
 	if err := os.Link(self, bin); err != nil {
-		if err := copyExecutable(self, bin); err != nil {
+		if err := testenv.CopyExecutable(self, bin); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -111,23 +112,6 @@ func inUserNS(t *testing.T) bool {
 		t.Fatalf("%s in a user namespace did not run", t.Name())
 	}
 	return false
-}
-
-func copyExecutable(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // recreatedImage has a layer that deletes a directory and makes it again

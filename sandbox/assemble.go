@@ -39,14 +39,8 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	if err != nil {
 		return err
 	}
-	ps, err := m.process(r, spec, img.Config, rootfs)
+	ps, err := m.requestProcess(ctx, r, spec, img, rootfs)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := r.chownDirs(m.cfg.UserNS); err != nil {
 		return err
 	}
 	st.mark("config")
@@ -128,6 +122,19 @@ func (m *Manager) assembleBase(ctx context.Context, r *Runtime, image string, st
 	}
 	r.shell = oci.Shell(images.HasBash(rootfs))
 	return img, rootfs, nil
+}
+
+// requestProcess is the main process spec asks for in r, whose directory
+// holds the request's files by now: they are given to the runtime's root.
+func (m *Manager) requestProcess(ctx context.Context, r *Runtime, spec Spec, img *images.Image, rootfs string) (container.Process, error) {
+	ps, err := m.process(r, spec, img.Config, rootfs)
+	if err != nil {
+		return ps, err
+	}
+	if err := ctx.Err(); err != nil {
+		return ps, err
+	}
+	return ps, r.chownDirs(m.cfg.UserNS)
 }
 
 // ociSpec is the container of r for spec, its root at rootfs.

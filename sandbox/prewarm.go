@@ -307,14 +307,8 @@ func (m *Manager) specialize(ctx context.Context, r *Runtime, spec Spec, sb *par
 			return err
 		}
 	}
-	ps, err := m.process(r, spec, sb.img.Config, sb.rootfs)
+	ps, err := m.requestProcess(ctx, r, spec, sb.img, sb.rootfs)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := r.chownDirs(m.cfg.UserNS); err != nil {
 		return err
 	}
 	if err := m.runner.Unpark(sb.c, m.ociSpec(r, spec, sb.rootfs), ps); err != nil {

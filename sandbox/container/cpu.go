@@ -64,18 +64,11 @@ func (c *Container) CPUUsage() (uint64, error) {
 // not followed (O_NOFOLLOW), a FIFO does not block (O_NONBLOCK), only a
 // regular file is read, and at most len(buf) bytes: the file must fit.
 func readCounterFile(path string, buf []byte) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := openCounterFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("container: open %s: %w", path, err)
+		return nil, err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("container: stat %s: %w", path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("container: %s is not a regular file", path)
-	}
 	n := 0
 	for n < len(buf) {
 		m, err := unix.Read(fd, buf[n:])
@@ -91,4 +84,23 @@ func readCounterFile(path string, buf []byte) ([]byte, error) {
 		n += m
 	}
 	return nil, fmt.Errorf("container: %s is longer than %d bytes", path, len(buf))
+}
+
+// openCounterFile opens a cgroup file as readCounterFile says: no link
+// followed, no wait on a FIFO, a regular file only.
+func openCounterFile(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("container: open %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("container: stat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return -1, fmt.Errorf("container: %s is not a regular file", path)
+	}
+	return fd, nil
 }

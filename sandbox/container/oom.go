@@ -49,11 +49,11 @@ func openOOMCounter(cgPaths map[string]string) *os.File {
 	} else {
 		return nil
 	}
-	f, err := os.OpenFile(file, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	fd, err := openCounterFile(file)
 	if err != nil {
 		return nil
 	}
-	return f
+	return os.NewFile(uintptr(fd), file)
 }
 
 // closeOOMCounter releases the counter file; later readings count 0, as

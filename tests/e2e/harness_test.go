@@ -59,24 +59,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// copyExecutable copies the file src to dst, mode 0755.
-func copyExecutable(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s: %w", src, err)
-	}
-	return out.Close()
-}
-
 func setup(m *testing.M) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -118,7 +100,7 @@ func setup(m *testing.M) (int, error) {
 					continue
 				}
 			}
-			if err := copyExecutable(src, filepath.Join(work, f)); err != nil {
+			if err := testenv.CopyExecutable(src, filepath.Join(work, f)); err != nil {
 				return 1, err
 			}
 		}
