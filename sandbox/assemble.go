@@ -20,7 +20,12 @@ import (
 // one, stands for everything but the request's own parts (see prewarm.go).
 func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
 	if sb := m.pool.take(spec); sb != nil {
-		return m.specialize(ctx, r, spec, sb)
+		err := m.specialize(ctx, r, spec, sb)
+		if err != nil {
+			// r holds the sandbox's parts: its destroy removes them.
+			m.log.Debug("a prewarmed sandbox could not take the request", "runtime", r.ID, "container", r.CID, "err", err)
+		}
+		return err
 	}
 	st := newStages()
 	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,19 @@ func checkPrewarmed(t *testing.T, x *executor, src string) {
 	}
 	// With demand for two, the pool refills to two.
 	waitLog(t, x, "sandbox prewarmed", 2)
+
+	// A request a sandbox cannot take (its source is missing) fails as
+	// on the spot (core_test's "missing source"), and the sandbox goes
+	// with it: the harness finds nothing left after the stop.
+	missing := filepath.Join(filepath.Dir(src), "nonexistent", "code.tar.gz")
+	r = x.request(t, "POST", "/v1/runtimes/pw-missing/executions", execBody(missing, nil), jsonAccept)
+	if r.status != 500 || !strings.Contains(string(r.body), "Failed to copy source code") {
+		t.Fatalf("a missing source with a prewarmed sandbox: %d %s", r.status, r.body)
+	}
+	waitLog(t, x, "a prewarmed sandbox could not take the request", 1)
+	if r := x.request(t, "GET", "/v1/runtimes/pw-missing", nil, nil); r.status != 404 {
+		t.Fatalf("the failed runtime is listed: %d %s", r.status, r.body)
+	}
 	for _, id := range []string{"pw-plain", "pw-pooled"} {
 		if r := x.request(t, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 {
 			t.Fatalf("delete %s: %d %s", id, r.status, r.body)
