@@ -19,7 +19,11 @@ import (
 // later step fails. A prewarmed sandbox of the image, when the pool has
 // one, stands for everything but the request's own parts (see prewarm.go).
 func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
-	if sb := m.pool.take(spec); sb != nil {
+	sb, done := m.pool.take(spec)
+	r.mu.Lock()
+	r.coldDone = done
+	r.mu.Unlock()
+	if sb != nil {
 		err := m.specialize(ctx, r, spec, sb)
 		if err != nil {
 			// r holds the sandbox's parts: its destroy removes them.

@@ -26,7 +26,9 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, er
 	defer rt.end()
 
 	start := time.Now() // billable time starts before the readiness wait, as in the reference
-	if err := rt.waitReady(ctx, deadline, req.Timeout); err != nil {
+	err = rt.waitReady(ctx, deadline, req.Timeout)
+	rt.coldOver()
+	if err != nil {
 		return nil, err
 	}
 	if wait := time.Since(start); wait > time.Millisecond {
@@ -177,7 +179,7 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout tim
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	delay := time.Millisecond
+	delay, polled := time.Millisecond, time.Now()
 	var d net.Dialer
 	for {
 		c, err := d.DialContext(wctx, "tcp", r.Addr())
@@ -196,9 +198,10 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout tim
 			return r.notReady(timeout, wctx.Err())
 		case <-time.After(delay):
 		}
-		// A refused connect on the bridge costs microseconds: keep polling
-		// often, or a runtime ready at 34 ms is only noticed at 63 ms.
-		if delay < 4*time.Millisecond {
+		// A refused connect on the bridge costs microseconds: poll every
+		// millisecond, or a runtime is noticed late by up to the delay.
+		// After a second, a runtime slow to boot is polled less often.
+		if time.Since(polled) > time.Second && delay < 4*time.Millisecond {
 			delay *= 2
 		}
 	}

@@ -35,6 +35,13 @@ const prewarmWindow = time.Minute
 // prewarmTick is how often the pool checks its sizes.
 const prewarmTick = time.Second
 
+// prewarmYield is the longest a refill waits for cold starts in flight to
+// become ready. Making a sandbox is a libcontainer start, tens of
+// milliseconds of CPU: on a small host, made while a runtime boots, it
+// slows the very cold start it replaces. Under a steady stream of cold
+// starts the pool still refills after this long.
+const prewarmYield = 500 * time.Millisecond
+
 // poolKey is what a prewarmed sandbox is made for: everything of it that
 // depends on the request before the request is known.
 type poolKey struct {
@@ -59,7 +66,11 @@ type pool struct {
 	idle   map[poolKey][]*parked
 	making map[poolKey]int
 	demand map[poolKey][]time.Time // cold starts within prewarmWindow
-	closed bool
+	// starting counts cold starts not yet ready (take to its done);
+	// yielding is when the loop first put off a refill for them.
+	starting int
+	yielding time.Time
+	closed   bool
 
 	wake chan struct{}
 	stop chan struct{}
@@ -89,26 +100,31 @@ func newPool(m *Manager, max int) *pool {
 func eligible(spec Spec) bool { return spec.Command == "" }
 
 // take counts a cold start of spec's image and returns a sandbox for it,
-// or nil when none is ready.
-func (p *pool) take(spec Spec) *parked {
+// or nil when none is ready. done, never nil, is to be called once the
+// cold start is ready or has failed: refills wait for it (prewarmYield).
+func (p *pool) take(spec Spec) (sb *parked, done func()) {
 	if p == nil || !eligible(spec) {
-		return nil
+		return nil, func() {}
 	}
 	key := poolKey{spec.Image, spec.Version}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		return nil
+		return nil, func() {}
 	}
 	p.demand[key] = append(p.demand[key], time.Now())
-	p.poke()
-	l := p.idle[key]
-	if len(l) == 0 {
-		return nil
+	p.starting++
+	done = sync.OnceFunc(func() {
+		p.mu.Lock()
+		p.starting--
+		p.mu.Unlock()
+		p.poke()
+	})
+	if l := p.idle[key]; len(l) > 0 {
+		sb = l[len(l)-1]
+		p.idle[key] = l[:len(l)-1]
 	}
-	sb := l[len(l)-1]
-	p.idle[key] = l[:len(l)-1]
-	return sb
+	return sb, done
 }
 
 func (p *pool) poke() {
@@ -199,6 +215,16 @@ func (p *pool) next() (key poolKey, grow bool, extra *parked) {
 	}
 	for k, ts := range p.demand {
 		if len(p.idle[k])+p.making[k] < min(len(ts), p.max) {
+			if p.starting > 0 {
+				if p.yielding.IsZero() {
+					p.yielding = time.Now()
+					time.AfterFunc(prewarmYield, p.poke)
+				}
+				if time.Since(p.yielding) < prewarmYield {
+					return key, false, nil
+				}
+			}
+			p.yielding = time.Time{}
 			p.making[k]++
 			return k, true, nil
 		}

@@ -62,7 +62,7 @@ func TestPoolTake(t *testing.T) {
 	p := testPool(4)
 	k := poolKey{"img", protocol.V4}
 	spec := Spec{Image: "img", Version: protocol.V4}
-	if sb := p.take(spec); sb != nil {
+	if sb, _ := p.take(spec); sb != nil {
 		t.Fatal("an empty pool handed out a sandbox")
 	}
 	if n := len(p.demand[k]); n != 1 {
@@ -70,23 +70,69 @@ func TestPoolTake(t *testing.T) {
 	}
 	a, b := &parked{}, &parked{}
 	p.idle[k] = []*parked{a, b}
-	if sb := p.take(Spec{Image: "img", Version: protocol.V5}); sb != nil {
+	if sb, _ := p.take(Spec{Image: "img", Version: protocol.V5}); sb != nil {
 		t.Fatal("a sandbox of another protocol version was handed out")
 	}
-	if sb := p.take(spec); sb != b {
+	if sb, _ := p.take(spec); sb != b {
 		t.Fatalf("take = %v, want the newest", sb)
 	}
 	building := spec
 	building.Command = "npm install"
-	if sb := p.take(building); sb != nil {
+	if sb, _ := p.take(building); sb != nil {
 		t.Fatal("a runtime that builds took a sandbox")
 	}
 	if n := len(p.demand[k]); n != 2 {
 		t.Fatalf("%d cold starts counted, want 2 (the build's not among them)", n)
 	}
 	var none *pool
-	if sb := none.take(spec); sb != nil {
-		t.Fatal("a nil pool has sandboxes")
+	if sb, done := none.take(spec); sb != nil || done == nil {
+		t.Fatal("a nil pool has sandboxes, or no done to call")
 	}
 	none.close()
+}
+
+// A refill waits while a cold start is in flight, so as not to take the CPU
+// the booting runtime needs, until that cold start is over or prewarmYield
+// has passed; done may be called more than once.
+func TestPoolYieldsToColdStarts(t *testing.T) {
+	k := poolKey{"img", protocol.V5}
+	spec := Spec{Image: "img", Version: protocol.V5}
+	t.Run("until done", func(t *testing.T) {
+		p := testPool(2)
+		_, done := p.take(spec)
+		if _, grow, _ := p.next(); grow {
+			t.Fatal("the pool refills while the cold start that asked for it boots")
+		}
+		done()
+		done()
+		if p.starting != 0 {
+			t.Fatalf("%d cold starts in flight after done, want 0", p.starting)
+		}
+		if key, grow, _ := p.next(); !grow || key != k {
+			t.Fatal("the pool does not refill once the cold start is over")
+		}
+	})
+	t.Run("at most prewarmYield", func(t *testing.T) {
+		p := testPool(2)
+		p.take(spec)
+		if _, grow, _ := p.next(); grow {
+			t.Fatal("the pool refills while the cold start that asked for it boots")
+		}
+		select {
+		case <-p.wake: // take's own poke, if any
+		default:
+		}
+		// The loop is woken when the yield is over, without a done.
+		select {
+		case <-p.wake:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no wake-up after prewarmYield")
+		}
+		if time.Since(p.yielding) < prewarmYield {
+			t.Fatalf("woken %v into the yield, before prewarmYield", time.Since(p.yielding))
+		}
+		if _, grow, _ := p.next(); !grow {
+			t.Fatal("a cold start that never reports holds off refills past prewarmYield")
+		}
+	})
 }

@@ -58,9 +58,12 @@ type Runtime struct {
 	unmountRoot func(dir string) error
 	ct          proc
 
-	updated     time.Time
-	status      string
-	listening   bool
+	updated   time.Time
+	status    string
+	listening bool
+	// coldDone tells the prewarm pool this runtime's cold start is over
+	// (ready or failed); nil when no pool counted it.
+	coldDone    func()
 	initialised bool
 	inflight    int
 	stopped     bool // set once destroy starts: no restarts after it
@@ -253,8 +256,20 @@ func (r *Runtime) restart() error {
 // call on a partially created runtime, and more than once: only the first
 // call does the work, so nothing (an address above all) is released twice.
 func (r *Runtime) destroy(ctx context.Context, grace time.Duration) error {
+	r.coldOver()
 	r.destroyOnce.Do(func() { r.destroyErr = r.doDestroy(ctx, grace) })
 	return r.destroyErr
+}
+
+// coldOver reports the end of r's cold start to the pool that counted it.
+func (r *Runtime) coldOver() {
+	r.mu.Lock()
+	done := r.coldDone
+	r.coldDone = nil
+	r.mu.Unlock()
+	if done != nil {
+		done()
+	}
 }
 
 func (r *Runtime) doDestroy(ctx context.Context, grace time.Duration) error {

@@ -12,8 +12,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"executor/tests/cmd/benchtable/samples"
 	"executor/tests/testenv"
@@ -282,37 +286,90 @@ func drain(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// BenchmarkRuntimeBoot is the runtime's own boot: the test runtime server
-// started as a plain host process until it accepts connections. Cold start
-// is judged against libcontainer start plus this.
+// BenchmarkRuntimeBoot is the runtime's own boot: what the executor runs in
+// a runtime (bash -c with the runtimeEntrypoint of every test: copy the
+// source, unpack it, start the server), run as a plain host process chrooted
+// into the image's files, until the server accepts connections. Nothing of
+// a sandbox is in it: no namespaces but a network one for port 3000, no
+// cgroup, no seccomp. Cold start is judged against libcontainer's start
+// plus this; a cold start from a prewarmed sandbox against this alone.
 func BenchmarkRuntimeBoot(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "runtime-server")
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "runtime-server")
 	if err := testenv.BuildRuntimeServer(b.Context(), bin); err != nil {
+		b.Fatal(err)
+	}
+	root := filepath.Join(dir, "root")
+	if err := testenv.WriteRuntimeRoot(root, testenv.ImageOptions{ServerBinary: bin, WithBash: true}); err != nil {
+		b.Fatal(err)
+	}
+	tarball, err := os.ReadFile(source(b, map[string]string{"index.js": "x"}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "mnt/code"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "tmp/code.tar.gz"), tarball, 0o644); err != nil {
 		b.Fatal(err)
 	}
 	var ds []time.Duration
 	for b.Loop() {
-		port, err := testenv.FreePort()
-		if err != nil {
+		// Each boot unpacks into a function directory of its own making,
+		// as in a new runtime.
+		if err := os.RemoveAll(filepath.Join(root, "usr/local/server/src/function")); err != nil {
 			b.Fatal(err)
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		cmd := exec.Command("/bin/bash", "-c", startCommand)
+		cmd.Dir = "/usr/local/server"
+		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+			"OPEN_RUNTIMES_ENTRYPOINT=index.js", "OPEN_RUNTIMES_SECRET=boot", "OPEN_RUNTIMES_ENV=development"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 		start := time.Now()
-		cmd := exec.Command(bin, "-listen", addr, "-logs-dir", b.TempDir(), "-function-dir", b.TempDir())
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
-		for {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-				break
-			}
-			time.Sleep(200 * time.Microsecond)
-		}
+		err := waitListening(b.Context(), cmd.Process.Pid, 30*time.Second)
 		ds = append(ds, time.Since(start))
 		cmd.Process.Kill()
 		cmd.Wait()
+		if err != nil {
+			b.Fatal(err)
+		}
 	}
 	reportDurations(b, "boot", ds)
+}
+
+// waitListening polls port 3000 inside pid's network namespace (its
+// loopback brought up first) until something accepts a connection there.
+func waitListening(ctx context.Context, pid int, timeout time.Duration) error {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("loopback of the boot's namespace: %w", err)
+	}
+	dial := dialInNetns(pid)
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := dial(ctx, "tcp", "127.0.0.1:3000")
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listened on 127.0.0.1:3000 within %v: %w", timeout, err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }

@@ -227,7 +227,8 @@ func render(w io.Writer, r *results) error {
 		"Times in ms; n samples, quantiles nearest-rank. ratio = figure p50 / baseline p50 (single values: figure / baseline).",
 		"Baselines come from the same make bench run. container+boot+10ms joins figures of other benchmarks of the run:",
 		"  " + containerStart + " first-byte p50 (sandbox/container) + " + runtimeBoot + " boot p50 + 10 ms;",
-		"  a sum of p50s, so it has no n, p90 or p99.",
+		"  a sum of p50s, so it has no n, p90 or p99. boot is the runtime's own start (bash -c <runtimeEntrypoint>: copy",
+		"  and unpack the source, start the server) as a chrooted host process, until it accepts connections.",
 		"warm: figure and baseline interleaved one request at a time from the same client; 40 clients: each path in turn.",
 		"met: yes, NO, or - where the issue sets no target or the run did not measure the figure.",
 	}
