@@ -79,7 +79,7 @@ func (s *Store) pullImage(ctx context.Context, ref string) (*Image, error) {
 			if img, err := s.loadImage(key); err == nil {
 				return img, nil
 			}
-			return s.pull(ctx, iref, key)
+			return s.pullWithin(ctx, iref, key)
 		})
 		if err != nil {
 			return nil, err
@@ -99,6 +99,31 @@ func (s *Store) pullImage(ctx context.Context, ref string) (*Image, error) {
 		User:       img.Config.User,
 	}
 	return &out, nil
+}
+
+// DefaultPullTimeout is Config.PullTimeout when unset: several times what a
+// multi-GiB runtime image takes over a slow link, and still a bound on a
+// registry that stalls.
+const DefaultPullTimeout = 10 * time.Minute
+
+// errPullTimedOut is the cause of a pull's context past Config.PullTimeout.
+var errPullTimedOut = errors.New("pull timeout")
+
+// pullWithin is pull bounded by Config.PullTimeout. The bound is the flight's,
+// not a caller's: one caller's patience neither shortens nor lengthens it.
+func (s *Store) pullWithin(ctx context.Context, ref types.ImageReference, key string) (*Image, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.PullTimeout, errPullTimedOut)
+	defer cancel()
+	img, err := s.pull(ctx, ref, key)
+	if err != nil && errors.Is(context.Cause(ctx), errPullTimedOut) {
+		// Whatever the source was doing when the time ran out (a stalled
+		// read, a dial), the client is told the limit; the log gets err.
+		// err as text only: its context.DeadlineExceeded is not the
+		// caller's deadline, and a caller that matched it would say its
+		// own timeout ran out.
+		return nil, fmt.Errorf("%w: %v", refuse(ErrRegistryUnreachable, "the pull did not finish within %v", s.cfg.PullTimeout), err)
+	}
+	return img, err
 }
 
 // pull fetches the image named by ref from its source.

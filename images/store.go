@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/moby/sys/userns"
 	"go.podman.io/image/v5/pkg/blobinfocache/memory"
@@ -59,6 +60,13 @@ type Config struct {
 	// ErrImageTooLarge and is removed.
 	SizeLimit  int64
 	MaxEntries int64
+	// PullTimeout bounds one pull from its source, however many callers
+	// share it: a registry that accepts and then stalls would otherwise hold
+	// the pull (and a pre-pull at start, or a POST /v1/images whose client
+	// waits) for ever, since the registry client has no overall deadline.
+	// A pull past it fails with ErrRegistryUnreachable. 0 means
+	// DefaultPullTimeout.
+	PullTimeout time.Duration
 	// Logger receives the store's records (the caller names the component); nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -132,8 +140,11 @@ func New(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("images: auth file: %w", err)
 		}
 	}
-	if cfg.SizeLimit < 0 || cfg.MaxEntries < 0 {
-		return nil, fmt.Errorf("images: SizeLimit %d and MaxEntries %d must not be negative", cfg.SizeLimit, cfg.MaxEntries)
+	if cfg.SizeLimit < 0 || cfg.MaxEntries < 0 || cfg.PullTimeout < 0 {
+		return nil, fmt.Errorf("images: SizeLimit %d, MaxEntries %d and PullTimeout %v must not be negative", cfg.SizeLimit, cfg.MaxEntries, cfg.PullTimeout)
+	}
+	if cfg.PullTimeout == 0 {
+		cfg.PullTimeout = DefaultPullTimeout
 	}
 	if cfg.SizeLimit == 0 {
 		cfg.SizeLimit = DefaultSizeLimit

@@ -87,6 +87,8 @@ type config struct {
 	// ImageSizeLimit and ImageMaxEntries cap the bytes and files one image pull unpacks.
 	ImageSizeLimit  int64
 	ImageMaxEntries int64
+	// PullTimeout bounds one image pull (images.Config.PullTimeout).
+	PullTimeout time.Duration
 	// RegistryAuthFile is the auth.json for registry credentials; "" = the standard lookup.
 	RegistryAuthFile string
 
@@ -176,6 +178,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_IMAGE_ARCHIVE_DIR", parse: absPath(&c.ImageArchiveDir)},
 		{name: "OPR_EXECUTOR_IMAGE_SIZE_LIMIT", def: formatSize(images.DefaultSizeLimit), parse: positiveSize(&c.ImageSizeLimit)},
 		{name: "OPR_EXECUTOR_IMAGE_MAX_ENTRIES", def: strconv.FormatInt(images.DefaultMaxEntries, 10), parse: positiveCount(&c.ImageMaxEntries)},
+		{name: "OPR_EXECUTOR_PULL_TIMEOUT", def: formatSeconds(images.DefaultPullTimeout), parse: positiveSeconds(&c.PullTimeout)},
 		{name: "OPR_EXECUTOR_RETRY_ATTEMPTS", def: "5", parse: count(&c.RetryAttempts)},
 		{name: "OPR_EXECUTOR_RETRY_DELAY_MS", def: strconv.FormatInt(sandbox.DefaultRetryDelay.Milliseconds(), 10), parse: milliseconds(&c.RetryDelay)},
 		{name: "OPR_EXECUTOR_PIDS_LIMIT", def: strconv.FormatInt(sandbox.DefaultPidsLimit, 10), parse: positiveCount(&c.PidsLimit)},

@@ -98,6 +98,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		ArchiveDir:        cfg.ImageArchiveDir,
 		SizeLimit:         cfg.ImageSizeLimit,
 		MaxEntries:        cfg.ImageMaxEntries,
+		PullTimeout:       cfg.PullTimeout,
 		Logger:            log.With("component", "images"),
 	})
 	if err != nil {
