@@ -2,6 +2,7 @@ package oci
 
 import (
 	"math"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -256,6 +257,195 @@ func TestDefaultSeccompRefusesKeyrings(t *testing.T) {
 	for _, r := range sc.Syscalls {
 		if slices.Contains(keyringSyscalls, r.Name) {
 			t.Errorf("the profile has a rule for %s: %+v", r.Name, r)
+		}
+	}
+}
+
+// The whole safety profile every runtime gets, pinned entry by entry: a
+// masked path, a read-only path, a capability, a device or a mount flag that
+// goes missing (or one that is added) fails here, whatever the spec's other
+// settings.
+func TestConfigPinsTheSafetyProfile(t *testing.T) {
+	sc, err := DefaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMasked := []string{
+		"/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+		"/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware",
+	}
+	wantReadonly := []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/sys/fs/cgroup"}
+	wantCaps := []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
+		"CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT",
+	}
+	// The device nodes in the runtime's /dev, and what the device cgroup
+	// admits: libcontainer's default allowlist (mknod of any node, none
+	// usable but these; /dev/pts/*, /dev/ptmx and /dev/net/tun by number).
+	type dev struct {
+		typ          rune
+		major, minor int64
+		perms, path  string
+	}
+	wantDevices := []dev{
+		{'c', -1, -1, "m", ""}, {'b', -1, -1, "m", ""},
+		{'c', 1, 3, "rwm", "/dev/null"}, {'c', 1, 8, "rwm", "/dev/random"}, {'c', 1, 7, "rwm", "/dev/full"},
+		{'c', 5, 0, "rwm", "/dev/tty"}, {'c', 1, 5, "rwm", "/dev/zero"}, {'c', 1, 9, "rwm", "/dev/urandom"},
+		{'c', 136, -1, "rwm", ""}, {'c', 5, 2, "rwm", ""}, {'c', 10, 200, "rwm", ""},
+	}
+	const noexec = unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV
+	wantMounts := map[string]struct {
+		device     string
+		set, unset uintptr
+	}{
+		"/proc":          {"proc", noexec, unix.MS_RDONLY},
+		"/dev":           {"tmpfs", unix.MS_NOSUID, unix.MS_RDONLY},
+		"/dev/pts":       {"devpts", unix.MS_NOSUID | unix.MS_NOEXEC, unix.MS_RDONLY},
+		"/dev/shm":       {"tmpfs", noexec, unix.MS_RDONLY},
+		"/dev/mqueue":    {"mqueue", noexec, unix.MS_RDONLY},
+		"/sys":           {"", noexec | unix.MS_RDONLY, 0},
+		"/sys/fs/cgroup": {"cgroup", noexec | unix.MS_RDONLY, 0},
+	}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+	}{
+		{"root, host ids", Spec{Rootfs: "/r", CgroupPath: "/executor/x"}},
+		{"user namespace", Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap()}},
+		{"user namespace, cgroup v2", Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap(), Cgroup2: true}},
+		{"rootless", Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap(), Rootless: true}},
+		{"rootless without cgroups", Spec{Rootfs: "/r", CgroupPath: "/executor/x", UserNS: FullIDMap(), Rootless: true, NoCgroup: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.spec
+			s.Seccomp = sc
+			cfg, err := Config(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := slices.Sorted(slices.Values(cfg.MaskPaths)); !slices.Equal(got, wantMasked) {
+				t.Errorf("masked paths %v, want %v", got, wantMasked)
+			}
+			if got := slices.Sorted(slices.Values(cfg.ReadonlyPaths)); !slices.Equal(got, wantReadonly) {
+				t.Errorf("read-only paths %v, want %v", got, wantReadonly)
+			}
+			c := cfg.Capabilities
+			if c == nil {
+				t.Fatal("no capability set: the runtime would get all of the daemon's")
+			}
+			for name, set := range map[string][]string{"bounding": c.Bounding, "effective": c.Effective, "permitted": c.Permitted} {
+				if got := slices.Sorted(slices.Values(set)); !slices.Equal(got, wantCaps) {
+					t.Errorf("%s capabilities %v, want %v", name, got, wantCaps)
+				}
+			}
+			if len(c.Inheritable) != 0 || len(c.Ambient) != 0 {
+				t.Errorf("inheritable %v ambient %v, want none", c.Inheritable, c.Ambient)
+			}
+			if !cfg.NoNewPrivileges {
+				t.Error("no_new_privs is off")
+			}
+			if cfg.Seccomp != sc {
+				t.Errorf("seccomp %p, want the spec's filter %p", cfg.Seccomp, sc)
+			}
+			wantNS := []configs.NamespaceType{configs.NEWNS, configs.NEWUTS, configs.NEWIPC, configs.NEWPID, configs.NEWNET}
+			if s.Cgroup2 {
+				wantNS = append(wantNS, configs.NEWCGROUP)
+			}
+			if s.UserNS != nil {
+				wantNS = append(wantNS, configs.NEWUSER)
+			}
+			var gotNS []configs.NamespaceType
+			for _, n := range cfg.Namespaces {
+				gotNS = append(gotNS, n.Type)
+				if n.Type != configs.NEWNET && n.Path != "" {
+					t.Errorf("namespace %s joins %s: a runtime's namespaces are its own", n.Type, n.Path)
+				}
+			}
+			if !slices.Equal(gotNS, wantNS) {
+				t.Errorf("namespaces %v, want %v", gotNS, wantNS)
+			}
+			var gotDevs []dev
+			for _, d := range cfg.Devices {
+				if !d.Allow {
+					t.Errorf("device entry %+v is a deny rule", d)
+				}
+				gotDevs = append(gotDevs, dev{rune(d.Type), d.Major, d.Minor, string(d.Permissions), d.Path})
+			}
+			if !slices.Equal(gotDevs, wantDevices) {
+				t.Errorf("devices %v, want %v", gotDevs, wantDevices)
+			}
+			var gotRules []dev
+			for _, r := range cfg.Cgroups.Resources.Devices {
+				if !r.Allow {
+					t.Errorf("device rule %+v is a deny rule", r)
+				}
+				gotRules = append(gotRules, dev{rune(r.Type), r.Major, r.Minor, string(r.Permissions), ""})
+			}
+			var wantRules []dev
+			for _, d := range wantDevices {
+				d.path = ""
+				wantRules = append(wantRules, d)
+			}
+			if !slices.Equal(gotRules, wantRules) {
+				t.Errorf("device cgroup rules %v, want %v", gotRules, wantRules)
+			}
+			seen := map[string]bool{}
+			for _, m := range cfg.Mounts {
+				want, ok := wantMounts[m.Destination]
+				if !ok {
+					t.Errorf("unexpected mount %+v", m)
+					continue
+				}
+				seen[m.Destination] = true
+				if want.device != "" && m.Device != want.device {
+					t.Errorf("%s: device %q, want %q", m.Destination, m.Device, want.device)
+				}
+				if uintptr(m.Flags)&want.set != want.set || uintptr(m.Flags)&want.unset != 0 {
+					t.Errorf("%s: flags %#x, want %#x set and %#x clear", m.Destination, m.Flags, want.set, want.unset)
+				}
+			}
+			if len(seen) != len(wantMounts) {
+				t.Errorf("mounts %v, want all of %v", seen, wantMounts)
+			}
+		})
+	}
+}
+
+// The default filter, pinned: refuse with EPERM whatever no rule admits,
+// only the native ABI, and no rule that admits the system calls that reach
+// the host's kernel state (modules, mounts, keyrings, clocks, reboot, bpf)
+// without an argument filter or a capability runtimes do not have.
+func TestDefaultSeccompPinned(t *testing.T) {
+	sc, err := DefaultSeccomp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.DefaultAction != configs.Errno || sc.DefaultErrnoRet == nil || *sc.DefaultErrnoRet != uint(unix.EPERM) {
+		t.Errorf("default action %v errno %v, want Errno EPERM", sc.DefaultAction, sc.DefaultErrnoRet)
+	}
+	if want := nativeArch[runtime.GOARCH]; !slices.Equal(sc.Architectures, []string{want}) {
+		t.Errorf("architectures %v, want only %s", sc.Architectures, want)
+	}
+	allowed := map[string]bool{}
+	for _, r := range sc.Syscalls {
+		if r.Action == configs.Allow && len(r.Args) == 0 {
+			allowed[r.Name] = true
+		}
+	}
+	for _, name := range []string{"read", "write", "openat", "execve", "mmap", "exit_group", "connect", "accept4", "futex", "epoll_pwait"} {
+		if !allowed[name] {
+			t.Errorf("%s is not allowed: runtimes need it", name)
+		}
+	}
+	for _, name := range []string{
+		"mount", "umount2", "pivot_root", "unshare", "setns", "reboot", "kexec_load", "init_module", "finit_module",
+		"delete_module", "bpf", "add_key", "keyctl", "request_key", "swapon", "swapoff", "acct", "settimeofday",
+		"clock_settime", "open_by_handle_at", "iopl", "ioperm", "quotactl", "lookup_dcookie", "perf_event_open",
+		"fsopen", "fsmount", "move_mount", "open_tree", "userfaultfd", "syslog", "vhangup", "nfsservctl",
+	} {
+		if allowed[name] {
+			t.Errorf("%s is allowed without a condition", name)
 		}
 	}
 }
