@@ -28,6 +28,10 @@ func (m *Manager) copySource(ctx context.Context, r *Runtime, source string) err
 	switch {
 	case err == nil:
 		return nil
+	case (errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)) && m.cfg.DiskLimit == 0:
+		// No disk of the runtime's own: the data dir's file system is
+		// full, which is this host's fault, not the request's.
+		return newError(HostFailed, prefix+"the executor's data dir is out of space", err)
 	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
 		return newError(RuntimeFailed, fmt.Sprintf(prefix+"%s does not fit on the runtime's disk of %d bytes (OPR_EXECUTOR_DISK_LIMIT)", source, m.cfg.DiskLimit), err)
 	case errors.Is(err, storage.ErrTooLarge):
