@@ -147,7 +147,9 @@ func (s *S3) Locate(p string) (bucket, key string, err error) {
 		return "", "", fmt.Errorf("%w: %q", ErrInvalidPath, p)
 	}
 	q := strings.TrimLeft(p, "/")
-	if q == "" || strings.HasSuffix(q, "/") {
+	// A last segment "." names a directory as a trailing "/" does; cleaned
+	// away, it would make a key of the root itself ("<root>/.", or ".").
+	if q == "" || strings.HasSuffix(q, "/") || q == "." || strings.HasSuffix(q, "/.") {
 		return "", "", fmt.Errorf("%w: %q names no object", ErrInvalidPath, p)
 	}
 	q = path.Clean(q)
