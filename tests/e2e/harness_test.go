@@ -8,16 +8,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime"
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -474,14 +478,12 @@ func (x *executor) leftovers() []string {
 			out = append(out, "veth: "+l.Attrs().Name)
 		}
 	}
-	cgs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent, "*"))
-	for _, c := range cgs {
-		if st, err := os.Stat(c); err == nil && st.IsDir() {
-			out = append(out, "cgroup: "+c)
-		}
+	cgs, err := x.cgroupsBelowParent()
+	if err != nil {
+		out = append(out, "cgroup: "+err.Error())
 	}
-	if c2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", x.cgParent, "rt-*")); len(c2) > 0 {
-		out = append(out, "cgroup: "+strings.Join(c2, ","))
+	for _, c := range cgs {
+		out = append(out, "cgroup: "+c)
 	}
 	return out
 }
@@ -500,13 +502,80 @@ func (x *executor) assertClean() {
 		// The unit's cgroup is the service manager's: removeUnit.
 		return
 	}
-	p, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", x.cgParent))
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", x.cgParent)); err == nil && cgroup2() {
-		p = append(p, filepath.Join("/sys/fs/cgroup", x.cgParent))
+	hs, err := cgroupHierarchies()
+	if err != nil {
+		x.t.Error(err)
+	}
+	var p []string
+	for _, h := range hs {
+		if _, err := os.Stat(filepath.Join(h, x.cgParent)); err == nil {
+			p = append(p, filepath.Join(h, x.cgParent))
+		}
 	}
 	if len(p) > 0 {
 		x.t.Errorf("cgroup parent left behind: %v", p)
 	}
+}
+
+// cgroupHierarchies lists where cgroup hierarchies are mounted, from
+// mountinfo: every v1 one and the unified one (/sys/fs/cgroup/unified) of a
+// hybrid host, or the single cgroup2 root of a pure v2 host. Leak checks
+// look at all of them: a check tied to one layout cannot fail on the other.
+func cgroupHierarchies() ([]string, error) {
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, line := range strings.Split(string(mounts), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, fs := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(fs) < 1 || (fs[0] != "cgroup" && fs[0] != "cgroup2") {
+			continue
+		}
+		if mnt := f[4]; strings.HasPrefix(mnt, "/sys/fs/cgroup") && !slices.Contains(out, mnt) {
+			out = append(out, mnt)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no cgroup hierarchy mounted under /sys/fs/cgroup")
+	}
+	return out, nil
+}
+
+// cgroupsBelow lists every cgroup (directory) below parent, at any depth, on
+// every hierarchy.
+func cgroupsBelow(parent string) ([]string, error) {
+	hs, err := cgroupHierarchies()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, h := range hs {
+		top := filepath.Join(h, parent)
+		_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() && p != top {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out, nil
+}
+
+// cgroupsBelowParent is cgroupsBelow the executor's cgroup parent, less the
+// daemon's own leaf when it was started in the parent (the unit's cgroup on
+// cgroup v2): that one is the service manager's to remove (removeUnit).
+func (x *executor) cgroupsBelowParent() ([]string, error) {
+	cgs, err := cgroupsBelow(x.cgParent)
+	var out []string
+	for _, c := range cgs {
+		if x.unit != "" && filepath.Base(c) == "supervisor" && filepath.Base(filepath.Dir(c)) == filepath.Base(x.unit) {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, err
 }
 
 // waitClean polls until the runtime resources are gone (deletion is
@@ -514,7 +583,7 @@ func (x *executor) assertClean() {
 // asynchronous link removal).
 func (x *executor) waitClean(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // generous: a loaded machine
 	for {
 		l := x.leftovers()
 		if len(l) == 0 {
@@ -536,27 +605,48 @@ type response struct {
 
 func (r *response) json(t testing.TB) map[string]any {
 	t.Helper()
-	var v map[string]any
-	if err := json.Unmarshal(r.body, &v); err != nil {
-		t.Fatalf("status %d: body is not a JSON object: %v\n%s", r.status, err, r.body)
+	v, err := r.decode()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return v
 }
 
-// request sends method path with a JSON body (nil for none).
+// decode is json for any goroutine: it returns the error instead.
+func (r *response) decode() (map[string]any, error) {
+	var v map[string]any
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		return nil, fmt.Errorf("status %d: body is not a JSON object: %w\n%s", r.status, err, r.body)
+	}
+	return v, nil
+}
+
+// request sends method path with a JSON body (nil for none). It ends the
+// test on a transport error, so only the test's own goroutine may call it;
+// other goroutines call send.
 func (x *executor) request(t testing.TB, method, path string, body any, headers map[string]string) *response {
 	t.Helper()
+	r, err := x.send(method, path, body, headers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// send is request for any goroutine: failures come back as an error, for
+// the test's goroutine to report.
+func (x *executor) send(method, path string, body any, headers map[string]string) (*response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, x.url+path, rd)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -569,22 +659,55 @@ func (x *executor) request(t testing.TB, method, path string, body any, headers 
 		}
 		req.Header.Set(k, v)
 	}
-	return do(t, req)
+	return sendRequest(req)
 }
 
+// do sends req; like request, only from the test's goroutine.
 func do(t testing.TB, req *http.Request) *response {
 	t.Helper()
+	r, err := sendRequest(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// sendRequest is do for any goroutine.
+func sendRequest(req *http.Request) (*response, error) {
 	client := &http.Client{Timeout: 120 * time.Second}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("%s %s: read the reply: %w", req.Method, req.URL.Path, err)
 	}
-	return &response{status: resp.StatusCode, header: resp.Header, body: b}
+	return &response{status: resp.StatusCode, header: resp.Header, body: b}, nil
+}
+
+// deleteRuntime deletes runtime id and checks the answer: 200 and no body.
+func (x *executor) deleteRuntime(t testing.TB, id string) {
+	t.Helper()
+	if r := x.request(t, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 || len(r.body) != 0 {
+		t.Fatalf("DELETE %s: %d %q", id, r.status, r.body)
+	}
+}
+
+// streamRequest is GET path (a log stream) whose sent channel closes once
+// the request is written to the connection: a client that must be
+// listening before it acts (the stream before the build, as Appwrite's)
+// waits for that instead of a fixed pause. The daemon's stream then waits
+// up to 10 s for the runtime to appear, and a build takes longer than the
+// daemon takes to read a request already in its socket.
+func (x *executor) streamRequest(path string) (req *http.Request, sent <-chan struct{}) {
+	ch := make(chan struct{})
+	var once sync.Once
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(ch) }) }}
+	req, _ = http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", x.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	return req, ch
 }
 
 // parseMultipart splits a multipart execution reply into its named parts.

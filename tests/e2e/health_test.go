@@ -239,10 +239,15 @@ func TestHealthDraining(t *testing.T) {
 		t.Fatalf("warm-up execution: %d %s", r.status, r.body)
 	}
 	const sleep = 4 * time.Second
-	slow := make(chan *response, 1)
+	type reply struct {
+		r   *response
+		err error
+	}
+	slow := make(chan reply, 1)
 	go func() {
-		slow <- x.request(t, "POST", "/v1/runtimes/slow/executions",
+		r, err := x.send("POST", "/v1/runtimes/slow/executions",
 			execBody(src, map[string]any{"path": fmt.Sprintf("/sleep?ms=%d", sleep.Milliseconds()), "timeout": 30}), jsonAccept)
+		slow <- reply{r, err}
 	}()
 	// Enough for the request to reach the runtime; a request still on its way
 	// at SIGTERM would be turned away, which the check of its reply reports.
@@ -255,7 +260,7 @@ func TestHealthDraining(t *testing.T) {
 	r := x.waitHealth(t, 503)
 	select {
 	case s := <-slow:
-		t.Fatalf("the execution ended (%d %s) before health answered 503: the drain was not seen", s.status, s.body)
+		t.Fatalf("the execution ended (%+v %v) before health answered 503: the drain was not seen", s.r, s.err)
 	default:
 	}
 	assertUnhealthy(t, x, r, []string{"draining"}, "draining", "")
@@ -265,8 +270,10 @@ func TestHealthDraining(t *testing.T) {
 
 	select {
 	case s := <-slow:
-		if s.status != 200 || s.json(t)["statusCode"] != float64(200) {
-			t.Errorf("the execution in flight at SIGTERM: %d %s", s.status, s.body)
+		if s.err != nil {
+			t.Errorf("the execution in flight at SIGTERM: %v", s.err)
+		} else if s.r.status != 200 || s.r.json(t)["statusCode"] != float64(200) {
+			t.Errorf("the execution in flight at SIGTERM: %d %s", s.r.status, s.r.body)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the execution in flight at SIGTERM did not end")

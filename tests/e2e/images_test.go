@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -65,11 +66,22 @@ func imagesPush(t *testing.T, tag, dest string, opts ...testenv.PushOption) {
 // runtime answered.
 func imagesColdStart(t *testing.T, x *executor, id, image string) {
 	t.Helper()
-	src := source(t, map[string]string{"index.js": "image-test"})
-	r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, map[string]any{"image": image, "path": "/echo"}), jsonAccept)
-	if r.status != 200 || r.json(t)["statusCode"] != float64(200) {
-		t.Fatalf("cold start of %s from %s: %d %s", id, image, r.status, r.body)
+	if err := imagesTryColdStart(x, source(t, map[string]string{"index.js": "image-test"}), id, image); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// imagesTryColdStart is imagesColdStart for any goroutine: it returns what
+// went wrong for the test's goroutine to report.
+func imagesTryColdStart(x *executor, src, id, image string) error {
+	r, err := x.send("POST", "/v1/runtimes/"+id+"/executions", execBody(src, map[string]any{"image": image, "path": "/echo"}), jsonAccept)
+	if err != nil {
+		return fmt.Errorf("cold start of %s from %s: %w", id, image, err)
+	}
+	if res, err := r.decode(); r.status != 200 || err != nil || res["statusCode"] != float64(200) {
+		return fmt.Errorf("cold start of %s from %s: %d %s", id, image, r.status, r.body)
+	}
+	return nil
 }
 
 // imageRecord is where the executor's store keeps the record of ref
@@ -251,14 +263,15 @@ func TestImagesSharedLayersPulledOnce(t *testing.T) {
 
 	x := startExecutor(t, "CONTAINERS_REGISTRIES_CONF="+imagesRegistriesConf(t, reg.Addr()))
 	var wg sync.WaitGroup
+	src := source(t, map[string]string{"index.js": "image-test"})
+	errs := make([]error, 2)
 	for i, image := range []string{reg.Addr() + "/shared/a:v5-1", reg.Addr() + "/shared/b:v4-1"} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			imagesColdStart(t, x, fmt.Sprintf("shared-%d", i), image)
-		}()
+		wg.Go(func() { errs[i] = imagesTryColdStart(x, src, fmt.Sprintf("shared-%d", i), image) })
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range append(la, lb...) {
 		want := 1
 		if n := reg.BlobGets(d.String()); n != want {

@@ -181,7 +181,7 @@ func TestRequestBodyTimeout(t *testing.T) {
 		if got := cgroupValue(t, x, "cpu"); !strings.HasPrefix(got, "max ") {
 			t.Errorf("cpu quota %s, want none", got)
 		}
-		x.request(t, "DELETE", "/v1/runtimes/sleeper", nil, nil)
+		x.deleteRuntime(t, "sleeper")
 	})
 
 	t.Run("log stream longer than the body timeout", func(t *testing.T) {

@@ -38,7 +38,7 @@ func buildAndRun(t *testing.T, x *executor, id string, build map[string]any, exe
 		t.Fatal(err)
 	}
 	echo["_buildOutput"] = res["output"]
-	x.request(t, "DELETE", "/v1/runtimes/"+id, nil, nil)
+	x.deleteRuntime(t, id)
 	return echo
 }
 
@@ -112,7 +112,7 @@ func TestBuildScenarios(t *testing.T) {
 				t.Fatalf("runtime got %v, want %s", echo["body"], body)
 			}
 		}
-		x.request(t, "DELETE", "/v1/runtimes/empty", nil, nil)
+		x.deleteRuntime(t, "empty")
 	})
 	x.waitClean(t)
 }
