@@ -245,13 +245,20 @@ func TestHealthDraining(t *testing.T) {
 	}
 	slow := make(chan reply, 1)
 	go func() {
-		r, err := x.send("POST", "/v1/runtimes/slow/executions",
-			execBody(src, map[string]any{"path": fmt.Sprintf("/sleep?ms=%d", sleep.Milliseconds()), "timeout": 30}), jsonAccept)
+		r, err := x.send("POST", "/v1/runtimes/slow/executions", map[string]any{"path": "/shell", "method": "POST", "timeout": 30,
+			"body": fmt.Sprintf("touch /tmp/in-flight; sleep %d; echo done", int(sleep.Seconds()))}, jsonAccept)
 		slow <- reply{r, err}
 	}()
-	// Enough for the request to reach the runtime; a request still on its way
-	// at SIGTERM would be turned away, which the check of its reply reports.
-	time.Sleep(time.Second)
+	// SIGTERM only once the execution has reached the runtime (its script
+	// left its mark): a request still on its way would be turned away.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if out, _ := command(t, x, "slow", "test -e /tmp/in-flight && echo in-flight"); out == "in-flight\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow execution did not reach the runtime")
+		}
+	}
 	if err := x.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +279,7 @@ func TestHealthDraining(t *testing.T) {
 	case s := <-slow:
 		if s.err != nil {
 			t.Errorf("the execution in flight at SIGTERM: %v", s.err)
-		} else if s.r.status != 200 || s.r.json(t)["statusCode"] != float64(200) {
+		} else if s.r.status != 200 || s.r.json(t)["statusCode"] != float64(200) || s.r.json(t)["body"] != "done\n" {
 			t.Errorf("the execution in flight at SIGTERM: %d %s", s.r.status, s.r.body)
 		}
 	case <-time.After(30 * time.Second):
