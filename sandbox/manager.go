@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -129,6 +130,9 @@ type Manager struct {
 	// background (see Delete); added to under mu, so that Close, which
 	// sets closing under mu first, waits for every one.
 	teardowns sync.WaitGroup
+	// teardownSlots bounds the background teardowns running at once
+	// (tearDown): half the CPUs, at least one.
+	teardownSlots chan struct{}
 
 	names build.Namer // of artifacts
 
@@ -232,10 +236,11 @@ func newManager(cfg Config) *Manager {
 		cfg.RetryDelay = DefaultRetryDelay
 	}
 	m := &Manager{
-		cfg:    cfg,
-		runDir: filepath.Join(cfg.DataDir, "runtimes"),
-		log:    cfg.Logger,
-		table:  make(map[string]*entry),
+		teardownSlots: make(chan struct{}, max(1, runtime.NumCPU()/2)),
+		cfg:           cfg,
+		runDir:        filepath.Join(cfg.DataDir, "runtimes"),
+		log:           cfg.Logger,
+		table:         make(map[string]*entry),
 	}
 	m.usage = m.newUsageSampler()
 	return m

@@ -272,6 +272,17 @@ func (r *Runtime) coldOver() {
 	}
 }
 
+// halt kills r's processes for good, without yet releasing anything.
+func (r *Runtime) halt() {
+	r.mu.Lock()
+	r.stopped = true
+	ct := r.ct
+	r.mu.Unlock()
+	if ct != nil {
+		ct.Stop(0)
+	}
+}
+
 func (r *Runtime) doDestroy(ctx context.Context, grace time.Duration) error {
 	r.mu.Lock()
 	r.stopped = true

@@ -116,11 +116,28 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	go func() {
 		defer m.teardowns.Done()
 		// The request's end must not cut the teardown short.
-		if err := m.finish(context.WithoutCancel(ctx), e, 0); err != nil {
+		if err := m.tearDown(context.WithoutCancel(ctx), e); err != nil {
 			m.log.Error("deleted runtime's teardown incomplete", "runtime", e.id, "err", err)
 		}
 	}()
 	return nil
+}
+
+// tearDown removes a deleted runtime in the background: its processes are
+// killed at once, and the rest (container state, cgroups, mounts, disk,
+// directory: tens of milliseconds of work each) waits for one of the
+// teardown slots. A burst of deletes then leaves the other cores to the
+// requests still being served, instead of every teardown at once.
+func (m *Manager) tearDown(ctx context.Context, e *entry) error {
+	e.cancel()
+	<-e.ready
+	if e.rt == nil {
+		return nil
+	}
+	e.rt.halt()
+	m.teardownSlots <- struct{}{}
+	defer func() { <-m.teardownSlots }()
+	return m.finish(ctx, e, 0)
 }
 
 // insert adds a pending row, or refuses when the id is taken. cancel aborts

@@ -31,8 +31,10 @@ type fakeProc struct {
 	execCode  int
 	execOut   string
 	out       string // what the main process printed
-	// destroyGate, when set, holds Destroy until it is closed.
+	// destroyGate, when set, holds Destroy until it is closed;
+	// destroying counts the Destroy calls it holds.
 	destroyGate chan struct{}
+	destroying  *atomic.Int32
 }
 
 func newFakeProc(restarts *atomic.Int32) *fakeProc {
@@ -65,9 +67,13 @@ func (p *fakeProc) Output() string             { return p.out }
 func (p *fakeProc) Stop(time.Duration)         { p.end(137) }
 func (p *fakeProc) Destroy() error {
 	p.mu.Lock()
-	gate := p.destroyGate
+	gate, n := p.destroyGate, p.destroying
 	p.mu.Unlock()
 	if gate != nil {
+		if n != nil {
+			n.Add(1)
+			defer n.Add(-1)
+		}
 		<-gate
 	}
 	p.mu.Lock()
@@ -568,5 +574,61 @@ func TestDeleteTearsDownInTheBackground(t *testing.T) {
 	}
 	if !p.isDestroyed() {
 		t.Error("the deleted runtime's container was never destroyed")
+	}
+}
+
+// A burst of deletes kills every deleted runtime's processes at once, but
+// tears down at most teardownSlots of them at a time: the rest of the
+// work waits, so that requests still being served keep the CPUs.
+func TestDeleteBoundsTeardowns(t *testing.T) {
+	m, h := newTestManager(t)
+	m.teardownSlots = make(chan struct{}, 1)
+	ctx := context.Background()
+	gate := make(chan struct{})
+	open := sync.OnceFunc(func() { close(gate) })
+	defer open() // a failed check must not leave Close waiting on the gate
+	var destroying atomic.Int32
+	var procs []*fakeProc
+	for i := range 3 {
+		id := fmt.Sprintf("burst-%d", i)
+		if _, err := m.Create(ctx, Spec{RuntimeID: id, Image: "img", Version: protocol.V5}); err != nil {
+			t.Fatal(err)
+		}
+		p := h.proc(i)
+		p.mu.Lock()
+		p.destroyGate, p.destroying = gate, &destroying
+		p.mu.Unlock()
+		procs = append(procs, p)
+	}
+	for i := range procs {
+		if err := m.Delete(ctx, fmt.Sprintf("burst-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, p := range procs {
+		select {
+		case <-p.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("runtime %d still runs while an earlier teardown holds the slot", i)
+		}
+	}
+	// One teardown holds the slot, blocked in Destroy; the others wait
+	// for it and have not begun theirs.
+	deadline := time.Now().Add(10 * time.Second)
+	for destroying.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for a wrong second teardown to start
+	if got := destroying.Load(); got != 1 {
+		t.Fatalf("%d teardowns under way at once, want 1 (one slot)", got)
+	}
+	open()
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range procs {
+		if !p.isDestroyed() {
+			t.Errorf("runtime %d was never destroyed", i)
+		}
 	}
 }
