@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -610,4 +611,95 @@ func TestDefaultTimeoutsOf600s(t *testing.T) {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
 	x.waitClean(t)
+}
+
+// x32Probe makes getpid through the x32 ABI (the syscall number with bit 30
+// set), the other non-native ABI an amd64 process reaches, and prints the
+// errno: the kernel's own answer without x32 support is ENOSYS (38). A
+// profile that kills the calling thread leaves no answer: the probe says so
+// after a while instead of hanging with its thread gone.
+const x32Probe = `package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+func main() {
+	done := make(chan syscall.Errno)
+	go func() {
+		runtime.LockOSThread()
+		_, _, errno := syscall.RawSyscall(0x40000000|39, 0, 0, 0)
+		done <- errno
+	}()
+	select {
+	case errno := <-done:
+		fmt.Printf("x32 errno=%d\n", int(errno))
+	case <-time.After(3 * time.Second):
+		fmt.Println("x32 no answer")
+	}
+	os.Exit(0)
+}
+`
+
+// TestX32SyscallsRefused: where the kernel cannot run 386 binaries (and
+// Test32BitSyscallsRefused skips), an amd64 process can still enter the
+// x32 ABI; the default profile refuses it before the kernel answers, which
+// the same call unconfined shows.
+func TestX32SyscallsRefused(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("x32 is an amd64 ABI")
+	}
+	dir := t.TempDir()
+	for name, data := range map[string]string{"main.go": x32Probe, "go.mod": "module probe\n\ngo 1.21\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("go", "build", "-o", "x32probe", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, b)
+	}
+	probe, err := os.ReadFile(filepath.Join(dir, "x32probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := exec.Command(filepath.Join(dir, "x32probe")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe on the host: %v %s", err, host)
+	}
+	t.Logf("on the host: %s", host)
+	results := map[string]string{}
+	// No subtests: the comparison needs both.
+	for _, tc := range []struct {
+		name string
+		env  []string
+	}{{"default", nil}, {"unconfined", []string{"OPR_EXECUTOR_SECCOMP=unconfined"}}} {
+		x := startExecutor(t, tc.env...)
+		createIdle(t, x, "x32", map[string]any{"source": source(t, map[string]string{"index.js": "x", "x32probe": string(probe)})})
+		if r := x.request(t, "POST", "/v1/runtimes/x32/executions", map[string]any{"path": "/"}, jsonAccept); r.status != 200 {
+			t.Fatalf("%s: execution: %d %s", tc.name, r.status, r.body)
+		}
+		out, status := command(t, x, "x32", "cd /usr/local/server/src/function && chmod 755 x32probe && ./x32probe 2>&1; echo rc=$?")
+		if status != 200 {
+			t.Fatalf("%s: command: %d %s", tc.name, status, out)
+		}
+		t.Logf("%s: %q", tc.name, out)
+		results[tc.name] = out
+		x.stop()
+	}
+	if !strings.Contains(results["unconfined"], "x32 errno=") {
+		t.Fatalf("the probe did not run unconfined: %q", results["unconfined"])
+	}
+	if results["default"] == results["unconfined"] {
+		t.Errorf("the default profile lets the x32 call reach the kernel: %q, as unconfined", results["default"])
+	}
+	if strings.Contains(results["default"], "x32 errno=0\n") {
+		t.Errorf("an x32 system call worked under the default profile: %q", results["default"])
+	}
 }
