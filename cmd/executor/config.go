@@ -198,8 +198,15 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_EGRESS_DENY", parse: prefixList(&c.EgressDeny)},
 		{name: "OPR_EXECUTOR_DNS", parse: c.setDNS},
 		{name: "OPR_EXECUTOR_NETWORK_POOL", def: "0", parse: count(&c.NetworkPool)},
-		{name: "OPR_EXECUTOR_PREWARM", def: "0", parse: c.setPrewarm},
 		{name: "OPR_EXECUTOR_INIT", parse: c.setInit},
+		// Unset with OPR_EXECUTOR_INIT=off, it is 0: sandboxes park executor-init.
+		{name: "OPR_EXECUTOR_PREWARM", def: strconv.Itoa(defaultPrewarm), parse: func(name, v string) error {
+			if c.Init == "" && strings.TrimSpace(getenv(name)) == "" {
+				c.Prewarm = 0
+				return nil
+			}
+			return c.setPrewarm(name, v)
+		}},
 		{name: "OPR_EXECUTOR_USERNS", def: "full", parse: c.setUserNS},
 		{name: "OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", parse: c.setLoopbackPorts},
 		{name: "OPR_EXECUTOR_SECCOMP", def: "default", parse: c.setSeccomp},
@@ -510,6 +517,10 @@ func (c *config) networkSubnets() ([]netip.Prefix, error) {
 // maxPrewarm bounds OPR_EXECUTOR_PREWARM: each prewarmed sandbox holds a
 // container, an address and a disk.
 const maxPrewarm = 64
+
+// defaultPrewarm is OPR_EXECUTOR_PREWARM unset: an image cold-started in
+// the last minute keeps up to this many sandboxes ready; an idle one none.
+const defaultPrewarm = 4
 
 func (c *config) setPrewarm(name, v string) error {
 	if err := count(&c.Prewarm)(name, v); err != nil {

@@ -82,8 +82,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"OPR_EXECUTOR_EGRESS_DENY", func(c *config) any { return len(c.EgressDeny) }, 0},
 		{"OPR_EXECUTOR_DNS", func(c *config) any { return c.DNSServers == nil }, true}, // the host's
 		{"OPR_EXECUTOR_NETWORK_POOL", func(c *config) any { return c.NetworkPool }, 0},
-		{"OPR_EXECUTOR_PREWARM", func(c *config) any { return c.Prewarm }, 0},
 		{"OPR_EXECUTOR_INIT", func(c *config) any { return c.Init }, filepath.Join(filepath.Dir(exe), "executor-init")},
+		{"OPR_EXECUTOR_PREWARM", func(c *config) any { return c.Prewarm }, defaultPrewarm},
 		{"OPR_EXECUTOR_USERNS", func(c *config) any { return c.UserNS }, oci.FullIDMap()},
 		{"OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", func(c *config) any { return c.LoopbackPorts }, []uint16(nil)},
 		{"OPR_EXECUTOR_SECCOMP", func(c *config) any { return c.Unconfined }, false},
@@ -449,5 +449,35 @@ func TestParseUserNS(t *testing.T) {
 		if (got == nil) != (tt.want == nil) || got != nil && *got != *tt.want {
 			t.Errorf("parseUserNS(%q) = %+v, want %+v", tt.v, got, tt.want)
 		}
+	}
+}
+
+// The pool is on by default, but sandboxes park executor-init: with
+// OPR_EXECUTOR_INIT=off an unset OPR_EXECUTOR_PREWARM is 0, while one set
+// explicitly is kept (the daemon then refuses the pair, saying why).
+func TestPrewarmDefaultFollowsInit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want int
+	}{
+		{"defaults", nil, defaultPrewarm},
+		{"init off", map[string]string{"OPR_EXECUTOR_INIT": "off"}, 0},
+		{"init off, prewarm set", map[string]string{"OPR_EXECUTOR_INIT": "off", "OPR_EXECUTOR_PREWARM": "2"}, 2},
+		{"prewarm 0", map[string]string{"OPR_EXECUTOR_PREWARM": "0"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"OPR_EXECUTOR_SECRET": "s"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := loadConfig(func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Prewarm != tc.want {
+				t.Errorf("Prewarm = %d, want %d", c.Prewarm, tc.want)
+			}
+		})
 	}
 }

@@ -264,6 +264,10 @@ var instanceSeq struct {
 
 // startExecutor starts bin/executor with the shared test settings plus extra
 // (NAME=value) and stops it at the end of the test, checking it left nothing.
+// prewarmOff keeps the prewarm pool (on by default) out of a test's
+// daemon; "OPR_EXECUTOR_PREWARM=" among a test's settings undoes it.
+const prewarmOff = "OPR_EXECUTOR_PREWARM=0"
+
 func startExecutor(t testing.TB, extra ...string) *executor {
 	t.Helper()
 	instanceSeq.mu.Lock()
@@ -311,6 +315,11 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 		"OPR_EXECUTOR_RETRY_DELAY_MS=100",
 		"OPR_EXECUTOR_STOP_GRACE=1",
 		"OPR_EXECUTOR_LOG_LEVEL=debug",
+		// The tests account for every runtime's container, mounts, veth
+		// and cgroups while the daemon runs, which sandboxes waiting in
+		// the pool would add to; prewarm_test.go runs with the pool (the
+		// default) and compares its runtimes with these.
+		prewarmOff,
 		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
 	}, extra...)
 	if x.unit != "" {

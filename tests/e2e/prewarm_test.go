@@ -33,6 +33,30 @@ func TestPrewarmedSandboxes(t *testing.T) {
 	checkPrewarmed(t, x, source(t, prewarmSource))
 }
 
+// TestPrewarmIsOnByDefault: a daemon with OPR_EXECUTOR_PREWARM unset keeps
+// a pool: the second cold start of an image is made from a sandbox the
+// first one had prewarmed, and at shutdown the pool leaves nothing.
+func TestPrewarmIsOnByDefault(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_PREWARM=")
+	src := source(t, map[string]string{"index.js": "x"})
+	for i, id := range []string{"default-1", "default-2"} {
+		if i == 1 {
+			waitLog(t, x, "sandbox prewarmed", 1)
+		}
+		if r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+			t.Fatalf("%s: %d %s", id, r.status, r.body)
+		}
+	}
+	if !strings.Contains(x.logs.String(), `"runtime prepared from a prewarmed sandbox" component=sandbox runtime=default-2`) {
+		t.Fatalf("default-2 was not made from a prewarmed sandbox:\n%s", x.logs.String())
+	}
+	for _, id := range []string{"default-1", "default-2"} {
+		if r := x.request(t, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 {
+			t.Fatalf("delete %s: %d %s", id, r.status, r.body)
+		}
+	}
+}
+
 // TestRootlessPrewarmedSandboxes is TestPrewarmedSandboxes with the rootless
 // daemon, its cgroup delegated: the limits are set at unpark there too.
 func TestRootlessPrewarmedSandboxes(t *testing.T) {

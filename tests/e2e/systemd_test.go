@@ -567,6 +567,7 @@ func startUnit(t *testing.T, name string, set map[string]string, add ...string) 
 		"OPR_EXECUTOR_RETRY_DELAY_MS=100",
 		"OPR_EXECUTOR_STOP_GRACE=1",
 		"OPR_EXECUTOR_LOG_LEVEL=debug",
+		prewarmOff,
 		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
 	}, "\n")+"\n")
 	replace := map[string]string{
