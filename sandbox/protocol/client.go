@@ -202,7 +202,10 @@ func (c *Client) send(ctx context.Context, req Request, build func(context.Conte
 	if hc == nil {
 		hc = defaultHTTPClient()
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// OPR_EXECUTOR_RETRY_ATTEMPTS is a minimum (spec 6.5): sends to a
+	// runtime that refuses them go on while fewer were made or the
+	// timeout lasts, so they may outlast a short timeout.
+	ctx, cancel := context.WithTimeout(ctx, max(timeout, time.Duration(c.RetryAttempts)*c.RetryDelay))
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		hr, err := build(ctx)

@@ -453,3 +453,20 @@ func TestTransportError(t *testing.T) {
 		})
 	}
 }
+
+// OPR_EXECUTOR_RETRY_ATTEMPTS is a minimum (spec 6.5): a refusing runtime
+// is sent that many attempts even when the execution's timeout is spent
+// before them.
+func TestExecuteRetryAttemptsOutlastATimeout(t *testing.T) {
+	addr := refusedAddr(t)
+	c, _ := newClient(t)
+	c.RetryAttempts, c.RetryDelay = 6, 40*time.Millisecond
+	_, err := c.Execute(context.Background(), Target{Addr: addr, Version: V5}, Request{Timeout: 50 * time.Millisecond})
+	var te *TransportError
+	if !errors.As(err, &te) {
+		t.Fatalf("err = %v, want a transport error", err)
+	}
+	if te.Attempts < c.RetryAttempts {
+		t.Errorf("%d attempts within a 50 ms timeout, want at least RetryAttempts=%d", te.Attempts, c.RetryAttempts)
+	}
+}

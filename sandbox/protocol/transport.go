@@ -74,11 +74,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		// A kept-alive connection the runtime closed while it was idle
-		// answers nothing at all; a request that may be sent twice
-		// (net/http's rule: GET, HEAD, OPTIONS, TRACE without a body)
-		// goes again on a new connection. Anything else could run twice.
+		// takes no request: one that may be sent twice (net/http's rule:
+		// GET, HEAD, OPTIONS, TRACE without a body) goes again on a new
+		// connection when writing it failed. Once written, it is not sent
+		// again, whatever its method: net/http would, when nothing came
+		// back, but a runtime that died running it (and is restarted by
+		// its policy) would then run the execution twice. A close while
+		// idle is what alive() looks for before reuse.
 		var nothing *nothingReadError
-		if reused && errors.As(err, &nothing) && ctx.Err() == nil && replayable(req) {
+		if reused && errors.As(err, &nothing) && !nothing.sent && ctx.Err() == nil && replayable(req) {
 			continue
 		}
 		closeBody(req)
@@ -106,8 +110,12 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// nothingReadError is a failure before the first byte of the answer.
-type nothingReadError struct{ err error }
+// nothingReadError is a failure before the first byte of the answer;
+// sent says the request had been written whole.
+type nothingReadError struct {
+	err  error
+	sent bool
+}
 
 func (e *nothingReadError) Error() string { return e.err.Error() }
 func (e *nothingReadError) Unwrap() error { return e.err }
@@ -243,15 +251,15 @@ func (pc *persistConn) exchange(ctx context.Context, req *http.Request) (*http.R
 		return nil, err
 	}
 	if err := req.Write(pc.bw); err != nil {
-		return fail(&nothingReadError{err})
+		return fail(&nothingReadError{err: err})
 	}
 	if err := pc.bw.Flush(); err != nil {
-		return fail(&nothingReadError{err})
+		return fail(&nothingReadError{err: err})
 	}
 	var resp *http.Response
 	for {
 		if _, err := pc.br.Peek(1); err != nil {
-			return fail(&nothingReadError{err})
+			return fail(&nothingReadError{err: err, sent: true})
 		}
 		r, err := http.ReadResponse(pc.br, req)
 		if err != nil {

@@ -264,3 +264,64 @@ func TestTransportCloseIdle(t *testing.T) {
 		t.Errorf("%d connections, want 2: the idle one was closed in between", n)
 	}
 }
+
+// A runtime that dies running an execution on a kept-alive connection
+// (it read the request, then closed without answering) is sent that
+// execution once, whatever the method: sending a GET again, as net/http
+// would after nothing came back, runs it twice once the runtime is
+// restarted.
+func TestTransportSendsAWrittenRequestOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var got atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if got.Add(1) == 2 {
+						return // dies running the second request
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	for _, method := range []string{"GET", "HEAD", "POST"} {
+		got.Store(0)
+		tr := &Transport{}
+		t.Cleanup(tr.CloseIdleConnections)
+		for i := 0; i < 2; i++ {
+			req, _ := http.NewRequest(method, "http://"+ln.Addr().String()+"/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			if i == 0 && err != nil {
+				t.Fatalf("%s: first exchange: %v", method, err)
+			}
+			if i == 1 && err == nil {
+				t.Fatalf("%s: the exchange the runtime died in succeeded", method)
+			}
+		}
+		// Give a wrong resend time to arrive.
+		time.Sleep(50 * time.Millisecond)
+		if n := got.Load(); n != 2 {
+			t.Errorf("%s: the runtime got %d requests, want 2 (the second sent once)", method, n)
+		}
+	}
+}

@@ -49,7 +49,7 @@ echo "== unit tests (sandbox/container)"
 unit=$?
 
 echo "== end-to-end tests"
-EXECUTOR_BIN=/payload/executor E2E_RUNTIME_SERVER=/payload/runtime-server \
+EXECUTOR_BIN=/payload/executor E2E_RUNTIME_SERVER=/payload/runtime-server E2E_PROBE_DIR=/payload/probes \
 	/payload/e2e.test -test.v -test.count=1 -test.timeout="$(cat /payload/e2e-timeout)" -test.run "$(cat /payload/e2e-tests)" 2>&1
 e2e=$?
 

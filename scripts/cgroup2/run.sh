@@ -33,6 +33,12 @@ cp bin/executor bin/executor-init "$payload/"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
 go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
 go test -c -tags "$TAGS" -o "$payload/container.test" ./sandbox/container/
+# The 32-bit probe of Test32BitSyscallsRefused: this guest's kernel runs 386
+# binaries, which these machines' kernel does not.
+mkdir -p "$payload/probes"
+for arch in amd64 386; do
+	GOARCH=$arch CGO_ENABLED=0 go build -o "$payload/probes/probe-$arch" ./tests/e2e/testdata/syscallprobe
+done
 cp /usr/bin/docker-registry scripts/cgroup2/init.sh "$payload/"
 
 # The checks: a name and the tests (go test -v names) that must all pass.
@@ -48,6 +54,7 @@ checks=(
 	"SIGTERM removes runtimes and the cgroup parent|TestShutdownRemovesEverything"
 	"daemon in a leaf of its own cgroup (systemd layout)|TestDaemonInItsOwnCgroup TestEnterSupervisorCgroup"
 	"prewarmed sandbox takes the request's limits and environment|TestPrewarmedSandboxes"
+	"32-bit system calls refused by the default profile|Test32BitSyscallsRefused"
 )
 for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 	if grep -q "^func $t(" tests/e2e/*.go; then

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -104,18 +103,12 @@ func TestRestartPolicyMatrix(t *testing.T) {
 }
 
 // TestCrashingExecutionRunsOnce: an execution whose function ends the main
-// process reaches the runtime once, whatever its method. It does not yet: a
-// GET sent on a kept-alive connection is sent again by net/http when the
-// connection dies before the answer (the request is idempotent to it), the
-// refused connection is retried by the daemon until the restarted process
-// listens, and the function runs a second time (the process exits twice, the
-// client sees one failed execution). Seen in about half the runs of the
-// restart matrix with GET. Skipped until sandbox/protocol sends each attempt
-// once (the reference's curl used a fresh connection per execution).
+// process reaches the runtime once, whatever its method. A GET sent on a
+// kept-alive connection was sent again when the connection died before the
+// answer (net/http's rule for idempotent requests), the refused connection
+// was retried until the restarted process listened, and the function ran a
+// second time; sandbox/protocol now sends a written request once.
 func TestCrashingExecutionRunsOnce(t *testing.T) {
-	if os.Getenv("E2E_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a GET execution that kills its runtime is delivered twice under a restart policy (set E2E_KNOWN_BUGS=1 to run)")
-	}
 	x := startExecutor(t)
 	createIdle(t, x, "once", map[string]any{"restartPolicy": "always", "runtimeEntrypoint": countingStart})
 	for i := 0; i < 3; i++ {
