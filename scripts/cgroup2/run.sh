@@ -55,6 +55,7 @@ checks=(
 	"daemon in a leaf of its own cgroup (systemd layout)|TestDaemonInItsOwnCgroup TestEnterSupervisorCgroup"
 	"prewarmed sandbox takes the request's limits and environment|TestPrewarmedSandboxes"
 	"32-bit system calls refused by the default profile|Test32BitSyscallsRefused"
+	"the tests' leak checks see the v2 hierarchy|TestLeakChecksSeeEveryHierarchy"
 )
 for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 	if grep -q "^func $t(" tests/e2e/*.go; then
