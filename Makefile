@@ -9,7 +9,7 @@ export CGO_ENABLED := 1
 # start, loopback only, state under /var/lib/executor.
 RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
-.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke lint demo clean release install uninstall
+.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke fuzz lint demo clean release install uninstall
 
 build: bin/executor bin/executor-init
 
@@ -88,6 +88,15 @@ bench: build bin/benchtable
 bench-smoke: build bin/benchtable
 	set -o pipefail; EXECUTOR_BIN='$(CURDIR)/bin/executor' EXECUTOR_BENCH_RUNTIMES=20 $(GO) test $(GOFLAGS_T) -p 1 -count=1 -run '^$$' -bench . \
 		-benchtime 1x -timeout 20m $(BENCH_PKGS) 2>&1 | tee bin/bench-smoke.out | ./bin/benchtable
+
+# Every go test -fuzz target (request decoding, the PHP encoder, the
+# multipart reply, DSNs, references and registries, layer unpacking) for
+# FUZZTIME each, one after another (scripts/fuzz.sh); CI runs it briefly.
+# A failing input lands in the package's testdata/fuzz: commit it with the
+# fix. Needs root (layer unpacking as the store does it).
+FUZZTIME ?= 10s
+fuzz: | check-go
+	FUZZTIME='$(FUZZTIME)' bash scripts/fuzz.sh
 
 bin/benchtable: $(wildcard tests/cmd/benchtable/*.go) | check-go
 	$(GO) build -o bin/benchtable ./tests/cmd/benchtable
