@@ -149,18 +149,24 @@ type reachTarget struct {
 	reach      bool
 }
 
-// probeReach has a runtime of x open an HTTP connection to each target and
-// checks which got through: a drop shows as a connect timeout (or, for a
-// runtime's isolated bridge port, no route to host).
-func probeReach(t *testing.T, x *executor, targets []reachTarget) {
+// probeRequest is one HTTP request probeLines sends from a runtime.
+type probeRequest struct {
+	name, host string
+	port       int
+	path       string
+}
+
+// probeLines has a build of x send each request (HTTP/1.0 through busybox
+// nc) and returns what each got, by name: the start of the reply, or nc's
+// "timed out" / "can't connect ..." on a drop or refusal.
+func probeLines(t *testing.T, x *executor, reqs []probeRequest) map[string]string {
 	t.Helper()
 	// busybox nc with a hand-written request: Debian's busybox 1.35 wget
 	// crashes with -T, and without it would wait minutes on a dropped SYN.
-	// nc prints the reply, or "timed out" / "can't connect ..." on stderr.
 	var script strings.Builder
-	for _, tg := range targets {
+	for _, rq := range reqs {
 		fmt.Fprintf(&script, `echo "%s: $(printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 2 %s %d 2>&1 | head -c 300 | tr '\r\n' '  ')"; `,
-			tg.name, tg.path, tg.host, tg.host, tg.port)
+			rq.name, rq.path, rq.host, rq.host, rq.port)
 	}
 	r := x.request(t, "POST", "/v1/runtimes", map[string]any{
 		"runtimeId": "net-probe", "image": "openruntimes/test:v5-1", "remove": true, "timeout": 60,
@@ -184,6 +190,19 @@ func probeReach(t *testing.T, x *executor, targets []reachTarget) {
 			lines[k] = v
 		}
 	}
+	return lines
+}
+
+// probeReach has a runtime of x open an HTTP connection to each target and
+// checks which got through: a drop shows as a connect timeout (or, for a
+// runtime's isolated bridge port, no route to host).
+func probeReach(t *testing.T, x *executor, targets []reachTarget) {
+	t.Helper()
+	reqs := make([]probeRequest, len(targets))
+	for i, tg := range targets {
+		reqs[i] = probeRequest{tg.name, tg.host, tg.port, tg.path}
+	}
+	lines := probeLines(t, x, reqs)
 	for _, tg := range targets {
 		got, ok := lines[tg.name]
 		if !ok {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -123,34 +122,11 @@ type probeTarget struct {
 // timeout, no route, refused) fails the test: the probe itself went wrong.
 func probeFrom(t *testing.T, x *executor, targets []probeTarget) map[string]bool {
 	t.Helper()
-	// busybox nc with a hand-written request, as probeReach does.
-	var script strings.Builder
-	for _, tg := range targets {
-		fmt.Fprintf(&script, `echo "%s: $(printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' | nc -w 2 %s %d 2>&1 | head -c 300 | tr '\r\n' '  ')"; `,
-			tg.name, tg.path, tg.host, tg.host, tg.port)
+	reqs := make([]probeRequest, len(targets))
+	for i, tg := range targets {
+		reqs[i] = probeRequest{tg.name, tg.host, tg.port, tg.path}
 	}
-	r := x.request(t, "POST", "/v1/runtimes", map[string]any{
-		"runtimeId": "net-probe", "image": "openruntimes/test:v5-1", "remove": true, "timeout": 60,
-		"command": script.String(),
-	}, nil)
-	if r.status != 201 {
-		t.Fatalf("probe build: %d %s", r.status, r.body)
-	}
-	var out strings.Builder
-	entries, _ := r.json(t)["output"].([]any)
-	for _, e := range entries {
-		if m, ok := e.(map[string]any); ok {
-			c, _ := m["content"].(string)
-			out.WriteString(c)
-		}
-	}
-	t.Logf("probe output:\n%s", out.String())
-	lines := map[string]string{}
-	for _, l := range logLines(out.String()) {
-		if k, v, ok := strings.Cut(l, ": "); ok {
-			lines[k] = v
-		}
-	}
+	lines := probeLines(t, x, reqs)
 	reached := map[string]bool{}
 	for _, tg := range targets {
 		got, ok := lines[tg.name]
