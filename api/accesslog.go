@@ -62,11 +62,20 @@ func setRoute(r *http.Request, pattern, runtime string) {
 	}
 }
 
-// accessWriter counts the status and the body bytes of the response.
+// accessWriter counts the status and the body bytes of the response, and bounds each write's wait for the
+// client (Config.WriteStall): the connection's write deadline is moved on before every write.
 type accessWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	rc     *http.ResponseController
+	stall  time.Duration
+}
+
+func (w *accessWriter) armWrite() {
+	if w.stall > 0 {
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	}
 }
 
 func (w *accessWriter) WriteHeader(code int) {
@@ -81,6 +90,7 @@ func (w *accessWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.armWrite()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
@@ -91,6 +101,7 @@ func (w *accessWriter) Flush() {
 		w.status = http.StatusOK
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		w.armWrite()
 		f.Flush()
 	}
 }
@@ -111,7 +122,10 @@ func connWriter(w http.ResponseWriter) http.ResponseWriter {
 func (s *Server) serveLogged(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	start := time.Now()
 	rec := &accessRecord{}
-	aw := &accessWriter{ResponseWriter: w}
+	aw := &accessWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: s.writeStall}
+	// A deadline an earlier request of the connection left must not cut this one's answer, written by
+	// net/http itself when the handler writes nothing.
+	_ = aw.rc.SetWriteDeadline(time.Time{})
 	r = r.WithContext(context.WithValue(r.Context(), accessKey{}, rec))
 	// Deferred so that a handler that aborts (http.ErrAbortHandler) still leaves its line.
 	defer func() { s.logAccess(r, rec, aw, time.Since(start)) }()

@@ -3,8 +3,11 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -304,5 +307,65 @@ func TestAccessLogHandlerStatus(t *testing.T) {
 		if len(got) != 1 || got[0].level != tt.level || got[0].attrs["status"].Int64() != want {
 			t.Errorf("%s %d: %+v, want one line at %v", tt.route, tt.status, got, tt.level)
 		}
+	}
+}
+
+// A client that sends a request and then reads nothing holds its request for
+// at most the write stall: the handler's write fails and the request ends,
+// while a client that reads slowly is served to the end.
+func TestWriteStallEndsAStalledResponse(t *testing.T) {
+	s := newTestServer(t, &fakeBackend{}, func(c *Config) { c.WriteStall = 200 * time.Millisecond })
+	const size = 64 << 20 // far more than the socket buffers hold
+	ended := make(chan error, 2)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.serveLogged(w, r, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chunk := make([]byte, 1<<20)
+			var err error
+			for i := 0; i < size/len(chunk) && err == nil; i++ {
+				_, err = w.Write(chunk)
+			}
+			ended <- err
+		}))
+	}))
+	t.Cleanup(srv.Close)
+
+	stalled, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if _, err := io.WriteString(stalled, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the whole answer was written to a client that read nothing")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a client that reads nothing still holds its request after 60 s (write stall 200 ms)")
+	}
+
+	// A slow reader, pausing less than the stall between reads, gets it all.
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got int64
+	buf := make([]byte, 4<<20)
+	for {
+		n, err := resp.Body.Read(buf)
+		got += int64(n)
+		if err != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != size {
+		t.Errorf("a slow reader got %d bytes of %d", got, size)
+	}
+	if err := <-ended; err != nil {
+		t.Errorf("writing to a slow reader: %v", err)
 	}
 }

@@ -56,6 +56,10 @@ type Config struct {
 	// BodyTimeout bounds the reading of a request body, from the end of its headers (DefaultBodyTimeout if 0).
 	// Only the reading is bounded: executions and log streams run as long as their own timeouts.
 	BodyTimeout time.Duration
+	// WriteStall bounds how long one write of a response may make no progress (DefaultWriteStall if 0): a
+	// client that stops reading a large answer, or a log stream, would otherwise hold its request, and what
+	// the request holds, for ever. A slow reader that keeps reading is never cut.
+	WriteStall time.Duration
 	// MaxCPUs and MaxMemoryMB bound the `cpus` and `memory` of a request; a request's 0 means the bound, so that
 	// every runtime has a limit. 0 here means no bound, and then a request's 0 means no limit (the weaker,
 	// opt-in setting).
@@ -76,6 +80,9 @@ const DefaultExecutorVersion = "unknown"
 // about 3 Mbit/s.
 const DefaultBodyTimeout = 60 * time.Second
 
+// DefaultWriteStall is how long a response write may wait for a client that reads nothing.
+const DefaultWriteStall = 60 * time.Second
+
 // Server serves the executor API. It implements http.Handler and is safe for concurrent use.
 type Server struct {
 	backend        Backend
@@ -89,6 +96,7 @@ type Server struct {
 	log            *slog.Logger
 	router         *httprouter.Router
 	bodyTimeout    time.Duration
+	writeStall     time.Duration
 	drain          drainGate  // keyed requests in flight, turned away once Drain began
 	ready          readyCache // the backend's last health check (health.go)
 
@@ -113,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 
 		bodyTimeout:     cfg.BodyTimeout,
+		writeStall:      cfg.WriteStall,
 		maxCPUs:         cfg.MaxCPUs,
 		maxMemoryMB:     cfg.MaxMemoryMB,
 		defaultCPUs:     defaultCPUs,
@@ -121,6 +130,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = DefaultBodyTimeout
+	}
+	if s.writeStall <= 0 {
+		s.writeStall = DefaultWriteStall
 	}
 	if cfg.MaxCPUs < 0 || math.IsNaN(cfg.MaxCPUs) || math.IsInf(cfg.MaxCPUs, 0) || cfg.MaxMemoryMB < 0 {
 		return nil, fmt.Errorf("api: MaxCPUs %v and MaxMemoryMB %d must be finite and not negative", cfg.MaxCPUs, cfg.MaxMemoryMB)
