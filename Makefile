@@ -91,7 +91,8 @@ bench-smoke: build bin/benchtable
 
 # Every go test -fuzz target (request decoding, the PHP encoder, the
 # multipart reply, DSNs, references and registries, layer unpacking) for
-# FUZZTIME each, one after another (scripts/fuzz.sh); CI runs it briefly.
+# FUZZTIME each (a duration, or a count of inputs: 300x), one after another
+# (scripts/fuzz.sh); CI runs 300 inputs each.
 # A failing input lands in the package's testdata/fuzz: commit it with the
 # fix. Needs root (layer unpacking as the store does it).
 FUZZTIME ?= 10s
