@@ -129,6 +129,9 @@ func startAPI(t *testing.T, h http.Handler) net.Addr {
 func TestNotifierLifecycle(t *testing.T) {
 	sock := listenNotify(t)
 	const watchdog = time.Second
+	// settle bounds a wait for a message that is due: generous, as this
+	// machine may be loaded; the waits return as soon as it comes.
+	const settle = 10 * watchdog
 	t.Setenv("WATCHDOG_USEC", "1000000")
 	api := &wedgeableAPI{}
 	api.wedge(true) // not answering yet: no READY
@@ -148,24 +151,24 @@ func TestNotifierLifecycle(t *testing.T) {
 		t.Errorf("READY message %q has no serving status", m)
 	}
 	for range 3 {
-		sock.next(t, watchdog, "WATCHDOG=1")
+		sock.next(t, settle, "WATCHDOG=1")
 	}
 
 	api.wedge(true)
-	sock.next(t, watchdog, "STATUS=The API does not answer")
+	sock.next(t, settle, "STATUS=The API does not answer")
 	sock.none(t, 2*watchdog, "WATCHDOG=1")
 	api.wedge(false)
-	sock.next(t, watchdog, "WATCHDOG=1")
+	sock.next(t, settle, "WATCHDOG=1")
 
 	done := n.reloading()
-	if m := sock.next(t, time.Second, "RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
+	if m := sock.next(t, settle, "RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
 		t.Errorf("RELOADING message %q has no MONOTONIC_USEC", m)
 	}
 	done()
-	sock.next(t, time.Second, "READY=1")
+	sock.next(t, settle, "READY=1")
 
 	n.stopping(time.Minute)
-	if m := sock.next(t, time.Second, "STOPPING=1"); !strings.Contains(m, "STATUS=Stopping: draining requests (at most 1m0s)") {
+	if m := sock.next(t, settle, "STOPPING=1"); !strings.Contains(m, "STATUS=Stopping: draining requests (at most 1m0s)") {
 		t.Errorf("STOPPING message %q does not say what the shutdown does", m)
 	}
 	sock.none(t, 2*watchdog, "WATCHDOG=1")
