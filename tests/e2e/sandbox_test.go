@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -248,62 +247,6 @@ func snapshot(t testing.TB, x *executor) hostState {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", x.cmd.Process.Pid))
 	s.threads = len(tasks)
 	return s
-}
-
-func TestNoLeaksOver200Cycles(t *testing.T) {
-	x := startExecutor(t)
-	src := source(t, map[string]string{"index.js": "x"})
-	// One cycle first so that pools, caches and keep-alive connections exist
-	// before the baseline.
-	if r := x.request(t, "POST", "/v1/runtimes/warm/executions", execBody(src, nil), jsonAccept); r.status != 200 {
-		t.Fatal(r.status)
-	}
-	x.deleteRuntime(t, "warm")
-	x.waitClean(t)
-	before := snapshot(t, x)
-	const cycles, workers = 200, 4
-	var wg sync.WaitGroup
-	// Workers report here; only the test's goroutine fails the test.
-	errs := make(chan string, 2*cycles)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; i < cycles; i += workers {
-				id := fmt.Sprintf("cycle-%d", i)
-				if r, err := x.send("POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept); err != nil {
-					errs <- fmt.Sprintf("%s: %v", id, err)
-				} else if r.status != 200 {
-					errs <- fmt.Sprintf("%s: %d %s", id, r.status, r.body)
-				}
-				if r, err := x.send("DELETE", "/v1/runtimes/"+id, nil, nil); err != nil {
-					errs <- fmt.Sprintf("delete %s: %v", id, err)
-				} else if r.status != 200 {
-					errs <- fmt.Sprintf("delete %s: %d %s", id, r.status, r.body)
-				}
-			}
-		}(w)
-	}
-	wg.Wait()
-	close(errs)
-	for e := range errs {
-		t.Error(e)
-	}
-	x.waitClean(t)
-	after := snapshot(t, x)
-	if after.mounts != before.mounts || after.veths != before.veths || after.cgroups != before.cgroups || after.netns != before.netns {
-		t.Fatalf("host state changed over %d cycles: before %+v after %+v", cycles, before, after)
-	}
-	// Keep-alive connections and idle threads wind down in their own time:
-	// poll for the bound (generous: a loaded machine), never a fixed wait.
-	grown := func(s hostState) bool { return s.fds > before.fds+8 || s.threads > before.threads+8 }
-	for deadline := time.Now().Add(time.Minute); grown(after) && time.Now().Before(deadline); after = snapshot(t, x) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if grown(after) {
-		t.Fatalf("executor grew over %d cycles: before %+v after %+v", cycles, before, after)
-	}
-	t.Logf("before %+v after %+v", before, after)
 }
 
 func TestResolverAndNetworkPool(t *testing.T) {
