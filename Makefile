@@ -9,7 +9,7 @@ export CGO_ENABLED := 1
 # start, loopback only, state under /var/lib/executor.
 RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
-.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke fuzz lint demo clean release install uninstall
+.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke fuzz soak race lint demo clean release install uninstall
 
 build: bin/executor bin/executor-init
 
@@ -98,6 +98,18 @@ bench-smoke: build bin/benchtable
 FUZZTIME ?= 10s
 fuzz: | check-go
 	FUZZTIME='$(FUZZTIME)' bash scripts/fuzz.sh
+
+# TestSoak for 10 minutes (200 clients over 50 runtimes, with creates,
+# deletes, builds and maintenance; the daemon's RSS, threads and fds
+# compared after warm-up and at the end) and TestLeakAudit for 1,000
+# cycles (scripts/soak.sh; make test runs them at 60 s and 100 cycles).
+soak: build
+	./scripts/soak.sh
+
+# The e2e suite (or RACE_RUN's tests) against a -race build of the daemon;
+# any race it reports fails the run (scripts/race.sh). Slow: not in CI.
+race: | check-go
+	./scripts/race.sh
 
 bin/benchtable: $(wildcard tests/cmd/benchtable/*.go) | check-go
 	$(GO) build -o bin/benchtable ./tests/cmd/benchtable
