@@ -220,8 +220,20 @@ func TestPullRefusesLocalRegistries(t *testing.T) {
 			c.Close()
 		}
 	}()
+	// The host's own address: the one its default route leaves from, which
+	// stays, rather than the first one listed, which may be a bridge another
+	// test's daemon is about to remove (a CI run raced on exactly that).
 	own := ""
+	if c, err := net.Dial("udp4", "192.0.2.1:9"); err == nil { // no packet is sent
+		if a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(); !a.IsLoopback() {
+			own = net.JoinHostPort(a.String(), port)
+		}
+		c.Close()
+	}
 	for a := range ownAddrs() {
+		if own != "" {
+			break
+		}
 		if a.Is4() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
 			own = net.JoinHostPort(a.String(), port)
 			break
