@@ -138,6 +138,9 @@ func (s *Server) logAccess(r *http.Request, rec *accessRecord, w *accessWriter, 
 		// Nothing written: net/http answers 200 with an empty body.
 		status = http.StatusOK
 	}
+	if s.observer != nil {
+		s.observer.Request(r, rec.route, status, took)
+	}
 	level := slog.LevelInfo
 	switch {
 	case rec.route == healthRoute:

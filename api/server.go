@@ -67,6 +67,8 @@ type Config struct {
 	MaxMemoryMB int64
 	// Images serves POST /v1/images (an extension of ours); nil leaves that route unknown.
 	Images ImagePuller
+	// Observer is told of every answered request (metrics, traces); nil: nothing.
+	Observer Observer
 }
 
 // DefaultRuntimeVersions lists, comma-separated, every runtime protocol version the executor speaks: all are
@@ -103,7 +105,8 @@ type Server struct {
 	maxCPUs, defaultCPUs         float64
 	maxMemoryMB, defaultMemoryMB int64
 
-	images ImagePuller
+	images   ImagePuller
+	observer Observer
 }
 
 // New returns a Server for cfg.
@@ -127,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		defaultCPUs:     defaultCPUs,
 		defaultMemoryMB: defaultMemoryMB,
 		images:          cfg.Images,
+		observer:        cfg.Observer,
 	}
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = DefaultBodyTimeout

@@ -31,7 +31,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		}
 		return err
 	}
-	st := newStages()
+	st := newStages(ctx, m.cfg.Observer)
 	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()
 	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, func() error {
 		if spec.Source != "" {
@@ -42,7 +42,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 		if cacheEnabled(spec) {
 			m.restoreCache(ctx, r, spec.CacheKey)
 		}
-		st.mark("dirs+source")
+		st.mark("source")
 		return nil
 	})
 	if err != nil {
@@ -112,7 +112,7 @@ func (m *Manager) assembleBase(ctx context.Context, r *Runtime, image string, st
 	if err != nil {
 		return nil, "", pullError(image, err)
 	}
-	st.mark("image")
+	st.mark("pull")
 	// UnmountRoot undoes a half-made root too: record it first.
 	r.mu.Lock()
 	r.unmountRoot = m.cfg.Images.UnmountRoot

@@ -105,6 +105,8 @@ type Config struct {
 	// last minute, and empties a minute after the last. 0 keeps none.
 	Prewarm int
 	Logger  *slog.Logger
+	// Observer is told what the manager does (metrics, traces); nil: nothing.
+	Observer Observer
 }
 
 // Manager is the table of runtimes (see the package documentation).

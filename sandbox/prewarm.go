@@ -276,7 +276,8 @@ func (m *Manager) park(ctx context.Context, key poolKey) (sb *parked, err error)
 		}
 	}()
 	start := time.Now()
-	st := newStages()
+	// No request waits for a prewarm: its steps are not a cold start's.
+	st := newStages(ctx, nil)
 	img, rootfs, err := m.assembleBase(ctx, r, key.image, st, func() error { return nil })
 	if err != nil {
 		return nil, err

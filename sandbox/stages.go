@@ -1,20 +1,35 @@
 package sandbox
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
-// stages times the steps of a creation for the debug log.
+// stages times the steps of a creation, for the debug log and the
+// Observer. The names are the Observer's stage names: "source" (directory,
+// source and build cache), "pull", "root", "network" (the wait for the
+// attachment made alongside), "config" and "container".
 type stages struct {
+	ctx   context.Context
+	obs   Observer
 	last  time.Time
 	names []string
 	took  []time.Duration
 }
 
-func newStages() *stages { return &stages{last: time.Now()} }
+// newStages starts timing at once; obs may be nil.
+func newStages(ctx context.Context, obs Observer) *stages {
+	return &stages{ctx: ctx, obs: obs, last: time.Now()}
+}
 
 func (s *stages) mark(name string) {
 	now := time.Now()
+	took := now.Sub(s.last)
 	s.names = append(s.names, name)
-	s.took = append(s.took, now.Sub(s.last))
+	s.took = append(s.took, took)
+	if s.obs != nil {
+		s.obs.Stage(s.ctx, name, s.last, took)
+	}
 	s.last = now
 }
 

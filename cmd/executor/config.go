@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,11 +22,15 @@ import (
 
 // config is the daemon's configuration, read from OPR_EXECUTOR_* variables.
 type config struct {
-	Env                 string
-	Development         bool
-	Secret              string
-	SecretGenerated     bool
-	Listen              string
+	Env             string
+	Development     bool
+	Secret          string
+	SecretGenerated bool
+	Listen          string
+	// MetricsListen is where Prometheus metrics are served (OPR_EXECUTOR_METRICS_LISTEN); "" = nowhere.
+	MetricsListen string
+	// TracingEndpoint is the OTLP/HTTP collector traces go to (OPR_EXECUTOR_TRACING_ENDPOINT); "" = no tracing.
+	TracingEndpoint     string
 	DataDir             string
 	Networks            []string
 	Subnet              netip.Prefix
@@ -152,6 +157,8 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_ENV", def: "production", parse: c.setEnv},
 		{name: "OPR_EXECUTOR_SECRET", raw: true, parse: c.setSecret},
 		{name: "OPR_EXECUTOR_LISTEN", def: "0.0.0.0:9900", parse: c.setListen},
+		{name: "OPR_EXECUTOR_METRICS_LISTEN", parse: c.setMetricsListen},
+		{name: "OPR_EXECUTOR_TRACING_ENDPOINT", parse: c.setTracingEndpoint},
 		{name: "OPR_EXECUTOR_DATA_DIR", def: "/var/lib/executor", rootlessDef: rootlessDataDir, parse: c.setDataDir},
 		// Unset: the daemon's own cgroup when systemd delegated it (Delegate=yes, cgroup v2), else /executor.
 		{name: "OPR_EXECUTOR_CGROUP_PARENT", parse: c.setCgroupParent},
@@ -243,6 +250,35 @@ func (c *config) setListen(name, v string) error {
 		return fmt.Errorf("%s=%q is not host:port: %w", name, v, err)
 	}
 	c.Listen = v
+	return nil
+}
+
+// setMetricsListen: metrics have their own listener, never the API's port, which answers only with the key.
+func (c *config) setMetricsListen(name, v string) error {
+	if v == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("%s=%q is not host:port: %w", name, v, err)
+	}
+	if _, apiPort, _ := net.SplitHostPort(c.Listen); port == apiPort && port != "0" {
+		return fmt.Errorf("%s=%q is the API's port (OPR_EXECUTOR_LISTEN=%s): metrics are served on a port of their own", name, v, c.Listen)
+	}
+	c.MetricsListen = v
+	return nil
+}
+
+// setTracingEndpoint takes an OTLP/HTTP collector's URL; its path defaults to /v1/traces.
+func (c *config) setTracingEndpoint(name, v string) error {
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%s=%q is not an http:// or https:// URL of an OTLP/HTTP collector (such as http://127.0.0.1:4318)", name, v)
+	}
+	c.TracingEndpoint = v
 	return nil
 }
 

@@ -40,6 +40,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}{
 		{"OPR_EXECUTOR_ENV", func(c *config) any { return [2]any{c.Env, c.Development} }, [2]any{"production", false}},
 		{"OPR_EXECUTOR_LISTEN", func(c *config) any { return c.Listen }, "0.0.0.0:9900"},
+		{"OPR_EXECUTOR_METRICS_LISTEN", func(c *config) any { return c.MetricsListen }, ""},
+		{"OPR_EXECUTOR_TRACING_ENDPOINT", func(c *config) any { return c.TracingEndpoint }, ""},
 		{"OPR_EXECUTOR_DATA_DIR", func(c *config) any { return c.DataDir }, "/var/lib/executor"},
 		// Outside a unit systemd delegated a cgroup v2 subtree to (TestDelegatedUnitCgroup).
 		{"OPR_EXECUTOR_CGROUP_PARENT", func(c *config) any { return c.CgroupParent }, "/executor"},
@@ -121,6 +123,10 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{map[string]string{}, "OPR_EXECUTOR_SECRET"},
 		{map[string]string{"OPR_EXECUTOR_ENV": "staging"}, "OPR_EXECUTOR_ENV"},
 		{map[string]string{"OPR_EXECUTOR_LISTEN": "9900"}, "OPR_EXECUTOR_LISTEN"},
+		{map[string]string{"OPR_EXECUTOR_METRICS_LISTEN": "9901"}, "OPR_EXECUTOR_METRICS_LISTEN"},
+		{map[string]string{"OPR_EXECUTOR_LISTEN": "0.0.0.0:9900", "OPR_EXECUTOR_METRICS_LISTEN": "127.0.0.1:9900"}, "the API's port"},
+		{map[string]string{"OPR_EXECUTOR_TRACING_ENDPOINT": "127.0.0.1:4318"}, "OPR_EXECUTOR_TRACING_ENDPOINT"},
+		{map[string]string{"OPR_EXECUTOR_TRACING_ENDPOINT": "grpc://127.0.0.1:4317"}, "OPR_EXECUTOR_TRACING_ENDPOINT"},
 		{map[string]string{"OPR_EXECUTOR_DATA_DIR": "rel/dir"}, "OPR_EXECUTOR_DATA_DIR"},
 		{map[string]string{"OPR_EXECUTOR_CGROUP_PARENT": "relative"}, "OPR_EXECUTOR_CGROUP_PARENT"},
 		{map[string]string{"OPR_EXECUTOR_CGROUP_PARENT": "/x/.."}, "OPR_EXECUTOR_CGROUP_PARENT"},
@@ -233,6 +239,8 @@ func TestLoadConfigValues(t *testing.T) {
 			func(c *config) any { return [2]any{c.Secret, c.SecretGenerated} }, [2]any{" s p ", false}},
 		{"settings are trimmed", map[string]string{"OPR_EXECUTOR_LISTEN": " 127.0.0.1:80 ", "OPR_EXECUTOR_CGROUP_PARENT": "/a/b/"},
 			func(c *config) any { return c.Listen + " " + c.CgroupParent }, "127.0.0.1:80 /a/b"},
+		{"metrics and tracing endpoints", map[string]string{"OPR_EXECUTOR_METRICS_LISTEN": "127.0.0.1:9901", "OPR_EXECUTOR_TRACING_ENDPOINT": "http://127.0.0.1:4318"},
+			func(c *config) any { return c.MetricsListen + " " + c.TracingEndpoint }, "127.0.0.1:9901 http://127.0.0.1:4318"},
 		{"seed-era threshold spelling", map[string]string{"OPR_EXECUTOR_INACTIVE_TRESHOLD": "30"},
 			func(c *config) any { return c.InactiveThreshold }, 30 * time.Second},
 		{"the right threshold spelling wins", map[string]string{"OPR_EXECUTOR_INACTIVE_THRESHOLD": "45", "OPR_EXECUTOR_INACTIVE_TRESHOLD": "30"},

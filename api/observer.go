@@ -1,0 +1,16 @@
+package api
+
+import (
+	"net/http"
+	"time"
+)
+
+// Observer is told of every answered request, for the daemon's metrics and
+// traces; the API itself knows neither. It is called on the request's
+// goroutine, before the access line, and must not block.
+type Observer interface {
+	// Request reports r answered with status after took. route is the
+	// pattern r matched (/v1/runtimes/:runtimeId), "" when none did; r's
+	// context is the request's own, still carrying its trace.
+	Request(r *http.Request, route string, status int, took time.Duration)
+}
