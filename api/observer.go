@@ -14,3 +14,22 @@ type Observer interface {
 	// context is the request's own, still carrying its trace.
 	Request(r *http.Request, route string, status int, took time.Duration)
 }
+
+// Observers is an Observer telling each of obs in turn; nil ones are left out.
+func Observers(obs ...Observer) Observer {
+	var all multiObserver
+	for _, o := range obs {
+		if o != nil {
+			all = append(all, o)
+		}
+	}
+	return all
+}
+
+type multiObserver []Observer
+
+func (m multiObserver) Request(r *http.Request, route string, status int, took time.Duration) {
+	for _, o := range m {
+		o.Request(r, route, status, took)
+	}
+}

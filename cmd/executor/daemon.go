@@ -157,6 +157,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	if err != nil {
 		return err
 	}
+	tracer, err := startTracing(ctx, cfg, log.With("component", "tracing"))
+	if err != nil {
+		return err
+	}
+	defer tracer.shutdown(context.Background())
 	mgr, err := sandbox.New(sandbox.Config{
 		DataDir:             cfg.DataDir,
 		Images:              store,
@@ -180,6 +185,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		Prewarm:             cfg.Prewarm,
 		MaintenanceInterval: cfg.MaintenanceInterval,
 		Logger:              log.With("component", "sandbox"),
+		Observer:            sandbox.Observers(tracer.sandboxObserver()),
 	})
 	if err != nil {
 		return err
@@ -209,6 +215,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		MaxCPUs:         cfg.MaxCPUs,
 		MaxMemoryMB:     cfg.MaxMemoryMB,
 		Images:          store,
+		Observer:        api.Observers(tracer.apiObserver()),
 	})
 	if err != nil {
 		return err
@@ -216,7 +223,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	// No write timeout and no ReadTimeout: executions and log streams last as long as their own timeouts, and
 	// a ReadTimeout would cancel them (net/http's watch for the client leaving reads under it). Headers get
 	// ReadHeaderTimeout, bodies OPR_EXECUTOR_REQUEST_BODY_TIMEOUT (set per request by the API).
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	srv := &http.Server{Handler: tracer.handler(handler), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	var prepull sync.WaitGroup
 	prepull.Add(1)
 	go func() {
