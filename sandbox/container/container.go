@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sync"
 	"syscall"
@@ -114,7 +115,10 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 		done:     make(chan struct{}),
 	}
 	if st, err := lc.State(); err == nil {
-		c.cgPaths = st.CgroupPaths
+		// A copy: the state's map is the cgroup manager's own, from which
+		// Destroy deletes while the usage sampler reads ours (a data race
+		// make race found).
+		c.cgPaths = maps.Clone(st.CgroupPaths)
 	}
 	// Kills counted before this process started (a cgroup left behind and
 	// reused) are not about it.

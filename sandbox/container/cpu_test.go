@@ -109,3 +109,26 @@ func writeFile(content string) func(t *testing.T, file string) {
 		}
 	}
 }
+
+// Destroy must not touch the paths CPUUsage reads: the usage sampler reads
+// them while a DELETE destroys the container. The state's map is the cgroup
+// manager's own, emptied by Destroy; sharing it was a data race.
+func TestDestroyLeavesCounterPathsAlone(t *testing.T) {
+	root := busyboxRoot(t)
+	r := newRunner(t, Config{})
+	c, err := r.Start(NewID(), testSpec(root), shell(`exec sleep 60`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(c.cgPaths)
+	if want == 0 {
+		t.Fatal("a started container has no cgroup paths")
+	}
+	destroy(t, c)
+	if got := len(c.cgPaths); got != want {
+		t.Errorf("Destroy changed the container's cgroup paths: %d left of %d", got, want)
+	}
+	if _, err := c.CPUUsage(); err == nil {
+		t.Error("CPUUsage of a destroyed container read a counter")
+	}
+}
