@@ -114,11 +114,35 @@ type Response struct {
 // *TimeoutError, a v3+ body over MaxResponseBody a *ResponseTooLargeError;
 // any other error is the caller's (a request that cannot be sent) or the
 // Failed hook's.
-func (c *Client) Execute(ctx context.Context, t Target, req Request) (*Response, error) {
+//
+// When ctx carries a trace, the forward is a span of it, and the runtime is
+// sent that span's traceparent (see injectTrace).
+func (c *Client) Execute(ctx context.Context, t Target, req Request) (res *Response, err error) {
 	if t.Version.rules().envelope {
+		ctx, span := startForward(ctx, t, http.MethodPost, "/")
+		defer func() { endForward(span, res, err) }()
 		return c.executeEnvelope(ctx, t, req)
 	}
+	ctx, span := startForward(ctx, t, requestMethod(req), requestPath(req))
+	defer func() { endForward(span, res, err) }()
 	return c.executeHTTP(ctx, t, req)
+}
+
+func requestMethod(req Request) string {
+	if req.Method == "" {
+		return http.MethodGet
+	}
+	return req.Method
+}
+
+// requestPath is req's path without its query, which is the function's
+// input and stays out of traces.
+func requestPath(req Request) string {
+	path, _, _ := strings.Cut(req.Path, "?")
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	return path
 }
 
 // executeHTTP passes req through to a v3+ runtime.
@@ -129,10 +153,7 @@ func (c *Client) executeHTTP(ctx context.Context, t Target, req Request) (*Respo
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
-	method := req.Method
-	if method == "" {
-		method = http.MethodGet
-	}
+	method := requestMethod(req)
 	build := func(ctx context.Context) (*http.Request, error) {
 		var body io.Reader
 		if len(req.Body) > 0 {
@@ -164,6 +185,7 @@ func (c *Client) executeHTTP(ctx context.Context, t Target, req Request) (*Respo
 		}
 		hr.Header.Set("x-open-runtimes-secret", t.Secret)
 		hr.Header.Set("x-open-runtimes-timeout", strconv.Itoa(softTimeout))
+		injectTrace(ctx, hr)
 		return hr, nil
 	}
 	resp, attempts, err := c.send(ctx, req, build, time.Duration(softTimeout)*time.Second+timeoutSlack)
@@ -239,6 +261,7 @@ func (c *Client) send(ctx context.Context, req Request, build func(context.Conte
 			return nil, attempt, transportError(ctx.Err(), attempt)
 		case <-time.After(c.RetryDelay):
 		}
+		noteResend(ctx, attempt+1)
 	}
 }
 

@@ -32,6 +32,7 @@ func (c *Client) executeEnvelope(ctx context.Context, t Target, req Request) (*R
 		hr.Header.Set("Content-Type", "application/json")
 		hr.Header.Set("x-internal-challenge", t.Secret)
 		hr.Host = "null" // what the reference sends
+		injectTrace(ctx, hr)
 		return hr, nil
 	}
 	resp, attempts, err := c.send(ctx, req, build, req.Timeout)
