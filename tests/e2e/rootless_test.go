@@ -211,8 +211,14 @@ func (x *rootlessDaemon) source(t testing.TB, files map[string]string) string {
 func (x *rootlessDaemon) inner(t testing.TB) int {
 	t.Helper()
 	self, _ := os.Readlink("/proc/self/ns/user")
-	bin, _ := filepath.Abs(shared.bin)
-	bin, _ = filepath.EvalSymlinks(bin)
+	// What the outer daemon runs: shared.bin, or the -race binary a wrapper
+	// named shared.bin exec'd (scripts/race.sh).
+	bin, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", x.cmd.Process.Pid))
+	if err != nil {
+		bin, _ = filepath.Abs(shared.bin)
+		bin, _ = filepath.EvalSymlinks(bin)
+	}
+	bin = strings.TrimSuffix(bin, " (deleted)")
 	children := map[int][]int{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
