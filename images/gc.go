@@ -352,7 +352,10 @@ func (s *Store) GC(ctx context.Context, olderThan time.Duration, keep ...string)
 		errs = append(errs, syncDir(s.layersDir()))
 	}
 	for _, p := range doomed {
-		stats.Bytes += treeSize(p)
+		n := treeSize(p)
+		stats.Bytes += n
+		// Out of the layer store from its rename on, removed or not.
+		s.addLayerBytes(-n)
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 			continue

@@ -111,10 +111,19 @@ var errPullTimedOut = errors.New("pull timeout")
 
 // pullWithin is pull bounded by Config.PullTimeout. The bound is the flight's,
 // not a caller's: one caller's patience neither shortens nor lengthens it.
-func (s *Store) pullWithin(ctx context.Context, ref types.ImageReference, key string) (*Image, error) {
+func (s *Store) pullWithin(ctx context.Context, ref types.ImageReference, key string) (img *Image, err error) {
+	start := time.Now()
+	budget := newPullBudget(s.cfg.SizeLimit, s.cfg.MaxEntries)
+	defer func() {
+		unpacked := budget.data.Load()
+		if err == nil {
+			s.addLayerBytes(unpacked)
+		}
+		s.cfg.Observer.Pull(ctx, time.Since(start), unpacked, err)
+	}()
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.PullTimeout, errPullTimedOut)
 	defer cancel()
-	img, err := s.pull(ctx, ref, key)
+	img, err = s.pull(ctx, ref, key, budget)
 	if err != nil && errors.Is(context.Cause(ctx), errPullTimedOut) {
 		// Whatever the source was doing when the time ran out (a stalled
 		// read, a dial), the client is told the limit; the log gets err.
@@ -127,7 +136,8 @@ func (s *Store) pullWithin(ctx context.Context, ref types.ImageReference, key st
 }
 
 // pull fetches the image named by ref from its source.
-func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) (*Image, error) {
+// budget counts what it unpacks.
+func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string, budget *pullBudget) (*Image, error) {
 	start := time.Now()
 	name := canonicalName(ref)
 	sys := s.systemContext(ref)
@@ -221,7 +231,6 @@ func (s *Store) pull(ctx context.Context, ref types.ImageReference, key string) 
 	rep := s.progress.start(key, blobs)
 	defer rep.finish()
 
-	budget := newPullBudget(s.cfg.SizeLimit, s.cfg.MaxEntries)
 	limit := 1
 	if src.HasThreadSafeGetBlob() {
 		limit = parallelLayers

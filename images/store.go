@@ -69,6 +69,8 @@ type Config struct {
 	PullTimeout time.Duration
 	// Logger receives the store's records (the caller names the component); nil means slog.Default().
 	Logger *slog.Logger
+	// Observer is told of every pull from a source (metrics); nil: nothing.
+	Observer Observer
 }
 
 // validateIDMap checks what the store relies on: positive host ids (host
@@ -99,6 +101,9 @@ type Store struct {
 	// in-memory variant: the persistent one needs cgo sqlite, and the store's
 	// own layer directories already make repeated pulls cheap.
 	cache types.BlobInfoCache
+
+	// layerSize is the layer store's size, for LayerBytes.
+	layerSize layerBytes
 
 	pulls    flightGroup[*Image]
 	layers   flightGroup[layerResult]
@@ -151,6 +156,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = DefaultMaxEntries
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	log := cfg.Logger
 	if log == nil {

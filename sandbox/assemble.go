@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"executor/images"
 	"executor/netns"
@@ -23,6 +24,10 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	r.mu.Lock()
 	r.coldDone = done
 	r.mu.Unlock()
+	if m.pool.serves(spec) {
+		m.cfg.Observer.Prewarm(ctx, sb != nil)
+	}
+	defer func() { m.cfg.Observer.ColdStart(ctx, sb != nil, time.Since(r.Created), err) }()
 	if sb != nil {
 		err := m.specialize(ctx, r, spec, sb)
 		if err != nil {

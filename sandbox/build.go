@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"executor/sandbox/build"
 	"executor/storage"
@@ -24,7 +25,9 @@ func (r *Runtime) exec(ctx context.Context, command string, stdout, stderr io.Wr
 
 // runBuild runs the build command with its output in out, for at most
 // spec.Timeout, saves the build cache and uploads the artifact.
-func (m *Manager) runBuild(ctx context.Context, r *Runtime, spec Spec, res *BuildResult, out *build.Output) error {
+func (m *Manager) runBuild(ctx context.Context, r *Runtime, spec Spec, res *BuildResult, out *build.Output) (err error) {
+	start := time.Now()
+	defer func() { m.cfg.Observer.Build(ctx, time.Since(start), err) }()
 	r.begin()
 	defer r.end()
 	timeout := spec.Timeout

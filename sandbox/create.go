@@ -33,6 +33,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
 		m.mu.Lock()
 		m.dropLocked(e)
 		m.mu.Unlock()
+		m.cfg.Observer.RuntimeRemoved(RemovedDeleted)
 		if err := m.finish(ctx, e, 0); err != nil {
 			m.log.Error("remove built runtime", "runtime", spec.RuntimeID, "err", err)
 		}
@@ -59,6 +60,7 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 		httpc:    httpc,
 		client:   protocol.Client{HTTP: httpc, RetryAttempts: m.cfg.RetryAttempts, RetryDelay: m.cfg.RetryDelay, Log: m.log.With("runtime", spec.RuntimeID)},
 		onExit:   m.removeDead,
+		obs:      m.cfg.Observer,
 		updated:  start,
 		status:   "pending",
 	}

@@ -16,25 +16,43 @@ import (
 // Execute forwards one execution to its runtime, creating the runtime first
 // when it does not exist and the request says how. Concurrent executions of a
 // runtime being created share that one creation. req.Timeout must be set.
-func (m *Manager) Execute(ctx context.Context, req ExecRequest) (*ExecResult, error) {
-	deadline := time.Now().Add(req.Timeout)
-	e, err := m.ensure(ctx, req, deadline)
+func (m *Manager) Execute(ctx context.Context, req ExecRequest) (res *ExecResult, err error) {
+	began := time.Now()
+	deadline := began.Add(req.Timeout)
+	var version protocol.Version // the runtime's, once known; a cold request's until then
+	if req.Cold != nil {
+		version = req.Cold.Version
+	}
+	defer func() {
+		status := 0
+		if res != nil {
+			status = res.StatusCode
+		}
+		m.cfg.Observer.Execution(ctx, version, status, time.Since(began), err)
+	}()
+	e, created, err := m.ensure(ctx, req, deadline)
 	if err != nil {
 		return nil, err
 	}
 	rt := e.rt // claimed by ensure
 	defer rt.end()
+	version = rt.Version
 
 	start := time.Now() // billable time starts before the readiness wait, as in the reference
 	err = rt.waitReady(ctx, deadline, req.Timeout)
 	rt.coldOver()
+	wait := time.Since(start)
+	if created {
+		// The last stage of the cold start this execution asked for.
+		m.cfg.Observer.Stage(ctx, "readiness", start, wait)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if wait := time.Since(start); wait > time.Millisecond {
+	if wait > time.Millisecond {
 		m.log.Debug("runtime ready", "runtime", rt.ID, "waited", wait.Round(10*time.Microsecond))
 	}
-	res, err := rt.forward(ctx, req, time.Until(deadline))
+	res, err = rt.forward(ctx, req, time.Until(deadline))
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ func (m *Manager) reapIdle(ctx context.Context, threshold time.Time) {
 	m.mu.Unlock()
 	removed := 0
 	for _, e := range victims {
+		m.cfg.Observer.RuntimeRemoved(RemovedMaintenance)
 		if err := m.finish(ctx, e, 0); err == nil {
 			removed++
 		}

@@ -237,6 +237,9 @@ func newManager(cfg Config) *Manager {
 	if cfg.RetryDelay <= 0 {
 		cfg.RetryDelay = DefaultRetryDelay
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
+	}
 	m := &Manager{
 		teardownSlots: make(chan struct{}, max(1, runtime.NumCPU()/2)),
 		cfg:           cfg,
@@ -322,6 +325,21 @@ func (m *Manager) Close(ctx context.Context) error {
 	wg.Wait()
 	m.teardowns.Wait()
 	return errors.Join(errs...)
+}
+
+// Count is the runtimes in the table: being created (pending) and made
+// (ready). It takes the table lock only, for a scrape to read cheaply.
+func (m *Manager) Count() (pending, ready int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.table {
+		if e.pending() {
+			pending++
+		} else {
+			ready++
+		}
+	}
+	return pending, ready
 }
 
 func (m *Manager) pickNetwork() *netns.Network {

@@ -99,6 +99,10 @@ func newPool(m *Manager, max int) *pool {
 // have run as well; it starts as always.
 func eligible(spec Spec) bool { return spec.Command == "" }
 
+// serves reports whether take looks for a sandbox for spec at all: the
+// hits and misses counted are those of cold starts the pool could serve.
+func (p *pool) serves(spec Spec) bool { return p != nil && eligible(spec) }
+
 // take counts a cold start of spec's image and returns a sandbox for it,
 // or nil when none is ready. done, never nil, is to be called once the
 // cold start is ready or has failed: refills wait for it (prewarmYield).

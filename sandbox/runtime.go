@@ -48,6 +48,8 @@ type Runtime struct {
 	// onExit is told when the main process has ended for good (no restart
 	// follows), so the table can drop the runtime.
 	onExit func(*Runtime)
+	// obs is the manager's Observer (exits, restarts).
+	obs Observer
 
 	mu sync.Mutex
 	// Release handles, each set once its part exists.
@@ -196,6 +198,7 @@ func (r *Runtime) supervise() {
 			return
 		}
 		r.log.Info("runtime main process exited", "runtime", r.ID, "status", ct.Exit().String(), "output", lastLines(ct.Output(), 5))
+		r.observer().RuntimeExited(ct.Exit().OOMKilled)
 		// Until a restarted process listens, executions wait for it.
 		r.mu.Lock()
 		r.listening = false
@@ -215,12 +218,24 @@ func (r *Runtime) supervise() {
 		delay := time.Duration(math.Min(float64(restartBackoff)*math.Pow(2, float64(r.restarts-1)), float64(10*time.Second)))
 		r.mu.Unlock()
 		time.Sleep(delay)
-		if err := r.restart(); err != nil {
+		restarted, err := r.restart()
+		if err != nil {
 			r.log.Error("runtime restart failed", "runtime", r.ID, "err", err)
 			go r.onExit(r)
 			return
 		}
+		if restarted {
+			r.observer().RuntimeRestarted()
+		}
 	}
+}
+
+// observer is obs, or one observing nothing when r was made without one.
+func (r *Runtime) observer() Observer {
+	if r.obs == nil {
+		return NopObserver{}
+	}
+	return r.obs
 }
 
 // restartBackoff is the wait before the first restart of a main process.
@@ -237,19 +252,20 @@ func shouldRestart(policy string, code int) bool {
 	}
 }
 
-func (r *Runtime) restart() error {
+// restart starts the main process again, unless r is being stopped.
+func (r *Runtime) restart() (restarted bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
-		return nil
+		return false, nil
 	}
 	ct, err := r.ct.Restart()
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.ct = ct
 	r.listening = false
-	return nil
+	return true, nil
 }
 
 // destroy stops the runtime and releases everything it holds. It is safe to

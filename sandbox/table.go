@@ -104,6 +104,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if e == nil {
 		return newError(NotFound, "", nil)
 	}
+	m.cfg.Observer.RuntimeRemoved(RemovedDeleted)
 	select {
 	case <-e.ready:
 		if e.rt != nil {
@@ -186,7 +187,8 @@ func (m *Manager) settle(e *entry, err error) {
 // ensure returns the ready entry for the request's runtime, creating it when
 // missing (single flight: the first caller creates, the others wait for it),
 // with work in flight claimed in it: the caller must end() its runtime.
-func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Time) (*entry, error) {
+// created says this caller started the runtime's creation.
+func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Time) (_ *entry, created bool, _ error) {
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for {
@@ -195,24 +197,26 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 		m.mu.Unlock()
 		if e == nil {
 			if req.Cold == nil {
-				return nil, newError(NotFound, "Runtime not found. Please start it first or provide runtime-related parameters.", nil)
+				return nil, false, newError(NotFound, "Runtime not found. Please start it first or provide runtime-related parameters.", nil)
 			}
 			spec := *req.Cold
 			spec.RuntimeID = req.RuntimeID
 			if err := m.checkStorage(spec); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			// The creation belongs to the runtime, not to this request: a
 			// client that hangs up does not abort it for the others waiting.
-			cctx, ccancel := context.WithDeadline(context.Background(), deadline)
+			// It keeps the request's values (its trace) all the same.
+			cctx, ccancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 			ne, err := m.insert(spec, ccancel)
 			if err != nil {
 				ccancel()
 				if k := KindOf(err); k == Creating || k == Exists {
 					continue // someone else started it between our look and our insert
 				}
-				return nil, err
+				return nil, false, err
 			}
+			created = true
 			go func() {
 				defer ccancel()
 				_, err := m.create(cctx, ne, spec)
@@ -223,18 +227,18 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 		select {
 		case <-e.ready:
 		case <-wctx.Done():
-			return nil, creationTimeout(e, wctx.Err())
+			return nil, created, creationTimeout(e, wctx.Err())
 		}
 		if e.err != nil {
 			if errors.Is(e.err, context.DeadlineExceeded) {
-				return nil, creationTimeout(e, e.err)
+				return nil, created, creationTimeout(e, e.err)
 			}
-			return nil, e.err
+			return nil, created, e.err
 		}
 		if !m.claim(e) {
-			return nil, newError(NotFound, "Runtime no longer exists.", nil)
+			return nil, created, newError(NotFound, "Runtime no longer exists.", nil)
 		}
-		return e, nil
+		return e, created, nil
 	}
 }
 
@@ -318,6 +322,11 @@ func (m *Manager) removeDead(r *Runtime) {
 	}
 	m.dropLocked(e)
 	m.mu.Unlock()
+	reason := RemovedExited
+	if ct := r.current(); ct != nil && ct.Exited() && ct.Exit().OOMKilled {
+		reason = RemovedOOM
+	}
+	m.cfg.Observer.RuntimeRemoved(reason)
 	if err := m.finish(context.Background(), e, 0); err != nil {
 		m.log.Error("remove exited runtime", "runtime", r.ID, "err", err)
 	}

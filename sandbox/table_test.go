@@ -328,7 +328,7 @@ func TestClaimHoldsOffMaintenance(t *testing.T) {
 	if _, err := m.Create(context.Background(), Spec{RuntimeID: "idle", Image: "img", Version: protocol.V5}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := m.ensure(context.Background(), ExecRequest{RuntimeID: "idle"}, time.Now().Add(time.Second))
+	e, _, err := m.ensure(context.Background(), ExecRequest{RuntimeID: "idle"}, time.Now().Add(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

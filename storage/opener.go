@@ -24,6 +24,9 @@ type Config struct {
 	// A local file larger than the cap is refused before a byte is copied;
 	// a stream that grows past it fails with ErrTooLarge.
 	MaxSize int64
+	// Observer is told of every operation on the devices opened (see
+	// Observe); nil: nothing.
+	Observer Observer
 }
 
 // Opener opens the devices of one DSN with one set of local roots: the
@@ -104,7 +107,11 @@ func (o *Opener) Open(root string) (Device, error) {
 	}
 	if !local {
 		cfg.MaxSize = o.cfg.MaxSize
-		return NewS3(cfg)
+		s3, err := NewS3(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return Observe(s3, o.cfg.Observer), nil
 	}
 	if root == "" {
 		root = "/"
@@ -118,7 +125,7 @@ func (o *Opener) Open(root string) (Device, error) {
 			return nil, err
 		}
 	}
-	return l, nil
+	return Observe(l, o.cfg.Observer), nil
 }
 
 // localDevice is the local device with root, kept to the storage roots.

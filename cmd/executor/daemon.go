@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"executor/api"
+	"executor/api/metrics"
 	"executor/images"
 	"executor/netns"
 	"executor/sandbox"
@@ -68,6 +69,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		return fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	metricsSrv, err := listenMetrics(cfg, log.With("component", "metrics"))
+	if err != nil {
+		return err
+	}
+	defer metricsSrv.close(context.Background())
 	if rootlessStage() == stageRun && len(cfg.LoopbackPorts) > 0 {
 		stopProxy, err := proxyLoopback(cfg.LoopbackPorts, log)
 		if err != nil {
@@ -100,6 +106,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		MaxEntries:        cfg.ImageMaxEntries,
 		PullTimeout:       cfg.PullTimeout,
 		Logger:            log.With("component", "images"),
+		Observer:          metricsSrv.imagesObserver(),
 	})
 	if err != nil {
 		if cfg.RegistryAuthFile != "" {
@@ -149,11 +156,12 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	}
 	// The devices are opened once, here: an S3 device is a client, which
 	// every source, artifact and cache would otherwise make anew.
-	sources, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots, MaxSize: cfg.BuildSizeLimit})
+	sources, err := storage.NewOpener(storage.Config{DSN: cfg.Storage, LocalRoots: cfg.StorageRoots, MaxSize: cfg.BuildSizeLimit,
+		Observer: metricsSrv.storageObserver()})
 	if err != nil {
 		return err
 	}
-	buildCache, err := openBuildCache(cfg)
+	buildCache, err := openBuildCache(cfg, metricsSrv.storageObserver())
 	if err != nil {
 		return err
 	}
@@ -185,7 +193,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		Prewarm:             cfg.Prewarm,
 		MaintenanceInterval: cfg.MaintenanceInterval,
 		Logger:              log.With("component", "sandbox"),
-		Observer:            sandbox.Observers(tracer.sandboxObserver()),
+		Observer:            sandbox.Observers(tracer.sandboxObserver(), metricsSrv.sandboxObserver()),
 	})
 	if err != nil {
 		return err
@@ -215,7 +223,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		MaxCPUs:         cfg.MaxCPUs,
 		MaxMemoryMB:     cfg.MaxMemoryMB,
 		Images:          store,
-		Observer:        api.Observers(tracer.apiObserver()),
+		Observer:        api.Observers(tracer.apiObserver(), metricsSrv.apiObserver()),
 	})
 	if err != nil {
 		return err
@@ -224,6 +232,9 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	// a ReadTimeout would cancel them (net/http's watch for the client leaving reads under it). Headers get
 	// ReadHeaderTimeout, bodies OPR_EXECUTOR_REQUEST_BODY_TIMEOUT (set per request by the API).
 	srv := &http.Server{Handler: tracer.handler(handler), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	if err := metricsSrv.serve(metricsSources(mgr, store, cfg.DataDir)); err != nil {
+		return err
+	}
 	var prepull sync.WaitGroup
 	prepull.Add(1)
 	go func() {
@@ -346,17 +357,26 @@ func collectImages(ctx context.Context, store *images.Store, interval, age time.
 // /build-cache, in the bucket on S3. On the local filesystem the cache lives
 // under the data dir rather than in a /build-cache directory at the host's
 // root, where the reference (inside its container) keeps it.
-func openBuildCache(cfg *config) (storage.Device, error) {
+func openBuildCache(cfg *config, obs storage.Observer) (storage.Device, error) {
 	dsn := cfg.BuildCacheStorage
 	if dsn == "" {
 		dsn = cfg.Storage
 	}
-	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: cfg.BuildSizeLimit})
+	o, err := storage.NewOpener(storage.Config{DSN: dsn, MaxSize: cfg.BuildSizeLimit, Observer: obs})
 	if err != nil {
 		return nil, err
 	}
 	if o.Local() {
-		return storage.NewLocal(filepath.Join(cfg.DataDir, "build-cache"))
+		l, err := storage.NewLocal(filepath.Join(cfg.DataDir, "build-cache"))
+		if err != nil {
+			return nil, err
+		}
+		return storage.Observe(l, obs), nil
 	}
 	return o.Open("/build-cache")
+}
+
+// metricsSources are what the metrics read at each scrape.
+func metricsSources(mgr *sandbox.Manager, store *images.Store, dataDir string) metrics.Sources {
+	return metrics.Sources{Runtimes: mgr.Count, LayerBytes: store.LayerBytes, DataDir: dataDir}
 }
