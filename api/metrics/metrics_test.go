@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"executor/sandbox"
@@ -258,5 +260,55 @@ func TestScrapedDataDirGone(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if !strings.Contains(string(body), `executor_runtimes{state="ready"} 1`) {
 		t.Errorf("the other metrics were lost with the data dir's: %d\n%s", resp.StatusCode, body)
+	}
+}
+
+// Every executor_ metric the alert rules and the dashboard in contrib/ use
+// is one of ours: a rename here must not leave them querying nothing.
+func TestContribUsesOurMetrics(t *testing.T) {
+	m := New()
+	if err := m.Watch(Sources{Runtimes: func() (int, int) { return 0, 0 }, LayerBytes: func() int64 { return 0 }, DataDir: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	ours := map[string]bool{}
+	descs := make(chan *prometheus.Desc)
+	go func() {
+		for _, c := range []prometheus.Collector{m.executions, m.executionDuration, m.coldStarts, m.coldStartDuration, m.stageDuration,
+			m.prewarm, m.builds, m.buildDuration, m.exits, m.restarts, m.removed, m.pulls, m.pullBytes, m.pullDuration,
+			m.storageOps, m.storageErrors, m.storageDuration, m.requests, m.requestDuration, &scraped{src: Sources{Runtimes: func() (int, int) { return 0, 0 }, LayerBytes: func() int64 { return 0 }, DataDir: "/"}}} {
+			c.Describe(descs)
+		}
+		close(descs)
+	}()
+	fqName := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	for d := range descs {
+		if sm := fqName.FindStringSubmatch(d.String()); sm != nil {
+			ours[sm[1]] = true
+		}
+	}
+	if len(ours) < 20 {
+		t.Fatalf("found only %d metrics: %v", len(ours), ours)
+	}
+	used := regexp.MustCompile(`\bexecutor_[a-z_]+`)
+	for _, file := range []string{"../../contrib/prometheus/alerts.yml", "../../contrib/grafana/executor-dashboard.json"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := used.FindAllString(string(data), -1)
+		if len(names) == 0 {
+			t.Errorf("%s uses no executor metric", file)
+		}
+		for _, n := range names {
+			base := n
+			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+				if b, ok := strings.CutSuffix(n, suffix); ok && ours[b] {
+					base = b
+				}
+			}
+			if !ours[base] {
+				t.Errorf("%s uses %s, which is not a metric of the executor", file, n)
+			}
+		}
 	}
 }

@@ -373,3 +373,33 @@ func TestAlertRulesCheck(t *testing.T) {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
 }
+
+// With the prewarm pool on, the first cold start of an image misses and the
+// next one, once a sandbox is parked, hits: both counted, and the cold
+// starts labelled by it.
+func TestMetricsCountPrewarm(t *testing.T) {
+	x, addr := startWithMetrics(t, "OPR_EXECUTOR_PREWARM=1")
+	src := source(t, map[string]string{"index.js": "x"})
+	if r := x.request(t, "POST", "/v1/runtimes/pw-0/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("cold start: %d %s", r.status, r.body)
+	}
+	waitLog(t, x, "sandbox prewarmed", 1)
+	if r := x.request(t, "POST", "/v1/runtimes/pw-1/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("prewarmed start: %d %s", r.status, r.body)
+	}
+	_, got := scrape(t, addr)
+	for s, w := range map[string]float64{
+		series("executor_prewarm_lookups_total", "result", "miss"):                       1,
+		series("executor_prewarm_lookups_total", "result", "hit"):                        1,
+		series("executor_cold_starts_total", "outcome", "ok", "prewarmed", "false"):      1,
+		series("executor_cold_starts_total", "outcome", "ok", "prewarmed", "true"):       1,
+		series("executor_cold_start_duration_seconds_count", "prewarmed", "true"):        1,
+		series("executor_cold_start_stage_duration_seconds_count", "stage", "pull"):      1,
+		series("executor_cold_start_stage_duration_seconds_count", "stage", "readiness"): 2,
+		series("executor_executions_total", "version", "v5", "status", "2xx"):            2,
+	} {
+		if got[s] != w {
+			t.Errorf("%s = %v, want %v", s, got[s], w)
+		}
+	}
+}
