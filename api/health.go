@@ -30,6 +30,13 @@ type Warner interface {
 	Warnings() []string
 }
 
+// UsageReporter is implemented by backends whose usage figures go beyond
+// Stats' CPU: memory and pids from each runtime's cgroup, the host's memory.
+// Health prefers it to Stats; the CPU figures are the same.
+type UsageReporter interface {
+	UsageFigures() sandbox.Usage
+}
+
 // healthCacheTTL is how long a check's verdict answers GET /v1/health. The
 // route needs no key: without the cache anyone could make the daemon run
 // netlink and stat calls as fast as they can send requests.
@@ -54,21 +61,54 @@ type healthJSON struct {
 }
 
 // healthStatsJSON is the seed-era document Open Runtimes Proxy balances on (Part 0), for holders of the key.
+// The fields beside the seed-era ones (memory, pids) are absent when not
+// known, so a client that does not know them reads the same document.
 type healthStatsJSON struct {
 	Status   string                       `json:"status"`
 	Usage    float64                      `json:"usage"`
+	Memory   *hostMemoryJSON              `json:"memory,omitempty"`
 	Runtimes map[string]runtimeHealthJSON `json:"runtimes"` // `{}` when empty: the proxy reads it as an object
 	Warnings []string                     `json:"warnings,omitempty"`
 }
 
+// hostMemoryJSON is the host's memory in bytes: MemTotal and MemAvailable of /proc/meminfo.
+type hostMemoryJSON struct {
+	Total     uint64 `json:"total"`
+	Available uint64 `json:"available"`
+}
+
 type runtimeHealthJSON struct {
-	Status string  `json:"status"`
-	Usage  float64 `json:"usage"`
+	Status string      `json:"status"`
+	Usage  float64     `json:"usage"`
+	Memory *memoryJSON `json:"memory,omitempty"`
+	PIDs   *uint64     `json:"pids,omitempty"`
+}
+
+// memoryJSON is a runtime's memory in bytes: what its cgroup is charged, page cache included (what its limit
+// and the OOM killer go by), and its limit, 0 when it has none.
+type memoryJSON struct {
+	Usage uint64 `json:"usage"`
+	Limit uint64 `json:"limit"`
+}
+
+// runtimeFigures are the memory and pids of a runtime's figures, nil where its cgroup has no such counter.
+func runtimeFigures(u sandbox.RuntimeUsage) (*memoryJSON, *uint64) {
+	var mem *memoryJSON
+	var pids *uint64
+	if u.HasMemory {
+		mem = &memoryJSON{Usage: u.Memory, Limit: u.MemoryLimit}
+	}
+	if u.HasPIDs {
+		n := u.PIDs
+		pids = &n
+	}
+	return mem, pids
 }
 
 // health is GET /v1/health, the readiness a balancer polls. It needs no key. It answers 503 while the server
-// drains (see Drain) and while the backend's Check fails, 200 otherwise; CPU figures are only given to callers
-// with a valid key (they describe the host) and only when the backend implements Stats.
+// drains (see Drain) and while the backend's Check fails, 200 otherwise; usage figures are only given to callers
+// with a valid key (they describe the host) and only when the backend implements UsageReporter (CPU, memory
+// and pids) or Stats (CPU alone).
 //
 // A 503 carries the API's error document (general_unknown, code 503) with the reason as its message, rather
 // than the health document with another status: every balancer goes by the status, Open Runtimes Proxy takes
@@ -86,8 +126,23 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, _ httprouter.Par
 	if wr, ok := s.backend.(Warner); ok {
 		warnings = wr.Warnings()
 	}
+	if !s.authorized(r) {
+		return writeJSON(w, http.StatusOK, healthJSON{Status: "pass", Warnings: warnings})
+	}
+	if ur, ok := s.backend.(UsageReporter); ok {
+		fig := ur.UsageFigures()
+		out := healthStatsJSON{Status: "pass", Usage: finite(fig.CPU), Runtimes: make(map[string]runtimeHealthJSON, len(fig.Runtimes)), Warnings: warnings}
+		if fig.HasMemory {
+			out.Memory = &hostMemoryJSON{Total: fig.MemoryTotal, Available: fig.MemoryAvailable}
+		}
+		for id, u := range fig.Runtimes {
+			mem, pids := runtimeFigures(u)
+			out.Runtimes[id] = runtimeHealthJSON{Status: "pass", Usage: finite(u.CPU), Memory: mem, PIDs: pids}
+		}
+		return writeJSON(w, http.StatusOK, out)
+	}
 	stats, ok := s.backend.(Stats)
-	if !ok || !s.authorized(r) {
+	if !ok {
 		return writeJSON(w, http.StatusOK, healthJSON{Status: "pass", Warnings: warnings})
 	}
 	host, per := stats.Usage()

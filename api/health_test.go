@@ -30,6 +30,14 @@ func TestHealth(t *testing.T) {
 			`{"status":"pass","usage":12.5,"runtimes":{"fn-a":{"status":"pass","usage":0},"fn-b":{"status":"pass","usage":3}}}`},
 		{"valid key, empty stats", statsBackend{fakeBackend: &fakeBackend{}}, nil, `{"status":"pass","usage":0,"runtimes":{}}`},
 		{"valid key without stats", &fakeBackend{}, nil, `{"status":"pass"}`},
+		{"valid key with figures", figures(), nil,
+			`{"status":"pass","usage":12.5,"memory":{"total":8589934592,"available":3221225472},"runtimes":{` +
+				`"fn-a":{"status":"pass","usage":0,"memory":{"usage":67108864,"limit":128000000},"pids":3},` +
+				`"fn-b":{"status":"pass","usage":3},` +
+				`"fn-c":{"status":"pass","usage":1.5,"memory":{"usage":4096,"limit":0},"pids":0}}}`},
+		{"figures, no key", figures(), str(""), `{"status":"pass"}`},
+		{"figures without host memory", usageBackend{fakeBackend: &fakeBackend{}, fig: sandbox.Usage{CPU: 1}}, nil,
+			`{"status":"pass","usage":1,"runtimes":{}}`},
 		{"warning, no key", warnBackend{stats(), []string{"limits off"}}, str(""), `{"status":"pass","warnings":["limits off"]}`},
 		{"warning, valid key", warnBackend{statsBackend{fakeBackend: &fakeBackend{}}, []string{"limits off"}}, nil,
 			`{"status":"pass","usage":0,"runtimes":{},"warnings":["limits off"]}`},
@@ -46,6 +54,31 @@ func TestHealth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The daemon's backend gives the memory and pids figures, not only Stats' CPU.
+var _ UsageReporter = (*sandbox.Manager)(nil)
+
+// usageBackend adds the optional UsageReporter interface.
+type usageBackend struct {
+	*fakeBackend
+	fig sandbox.Usage
+}
+
+func (u usageBackend) UsageFigures() sandbox.Usage { return u.fig }
+
+// figures is a backend with figures of three runtimes: one with memory and
+// pids (and a NaN CPU figure), one whose cgroup has neither counter, one
+// without a memory limit and with no task left.
+func figures() Backend {
+	return usageBackend{fakeBackend: &fakeBackend{}, fig: sandbox.Usage{
+		CPU: 12.5, MemoryTotal: 8 << 30, MemoryAvailable: 3 << 30, HasMemory: true,
+		Runtimes: map[string]sandbox.RuntimeUsage{
+			"fn-a": {CPU: math.NaN(), Memory: 64 << 20, MemoryLimit: 128e6, PIDs: 3, HasMemory: true, HasPIDs: true},
+			"fn-b": {CPU: 3},
+			"fn-c": {CPU: 1.5, Memory: 4096, HasMemory: true, HasPIDs: true},
+		},
+	}}
 }
 
 // warnBackend adds warnings (a rootless daemon without limits) to a backend.

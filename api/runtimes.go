@@ -126,6 +126,17 @@ type runtimeJSON struct {
 	Listening   int     `json:"listening"`
 	Image       string  `json:"image"`
 	Initialised int     `json:"initialised"`
+	// Usage is absent while the runtime is pending and before the usage sampler has read its cgroup.
+	Usage *runtimeUsageJSON `json:"usage,omitempty"`
+}
+
+// runtimeUsageJSON is a runtime's usage from its cgroup counters, as GET /v1/health gives it: CPU in percent of
+// one core over the latest sample interval (up to a second), memory and pids at that sample, each absent where
+// the cgroup has no such counter.
+type runtimeUsageJSON struct {
+	CPU    float64     `json:"cpu"`
+	Memory *memoryJSON `json:"memory,omitempty"`
+	PIDs   *uint64     `json:"pids,omitempty"`
 }
 
 // runtimeJSONSize is about the size of one encoded runtime, to size the
@@ -154,6 +165,22 @@ func (r runtimeJSON) appendPHP(b []byte) []byte {
 	b = appendPHPString(b, r.Image)
 	b = append(b, `,"initialised":`...)
 	b = strconv.AppendInt(b, int64(r.Initialised), 10)
+	if u := r.Usage; u != nil {
+		b = append(b, `,"usage":{"cpu":`...)
+		b = appendJSONFloat(b, u.CPU)
+		if u.Memory != nil {
+			b = append(b, `,"memory":{"usage":`...)
+			b = strconv.AppendUint(b, u.Memory.Usage, 10)
+			b = append(b, `,"limit":`...)
+			b = strconv.AppendUint(b, u.Memory.Limit, 10)
+			b = append(b, '}')
+		}
+		if u.PIDs != nil {
+			b = append(b, `,"pids":`...)
+			b = strconv.AppendUint(b, *u.PIDs, 10)
+		}
+		b = append(b, '}')
+	}
 	return append(b, '}')
 }
 
@@ -206,6 +233,10 @@ func (s *Server) runtimeJSON(info sandbox.Info) runtimeJSON {
 		Listening:   boolInt(info.Listening),
 		Image:       info.Image,
 		Initialised: boolInt(info.Initialised),
+	}
+	if u := info.Usage; u != nil {
+		mem, pids := runtimeFigures(*u)
+		out.Usage = &runtimeUsageJSON{CPU: finite(u.CPU), Memory: mem, PIDs: pids}
 	}
 	// The runtime secret authenticates calls into the runtime; the reference exposes it, we only do in
 	// development (Part 0).

@@ -2,6 +2,7 @@ package api
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -78,6 +79,11 @@ func TestListAndGetRuntimes(t *testing.T) {
 	const devObj = `{"version":"v5","created":1784800800.123456,"updated":1784800900,"name":"executor-fn",` +
 		`"hostname":"0123456789abcdef0123456789abcdef","status":"Up 3.27s","key":"secretkey","listening":1,` +
 		`"image":"openruntimes\/node:v5-18.0","initialised":0}`
+	withUsage, cpuOnly := info, info
+	withUsage.Usage = &sandbox.RuntimeUsage{CPU: 12.25, Memory: 67108864, MemoryLimit: 128e6, PIDs: 4, HasMemory: true, HasPIDs: true}
+	cpuOnly.Usage = &sandbox.RuntimeUsage{CPU: math.Inf(1)}
+	usageObj := prodObj[:len(prodObj)-1] + `,"usage":{"cpu":12.25,"memory":{"usage":67108864,"limit":128000000},"pids":4}}`
+	cpuOnlyObj := prodObj[:len(prodObj)-1] + `,"usage":{"cpu":0}}`
 	tests := []struct {
 		name  string
 		dev   bool
@@ -90,6 +96,9 @@ func TestListAndGetRuntimes(t *testing.T) {
 		{"list hides key in production", false, []sandbox.Info{info}, "/v1/runtimes", 200, `[` + prodObj + `]`},
 		{"list shows key in development", true, []sandbox.Info{info}, "/v1/runtimes", 200, `[` + devObj + `]`},
 		{"get", false, []sandbox.Info{info}, "/v1/runtimes/fn", 200, prodObj},
+		{"get with usage", false, []sandbox.Info{withUsage}, "/v1/runtimes/fn", 200, usageObj},
+		{"list with usage", false, []sandbox.Info{info, withUsage, cpuOnly}, "/v1/runtimes", 200,
+			`[` + prodObj + `,` + usageObj + `,` + cpuOnlyObj + `]`},
 		{"get unknown", false, nil, "/v1/runtimes/id", 404,
 			`{"type":"runtime_not_found","message":"Runtime not found","code":404,"version":"test"}`},
 	}
@@ -145,6 +154,14 @@ func TestListEncodingMatchesMarshalPHP(t *testing.T) {
 	for _, tm := range times {
 		info := base
 		info.Created, info.Updated = tm, tm
+		infos = append(infos, info)
+	}
+	for _, u := range []sandbox.RuntimeUsage{
+		{}, {CPU: 1e-7}, {CPU: 1e21, HasPIDs: true}, {CPU: math.NaN(), HasMemory: true},
+		{CPU: 33.333333333333336, Memory: math.MaxUint64, MemoryLimit: math.MaxUint64, PIDs: math.MaxUint64, HasMemory: true, HasPIDs: true},
+	} {
+		info := base
+		info.Usage = &u
 		infos = append(infos, info)
 	}
 	for _, dev := range []bool{false, true} {

@@ -55,6 +55,10 @@ type Info struct {
 	Listening   bool
 	Image       string
 	Initialised bool
+	// Usage is the runtime's cgroup figures from the latest background
+	// sample (up to a second old); nil while it is pending or before a
+	// sample has read it.
+	Usage *RuntimeUsage
 }
 
 // ExecRequest is one execution.

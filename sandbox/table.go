@@ -68,9 +68,12 @@ func (m *Manager) List() []Info {
 	m.mu.Unlock()
 	sort.Slice(entries, func(i, j int) bool { return entries[i].created.Before(entries[j].created) })
 	out := make([]Info, 0, len(entries))
+	ids := make([]string, 0, len(entries))
 	for _, e := range entries {
 		out = append(out, e.info())
+		ids = append(ids, e.id)
 	}
+	m.withUsage(ids, out)
 	return out
 }
 
@@ -82,7 +85,9 @@ func (m *Manager) Get(id string) (Info, error) {
 	if e == nil {
 		return Info{}, newError(NotFound, "", nil)
 	}
-	return e.info(), nil
+	out := []Info{e.info()}
+	m.withUsage([]string{id}, out)
+	return out[0], nil
 }
 
 // Delete removes a runtime. It leaves the table at once, so its id is free

@@ -1,11 +1,29 @@
 package sandbox
 
-import "executor/sandbox/usage"
+import (
+	"executor/sandbox/container"
+	"executor/sandbox/usage"
+)
 
-// newUsageSampler samples the runtimes' CPU counters in the background while
-// the health endpoint asks for them.
+// Usage is the host's and the runtimes' usage figures (see package usage).
+type Usage = usage.Figures
+
+// RuntimeUsage is one runtime's usage figures: CPU in percent of one core
+// over the latest sample interval, memory charged to its cgroup and that
+// cgroup's limit in bytes, and its tasks, as the latest sample read them.
+type RuntimeUsage = usage.Runtime
+
+// counterReader is a container with memory and pids counters beside its CPU
+// counter (container.Container; the tests' fakes may have the CPU counter
+// alone).
+type counterReader interface {
+	Counters() (container.Counters, error)
+}
+
+// newUsageSampler samples the runtimes' cgroup counters in the background
+// while the health endpoint and the runtime objects ask for them.
 func (m *Manager) newUsageSampler() *usage.Sampler {
-	return usage.New(usage.Config{Runtimes: m.cpuCounters})
+	return usage.New(usage.Config{Runtimes: m.counters})
 }
 
 // Usage reports CPU usage for the health endpoint: the host's in percent of
@@ -27,10 +45,46 @@ func (m *Manager) Usage() (float64, map[string]float64) {
 	return host, out
 }
 
-// cpuCounters reads each ready runtime's CPU time, in nanoseconds. The
-// table's lock is only held to list the runtimes: creations and deletions
-// never wait on the cgroup reads.
-func (m *Manager) cpuCounters() map[string]uint64 {
+// UsageFigures is Usage with the memory and pids figures: every ready
+// runtime of the table as of this call, one created since the latest sample
+// with 0 CPU and no memory or pids figures (HasMemory and HasPIDs false).
+func (m *Manager) UsageFigures() Usage {
+	fig := m.usage.Figures()
+	sampled := fig.Runtimes
+	m.mu.Lock()
+	fig.Runtimes = make(map[string]RuntimeUsage, len(m.table))
+	for id, e := range m.table {
+		if !e.pending() && e.rt != nil {
+			fig.Runtimes[id] = sampled[id]
+		}
+	}
+	m.mu.Unlock()
+	return fig
+}
+
+// withUsage gives ready runtimes' infos (ids[i] is infos[i]'s id) their
+// figures from the latest sample, starting the sampler if need be; a
+// runtime the latest sample did not read (pending, or new since) keeps
+// none.
+func (m *Manager) withUsage(ids []string, infos []Info) {
+	if len(infos) == 0 {
+		return
+	}
+	sampled := m.usage.Figures().Runtimes
+	for i := range infos {
+		if infos[i].Status == "pending" {
+			continue
+		}
+		if r, ok := sampled[ids[i]]; ok {
+			infos[i].Usage = &r
+		}
+	}
+}
+
+// counters reads each ready runtime's cgroup counters. The table's lock is
+// only held to list the runtimes: creations and deletions never wait on the
+// cgroup reads.
+func (m *Manager) counters() map[string]usage.Counters {
 	m.mu.Lock()
 	rts := make([]*Runtime, 0, len(m.table))
 	for _, e := range m.table {
@@ -39,12 +93,20 @@ func (m *Manager) cpuCounters() map[string]uint64 {
 		}
 	}
 	m.mu.Unlock()
-	out := make(map[string]uint64, len(rts))
+	out := make(map[string]usage.Counters, len(rts))
 	for _, r := range rts {
-		if ct := r.current(); ct != nil {
-			if ns, err := ct.CPUUsage(); err == nil {
-				out[r.ID] = ns
+		ct := r.current()
+		if ct == nil {
+			continue
+		}
+		if cr, ok := ct.(counterReader); ok {
+			if c, err := cr.Counters(); err == nil {
+				out[r.ID] = usage.Counters(c)
 			}
+			continue
+		}
+		if ns, err := ct.CPUUsage(); err == nil {
+			out[r.ID] = usage.Counters{CPU: ns}
 		}
 	}
 	return out

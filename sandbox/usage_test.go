@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"executor/sandbox/container"
 	"executor/sandbox/protocol"
 )
 
@@ -36,6 +37,13 @@ func (p cpuProc) CPUUsage() (uint64, error) {
 		<-hold
 	}
 	return ns, nil
+}
+
+// Counters adds memory and pids figures to the CPU counter: 1 MB a read
+// against a 128 MB limit, and 2 tasks.
+func (p cpuProc) Counters() (container.Counters, error) {
+	ns, err := p.CPUUsage()
+	return container.Counters{CPU: ns, Memory: ns / 10e6 * 1e6, MemoryLimit: 128e6, PIDs: 2, HasMemory: true, HasPIDs: true}, err
 }
 
 func newUsageManager(t *testing.T) (*Manager, *fakeHost, *cpuCounters) {
@@ -127,5 +135,58 @@ func TestUsageReadsHoldNothingUp(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("creation, deletion or health waited on a cgroup read")
+	}
+}
+
+// The runtime objects and the keyed health figures carry each ready
+// runtime's memory and pids from the latest sample; a runtime the sampler
+// cannot read (no cgroup counters) and a pending one have none.
+func TestUsageFigures(t *testing.T) {
+	m, h, _ := newUsageManager(t)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, Spec{RuntimeID: "a", Image: "img", Version: protocol.V5}); err != nil {
+		t.Fatal(err)
+	}
+	fig := m.UsageFigures()
+	a, ok := fig.Runtimes["a"]
+	if len(fig.Runtimes) != 1 || !ok || !a.HasMemory || a.Memory == 0 || a.MemoryLimit != 128e6 || !a.HasPIDs || a.PIDs != 2 {
+		t.Fatalf("figures %+v, want a's memory and pids", fig.Runtimes)
+	}
+	if !fig.HasMemory || fig.MemoryTotal == 0 {
+		t.Errorf("host memory %+v, want /proc/meminfo's", fig)
+	}
+	info, err := m.Get("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := info.Usage; u == nil || u.MemoryLimit != 128e6 || u.PIDs != 2 || u.Memory == 0 {
+		t.Fatalf("Get: usage %+v, want a's figures", u)
+	}
+	// b has no cgroup counters at all (the fake container's CPUUsage says
+	// so): it is listed with none.
+	m.assemble = h.assemble
+	if _, err := m.Create(ctx, Spec{RuntimeID: "b", Image: "img", Version: protocol.V5}); err != nil {
+		t.Fatal(err)
+	}
+	h.hold = make(chan struct{})
+	created := make(chan error, 1)
+	go func() {
+		_, err := m.Create(ctx, Spec{RuntimeID: "pending", Image: "img", Version: protocol.V5})
+		created <- err
+	}()
+	waitFor(t, "the pending creation", func() bool { return h.calls.Load() == 3 })
+	byID := map[string]*RuntimeUsage{}
+	for _, info := range m.List() {
+		byID[info.Name] = info.Usage
+	}
+	if len(byID) != 3 || byID[m.runtimeName("a")] == nil || byID[m.runtimeName("b")] != nil || byID[m.runtimeName("pending")] != nil {
+		t.Errorf("List: usage %+v, want a's figures alone", byID)
+	}
+	if b, ok := m.UsageFigures().Runtimes["b"]; !ok || b.HasMemory || b.HasPIDs {
+		t.Errorf("b in the health figures: %+v, %v; want listed without memory or pids", b, ok)
+	}
+	close(h.hold)
+	if err := <-created; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,6 +1,9 @@
-// Package usage reports CPU usage for the health endpoint: the host's in
-// percent of all its cores, and each runtime's in percent of one core (the
-// reference's cores x 100), averaged over the interval between two samples.
+// Package usage reports the runtimes' usage for the health endpoint and the
+// runtime objects: CPU, the host's in percent of all its cores and each
+// runtime's in percent of one core (the reference's cores x 100), averaged
+// over the interval between two samples; each runtime's memory and tasks as
+// its cgroup counts them at the latest sample; the host's memory from
+// /proc/meminfo.
 //
 // A Sampler takes the samples in the background while someone asks for the
 // figures, so a reading never waits on thousands of cgroup reads, and stops
@@ -8,6 +11,7 @@
 package usage
 
 import (
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -28,15 +32,53 @@ const DefaultInterval = time.Second
 // reading.
 const DefaultIdleAfter = time.Minute
 
+// Counters are one runtime's cgroup counters at one sample.
+type Counters struct {
+	CPU         uint64 // CPU time so far, in nanoseconds
+	Memory      uint64 // bytes charged to the cgroup, page cache included
+	MemoryLimit uint64 // bytes; 0 for no limit
+	PIDs        uint64 // tasks (processes and threads)
+	// HasMemory and HasPIDs say whether the cgroup has those counters.
+	HasMemory, HasPIDs bool
+}
+
+// Runtime is one runtime's figures.
+type Runtime struct {
+	// CPU is in percent of one core, averaged since the previous sample:
+	// 0 for a runtime new since then.
+	CPU float64
+	// Memory, MemoryLimit and PIDs are as the latest sample read them;
+	// HasMemory and HasPIDs say whether the cgroup has the counters.
+	Memory, MemoryLimit, PIDs uint64
+	HasMemory, HasPIDs        bool
+}
+
+// Figures are the latest figures of the host and of each sampled runtime.
+type Figures struct {
+	// CPU is the host's, in percent of all its cores.
+	CPU float64
+	// MemoryTotal and MemoryAvailable are the host's (MemTotal and
+	// MemAvailable of /proc/meminfo), in bytes; HasMemory says they were
+	// read.
+	MemoryTotal, MemoryAvailable uint64
+	HasMemory                    bool
+	// Runtimes has every runtime whose counters the latest sample read;
+	// callers must not change it.
+	Runtimes map[string]Runtime
+}
+
 // Config configures a Sampler.
 type Config struct {
-	// Runtimes returns each runtime's CPU time so far, in nanoseconds; a
-	// runtime whose counter could not be read is left out. It is called
-	// from the sampler's goroutine, never with the Sampler's lock held.
-	Runtimes func() map[string]uint64
+	// Runtimes returns each runtime's counters; a runtime whose CPU
+	// counter could not be read is left out. It is called from the
+	// sampler's goroutine, never with the Sampler's lock held.
+	Runtimes func() map[string]Counters
 	// Host returns the host's busy and total CPU time, in any unit; nil
 	// reads /proc/stat.
 	Host func() (busy, total uint64)
+	// HostMemory returns the host's total and available memory in bytes,
+	// ok false when they could not be read; nil reads /proc/meminfo.
+	HostMemory func() (total, available uint64, ok bool)
 	// Interval is DefaultInterval when zero, IdleAfter DefaultIdleAfter.
 	Interval  time.Duration
 	IdleAfter time.Duration
@@ -54,8 +96,8 @@ type Sampler struct {
 	fresh    chan struct{} // closed at the running goroutine's first figures, or when it ends
 	lastRead time.Time
 	have     bool
-	host     float64
-	per      map[string]float64 // replaced, never changed
+	fig      Figures            // replaced, never changed
+	per      map[string]float64 // fig's runtime CPU figures alone, for Read
 	wg       sync.WaitGroup
 }
 
@@ -64,7 +106,10 @@ type sample struct {
 	at        time.Time
 	hostBusy  uint64
 	hostTotal uint64
-	runtimes  map[string]uint64 // runtime id -> CPU time in ns
+	memTotal  uint64
+	memAvail  uint64
+	hasMem    bool
+	runtimes  map[string]Counters // by runtime id
 }
 
 // New returns a Sampler; it starts sampling at the first Read.
@@ -78,19 +123,34 @@ func New(cfg Config) *Sampler {
 	if cfg.Host == nil {
 		cfg.Host = hostCPU
 	}
+	if cfg.HostMemory == nil {
+		cfg.HostMemory = hostMemory
+	}
 	return &Sampler{cfg: cfg}
 }
 
-// Read returns the latest figures: the host's usage and each sampled
+// Read returns the latest CPU figures: the host's usage and each sampled
 // runtime's. It returns at once, but for the reading that starts the
 // sampler, which waits for its first figures (MinInterval and two samples).
 // The map is shared: callers must not change it. After Close it returns
 // nothing.
 func (s *Sampler) Read() (float64, map[string]float64) {
+	fig, per := s.latest()
+	return fig.CPU, per
+}
+
+// Figures returns the latest figures, CPU, memory and pids, as Read does.
+func (s *Sampler) Figures() Figures {
+	fig, _ := s.latest()
+	return fig
+}
+
+// latest starts the sampler if need be and returns its figures.
+func (s *Sampler) latest() (Figures, map[string]float64) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return 0, nil
+		return Figures{}, nil
 	}
 	s.lastRead = time.Now()
 	if !s.running {
@@ -106,9 +166,9 @@ func (s *Sampler) Read() (float64, map[string]float64) {
 		<-fresh
 		s.mu.Lock()
 	}
-	host, per := s.host, s.per
+	fig, per := s.fig, s.per
 	s.mu.Unlock()
-	return host, per
+	return fig, per
 }
 
 // Close stops the sampling and waits for it to end.
@@ -148,7 +208,11 @@ func (s *Sampler) run(stop <-chan struct{}, fresh chan struct{}) {
 		case <-t.C:
 		}
 		cur := s.take()
-		host, per := figures(prev, cur)
+		fig := figures(prev, cur)
+		per := make(map[string]float64, len(fig.Runtimes))
+		for id, r := range fig.Runtimes {
+			per[id] = r.CPU
+		}
 		prev = cur
 		s.mu.Lock()
 		// The first figures are always published: their readers are
@@ -158,7 +222,7 @@ func (s *Sampler) run(stop <-chan struct{}, fresh chan struct{}) {
 			s.mu.Unlock()
 			return
 		}
-		s.host, s.per, s.have = host, per, true
+		s.fig, s.per, s.have = fig, per, true
 		s.mu.Unlock()
 		if !published {
 			published = true
@@ -170,7 +234,7 @@ func (s *Sampler) run(stop <-chan struct{}, fresh chan struct{}) {
 
 // stopLocked marks the sampler stopped and drops its figures.
 func (s *Sampler) stopLocked() {
-	s.running, s.have, s.host, s.per = false, false, 0, nil
+	s.running, s.have, s.fig, s.per = false, false, Figures{}, nil
 }
 
 // take reads the counters, with no lock held: at a thousand runtimes that
@@ -178,28 +242,34 @@ func (s *Sampler) stopLocked() {
 func (s *Sampler) take() *sample {
 	smp := &sample{at: time.Now(), runtimes: s.cfg.Runtimes()}
 	smp.hostBusy, smp.hostTotal = s.cfg.Host()
+	smp.memTotal, smp.memAvail, smp.hasMem = s.cfg.HostMemory()
 	return smp
 }
 
-// figures is the usage between two samples. A runtime new since prev, or
-// whose counter went back (a restarted container), reads 0; one gone since
-// is left out.
-func figures(prev, cur *sample) (float64, map[string]float64) {
-	host := 0.0
+// figures is the usage between two samples: CPU averaged over the
+// interval, memory and pids as cur read them. A runtime new since prev, or
+// whose CPU counter went back (a restarted container), reads 0 CPU; one
+// gone since is left out.
+func figures(prev, cur *sample) Figures {
+	fig := Figures{
+		MemoryTotal: cur.memTotal, MemoryAvailable: cur.memAvail, HasMemory: cur.hasMem,
+		Runtimes: make(map[string]Runtime, len(cur.runtimes)),
+	}
 	if cur.hostTotal > prev.hostTotal && cur.hostBusy >= prev.hostBusy {
-		host = float64(cur.hostBusy-prev.hostBusy) / float64(cur.hostTotal-prev.hostTotal) * 100
+		fig.CPU = float64(cur.hostBusy-prev.hostBusy) / float64(cur.hostTotal-prev.hostTotal) * 100
 	}
 	wall := float64(cur.at.Sub(prev.at).Nanoseconds())
-	per := make(map[string]float64, len(cur.runtimes))
-	for id, ns := range cur.runtimes {
-		old, ok := prev.runtimes[id]
-		if !ok || ns < old || wall <= 0 {
-			per[id] = 0
-			continue
+	for id, c := range cur.runtimes {
+		r := Runtime{
+			Memory: c.Memory, MemoryLimit: c.MemoryLimit, PIDs: c.PIDs,
+			HasMemory: c.HasMemory, HasPIDs: c.HasPIDs,
 		}
-		per[id] = float64(ns-old) / wall * 100
+		if old, ok := prev.runtimes[id]; ok && c.CPU >= old.CPU && wall > 0 {
+			r.CPU = float64(c.CPU-old.CPU) / wall * 100
+		}
+		fig.Runtimes[id] = r
 	}
-	return host, per
+	return fig
 }
 
 // hostCPU reads the busy and total jiffies of the host from /proc/stat.
@@ -221,4 +291,39 @@ func hostCPU() (busy, total uint64) {
 		}
 	}
 	return busy, total
+}
+
+// hostMemory reads MemTotal and MemAvailable from /proc/meminfo, in bytes.
+func hostMemory() (total, available uint64, ok bool) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, 0, false
+	}
+	return parseMeminfo(data)
+}
+
+// parseMeminfo takes MemTotal and MemAvailable from /proc/meminfo's text
+// (kB, which the kernel means as KiB); ok only with both.
+func parseMeminfo(data []byte) (total, available uint64, ok bool) {
+	var have int // bit 0: MemTotal, bit 1: MemAvailable
+	for line := range strings.SplitSeq(string(data), "\n") {
+		name, rest, found := strings.Cut(line, ":")
+		if !found || (name != "MemTotal" && name != "MemAvailable") {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, 0, false
+		}
+		kb, err := strconv.ParseUint(fields[0], 10, 64)
+		if err != nil || kb > math.MaxUint64/1024 {
+			return 0, 0, false
+		}
+		if name == "MemTotal" {
+			total, have = kb*1024, have|1
+		} else {
+			available, have = kb*1024, have|2
+		}
+	}
+	return total, available, have == 3
 }

@@ -9,45 +9,95 @@ import (
 
 // A runtime's CPU time over the interval becomes percent of one core; a
 // runtime new since the previous sample, or whose counter went back (a
-// restarted container), reads 0; one gone since is left out.
+// restarted container), reads 0; one gone since is left out. Memory, pids
+// and the host's memory are the current sample's, whatever the previous.
 func TestFigures(t *testing.T) {
 	at := time.Now()
-	prev := &sample{at: at, hostBusy: 10, hostTotal: 100, runtimes: map[string]uint64{"a": 0, "gone": 5, "reset": 1e12}}
+	cpu := func(ns uint64) Counters { return Counters{CPU: ns} }
+	prev := &sample{at: at, hostBusy: 10, hostTotal: 100, memTotal: 1, memAvail: 1, hasMem: true,
+		runtimes: map[string]Counters{"a": cpu(0), "gone": cpu(5), "reset": cpu(1e12),
+			"mem": {CPU: 1, Memory: 99, MemoryLimit: 100, PIDs: 9, HasMemory: true, HasPIDs: true}}}
 	tests := []struct {
-		name     string
-		cur      *sample
-		wantHost float64
-		want     map[string]float64
+		name string
+		cur  *sample
+		want Figures
 	}{
 		{
-			name:     "100 ms later",
-			cur:      &sample{at: at.Add(100 * time.Millisecond), hostBusy: 30, hostTotal: 140, runtimes: map[string]uint64{"a": 50e6, "reset": 10, "new": 1e9}},
-			wantHost: 50,
-			want:     map[string]float64{"a": 50, "reset": 0, "new": 0},
+			name: "100 ms later",
+			cur: &sample{at: at.Add(100 * time.Millisecond), hostBusy: 30, hostTotal: 140,
+				runtimes: map[string]Counters{"a": cpu(50e6), "reset": cpu(10), "new": cpu(1e9)}},
+			want: Figures{CPU: 50, Runtimes: map[string]Runtime{"a": {CPU: 50}, "reset": {}, "new": {}}},
 		},
 		{
-			name:     "two cores busy",
-			cur:      &sample{at: at.Add(time.Second), hostBusy: 110, hostTotal: 200, runtimes: map[string]uint64{"a": 2e9}},
-			wantHost: 100,
-			want:     map[string]float64{"a": 200},
+			name: "two cores busy",
+			cur:  &sample{at: at.Add(time.Second), hostBusy: 110, hostTotal: 200, runtimes: map[string]Counters{"a": cpu(2e9)}},
+			want: Figures{CPU: 100, Runtimes: map[string]Runtime{"a": {CPU: 200}}},
 		},
 		{
-			name:     "host counters went back",
-			cur:      &sample{at: at.Add(time.Second), hostBusy: 5, hostTotal: 50, runtimes: map[string]uint64{}},
-			wantHost: 0,
-			want:     map[string]float64{},
+			name: "host counters went back",
+			cur:  &sample{at: at.Add(time.Second), hostBusy: 5, hostTotal: 50, runtimes: map[string]Counters{}},
+			want: Figures{Runtimes: map[string]Runtime{}},
+		},
+		{
+			name: "memory and pids are the latest sample's",
+			cur: &sample{at: at.Add(time.Second), hostBusy: 10, hostTotal: 100, memTotal: 8 << 30, memAvail: 3 << 30, hasMem: true,
+				runtimes: map[string]Counters{
+					"mem":      {CPU: 1e9 + 1, Memory: 64 << 20, MemoryLimit: 128e6, PIDs: 3, HasMemory: true, HasPIDs: true},
+					"no limit": {Memory: 5, PIDs: 1, HasMemory: true, HasPIDs: true},
+					"cpu only": cpu(7),
+				}},
+			want: Figures{MemoryTotal: 8 << 30, MemoryAvailable: 3 << 30, HasMemory: true, Runtimes: map[string]Runtime{
+				"mem":      {CPU: 100, Memory: 64 << 20, MemoryLimit: 128e6, PIDs: 3, HasMemory: true, HasPIDs: true},
+				"no limit": {Memory: 5, PIDs: 1, HasMemory: true, HasPIDs: true},
+				"cpu only": {},
+			}},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			host, per := figures(prev, tc.cur)
-			if host != tc.wantHost {
-				t.Errorf("host %v%%, want %v%%", host, tc.wantHost)
+			got := figures(prev, tc.cur)
+			if got.CPU != tc.want.CPU || got.MemoryTotal != tc.want.MemoryTotal || got.MemoryAvailable != tc.want.MemoryAvailable || got.HasMemory != tc.want.HasMemory {
+				t.Errorf("host %+v, want %+v", got, tc.want)
 			}
-			if !maps.Equal(per, tc.want) {
-				t.Errorf("runtimes %v, want %v", per, tc.want)
+			if !maps.Equal(got.Runtimes, tc.want.Runtimes) {
+				t.Errorf("runtimes %+v, want %+v", got.Runtimes, tc.want.Runtimes)
 			}
 		})
+	}
+}
+
+// MemTotal and MemAvailable, in KiB in the file, are given in bytes; a file
+// without both, or in another unit, gives nothing.
+func TestParseMeminfo(t *testing.T) {
+	tests := []struct {
+		name             string
+		in               string
+		total, available uint64
+		ok               bool
+	}{
+		{"both", "MemTotal:        8056344 kB\nMemFree:  100 kB\nMemAvailable:    6022140 kB\nBuffers: 1 kB\n", 8056344 * 1024, 6022140 * 1024, true},
+		{"no MemAvailable (before 3.14)", "MemTotal: 1024 kB\nMemFree: 10 kB\n", 0, 0, false},
+		{"twice MemTotal", "MemTotal: 1024 kB\nMemTotal: 1024 kB\n", 0, 0, false},
+		{"other unit", "MemTotal: 1024 MB\nMemAvailable: 1 kB\n", 0, 0, false},
+		{"garbage", "MemTotal: lots kB\nMemAvailable: 1 kB\n", 0, 0, false},
+		{"overflow", "MemTotal: 18446744073709551615 kB\nMemAvailable: 1 kB\n", 0, 0, false},
+		{"empty", "", 0, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			total, available, ok := parseMeminfo([]byte(tc.in))
+			if ok != tc.ok || ok && (total != tc.total || available != tc.available) {
+				t.Errorf("parseMeminfo = %d, %d, %v; want %d, %d, %v", total, available, ok, tc.total, tc.available, tc.ok)
+			}
+		})
+	}
+}
+
+// The host's own /proc/meminfo reads, and its figures are plausible.
+func TestHostMemory(t *testing.T) {
+	total, available, ok := hostMemory()
+	if !ok || total == 0 || available > total {
+		t.Fatalf("hostMemory = %d, %d, %v", total, available, ok)
 	}
 }
 
@@ -65,13 +115,13 @@ type fakeCounters struct {
 	holding chan struct{} // closed when a sample starts waiting on hold
 }
 
-func (f *fakeCounters) runtimes() map[string]uint64 {
+func (f *fakeCounters) runtimes() map[string]Counters {
 	f.mu.Lock()
 	f.calls++
 	f.ns += 10e6
-	out := make(map[string]uint64, len(f.ids))
+	out := make(map[string]Counters, len(f.ids))
 	for _, id := range f.ids {
-		out[id] = f.ns
+		out[id] = Counters{CPU: f.ns, Memory: f.ns / 1e6, MemoryLimit: 1 << 30, PIDs: uint64(len(id)), HasMemory: true, HasPIDs: true}
 	}
 	hold, holding := f.hold, f.holding
 	f.hold, f.holding = nil, nil
@@ -105,6 +155,7 @@ func (f *fakeCounters) callCount() int {
 func newFake(t *testing.T, cfg Config, ids ...string) (*Sampler, *fakeCounters) {
 	f := &fakeCounters{ids: ids}
 	cfg.Runtimes, cfg.Host = f.runtimes, f.host
+	cfg.HostMemory = func() (uint64, uint64, bool) { return 2 << 30, 1 << 30, true }
 	s := New(cfg)
 	t.Cleanup(s.Close)
 	return s, f
@@ -143,6 +194,15 @@ func TestSamplerKeepsFigures(t *testing.T) {
 	}
 	if len(per) != 2 || per["a"] <= 0 || per["b"] <= 0 {
 		t.Fatalf("first figures %v, want a and b above 0", per)
+	}
+	// Figures carries the same CPU figures beside the memory and pids of
+	// the latest sample, and the host's memory.
+	fig := s.Figures()
+	if fig.MemoryTotal != 2<<30 || fig.MemoryAvailable != 1<<30 || !fig.HasMemory || len(fig.Runtimes) != 2 {
+		t.Fatalf("Figures %+v", fig)
+	}
+	if a := fig.Runtimes["a"]; a.CPU <= 0 || !a.HasMemory || a.Memory == 0 || a.MemoryLimit != 1<<30 || !a.HasPIDs || a.PIDs != 1 {
+		t.Errorf("figures of a %+v", a)
 	}
 	hold, holding := make(chan struct{}), make(chan struct{})
 	f.mu.Lock()
