@@ -123,6 +123,8 @@ func TestMetricsCountTheWorkload(t *testing.T) {
 		t.Fatalf("OOM: %d %s", r.status, r.body)
 	}
 	waitGone(t, x, "oom")
+	// Counted just after it left the table, on the supervisor's goroutine.
+	waitSample(t, addr, series("executor_runtimes_removed_total", "reason", "oom"), 1)
 	// A crash that restartPolicy always restarts.
 	if r := run("crash", execBody(src, map[string]any{"path": "/exit?code=1", "restartPolicy": "always"})); r.status != 500 {
 		t.Fatalf("crash: %d %s", r.status, r.body)
