@@ -312,3 +312,34 @@ func TestContribUsesOurMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusLabels(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		err    error
+		want   string
+	}{
+		{200, nil, "2xx"}, {302, nil, "3xx"}, {404, nil, "4xx"}, {0, nil, "other"},
+		{0, &sandbox.Error{Kind: sandbox.RuntimeFailed}, "runtime_failed"},
+		{0, &sandbox.Error{Kind: sandbox.HostFailed}, "host_failed"},
+		{0, &sandbox.Error{Kind: sandbox.Capacity}, "capacity"},
+		{0, &sandbox.Error{Kind: sandbox.ShuttingDown}, "shutting_down"},
+		{0, fmt.Errorf("x: %w", context.Canceled), "canceled"},
+	} {
+		if got := executionStatus(tc.status, tc.err); got != tc.want {
+			t.Errorf("executionStatus(%d, %v) = %s, want %s", tc.status, tc.err, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{storage.ErrNotFound, "not_found"}, {storage.ErrUnauthorized, "unauthorized"}, {storage.ErrTooLarge, "too_large"},
+		{storage.ErrNotRegular, "refused"}, {storage.ErrInvalidPath, "refused"}, {context.DeadlineExceeded, "canceled"},
+		{errors.New("disk on fire"), "other"},
+	} {
+		if got := storageReason(tc.err); got != tc.want {
+			t.Errorf("storageReason(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
