@@ -126,13 +126,13 @@ type runtimeJSON struct {
 	Listening   int     `json:"listening"`
 	Image       string  `json:"image"`
 	Initialised int     `json:"initialised"`
-	// Usage is absent while the runtime is pending and before the usage sampler has read its cgroup.
+	// Usage is absent while the runtime is pending.
 	Usage *runtimeUsageJSON `json:"usage,omitempty"`
 }
 
 // runtimeUsageJSON is a runtime's usage from its cgroup counters, as GET /v1/health gives it: CPU in percent of
 // one core over the latest sample interval (up to a second), memory and pids at that sample, each absent where
-// the cgroup has no such counter.
+// the cgroup has no such counter or no sample has read it yet (then CPU is 0).
 type runtimeUsageJSON struct {
 	CPU    float64     `json:"cpu"`
 	Memory *memoryJSON `json:"memory,omitempty"`

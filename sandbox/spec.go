@@ -56,8 +56,8 @@ type Info struct {
 	Image       string
 	Initialised bool
 	// Usage is the runtime's cgroup figures from the latest background
-	// sample (up to a second old); nil while it is pending or before a
-	// sample has read it.
+	// sample (up to a second old; see Manager.UsageFigures); nil while it
+	// is pending.
 	Usage *RuntimeUsage
 }
 

@@ -63,9 +63,9 @@ func (m *Manager) UsageFigures() Usage {
 }
 
 // withUsage gives ready runtimes' infos (ids[i] is infos[i]'s id) their
-// figures from the latest sample, starting the sampler if need be; a
-// runtime the latest sample did not read (pending, or new since) keeps
-// none.
+// figures from the latest sample, starting the sampler if need be. As in
+// UsageFigures, a ready runtime the latest sample did not read (new since)
+// has 0 CPU and no memory or pids figures; a pending one has no figures.
 func (m *Manager) withUsage(ids []string, infos []Info) {
 	if len(infos) == 0 {
 		return
@@ -75,9 +75,8 @@ func (m *Manager) withUsage(ids []string, infos []Info) {
 		if infos[i].Status == "pending" {
 			continue
 		}
-		if r, ok := sampled[ids[i]]; ok {
-			infos[i].Usage = &r
-		}
+		r := sampled[ids[i]]
+		infos[i].Usage = &r
 	}
 }
 

@@ -140,7 +140,8 @@ func TestUsageReadsHoldNothingUp(t *testing.T) {
 
 // The runtime objects and the keyed health figures carry each ready
 // runtime's memory and pids from the latest sample; a runtime the sampler
-// cannot read (no cgroup counters) and a pending one have none.
+// cannot read (no cgroup counters) has 0 CPU and no memory or pids figures,
+// a pending one no figures at all.
 func TestUsageFigures(t *testing.T) {
 	m, h, _ := newUsageManager(t)
 	ctx := context.Background()
@@ -179,8 +180,9 @@ func TestUsageFigures(t *testing.T) {
 	for _, info := range m.List() {
 		byID[info.Name] = info.Usage
 	}
-	if len(byID) != 3 || byID[m.runtimeName("a")] == nil || byID[m.runtimeName("b")] != nil || byID[m.runtimeName("pending")] != nil {
-		t.Errorf("List: usage %+v, want a's figures alone", byID)
+	a2, b := byID[m.runtimeName("a")], byID[m.runtimeName("b")]
+	if len(byID) != 3 || a2 == nil || !a2.HasMemory || b == nil || *b != (RuntimeUsage{}) || byID[m.runtimeName("pending")] != nil {
+		t.Errorf("List: usage %+v, want a's figures, none for b and nothing for the pending one", byID)
 	}
 	if b, ok := m.UsageFigures().Runtimes["b"]; !ok || b.HasMemory || b.HasPIDs {
 		t.Errorf("b in the health figures: %+v, %v; want listed without memory or pids", b, ok)
