@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"executor/api"
@@ -35,17 +36,30 @@ func listenMetrics(cfg *config, log *slog.Logger) (*metricsServer, error) {
 	if cfg.MetricsListen == "" {
 		return nil, nil
 	}
-	if rootlessStage() == stageRun {
-		// This process's network namespace is its own: a port bound here
-		// is reachable from nowhere, and the host process hands over the
-		// API's listener only.
-		return nil, errors.New("OPR_EXECUTOR_METRICS_LISTEN: a rootless executor does not serve metrics yet; unset it")
-	}
-	ln, err := net.Listen("tcp", cfg.MetricsListen)
+	ln, err := listenMetricsPort(cfg.MetricsListen)
 	if err != nil {
 		return nil, fmt.Errorf("OPR_EXECUTOR_METRICS_LISTEN %s: %w", cfg.MetricsListen, err)
 	}
 	return &metricsServer{ln: ln, m: metrics.New(), log: log}, nil
+}
+
+// listenMetricsPort binds addr, or takes the listener the host process of a
+// rootless daemon bound in the host's network namespace (this process's own
+// is reachable from nowhere).
+func listenMetricsPort(addr string) (net.Listener, error) {
+	if rootlessStage() != stageRun {
+		return net.Listen("tcp", addr)
+	}
+	if os.Getenv(hostMetricsEnv) == "" {
+		return nil, errors.New("the host process handed down no metrics listener")
+	}
+	f := os.NewFile(metricsFD, "metrics listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("the metrics listener of the host process: %w", err)
+	}
+	return ln, nil
 }
 
 func (s *metricsServer) sandboxObserver() sandbox.Observer {

@@ -67,6 +67,9 @@ const (
 	// and with it every process of the daemon (its parent-death signal does
 	// not survive the execve that gives it its capabilities).
 	syncFD = 4
+	// metricsFD is the metrics listener (OPR_EXECUTOR_METRICS_LISTEN), bound
+	// in the host's network namespace like the API's; passed only when set.
+	metricsFD = 5
 )
 
 // hostAddrsEnv carries the host's IPv4 addresses and gateways to the daemon:
@@ -74,6 +77,10 @@ const (
 // slirp4netns would connect to from the host, so the firewall treats them
 // (and slirp4netns's own network) as the host.
 const hostAddrsEnv = "_EXECUTOR_ROOTLESS_HOST_ADDRS"
+
+// hostMetricsEnv says the host process handed down a metrics listener
+// (metricsFD).
+const hostMetricsEnv = "_EXECUTOR_ROOTLESS_METRICS"
 
 // rootlessStage is the stage of this process; "" for a root daemon or a
 // rootless daemon's host process.
@@ -194,6 +201,21 @@ func (h *rootlessHost) run(cfg *config, log *slog.Logger) (int, error) {
 		return 0, fmt.Errorf("OPR_EXECUTOR_LISTEN %s: %w", cfg.Listen, err)
 	}
 	defer lnFile.Close()
+	// The metrics port is the host's too (the daemon's network namespace is
+	// reachable from nowhere): bound here, before anything is made.
+	var metricsFile *os.File
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return 0, fmt.Errorf("OPR_EXECUTOR_METRICS_LISTEN %s: %w", cfg.MetricsListen, err)
+		}
+		metricsFile, err = mln.(*net.TCPListener).File()
+		mln.Close()
+		if err != nil {
+			return 0, fmt.Errorf("OPR_EXECUTOR_METRICS_LISTEN %s: %w", cfg.MetricsListen, err)
+		}
+		defer metricsFile.Close()
+	}
 	syncR, syncW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -228,6 +250,10 @@ func (h *rootlessHost) run(cfg *config, log *slog.Logger) (int, error) {
 		rootlessStageEnv+"="+stageMap, hostAddrsEnv+"="+addrs)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{lnFile, syncR}
+	if metricsFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, metricsFile) // metricsFD
+		cmd.Env = append(cmd.Env, hostMetricsEnv+"=1")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWNET | unix.CLONE_NEWPID,
 		// The namespace init dies with this process, and every runtime
@@ -549,9 +575,16 @@ func nsInit() int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGCHLD)
 	env := append(withoutEnv(os.Environ(), rootlessStageEnv), rootlessStageEnv+"="+stageRun)
 	listener := os.NewFile(listenerFD, "listener")
+	files := []uintptr{0, 1, 2, listener.Fd()}
+	if os.Getenv(hostMetricsEnv) != "" {
+		// The same number in the daemon; the sync pipe's stays closed there.
+		metrics := os.NewFile(metricsFD, "metrics listener")
+		defer metrics.Close()
+		files = append(files, ^uintptr(0), metrics.Fd())
+	}
 	pid, err := syscall.ForkExec(self, os.Args, &syscall.ProcAttr{
 		Env:   env,
-		Files: []uintptr{0, 1, 2, listener.Fd()},
+		Files: files,
 	})
 	listener.Close()
 	if err != nil {
