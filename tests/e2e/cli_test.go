@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -171,7 +173,9 @@ func TestCLIAgainstDaemon(t *testing.T) {
 				<-done
 			}
 		})
-		time.Sleep(200 * time.Millisecond)
+		// The stream must be in the daemon's hands before the create: its
+		// request sent whole on a connection to the daemon.
+		waitRequestSent(t, logs.Process.Pid, x.url, done)
 		src := source(t, map[string]string{"index.js": "x"})
 		r := x.request(t, "POST", "/v1/runtimes", map[string]any{
 			"runtimeId": id, "image": "openruntimes/test:v5-1", "source": src, "entrypoint": "index.js",
@@ -301,4 +305,50 @@ func TestCLIAgainstDaemon(t *testing.T) {
 			}
 		}
 	})
+}
+
+// waitRequestSent waits until process pid has sent something on a TCP
+// connection to the daemon at daemonURL and the daemon's kernel has acked
+// all of it (ss's tcp_info: bytes_acked past the SYN's 1, an empty send
+// queue): its request has reached the daemon's socket. It fails when the
+// process ends first (done closed) or after a minute.
+func waitRequestSent(t *testing.T, pid int, daemonURL string, done <-chan struct{}) {
+	t.Helper()
+	u, err := url.Parse(daemonURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := fmt.Sprintf("pid=%d,", pid)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		select {
+		case <-done:
+			t.Fatal("the process ended before its request reached the daemon")
+		default:
+		}
+		out, err := exec.Command("ss", "-Htinp", "state", "established", "dport", "=", ":"+u.Port()).Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		// Each connection is a line (Recv-Q Send-Q local peer users)
+		// and its tcp_info on the next.
+		lines := strings.Split(string(out), "\n")
+		for i := 0; i+1 < len(lines); i++ {
+			f := strings.Fields(lines[i])
+			if len(f) < 5 || !strings.Contains(lines[i], owner) || f[1] != "0" {
+				continue
+			}
+			for _, kv := range strings.Fields(lines[i+1]) {
+				if n, ok := strings.CutPrefix(kv, "bytes_acked:"); ok {
+					if acked, _ := strconv.ParseUint(n, 10, 64); acked > 1 {
+						return
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d sent no request to %s:\n%s", pid, daemonURL, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
