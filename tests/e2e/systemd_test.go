@@ -406,10 +406,12 @@ func TestSystemdUnit(t *testing.T) {
 
 	t.Run("watchdog pings while the API answers", func(t *testing.T) {
 		first := show(t, unit)["WatchdogTimestampMonotonic"]
+		var ping uint64 // systemd's monotonic time of a ping, in µs
 		deadline := time.Now().Add(2 * watchdogSec * time.Second)
 		for {
 			p := show(t, unit)
 			if p["WatchdogTimestampMonotonic"] != first && p["WatchdogTimestampMonotonic"] != "0" {
+				ping, _ = strconv.ParseUint(p["WatchdogTimestampMonotonic"], 10, 64)
 				break
 			}
 			if time.Now().After(deadline) {
@@ -417,8 +419,20 @@ func TestSystemdUnit(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		// Longer than WatchdogSec: still the same daemon.
-		time.Sleep((watchdogSec + 2) * time.Second)
+		// Pings go on for longer than WatchdogSec (on systemd's own clock,
+		// not a sleep hoping for it): still the same daemon.
+		want := ping + (watchdogSec+2)*1e6
+		deadline = time.Now().Add(4 * watchdogSec * time.Second)
+		for {
+			p := show(t, unit)
+			if last, _ := strconv.ParseUint(p["WatchdogTimestampMonotonic"], 10, 64); last >= want {
+				break
+			}
+			if time.Now().After(deadline) || p["MainPID"] != mainPID {
+				t.Fatalf("pings did not go on for %ds past the first: %v", watchdogSec+2, p)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		if p := show(t, unit); p["MainPID"] != mainPID || p["NRestarts"] != "0" {
 			t.Fatalf("the watchdog restarted the daemon: MainPID %s (was %s), NRestarts %s", p["MainPID"], mainPID, p["NRestarts"])
 		}
