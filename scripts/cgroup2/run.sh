@@ -56,6 +56,8 @@ checks=(
 	"prewarmed sandbox takes the request's limits and environment|TestPrewarmedSandboxes"
 	"32-bit system calls refused by the default profile|Test32BitSyscallsRefused"
 	"the tests' leak checks see the v2 hierarchy|TestLeakChecksSeeEveryHierarchy"
+	"usage figures from the runtime's v2 cgroup files|TestRuntimeUsageFromCgroup TestCounters TestCountersFiles"
+	"metrics count the workload, OOM kill included|TestMetricsCountTheWorkload"
 )
 for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 	if grep -q "^func $t(" tests/e2e/*.go; then
@@ -67,11 +69,11 @@ for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 		echo "== test-cgroup2: $t is not in this tree yet: its check is left out"
 	fi
 done
-unit_tests='^(TestEnterSupervisorCgroup)$'
+unit_tests='^(TestEnterSupervisorCgroup|TestCounters|TestCountersFiles|TestDestroyLeavesCounterPathsAlone)$'
 e2e_tests=()
 for c in "${checks[@]}"; do
 	for t in ${c#*|}; do
-		case $t in TestEnterSupervisorCgroup) ;; *) e2e_tests+=("${t%%/*}") ;; esac
+		case $t in TestEnterSupervisorCgroup | TestCounters | TestCountersFiles) ;; *) e2e_tests+=("${t%%/*}") ;; esac
 	done
 done
 printf '%s' "$unit_tests" >"$payload/unit-tests"

@@ -148,7 +148,7 @@ func TestColdStartWarmDelete(t *testing.T) {
 	if !strings.HasPrefix(rt["status"].(string), "Up ") || rt["listening"] != float64(1) || rt["image"] != "openruntimes/test:v5-1" || rt["version"] != "v5" || !strings.HasSuffix(rt["name"].(string), "-fn-1") {
 		t.Errorf("runtime object: %v", rt)
 	}
-	if got := strings.Join(orderedKeys(t, mustJSON(t, rt, r.body)), ","); got != "version,created,updated,name,hostname,status,key,listening,image,initialised" {
+	if got := strings.Join(orderedKeys(t, mustJSON(t, rt, r.body)), ","); got != "version,created,updated,name,hostname,status,key,listening,image,initialised,usage" {
 		t.Errorf("runtime keys %s", got)
 	}
 

@@ -199,7 +199,7 @@ func TestHealthReadiness(t *testing.T) {
 			detail: func(x *executor) string { return x.dataDir },
 		},
 	}
-	keyedPass := regexp.MustCompile(`^\{"status":"pass","usage":[0-9.eE+-]+,"runtimes":\{\}\}$`)
+	keyedPass := regexp.MustCompile(`^\{"status":"pass","usage":[0-9.eE+-]+,"memory":\{"total":[0-9]+,"available":[0-9]+\},"runtimes":\{\}\}$`)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := startExecutor(t)
