@@ -189,6 +189,10 @@ type Sources struct {
 	// DataDir is the data dir, whose filesystem's size and free space are
 	// read (one statfs).
 	DataDir string
+	// Usage sums the runtimes' figures from the usage sampler's latest
+	// sample (the numbers GET /v1/health shows per runtime): CPU in cores,
+	// memory charged in bytes, tasks. It reads no cgroup itself.
+	Usage func() (cpuCores float64, memoryBytes, tasks uint64)
 }
 
 // Watch adds the metrics read at scrape time from src. Call it once, before

@@ -191,11 +191,15 @@ func TestScrapedSources(t *testing.T) {
 		Runtimes:   func() (int, int) { calls++; return 2, 3 },
 		LayerBytes: func() int64 { return 4096 },
 		DataDir:    t.TempDir(),
+		Usage:      func() (float64, uint64, uint64) { return 1.5, 64 << 20, 12 },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []want{
+		{"executor_runtimes_cpu_cores", nil, 1.5},
+		{"executor_runtimes_memory_bytes", nil, 64 << 20},
+		{"executor_runtimes_tasks", nil, 12},
 		{"executor_runtimes", map[string]string{"state": "pending"}, 2},
 		{"executor_runtimes", map[string]string{"state": "ready"}, 3},
 		{"executor_image_layer_store_bytes", nil, 4096},
@@ -210,8 +214,8 @@ func TestScrapedSources(t *testing.T) {
 	if size, _ := sample(t, m, "executor_data_dir_size_bytes", nil); size <= 0 {
 		t.Errorf("data dir size %v", size)
 	}
-	if calls != 5 {
-		t.Errorf("runtimes counted %d times for 5 gathers, want once per gather", calls)
+	if calls != 8 {
+		t.Errorf("runtimes counted %d times for 8 gathers, want once per gather", calls)
 	}
 }
 

@@ -15,6 +15,12 @@ var (
 		"Size of the filesystem holding the data dir.", nil, nil)
 	dataDirFreeDesc = prometheus.NewDesc("executor_data_dir_free_bytes",
 		"Bytes free for the executor on the filesystem holding the data dir.", nil, nil)
+	runtimeCPUDesc = prometheus.NewDesc("executor_runtimes_cpu_cores",
+		"CPU the runtimes used over the latest usage sample, in cores (the sum of GET /v1/health's per-runtime usage / 100).", nil, nil)
+	runtimeMemoryDesc = prometheus.NewDesc("executor_runtimes_memory_bytes",
+		"Memory charged to the runtimes' cgroups at the latest usage sample, page cache included.", nil, nil)
+	runtimeTasksDesc = prometheus.NewDesc("executor_runtimes_tasks",
+		"Tasks (processes and threads) in the runtimes' cgroups at the latest usage sample.", nil, nil)
 )
 
 // scraped are the metrics read when scraped: each read is a lock, a
@@ -32,6 +38,11 @@ func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
 		ch <- dataDirSizeDesc
 		ch <- dataDirFreeDesc
 	}
+	if s.src.Usage != nil {
+		ch <- runtimeCPUDesc
+		ch <- runtimeMemoryDesc
+		ch <- runtimeTasksDesc
+	}
 }
 
 func (s *scraped) Collect(ch chan<- prometheus.Metric) {
@@ -42,6 +53,12 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.LayerBytes != nil {
 		ch <- prometheus.MustNewConstMetric(layerBytesDesc, prometheus.GaugeValue, float64(s.src.LayerBytes()))
+	}
+	if s.src.Usage != nil {
+		cpu, mem, tasks := s.src.Usage()
+		ch <- prometheus.MustNewConstMetric(runtimeCPUDesc, prometheus.GaugeValue, cpu)
+		ch <- prometheus.MustNewConstMetric(runtimeMemoryDesc, prometheus.GaugeValue, float64(mem))
+		ch <- prometheus.MustNewConstMetric(runtimeTasksDesc, prometheus.GaugeValue, float64(tasks))
 	}
 	if s.src.DataDir != "" {
 		var st unix.Statfs_t

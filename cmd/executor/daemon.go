@@ -378,5 +378,14 @@ func openBuildCache(cfg *config, obs storage.Observer) (storage.Device, error) {
 
 // metricsSources are what the metrics read at each scrape.
 func metricsSources(mgr *sandbox.Manager, store *images.Store, dataDir string) metrics.Sources {
-	return metrics.Sources{Runtimes: mgr.Count, LayerBytes: store.LayerBytes, DataDir: dataDir}
+	return metrics.Sources{Runtimes: mgr.Count, LayerBytes: store.LayerBytes, DataDir: dataDir, Usage: func() (float64, uint64, uint64) {
+		var cpu float64
+		var mem, tasks uint64
+		for _, r := range mgr.UsageFigures().Runtimes {
+			cpu += r.CPU / 100
+			mem += r.Memory
+			tasks += r.PIDs
+		}
+		return cpu, mem, tasks
+	}}
 }

@@ -206,6 +206,8 @@ func TestMetricsCountTheWorkload(t *testing.T) {
 		series("executor_image_pull_bytes_total"), series("executor_image_layer_store_bytes"),
 		series("executor_data_dir_free_bytes"), series("executor_data_dir_size_bytes"),
 		"go_goroutines", "process_resident_memory_bytes",
+		// The ready runtime's memory and tasks, from the usage sampler.
+		series("executor_runtimes_memory_bytes"), series("executor_runtimes_tasks"),
 	} {
 		if got[s] <= 0 {
 			t.Errorf("%s = %v, want more than 0", s, got[s])
