@@ -362,6 +362,8 @@ func TestKeepHeaderArrays(t *testing.T) {
 	for format, want := range map[string]bool{
 		"": false, "0.10.0": false, "0.11.0": true, " 0.11.0 ": true, "0.11": true, "0.11.0+build": true,
 		"0.11.0-rc.1": false, "0.11.1-rc.1": true, "1": true, "0": false, "a.b.c": false, "0.11.0.1": false, "-1": false,
+		// A leading sign is no version (strconv would read "+1" as 1): the default.
+		"+1": false, "+0.11.0": false,
 	} {
 		if got := keepHeaderArrays(format); got != want {
 			t.Errorf("%q: %v, want %v", format, got, want)
