@@ -183,6 +183,9 @@ func TestResourceBounds(t *testing.T) {
 		{"unbounded: anything goes", unbounded, `{"cpus":512,"memory":2000000}`, 512, 2000000, ""},
 		{"unbounded: defaults", unbounded, `{}`, 1, 512, ""},
 		{"unbounded: still not negative", unbounded, `{"memory":-5}`, 0, 0, "Invalid `memory` param: Value must not be negative"},
+		// The maximum is quoted as configured, every digit of it.
+		{"cpus above a fine bound", func(c *Config) { c.MaxCPUs, c.MaxMemoryMB = 0.25, 256 }, `{"cpus":0.3}`, 0, 0,
+			"Invalid `cpus` param: Value must be at most 0.25, the executor's maximum (OPR_EXECUTOR_MAX_CPUS); 0 means that maximum"},
 	}
 	for _, tt := range tests {
 		for _, route := range []string{"create", "execution"} {
