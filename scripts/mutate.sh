@@ -61,7 +61,7 @@ fi
 
 snap=$(mktemp -d /tmp/mutate.XXXXXX)
 trap 'chmod -R u+w "$snap" 2>/dev/null; rm -rf "$snap"' EXIT
-mkdir -p "$snap/src" "$snap/path"
+mkdir -p "$snap/src" "$snap/path" "$snap/tmp"
 git archive "$MUTATE_REV" | tar -x -C "$snap/src"
 (
 	cd "$snap/src"
@@ -101,7 +101,9 @@ for pkg in $MUTATE_PKGS; do
 	status=0
 	(
 		cd "$snap/src/$pkg"
-		PATH=$snap/path:$PATH MUTATE_PKG=mutated/executor/$pkg MUTATE_SKIP=$skip "$gobin/gremlins" unleash \
+		# TMPDIR: gremlins's copies of the module live under the snapshot, which the trap removes even when a
+		# run is interrupted (gremlins itself leaves its /tmp/gremlins-* behind when killed).
+		TMPDIR=$snap/tmp PATH=$snap/path:$PATH MUTATE_PKG=mutated/executor/$pkg MUTATE_SKIP=$skip "$gobin/gremlins" unleash \
 			--tags "${TAGS// /,}" --workers "$MUTATE_WORKERS" --timeout-coefficient "$MUTATE_TIMEOUT_COEFFICIENT" \
 			-E '/' -o "$MUTATE_OUT/$name.json"
 	) >"$log" 2>&1 || status=$?
