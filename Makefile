@@ -9,7 +9,7 @@ export CGO_ENABLED := 1
 # start, loopback only, state under /var/lib/executor.
 RUN_ENV ?= OPR_EXECUTOR_ENV=development OPR_EXECUTOR_LISTEN=127.0.0.1:9900
 
-.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke fuzz soak race lint demo clean release install uninstall
+.PHONY: build check-go run test test-cgroup2 e2e unit bench bench-smoke fuzz soak race mutate lint demo clean release install uninstall
 
 build: bin/executor bin/executor-init
 
@@ -110,6 +110,12 @@ soak: build
 # any race it reports fails the run (scripts/race.sh). Slow: not in CI.
 race: | check-go
 	./scripts/race.sh
+
+# Mutation testing (gremlins, pinned) of api, storage, oci, cmd/executor and
+# sandbox's root-free tests on a snapshot of HEAD; fails when more than 10%
+# of the mutants the tests reach survive (scripts/mutate.sh). Hours: not in CI.
+mutate: | check-go
+	./scripts/mutate.sh
 
 bin/benchtable: $(wildcard tests/cmd/benchtable/*.go) | check-go
 	$(GO) build -o bin/benchtable ./tests/cmd/benchtable
