@@ -41,7 +41,7 @@ echo "== /sys/fs/cgroup/cgroup.controllers: $(cat /sys/fs/cgroup/cgroup.controll
 echo "== /sys/fs/cgroup/cgroup.subtree_control: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 echo "== loop: $(ls /dev/loop-control 2>&1)"
 
-cp /payload/docker-registry /usr/bin/docker-registry
+cp /payload/docker-registry /payload/promtool /usr/bin/
 mkdir -p /var/tmp/cgroup2 && cd /var/tmp/cgroup2
 
 echo "== unit tests (sandbox/container)"
@@ -49,7 +49,7 @@ echo "== unit tests (sandbox/container)"
 unit=$?
 
 echo "== end-to-end tests"
-EXECUTOR_BIN=/payload/executor E2E_RUNTIME_SERVER=/payload/runtime-server E2E_PROBE_DIR=/payload/probes \
+CI=true EXECUTOR_BIN=/payload/executor E2E_RUNTIME_SERVER=/payload/runtime-server E2E_PROBE_DIR=/payload/probes \
 	/payload/e2e.test -test.v -test.count=1 -test.timeout="$(cat /payload/e2e-timeout)" -test.run "$(cat /payload/e2e-tests)" 2>&1
 e2e=$?
 
