@@ -51,7 +51,8 @@ type fakeBackend struct {
 type fakeStream struct {
 	version protocol.Version
 	batches [][]sandbox.LogEntry
-	block   bool // after the batches, wait for the context instead of ending
+	block   bool  // after the batches, wait for the context instead of ending
+	err     error // after the batches, end with this instead of io.EOF
 }
 
 func (s *fakeStream) Version() protocol.Version { return s.version }
@@ -65,6 +66,9 @@ func (s *fakeStream) Next(ctx context.Context) ([]sandbox.LogEntry, error) {
 	if s.block {
 		<-ctx.Done()
 		return nil, ctx.Err()
+	}
+	if s.err != nil {
+		return nil, s.err
 	}
 	return nil, io.EOF
 }

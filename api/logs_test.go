@@ -1,6 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"errors"
+	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -51,6 +54,28 @@ func TestStreamLogs(t *testing.T) {
 		s.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/runtimes/rt/logs", nil))
 		if rec.Code != 401 {
 			t.Fatalf("%d", rec.Code)
+		}
+	})
+	// A stream that breaks (not its end, not the client's leaving) is an error the operator sees: the response
+	// has started, so the client gets what was sent and the daemon logs why it stopped.
+	t.Run("a broken stream is logged", func(t *testing.T) {
+		var logs bytes.Buffer
+		stream := &fakeStream{version: "v5", err: errors.New("log file vanished"), batches: [][]sandbox.LogEntry{
+			{{Timestamp: ts, Content: "one"}},
+		}}
+		s := newTestServer(t, &fakeBackend{stream: stream}, func(c *Config) {
+			c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		})
+		req := httptest.NewRequest("GET", "/v1/runtimes/rt/logs", nil)
+		req.Header.Set("Authorization", "Bearer "+testSecret)
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, req)
+		if want := "2026-07-23T10:00:01.123+00:00 one\n"; rec.Code != 200 || rec.Body.String() != want {
+			t.Fatalf("got %d %q, want %q", rec.Code, rec.Body.String(), want)
+		}
+		if !strings.Contains(logs.String(), "request failed after the response started") ||
+			!strings.Contains(logs.String(), "log file vanished") {
+			t.Fatalf("the broken stream is not logged: %s", logs.String())
 		}
 	})
 	t.Run("runtime never appears", func(t *testing.T) {
