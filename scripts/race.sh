@@ -37,7 +37,7 @@ WRAP
 chmod 0755 "$dir/executor" "$dir/executor.race"
 
 status=0
-EXECUTOR_BIN=$dir/executor CGO_ENABLED=1 "$GO" test -tags "$TAGS" -count=1 -timeout "${RACE_TIMEOUT:-120m}" \
+EXECUTOR_DAEMON_RACE=1 EXECUTOR_BIN=$dir/executor CGO_ENABLED=1 "$GO" test -tags "$TAGS" -count=1 -timeout "${RACE_TIMEOUT:-120m}" \
 	-run "$RACE_RUN" -skip "$RACE_SKIP" ./tests/e2e/ || status=$?
 
 # log_path writes race.<pid> per daemon that found a race; a daemon without one writes nothing.
