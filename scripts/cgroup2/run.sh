@@ -39,13 +39,12 @@ mkdir -p "$payload/probes"
 for arch in amd64 386; do
 	GOARCH=$arch CGO_ENABLED=0 go build -o "$payload/probes/probe-$arch" ./tests/e2e/testdata/syscallprobe
 done
-cp /usr/bin/docker-registry scripts/cgroup2/init.sh "$payload/"
 # promtool checks the metrics exposition of TestMetricsCountTheWorkload.
 promtool=$(command -v promtool) || {
 	echo "test-cgroup2: promtool is not installed (Debian package prometheus)" >&2
 	exit 1
 }
-cp "$promtool" "$payload/"
+cp /usr/bin/docker-registry "$promtool" scripts/cgroup2/init.sh "$payload/"
 
 # The checks: a name and the tests (go test -v names) that must all pass.
 # Tests of tests/e2e/cgroup_faults_test.go join once that file is in the tree.
