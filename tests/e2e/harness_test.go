@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 
 	"executor/netns"
 	"executor/netns/nettest"
@@ -191,7 +192,11 @@ type executor struct {
 	cgParent string
 	// unit, when set, is the cgroup the daemon is started in, as systemd
 	// starts a unit with Delegate=yes; it is also the cgroup parent.
-	unit    string
+	unit string
+	// netns, when set, is the named network namespace (/run/netns) the
+	// daemon runs in, as on a host of its own: its bridge, veths and
+	// firewall live there, and its API listens on an address of it.
+	netns   string
 	env     []string
 	logs    *syncBuffer
 	exited  chan struct{}
@@ -237,6 +242,13 @@ const listenAllAddrs = "OPR_EXECUTOR_LISTEN=0.0.0.0"
 // Such an executor is started once: on cgroup v2 its cgroup hands
 // controllers down afterwards and so takes no processes any more.
 const inUnitCgroup = "E2E_IN_UNIT_CGROUP"
+
+// inNetns, passed to startExecutor as inNetns+NAME together with an
+// OPR_EXECUTOR_LISTEN address of that namespace, runs the daemon in the
+// named network namespace (made by the test, under /run/netns): a host of
+// its own on this machine. nsenter enters the network namespace only, so
+// the daemon's mounts and cgroups are the host's, as the leak checks expect.
+const inNetns = "E2E_NETNS="
 
 // cgroup2 says whether the host has the pure cgroup v2 layout.
 func cgroup2() bool {
@@ -299,6 +311,19 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 				if err := os.Mkdir(d, 0o755); err != nil {
 					t.Fatal(err)
 				}
+			}
+		default:
+			if name, ok := strings.CutPrefix(kv, inNetns); ok {
+				x.netns = name
+			}
+		}
+	}
+	if x.netns != "" {
+		// The API is reached at the namespace's address, which the test
+		// gives as the listen address.
+		for _, kv := range extra {
+			if addr, ok := strings.CutPrefix(kv, "OPR_EXECUTOR_LISTEN="); ok {
+				x.url = "http://" + addr
 			}
 		}
 	}
@@ -364,6 +389,9 @@ func (x *executor) start() {
 			args = append(args, filepath.Join(d, "cgroup.procs"))
 		}
 		x.cmd = exec.Command("/bin/sh", args...)
+	}
+	if x.netns != "" {
+		x.cmd = exec.Command("nsenter", "--net=/run/netns/"+x.netns, "--", shared.bin)
 	}
 	x.cmd.Env = x.env
 	x.cmd.Stdout = x.logs
@@ -474,7 +502,12 @@ func (x *executor) leftovers() []string {
 	}
 	// Ports of every bridge of the network: the first and its overflow
 	// bridges (its name plus a 2-digit index).
-	links, _ := netlink.LinkList()
+	nl, err := x.netlink()
+	if err != nil {
+		return append(out, "netns: "+err.Error())
+	}
+	defer nl.Close()
+	links, _ := nl.LinkList()
 	first := netns.BridgeName(x.network)
 	bridges := map[int]bool{}
 	for _, l := range links {
@@ -497,6 +530,20 @@ func (x *executor) leftovers() []string {
 	return out
 }
 
+// netlink is a handle on the daemon's network namespace: the test's own, or
+// the one it was started in (inNetns).
+func (x *executor) netlink() (*netlink.Handle, error) {
+	if x.netns == "" {
+		return netlink.NewHandle()
+	}
+	ns, err := vnetns.GetFromName(x.netns)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace %s: %w", x.netns, err)
+	}
+	defer ns.Close()
+	return netlink.NewHandleAt(ns)
+}
+
 // assertClean checks, once the executor is stopped, that nothing of it is
 // left: no runtime resources, no bridge, no cgroup parent.
 func (x *executor) assertClean() {
@@ -504,8 +551,13 @@ func (x *executor) assertClean() {
 	if l := x.leftovers(); len(l) > 0 {
 		x.t.Errorf("left behind after shutdown:\n%s", strings.Join(l, "\n"))
 	}
-	if _, err := netlink.LinkByName(netns.BridgeName(x.network)); err == nil {
-		x.t.Errorf("bridge %s left behind after shutdown", netns.BridgeName(x.network))
+	if nl, err := x.netlink(); err != nil {
+		x.t.Error(err)
+	} else {
+		if _, err := nl.LinkByName(netns.BridgeName(x.network)); err == nil {
+			x.t.Errorf("bridge %s left behind after shutdown", netns.BridgeName(x.network))
+		}
+		nl.Close()
 	}
 	if x.unit != "" {
 		// The unit's cgroup is the service manager's: removeUnit.

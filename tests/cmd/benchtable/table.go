@@ -22,6 +22,7 @@ const (
 	warmRootless   = "BenchmarkWarmExecutionRootless"
 	imagePull      = "BenchmarkImagePull"
 	scale          = "BenchmarkScale"
+	balancer       = "BenchmarkBalancer"
 )
 
 // coldSlackMs is what issue 16 allows a cold start on top of the hardened
@@ -134,6 +135,20 @@ func targetRows(r *results) []row {
 			target: "p50 <= baseline", met: notAbove})
 	}
 
+	// Issue 19's bench line: executions per second through HAProxy in
+	// front of 1, 2 and 3 hosts, against the same clients sent straight to
+	// one executor (no target: on one machine the hosts share its cores).
+	for _, hosts := range []string{"1", "2", "3"} {
+		l := &lookup{r: r}
+		add(l, row{label: "balancer, " + hosts + " hosts, 40 clients (req/s)", value: l.one(balancer, "hosts"+hosts+"-c40-rps"),
+			baseLabel: "direct", base: l.one(balancer, "direct-c40-rps")})
+	}
+	{
+		l := &lookup{r: r}
+		add(l, row{label: "balancer, 3 hosts, warm execution (ms)", value: l.fig(balancer, "balancer3"),
+			baseLabel: "direct", base: l.fig(balancer, "direct")})
+	}
+
 	n := "N"
 	if v, ok := r.single(scale, "runtimes"); ok {
 		n = fmt.Sprint(v.p50)
@@ -190,6 +205,7 @@ var shownFigures = []string{
 	warm + " executor", warm + " direct", warmRootless + " executor", warmRootless + " direct",
 	imagePull + " ours", imagePull + " skopeo+umoci",
 	scale + " create-first10", scale + " create-last10", scale + " delete", scale + " health", scale + " list",
+	balancer + " balancer3", balancer + " direct",
 }
 
 func render(w io.Writer, r *results) error {
