@@ -55,6 +55,9 @@ func TestErrorText(t *testing.T) {
 		{newError(HostFailed, "Something went wrong when starting runtime.", cause),
 			"host failed: Something went wrong when starting runtime.: image not found", HostFailed},
 		{newError(NotFound, "", nil), "not found", NotFound},
+		{newError(Capacity, "", nil), "at capacity", Capacity},
+		{newError(Capacity+1, "", nil), "kind(13)", Capacity + 1},
+		{newError(0, "", nil), "kind(0)", 0},
 		{cause, "image not found", 0},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"executor/sandbox/container"
 	"executor/sandbox/protocol"
 )
 
@@ -94,6 +95,12 @@ func TestManagerReportsEvents(t *testing.T) {
 			}
 			h.proc(0).end(1)
 		}, []string{"exited oom=false", "removed exited"}},
+		{"an exit for good by the OOM killer", func(t *testing.T, m *Manager, h *fakeHost) {
+			if _, err := m.Create(ctx, Spec{RuntimeID: "x", Image: "img", Version: protocol.V5, RestartPolicy: "no"}); err != nil {
+				t.Fatal(err)
+			}
+			h.proc(0).endWith(container.ExitStatus{Code: 137, Signal: "SIGKILL", OOMKilled: true})
+		}, []string{"exited oom=true", "removed oom"}},
 		{"maintenance and delete", func(t *testing.T, m *Manager, h *fakeHost) {
 			for _, id := range []string{"idle", "del"} {
 				if _, err := m.Create(ctx, Spec{RuntimeID: id, Image: "img", Version: protocol.V5}); err != nil {

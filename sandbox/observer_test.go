@@ -44,4 +44,13 @@ func TestStagesReportToEveryObserver(t *testing.T) {
 	if len(quiet.attrs()) != 2 {
 		t.Errorf("attrs %v", quiet.attrs())
 	}
+	// The log's times are rounded to 10µs.
+	if took, ok := quiet.attrs()[1].(time.Duration); !ok || took%(10*time.Microsecond) != 0 {
+		t.Errorf("stage took %v, want a multiple of 10µs", quiet.attrs()[1])
+	}
+	// A creation that fails before its first stage still logs its stages:
+	// none.
+	if got := newStages(ctx, nil).attrs(); len(got) != 0 {
+		t.Errorf("attrs before any stage %v, want none", got)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,7 @@ type fakeProc struct {
 	// destroying counts the Destroy calls it holds.
 	destroyGate chan struct{}
 	destroying  *atomic.Int32
+	destroyErr  error // what Destroy returns
 }
 
 func newFakeProc(restarts *atomic.Int32) *fakeProc {
@@ -42,13 +44,16 @@ func newFakeProc(restarts *atomic.Int32) *fakeProc {
 }
 
 // end makes the main process exit with code.
-func (p *fakeProc) end(code int) {
+func (p *fakeProc) end(code int) { p.endWith(container.ExitStatus{Code: code}) }
+
+// endWith makes the main process exit with st.
+func (p *fakeProc) endWith(st container.ExitStatus) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	select {
 	case <-p.done:
 	default:
-		p.exit = container.ExitStatus{Code: code}
+		p.exit = st
 		close(p.done)
 	}
 }
@@ -79,7 +84,7 @@ func (p *fakeProc) Destroy() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.destroyed = true
-	return nil
+	return p.destroyErr
 }
 func (p *fakeProc) isDestroyed() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.destroyed }
 func (p *fakeProc) Restart() (proc, error) {
@@ -87,7 +92,12 @@ func (p *fakeProc) Restart() (proc, error) {
 	return newFakeProc(p.restarts), nil
 }
 func (p *fakeProc) Exec(_ context.Context, _ []string, stdout, _ io.Writer) (int, error) {
-	_, _ = io.WriteString(stdout, p.execOut)
+	// In pipe-sized chunks, as a process's output arrives.
+	for out := p.execOut; len(out) > 0; {
+		n := min(len(out), 64<<10)
+		_, _ = io.WriteString(stdout, out[:n])
+		out = out[n:]
+	}
 	return p.execCode, nil
 }
 func (p *fakeProc) CPUUsage() (uint64, error) { return 0, container.ErrNoCPUCounter }
@@ -110,6 +120,14 @@ type fakeHost struct {
 	fail    error
 	// out is what each main process has printed.
 	out string
+	// execOut and execCode are what each process's commands print and
+	// exit with (a build's among them); destroyErr is what its Destroy
+	// returns.
+	execOut    string
+	execCode   int
+	destroyErr error
+	// dir, when set, is each runtime's directory.
+	dir string
 
 	mu    sync.Mutex
 	procs []*fakeProc
@@ -131,13 +149,16 @@ func (h *fakeHost) assemble(ctx context.Context, r *Runtime, spec Spec) error {
 		return h.fail
 	}
 	p := newFakeProc(&h.restarts)
-	p.out = h.out
+	p.out, p.execOut, p.execCode, p.destroyErr = h.out, h.execOut, h.execCode, h.destroyErr
 	h.mu.Lock()
 	h.procs = append(h.procs, p)
 	h.mu.Unlock()
 	r.mu.Lock()
 	r.addr, r.ct = h.addr, p
 	r.mu.Unlock()
+	if h.dir != "" {
+		r.Dir = h.dir
+	}
 	// What process() would run for an image without entrypoint or cmd.
 	r.command = spec.Version.Command(nil, nil, spec.RuntimeEntrypoint, "sh", spec.Command != "")
 	return nil
@@ -153,13 +174,19 @@ func (h *fakeHost) proc(i int) *fakeProc {
 // 200 and the body "ok".
 func newTestManager(t *testing.T) (*Manager, *fakeHost) {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return newTestManagerServing(t, httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("x-open-runtimes-secret") == "" {
 			http.Error(w, "no secret", http.StatusUnauthorized)
 			return
 		}
 		_, _ = io.WriteString(w, "ok")
-	}))
+	})))
+}
+
+// newTestManagerServing is newTestManager with srv as every runtime's
+// server; it closes srv when the test ends.
+func newTestManagerServing(t *testing.T, srv *httptest.Server) (*Manager, *fakeHost) {
+	t.Helper()
 	t.Cleanup(srv.Close)
 	m := newManager(Config{
 		Hostname:      "test",
@@ -524,6 +551,10 @@ func TestCreationTimeoutSaysWhy(t *testing.T) {
 	if !errors.As(err, &se) || se.Kind != Timeout || !strings.Contains(se.Message, "still being created") ||
 		!strings.Contains(se.Message, "OPR_EXECUTOR_IMAGES") {
 		t.Fatalf("Execute = %v, want a Timeout saying the runtime was still being created", err)
+	}
+	// How long it waited, to a tenth of a second.
+	if !regexp.MustCompile(`\) \d+(\.\d)?m?s after it began`).MatchString(se.Message) {
+		t.Errorf("message does not say how long the creation ran, rounded: %s", se.Message)
 	}
 	waitFor(t, "the abandoned creation to leave the table", func() bool { return len(m.List()) == 0 })
 }

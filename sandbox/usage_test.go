@@ -192,3 +192,35 @@ func TestUsageFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// cpuOnlyProc is a fake container with the CPU counter alone.
+type cpuOnlyProc struct {
+	*fakeProc
+	c *cpuCounters
+}
+
+func (p cpuOnlyProc) CPUUsage() (uint64, error) { return cpuProc(p).CPUUsage() }
+
+// A runtime whose container has a CPU counter but no memory or pids
+// counters still has its CPU usage sampled.
+func TestUsageOfACPUCounterAlone(t *testing.T) {
+	m, h, c := newUsageManager(t)
+	m.assemble = func(ctx context.Context, r *Runtime, spec Spec) error {
+		if err := h.assemble(ctx, r, spec); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.ct = cpuOnlyProc{r.ct.(*fakeProc), c}
+		r.mu.Unlock()
+		return nil
+	}
+	if _, err := m.Create(context.Background(), Spec{RuntimeID: "a", Image: "img", Version: protocol.V5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, per := m.Usage(); per["a"] <= 0 {
+		t.Errorf("usage %v, want a above 0", per)
+	}
+	if a := m.UsageFigures().Runtimes["a"]; a.CPU <= 0 || a.HasMemory || a.HasPIDs {
+		t.Errorf("figures %+v, want CPU alone", a)
+	}
+}
