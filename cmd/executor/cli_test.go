@@ -19,7 +19,7 @@ import (
 type fakeDaemon struct {
 	*httptest.Server
 	mu       sync.Mutex
-	requests []string // "METHOD path?query auth"
+	requests []string // "METHOD target auth", the target as the request line has it
 	bodies   []string
 	routes   map[string]func(w http.ResponseWriter) // by "METHOD path"
 }
@@ -29,11 +29,8 @@ func newFakeDaemon(t *testing.T, routes map[string]func(w http.ResponseWriter)) 
 	d.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		d.mu.Lock()
-		line := r.Method + " " + r.URL.EscapedPath()
-		if r.URL.RawQuery != "" {
-			line += "?" + r.URL.RawQuery
-		}
-		d.requests = append(d.requests, line+" "+r.Header.Get("Authorization"))
+		// The request line's target as sent: "?" with nothing after it shows too.
+		d.requests = append(d.requests, r.Method+" "+r.RequestURI+" "+r.Header.Get("Authorization"))
 		d.bodies = append(d.bodies, string(body))
 		h := d.routes[r.Method+" "+r.URL.EscapedPath()]
 		d.mu.Unlock()
@@ -260,7 +257,7 @@ func TestCLICommands(t *testing.T) {
 		noKey   bool
 		code    int
 		stdout  []string // in this order
-		stderr  string   // substring
+		stderr  string   // substring; DAEMON stands for the fake daemon's URL
 		request string   // the request the daemon saw first
 	}{
 		{name: "runtimes", routes: map[string]func(http.ResponseWriter){"GET /v1/runtimes": reply(200, "application/json", runtimesJSON)},
@@ -281,6 +278,10 @@ func TestCLICommands(t *testing.T) {
 		{name: "rm, one missing", routes: map[string]func(http.ResponseWriter){"DELETE /v1/runtimes/fn-a": reply(200, "", ""),
 			"DELETE /v1/runtimes/gone": apiErr(404, "runtime_not_found", "Runtime not found")},
 			args: []string{"rm", "gone", "fn-a"}, code: 1, stdout: []string{"fn-a\n"}, stderr: "executor: gone: runtime_not_found: Runtime not found (404)"},
+		{name: "rm, any 2xx is done, a redirect is not followed", routes: map[string]func(http.ResponseWriter){
+			"DELETE /v1/runtimes/a": reply(204, "", ""), "DELETE /v1/runtimes/b": reply(299, "", ""),
+			"DELETE /v1/runtimes/c": func(w http.ResponseWriter) { w.Header().Set("Location", "/v1/runtimes/a"); w.WriteHeader(302) }},
+			args: []string{"rm", "a", "b", "c"}, code: 1, stdout: []string{"a\nb\n"}, stderr: "executor: c: the daemon answered 302 Found\n"},
 		{name: "logs of a v5 runtime", routes: map[string]func(http.ResponseWriter){"GET /v1/runtimes/fn/logs": reply(200, "text/event-stream", logStream)},
 			args: []string{"logs", "fn"}, stdout: []string{"Step: 1\ntwo\nlines\n"}, request: "GET /v1/runtimes/fn/logs?timeout=600 Bearer key"},
 		{name: "logs with timestamps", routes: map[string]func(http.ResponseWriter){"GET /v1/runtimes/fn/logs": reply(200, "text/event-stream", logStream)},
@@ -310,7 +311,7 @@ func TestCLICommands(t *testing.T) {
 			strings.SplitAfter(pullStream, "\n")[0]+`{"status":"error","error":{"type":"image_pull_failed","message":"image too large","code":400,"version":"x"}}`+"\n")},
 			args: []string{"pull", "img:1"}, code: 1, stdout: []string{"aaaaaaaaaaaa: layer 1 of 2"}, stderr: "executor: image_pull_failed: image too large (400)"},
 		{name: "pull stream cut", routes: map[string]func(http.ResponseWriter){"POST /v1/images": reply(200, "application/x-ndjson", strings.SplitAfter(pullStream, "\n")[0])},
-			args: []string{"pull", "img:1"}, code: 3, stderr: "lost the connection to the daemon"},
+			args: []string{"pull", "img:1"}, code: 3, stderr: "executor: lost the connection to the daemon at DAEMON: unexpected EOF\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,11 +332,24 @@ func TestCLICommands(t *testing.T) {
 				}
 				rest = rest[i+len(want):]
 			}
-			if tt.stderr == "" && r.stderr != "" || !strings.Contains(r.stderr, tt.stderr) {
-				t.Errorf("stderr %q, want %q", r.stderr, tt.stderr)
+			if want := strings.ReplaceAll(tt.stderr, "DAEMON", d.URL); want == "" && r.stderr != "" || !strings.Contains(r.stderr, want) {
+				t.Errorf("stderr %q, want %q", r.stderr, want)
+			}
+			// stdout is not a terminal here: what the daemon sent is shown without control sequences, and
+			// progress as plain lines.
+			if strings.ContainsAny(r.stdout, "\x1b\r") {
+				t.Errorf("control characters on stdout: %q", r.stdout)
 			}
 			if seen := d.seen(); tt.request != "" && (len(seen) == 0 || seen[0] != tt.request) {
 				t.Errorf("daemon saw %q, want first %q", seen, tt.request)
+			}
+			// Only pull has something to send; the others send no body at all (not even JSON's null).
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for i, body := range d.bodies {
+				if body != "" && !strings.HasPrefix(d.requests[i], "POST ") {
+					t.Errorf("%s came with a body: %q", d.requests[i], body)
+				}
 			}
 		})
 	}
@@ -344,10 +358,10 @@ func TestCLICommands(t *testing.T) {
 // pull sends the image as JSON, asking for the progress stream.
 func TestCLIPullRequest(t *testing.T) {
 	var accept, ctype string
+	var body map[string]string
 	d := newFakeDaemon(t, nil)
 	d.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		accept, ctype = r.Header.Get("Accept"), r.Header.Get("Content-Type")
-		var body map[string]string
 		json.NewDecoder(r.Body).Decode(&body)
 		fmt.Fprintf(w, `{"status":"pulled","image":%q,"digest":"d","layers":1}`+"\n", body["image"])
 	})
@@ -357,6 +371,9 @@ func TestCLIPullRequest(t *testing.T) {
 	}
 	if accept != "application/x-ndjson" || ctype != "application/json" {
 		t.Errorf("Accept %q, Content-Type %q", accept, ctype)
+	}
+	if body["image"] != "openruntimes/node:v5-18.0" {
+		t.Errorf("the daemon was asked for %q", body)
 	}
 }
 
@@ -419,7 +436,7 @@ func TestPullViewTerminal(t *testing.T) {
 }
 
 func TestBytesText(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB", 3 << 40: "3072.0 GiB"} {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 20: "5.0 MiB", 1 << 20: "1.0 MiB", 1<<20 - 1: "1024.0 KiB", 1 << 30: "1.0 GiB", 3 << 30: "3.0 GiB", 3 << 40: "3072.0 GiB"} {
 		if got := bytesText(n); got != want {
 			t.Errorf("bytesText(%d) = %q, want %q", n, got, want)
 		}

@@ -177,6 +177,8 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_DISK_INODES": "many"}, "OPR_EXECUTOR_DISK_INODES"},
 		{map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "0", "OPR_EXECUTOR_DISK_INODES": "4096"}, "OPR_EXECUTOR_DISK_INODES needs OPR_EXECUTOR_DISK_LIMIT"},
 		{map[string]string{"OPR_EXECUTOR_RUNTIMES": "node"}, "OPR_EXECUTOR_RUNTIMES"},
+		{map[string]string{"OPR_EXECUTOR_RUNTIMES": "node-18.0,-18.0"}, `OPR_EXECUTOR_RUNTIMES: "-18.0" is not <language>-<version>`},
+		{map[string]string{"OPR_EXECUTOR_RUNTIMES": "node-"}, `OPR_EXECUTOR_RUNTIMES: "node-" is not <language>-<version>`},
 		{map[string]string{"OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME": "sometimes"}, "OPR_EXECUTOR_ALLOW_RUNTIME_TO_RUNTIME"},
 		{map[string]string{"OPR_EXECUTOR_ALLOW_HOST_ACCESS": "perhaps"}, "OPR_EXECUTOR_ALLOW_HOST_ACCESS"},
 		{map[string]string{"OPR_EXECUTOR_ALLOW_LINK_LOCAL": "2"}, "OPR_EXECUTOR_ALLOW_LINK_LOCAL"},
@@ -202,7 +204,7 @@ func TestLoadConfigBadValues(t *testing.T) {
 		"OPR_EXECUTOR_VERSION": true, "OPR_EXECUTOR_IMAGES": true,
 	}
 	for _, tc := range tests {
-		name := strings.Fields(tc.want)[0]
+		name := strings.TrimSuffix(strings.Fields(tc.want)[0], ":")
 		covered[name] = true
 		t.Run(name, func(t *testing.T) {
 			env := map[string]string{}
@@ -295,6 +297,10 @@ func TestLoadConfigValues(t *testing.T) {
 			func(c *config) any { return c.DiskLimit }, int64(0)},
 		{"disk and inodes", map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "64MiB", "OPR_EXECUTOR_DISK_INODES": "2048"},
 			func(c *config) any { return [2]any{c.DiskLimit, c.DiskInodes} }, [2]any{int64(64 << 20), uint64(2048)}},
+		{"the smallest disk and fewest inodes", map[string]string{"OPR_EXECUTOR_DISK_LIMIT": "16MiB", "OPR_EXECUTOR_DISK_INODES": "1024"},
+			func(c *config) any { return [2]any{c.DiskLimit, c.DiskInodes} }, [2]any{int64(16 << 20), uint64(1024)}},
+		{"the most inodes", map[string]string{"OPR_EXECUTOR_DISK_INODES": "4294967295"},
+			func(c *config) any { return c.DiskInodes }, uint64(1<<32 - 1)},
 		{"init off", map[string]string{"OPR_EXECUTOR_INIT": "off"},
 			func(c *config) any { return c.Init }, ""},
 		{"init path", map[string]string{"OPR_EXECUTOR_INIT": "/usr/libexec/executor-init"},
@@ -473,6 +479,7 @@ func TestPrewarmDefaultFollowsInit(t *testing.T) {
 		{"init off", map[string]string{"OPR_EXECUTOR_INIT": "off"}, 0},
 		{"init off, prewarm set", map[string]string{"OPR_EXECUTOR_INIT": "off", "OPR_EXECUTOR_PREWARM": "2"}, 2},
 		{"prewarm 0", map[string]string{"OPR_EXECUTOR_PREWARM": "0"}, 0},
+		{"prewarm at its bound", map[string]string{"OPR_EXECUTOR_PREWARM": "64"}, 64},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{"OPR_EXECUTOR_SECRET": "s"}

@@ -21,9 +21,13 @@ func TestReadEnvFile(t *testing.T) {
 	}{
 		{"plain, comments and blanks", "# c\n; c\n\nA=1\n  B = two words  \nC=\n", map[string]string{"A": "1", "B": "two words", "C": ""}, ""},
 		{"quotes", `A="x y"` + "\n" + `B='a "b"'` + "\n" + `C="q\"\\\$"` + "\n", map[string]string{"A": "x y", "B": `a "b"`, "C": `q"\$`}, ""},
+		{"a backslash escapes only \" \\ $ and `", `A="a\b\"c\\d\$e\` + "`" + `f\"` + "\n", map[string]string{"A": `a\b"c\d$e` + "`" + `f\`}, ""},
+		{"empty quotes", "A=\"\"\nB=''\n", map[string]string{"A": "", "B": ""}, ""},
+		{"a lone quote", "A=\"\n", nil, ":1: A: unterminated \" quote"},
 		{"continuation", "A=one\\\n  two\nB=3\n", map[string]string{"A": "onetwo", "B": "3"}, ""},
 		{"later line wins", "A=1\nA=2\n", map[string]string{"A": "2"}, ""},
 		{"no equals sign", "A=1\nexport\n", nil, ":2: not NAME=VALUE"},
+		{"a continued line counts as the lines it spans", "A=one\\\n  two\\\n  three\nexport\n", nil, ":4: not NAME=VALUE"},
 		{"bad name", "1A=x\n", nil, ":1: not NAME=VALUE"},
 		{"unterminated quote", "A=\"x\n", nil, ":1: A: unterminated \" quote"},
 	}
@@ -158,7 +162,8 @@ func TestReload(t *testing.T) {
 }
 
 // TestNewReloader: an environment file the daemon cannot read stops it at
-// start; one that disagrees with its environment is reported by name.
+// start; one that disagrees with its environment is reported by name, one
+// that agrees is not reported.
 func TestNewReloader(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	dir := t.TempDir()
@@ -180,5 +185,12 @@ func TestNewReloader(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "settings=[OPR_EXECUTOR_LOG_LEVEL]") {
 		t.Errorf("a file that disagrees with the environment is not reported:\n%s", logs.String())
+	}
+	logs.Reset()
+	if _, err := newReloader(reloadConfig{Config: cfg, Getenv: envOf(map[string]string{"OPR_EXECUTOR_LOG_LEVEL": "debug"}), Level: new(slog.LevelVar), Notify: newNotifier(log), Logger: log}); err != nil {
+		t.Fatal(err)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("a file that agrees with the environment is reported:\n%s", logs.String())
 	}
 }

@@ -46,6 +46,17 @@ func TestReadSubIDs(t *testing.T) {
 	if _, err := readSubIDs(small, "frank", 1005); err == nil || !strings.Contains(err.Error(), "fewer than 65536") {
 		t.Fatalf("a range too small: %v", err)
 	}
+	// A range that starts at 0 is taken as the file gives it; an empty or negative one is no range at all.
+	odd := filepath.Join(t.TempDir(), "subuid")
+	if err := os.WriteFile(odd, []byte("gina:0:65536\nhank:100000:0\nhank:-5:65536\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readSubIDs(odd, "gina", 1006); err != nil || got != (subIDRange{0, 65536}) {
+		t.Errorf("a range from 0: %v, %v", got, err)
+	}
+	if _, err := readSubIDs(odd, "hank", 1007); err == nil || !strings.Contains(err.Error(), "has no range for hank") {
+		t.Errorf("empty and negative ranges: %v, want no range", err)
+	}
 }
 
 func TestMappedRange(t *testing.T) {
@@ -56,6 +67,10 @@ func TestMappedRange(t *testing.T) {
 	}{
 		{"         0       1000          1\n         1     100000      65536\n", subIDRange{1, 65536}, false},
 		{"0 1000 1\n1 100000 1000\n1001 200000 65536\n", subIDRange{1001, 65536}, false},
+		{"1 100000 65536\n65537 300000 65536\n", subIDRange{1, 65536}, false}, // of two as large, the first
+		{"1 100000 65536\n65537 300000 65537\n", subIDRange{65537, 65537}, false},
+		{"0 1000 1\n1 100000 0\n", subIDRange{}, true},
+		{"0 1000 1\nx 100000 65536\n1 100000\n", subIDRange{}, true},
 		{"0 0 4294967295\n", subIDRange{}, true},
 		{"0 1000 1\n", subIDRange{}, true},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -24,6 +25,10 @@ func TestByteSize(t *testing.T) {
 		{in: "-1", wantErr: true},
 		{in: "1.5G", wantErr: true},
 		{in: "9999999999T", wantErr: true},
+		{in: "9223372036854775807", want: math.MaxInt64},
+		{in: "9223372036854775808", wantErr: true},
+		{in: "8388607TiB", want: 8388607 << 40}, // the most TiB an int64 holds
+		{in: "8388608TiB", wantErr: true},
 		{in: "12 apples", wantErr: true},
 	}
 	for _, tc := range tests {

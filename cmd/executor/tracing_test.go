@@ -70,6 +70,8 @@ func TestTracingRequestSpan(t *testing.T) {
 		{"new trace", "GET", "", "/v1/runtimes", 200, "GET /v1/runtimes", false},
 		{"client error", "DELETE", "", "/v1/runtimes/:runtimeId", 404, "DELETE /v1/runtimes/:runtimeId", false},
 		{"server error", "POST", "", "/v1/runtimes", 503, "POST /v1/runtimes", true},
+		{"the first server error", "GET", "", "/v1/health", 500, "GET /v1/health", true},
+		{"the last client error", "GET", "", "/v1/health", 499, "GET /v1/health", false},
 		{"no route", "GET", "", "", 404, "GET", false},
 		{"odd method", "BREW", "", "", 405, "_OTHER", false},
 		{"malformed traceparent", "GET", "00-zz-yy-01", "/v1/health", 200, "GET /v1/health", false},
@@ -87,6 +89,7 @@ func TestTracingRequestSpan(t *testing.T) {
 			if tt.traceparent != "" {
 				r.Header.Set("traceparent", tt.traceparent)
 			}
+			r.Header.Set("User-Agent", "caller/1.0")
 			tr.handler(api).ServeHTTP(httptest.NewRecorder(), r)
 
 			spans := rec.Ended()
@@ -107,6 +110,13 @@ func TestTracingRequestSpan(t *testing.T) {
 			}
 			if got := attrValue(server.Attributes(), "http.response.status_code"); got != int64(tt.status) {
 				t.Errorf("http.response.status_code %v", got)
+			}
+			// Who asked, and how (httptest's requests come from 192.0.2.1, over plain HTTP).
+			for key, want := range map[string]any{"client.address": "192.0.2.1", "user_agent.original": "caller/1.0",
+				"url.scheme": "http", "url.path": "/v1/anything", "http.request.method": spanMethod(tt.method)} {
+				if got := attrValue(server.Attributes(), key); got != want {
+					t.Errorf("%s %v, want %v", key, got, want)
+				}
 			}
 			if tt.route != "" && attrValue(server.Attributes(), "http.route") != tt.route {
 				t.Errorf("http.route %v", attrValue(server.Attributes(), "http.route"))
@@ -229,7 +239,8 @@ func TestStartTracingExports(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := &config{TracingEndpoint: srv.URL, Version: "1.2.3"}
-	tr, err := startTracing(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	var logs bytes.Buffer
+	tr, err := startTracing(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,6 +249,10 @@ func TestStartTracingExports(t *testing.T) {
 	})
 	tr.handler(api).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/health", nil))
 	tr.shutdown(context.Background())
+	// The start is logged; a shutdown that sent everything is not.
+	if lines := strings.Split(strings.TrimSpace(logs.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "traces of API requests go to the collector") {
+		t.Errorf("logged %q", lines)
+	}
 
 	mu.Lock()
 	defer mu.Unlock()
