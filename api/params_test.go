@@ -232,6 +232,9 @@ func TestCheckParamsFindsDrift(t *testing.T) {
 		{"validator does not fit the field", func(r *paramsSample) []param {
 			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, def: int64(3), check: textOf(8), dst: &r.Count}}
 		}, `api.paramsSample.Count is a int64, parameter "count" gives a string`},
+		{"alternative validators do not fit the field", func(r *paramsSample) []param {
+			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, def: int64(3), check: anyOf{textOf(8), textOf(4)}, dst: &r.Count}}
+		}, `api.paramsSample.Count is a int64, parameter "count" gives a string`},
 		{"default does not fit the field", func(r *paramsSample) []param {
 			return []param{{name: "name", check: textOf(8), dst: &r.Name}, {name: "count", optional: true, def: 3, check: integer{}, dst: &r.Count}}
 		}, `the default of parameter "count" is 3`},

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
@@ -154,18 +155,13 @@ func commandParams(req *commandRequest) []param {
 
 // checkDeclarations checks every endpoint's declaration against its request struct (see checkParams).
 func (s *Server) checkDeclarations() error {
-	for _, err := range []error{
+	return errors.Join(
 		checkDeclaration(s.createParams),
 		checkDeclaration(s.executionParams),
 		checkDeclaration(runtimeParams),
 		checkDeclaration(logsParams),
 		checkDeclaration(commandParams),
-	} {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	)
 }
 
 // runtimeIDParam is the `runtimeId` parameter of every runtime route, wherever it comes from (the path, or the

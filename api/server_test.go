@@ -275,12 +275,26 @@ func TestNewConfig(t *testing.T) {
 }
 
 func TestBodyTooLarge(t *testing.T) {
-	s := newTestServer(t, &fakeBackend{})
 	big := `{"runtimeId":"r","image":"i","command":"` + strings.Repeat("a", maxRequestBody) + `"}`
-	rq := jsonBody(big)
-	rq.path = "/v1/runtimes"
-	if w := do(t, s, rq); w.Code != http.StatusRequestEntityTooLarge {
-		t.Errorf("status %d", w.Code)
+	tests := []struct{ name, method, path string }{
+		{"parameters read from the body", http.MethodPost, "/v1/runtimes"},
+		// The route takes its parameters from the path alone; the body is
+		// read to its end all the same, and its size refused before any work.
+		{"parameters from the path only", http.MethodDelete, "/v1/runtimes/r"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &fakeBackend{}
+			s := newTestServer(t, b)
+			rq := jsonBody(big)
+			rq.method, rq.path = tt.method, tt.path
+			if w := do(t, s, rq); w.Code != http.StatusRequestEntityTooLarge {
+				t.Errorf("status %d, want 413: %s", w.Code, w.Body)
+			}
+			if len(b.deleted) != 0 {
+				t.Errorf("the backend deleted %v for a refused request", b.deleted)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,50 @@
+package api
+
+import (
+	"testing"
+	"time"
+)
+
+// New fills the body timeout and the write stall in when the configuration
+// leaves them unset or gives a negative duration, and keeps what it sets.
+func TestServerTimeoutDefaults(t *testing.T) {
+	tests := []struct {
+		name             string
+		body, stall      time.Duration
+		wantBody, wantSt time.Duration
+	}{
+		{"unset", 0, 0, DefaultBodyTimeout, DefaultWriteStall},
+		{"negative", -time.Second, -time.Second, DefaultBodyTimeout, DefaultWriteStall},
+		{"set", 3 * time.Second, 5 * time.Second, 3 * time.Second, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t, &fakeBackend{}, func(c *Config) { c.BodyTimeout, c.WriteStall = tt.body, tt.stall })
+			if s.bodyTimeout != tt.wantBody || s.writeStall != tt.wantSt {
+				t.Errorf("body timeout %v, write stall %v; want %v and %v", s.bodyTimeout, s.writeStall, tt.wantBody, tt.wantSt)
+			}
+		})
+	}
+}
+
+// The default `version` is the accepted one with the highest number; a tie
+// (v5 and v05) goes to the first listed, and names without a number count
+// only when none has one.
+func TestNewestVersion(t *testing.T) {
+	tests := []struct {
+		versions []string
+		want     string
+	}{
+		{[]string{"v2", "v5", "v3"}, "v5"},
+		{[]string{"v2", "v4"}, "v4"},
+		{[]string{"v1", "custom"}, "v1"},
+		{[]string{"v0", "custom"}, "v0"},
+		{[]string{"v05", "v5"}, "v05"},
+		{[]string{"custom", "other"}, "other"},
+	}
+	for _, tt := range tests {
+		if got := newestVersion(tt.versions); got != tt.want {
+			t.Errorf("newestVersion(%q) = %q, want %q", tt.versions, got, tt.want)
+		}
+	}
+}
