@@ -48,3 +48,20 @@ func TestNewestVersion(t *testing.T) {
 		}
 	}
 }
+
+// An execution's path may hold no control character (DEL included), whatever
+// the URL parser would say of it.
+func TestValidPath(t *testing.T) {
+	tests := []struct {
+		path string
+		want bool
+	}{
+		{"/", true}, {"/a b?c=d&e=%00", true}, {"/~", true}, {"/é", true},
+		{"/a\x00", false}, {"/a\x1f", false}, {"/\t", false}, {"/a\x7f", false},
+	}
+	for _, tt := range tests {
+		if got := validPath(tt.path); got != tt.want {
+			t.Errorf("validPath(%q) = %v, want %v", tt.path, got, tt.want)
+		}
+	}
+}
