@@ -5,18 +5,27 @@
 // ignores SIGTERM it does not handle and leaves zombies behind. With
 // --park it first waits for its command on fd 3 (a prewarmed runtime).
 //
+// The command's stdout and stderr are a pipe of executor-init's, which it
+// copies on to its own stdout, the executor's pipe. Runtimes outlive a
+// restart of the executor, and the executor's end of its pipe goes with it:
+// written to directly, that pipe would kill the command with SIGPIPE, or
+// leave it failing with EPIPE. executor-init instead keeps reading and drops
+// what it can no longer pass on.
+//
 // It is built static (CGO_ENABLED=0) and bind-mounted read-only into each
 // runtime by the executor. Usage: executor-init -- COMMAND [ARG...]
 package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -40,31 +49,118 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "executor-init: %s: %v\n", args[0], err)
 		return 127
 	}
-	// Catch every signal before the child exists, so none is lost.
+	// Catch every signal before the child exists, so none is lost. This
+	// also keeps a write to a broken stdout from killing executor-init: with
+	// SIGPIPE notified, Go fails the write with EPIPE instead.
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "executor-init: %v\n", err)
+		return 126
+	}
+	// Fd puts w in blocking mode, as a command expects of its stdout.
+	out := w.Fd()
 	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
 		Env:   os.Environ(),
-		Files: []uintptr{0, 1, 2},
+		Files: []uintptr{0, out, out},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
+	w.Close()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "executor-init: start %s: %v\n", args[0], err)
 		return 126
 	}
+	copied := make(chan struct{})
+	go func() {
+		copyOutput(r)
+		close(copied)
+	}()
 	for s := range sigs {
 		sig := s.(syscall.Signal)
-		if sig == syscall.SIGCHLD {
+		switch sig {
+		case syscall.SIGCHLD:
 			if code, done := reap(pid); done {
+				finishOutput(r, copied)
 				return code
 			}
-			continue
+		case syscall.SIGPIPE:
+			// Raised by our own write to an executor that is gone:
+			// passed on, it would kill the runtime it is there to spare.
+		default:
+			// To the command's whole process group: shells and the
+			// servers they start go together, as under a terminal.
+			_ = syscall.Kill(-pid, sig)
 		}
-		// To the command's whole process group: shells and the
-		// servers they start go together, as under a terminal.
-		_ = syscall.Kill(-pid, sig)
 	}
 	return 0 // not reached: sigs is never closed
+}
+
+// drainMax bounds the wait for the command's last output once it has
+// exited, should the executor stop reading or an orphan write without pause.
+const drainMax = 2 * time.Second
+
+// copyOutput passes the command's output on to our stdout as it comes, until
+// EOF, or until finishOutput's deadline, after which it passes on what the
+// pipe still holds and returns.
+func copyOutput(r *os.File) {
+	var stdout output
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		stdout.write(buf[:n])
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			return
+		}
+	}
+	// The command has exited, and all it wrote is in the pipe. Orphans it
+	// left (nohup server &) may hold the pipe open for ever, so read only
+	// until it is empty, not until EOF.
+	rc, err := r.SyscallConn()
+	if err != nil || r.SetReadDeadline(time.Time{}) != nil {
+		return
+	}
+	_ = rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.Read(int(fd), buf)
+			if n > 0 {
+				stdout.write(buf[:n])
+				continue
+			}
+			if err != syscall.EINTR {
+				return true // EAGAIN (empty), EOF or an error
+			}
+		}
+	})
+}
+
+// finishOutput, once the command has exited, has copyOutput pass on the
+// rest of its output and waits for that, but not for ever.
+func finishOutput(r *os.File, copied <-chan struct{}) {
+	// The deadline wakes copyOutput from a read waiting for output that
+	// may never come; copyOutput clears it for its final reads.
+	_ = r.SetReadDeadline(time.Now())
+	select {
+	case <-copied:
+	case <-time.After(drainMax):
+	}
+}
+
+// output is our stdout, the executor's pipe. Once a write to it fails, the
+// executor is gone (EPIPE) or the pipe unusable: the rest is dropped, but
+// still read, so the command never blocks on a full pipe.
+type output struct{ broken bool }
+
+func (o *output) write(p []byte) {
+	if o.broken || len(p) == 0 {
+		return
+	}
+	if _, err := os.Stdout.Write(p); err != nil {
+		o.broken = true
+	}
 }
 
 // parkFlag starts a prewarmed runtime's init parked: everything of the

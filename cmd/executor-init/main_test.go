@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// initBin is executor-init built static, as the executor mounts it.
+var initBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "executor-init-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	initBin = filepath.Join(dir, "executor-init")
+	build := exec.Command("go", "build", "-o", initBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build executor-init: %v\n%s", err, b)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// exitCode is executor-init's own exit status; it fails the test when
+// executor-init was killed by a signal rather than exiting.
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("wait: %v", err)
+	}
+	if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+		t.Fatalf("executor-init died of %v", ws.Signal())
+	}
+	return ee.ExitCode()
+}
+
+// waitTimeout waits for cmd, killing it after d. An orphan of the command
+// holding executor-init's stdout open fails the wait after cmd.WaitDelay.
+func waitTimeout(t *testing.T, cmd *exec.Cmd, d time.Duration) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("executor-init still running after %v", d)
+		return nil
+	}
+}
+
+// The command's stdout and stderr come out of executor-init's stdout, in
+// order, and its exit status is executor-init's, also when parked.
+func TestOutputAndExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		park   string // the command as JSON on fd 3, with --park
+		output string
+		code   int
+	}{
+		{name: "ok", args: []string{"sh", "-c", "echo out; echo err >&2; echo out2"}, output: "out\nerr\nout2\n"},
+		{name: "exit", args: []string{"sh", "-c", "echo failing; exit 3"}, output: "failing\n", code: 3},
+		{name: "killed", args: []string{"sh", "-c", "echo dying; kill -9 $$"}, output: "dying\n", code: 128 + 9},
+		{name: "not found", args: []string{"no-such-command-here"}, code: 127},
+		// More than the pipe holds, all written before the command exits.
+		{name: "large", args: []string{"sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; echo end"}, output: lines(20000) + "end\n"},
+		// The orphan keeps the pipe open: the output must not wait for it.
+		{name: "orphan", args: []string{"sh", "-c", "sleep 30 & echo bye"}, output: "bye\n"},
+		{name: "parked", park: `{"args":["sh","-c","echo parked $FOO; exit 4"],"env":["FOO=bar","PATH=/usr/bin:/bin"]}`, output: "parked bar\n", code: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cmd *exec.Cmd
+			if tc.park != "" {
+				cmd = exec.Command(initBin, parkFlag)
+				r, w, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				cmd.ExtraFiles = []*os.File{r}
+				go func() {
+					w.WriteString(tc.park)
+					w.Close()
+				}()
+			} else {
+				cmd = exec.Command(initBin, append([]string{"--"}, tc.args...)...)
+			}
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			cmd.WaitDelay = 5 * time.Second
+			start := time.Now()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			code := exitCode(t, waitTimeout(t, cmd, 20*time.Second))
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("took %v", d)
+			}
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.code, stderr.String())
+			}
+			if got := stdout.String(); got != tc.output {
+				if len(got) > 200 {
+					got = got[:100] + "..." + got[len(got)-100:]
+				}
+				t.Errorf("output %q, want %d bytes %q", got, len(tc.output), first(tc.output, 100))
+			}
+		})
+	}
+}
+
+func lines(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "line %d\n", i)
+	}
+	return b.String()
+}
+
+func first(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// With the executor gone (the read end of executor-init's stdout closed),
+// the command goes on writing to the end, and its status still comes back.
+// executor-init itself is not killed by the SIGPIPE of its failed writes.
+func TestOutputAfterExecutorGone(t *testing.T) {
+	const loop = "i=0; while [ $i -lt 2000 ]; do echo line $i; echo err $i >&2; i=$((i+1)); done; exit 7"
+	for _, tc := range []struct {
+		name    string
+		running bool // the executor goes once the command runs, not before
+	}{
+		{name: "before start"},
+		{name: "while running", running: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			script := loop
+			if tc.running {
+				script = "echo ready; read go; " + loop
+			} else {
+				r.Close()
+			}
+			cmd := exec.Command(initBin, "--", "sh", "-c", script)
+			cmd.Stdout, cmd.Stderr = w, w
+			var stdin *os.File
+			if tc.running {
+				in, out, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer in.Close()
+				defer out.Close()
+				cmd.Stdin, stdin = in, out
+			}
+			cmd.WaitDelay = 5 * time.Second
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.running {
+				line, err := bufio.NewReader(r).ReadString('\n')
+				r.Close()
+				if line != "ready\n" {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+					t.Fatalf("read %q: %v", line, err)
+				}
+				// Only now, with the executor gone, does the command write.
+				if _, err := stdin.WriteString("go\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if code := exitCode(t, waitTimeout(t, cmd, 60*time.Second)); code != 7 {
+				t.Fatalf("exit code %d, want the command's 7 (141: it died of SIGPIPE)", code)
+			}
+		})
+	}
+}
+
+// Signals reach the command, but for SIGPIPE, which executor-init raises
+// for itself when the executor is gone.
+func TestSignals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sigs []syscall.Signal
+		code int
+	}{
+		{name: "SIGTERM", sigs: []syscall.Signal{syscall.SIGTERM}, code: 128 + 15},
+		{name: "SIGINT", sigs: []syscall.Signal{syscall.SIGINT}, code: 128 + 2},
+		{name: "SIGPIPE kept", sigs: []syscall.Signal{syscall.SIGPIPE, syscall.SIGTERM}, code: 128 + 15},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(initBin, "--", "sh", "-c", "echo ready; exec sleep 60")
+			cmd.WaitDelay = 5 * time.Second
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Once the command speaks, executor-init catches signals and
+			// has a process group to send them to.
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			if line != "ready\n" {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("read %q: %v", line, err)
+			}
+			for i, sig := range tc.sigs {
+				if i > 0 {
+					// Time for an earlier signal to have its effect.
+					time.Sleep(500 * time.Millisecond)
+				}
+				if err := cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != tc.code {
+				t.Fatalf("exit code %d, want %d", code, tc.code)
+			}
+		})
+	}
+}
