@@ -26,8 +26,13 @@ var ErrNotRunning = errors.New("container: not running")
 // and stderr are drained into a bounded tail buffer so the runtime never
 // blocks on a full pipe.
 type Container struct {
-	c        *libcontainer.Container
-	proc     *libcontainer.Process
+	c *libcontainer.Container
+	// proc is the main process as this daemon started it; nil for an
+	// adopted container (see Adopt), whose main process is not our child.
+	proc *libcontainer.Process
+	// pidfd is an adopted container's pidfd of its main process, closed
+	// once it has exited; nil for a started container.
+	pidfd    *os.File
 	main     Process
 	cfg      *configs.Config // kept for Restart
 	stateDir string
@@ -55,7 +60,8 @@ type Container struct {
 // ExitStatus is how a main process ended.
 type ExitStatus struct {
 	// Code is the exit code, 128+n for a death by signal n (as a shell
-	// reports it), -1 when waiting failed.
+	// reports it), -1 when waiting failed or the process was not this
+	// daemon's child (an adopted container's: Err wraps ErrExitUnknown).
 	Code int
 	// Signal is the name of the signal that killed the process ("SIGKILL"),
 	// or "".
@@ -69,6 +75,9 @@ type ExitStatus struct {
 
 func (e ExitStatus) String() string {
 	switch {
+	case e.OOMKilled && e.Code < 0:
+		// An adopted container's: the code is unknown.
+		return "killed: out of memory"
 	case e.OOMKilled:
 		return fmt.Sprintf("killed: out of memory (exit code %d)", e.Code)
 	case e.Err != nil:
@@ -180,7 +189,8 @@ func (c *Container) Exit() ExitStatus {
 }
 
 // Output is the tail of the main process's stdout and stderr, interleaved
-// as written, up to 64 KiB.
+// as written, up to 64 KiB. It is always "" for an adopted container: the
+// pipe died with the daemon that started it.
 func (c *Container) Output() string { return c.out.String() }
 
 // Stop asks the main process to end with SIGTERM and kills the container after
@@ -193,7 +203,7 @@ func (c *Container) Stop(grace time.Duration) {
 		return
 	}
 	if grace > 0 {
-		_ = c.proc.Signal(unix.SIGTERM)
+		_ = c.signalMain(unix.SIGTERM)
 		select {
 		case <-c.done:
 			return

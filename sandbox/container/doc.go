@@ -44,16 +44,31 @@
 // (Container.MarkOOM, OOMMark.Survived), so an unrelated kill of a child
 // never explains a later death.
 //
+// # Adoption
+//
+// A daemon may exit without destroying its containers (a live restore):
+// they keep running, with their state, cgroups, roots and network in place.
+// The next daemon takes each over with Runner.Adopt, given the main process
+// it recorded (Process is JSON-serialisable for that). An adopted Container
+// works like a started one (Exec, Stop, Destroy, Restart, counters, OOM
+// verdicts), but its main process is not the daemon's child: Done is closed
+// when a pidfd of it turns readable, its exit code is unknown (Exit has
+// Code -1 and Err wrapping ErrExitUnknown; OOMKilled is still judged from
+// the cgroup's counter), and its output pipe is gone (Output is ""). A
+// container that is not running, or whose state is missing or broken, is
+// refused with ErrNotAdoptable, for the caller to remove.
+//
 // # Leftovers
 //
 // After a daemon crash its containers keep running, but their output pipes
-// died with it: they cannot be adopted. Before serving, a new daemon calls,
-// in this order, Runner.RemoveLeftovers (kill and destroy every container
-// under the state directory, remove state too broken to load),
-// Runner.KillStrays (kill processes left in <parent>/rt-* cgroups whose
-// state is gone) and, once whatever else the runtimes held is released,
-// Runner.SweepCgroups. Runner.RemoveCgroupParent removes the parent at
-// shutdown.
+// died with it. Before serving, a new daemon calls, in this order,
+// Runner.RemoveLeftovers (kill and destroy every container under the state
+// directory, remove state too broken to load), Runner.KillStrays (kill
+// processes left in <parent>/rt-* cgroups whose state is gone) and, once
+// whatever else the runtimes held is released, Runner.SweepCgroups. After a
+// live restore the Except variants (RemoveLeftoversExcept, KillStraysExcept,
+// SweepCgroupsExcept) spare the containers it adopted.
+// Runner.RemoveCgroupParent removes the parent at shutdown.
 //
 // # Cgroup v2
 //

@@ -25,6 +25,13 @@ const leftoverWait = 5 * time.Second
 // returns how many containers it destroyed. Call it before starting any
 // container: it removes this Runner's own containers too.
 func (r *Runner) RemoveLeftovers(ctx context.Context) (int, error) {
+	return r.RemoveLeftoversExcept(ctx, nil)
+}
+
+// RemoveLeftoversExcept is RemoveLeftovers sparing the containers whose id
+// keep reports (those adopted after a live restore; see Adopt): their
+// state is left as it is. A nil keep spares none.
+func (r *Runner) RemoveLeftoversExcept(ctx context.Context, keep func(id string) bool) (int, error) {
 	var errs []error
 	entries, err := os.ReadDir(r.cfg.StateDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -37,6 +44,9 @@ func (r *Runner) RemoveLeftovers(ctx context.Context) (int, error) {
 			break
 		}
 		id := e.Name()
+		if keep != nil && keep(id) {
+			continue
+		}
 		c, err := libcontainer.Load(r.cfg.StateDir, id)
 		if err != nil {
 			// State too broken to load: remove it; the cgroup sweep
@@ -75,7 +85,13 @@ func (r *Runner) RemoveLeftovers(ctx context.Context) (int, error) {
 // touched: they hold nothing but runtimes. It returns how many processes it
 // signalled.
 func (r *Runner) KillStrays(ctx context.Context) (int, error) {
-	cgs := r.runtimeCgroups()
+	return r.KillStraysExcept(ctx, nil)
+}
+
+// KillStraysExcept is KillStrays sparing the cgroups of the containers whose
+// id keep reports (adopted ones; see Adopt). A nil keep spares none.
+func (r *Runner) KillStraysExcept(ctx context.Context, keep func(id string) bool) (int, error) {
+	cgs := r.runtimeCgroupsExcept(keep)
 	// On cgroup v1 a process is in a cgroup of every hierarchy: count it
 	// once.
 	killed := map[int]bool{}
@@ -127,8 +143,14 @@ func poll(ctx context.Context, timeout time.Duration, done func() bool) error {
 // hierarchy. They are empty once their containers are gone; one still
 // holding processes is left, with an error.
 func (r *Runner) SweepCgroups() error {
+	return r.SweepCgroupsExcept(nil)
+}
+
+// SweepCgroupsExcept is SweepCgroups sparing the cgroups of the containers
+// whose id keep reports (adopted ones; see Adopt). A nil keep spares none.
+func (r *Runner) SweepCgroupsExcept(keep func(id string) bool) error {
 	var errs []error
-	for _, cg := range r.runtimeCgroups() {
+	for _, cg := range r.runtimeCgroupsExcept(keep) {
 		if err := os.Remove(cg); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cg, err))
 		}
@@ -162,7 +184,12 @@ func (r *Runner) hierarchies() []string {
 
 // runtimeCgroups lists the runtime cgroups under the parent, on every v1
 // hierarchy or on v2.
-func (r *Runner) runtimeCgroups() []string {
+func (r *Runner) runtimeCgroups() []string { return r.runtimeCgroupsExcept(nil) }
+
+// runtimeCgroupsExcept is runtimeCgroups less the cgroups of the containers
+// whose id keep reports: a runtime's cgroup is named after its container
+// (<parent>/<id>, see Runner.config). A nil keep leaves out none.
+func (r *Runner) runtimeCgroupsExcept(keep func(id string) bool) []string {
 	var out []string
 	for _, root := range r.hierarchies() {
 		parent := filepath.Join(root, r.cfg.CgroupParent)
@@ -171,7 +198,7 @@ func (r *Runner) runtimeCgroups() []string {
 			continue
 		}
 		for _, k := range kids {
-			if k.IsDir() && strings.HasPrefix(k.Name(), IDPrefix) {
+			if k.IsDir() && strings.HasPrefix(k.Name(), IDPrefix) && (keep == nil || !keep(k.Name())) {
 				out = append(out, filepath.Join(parent, k.Name()))
 			}
 		}

@@ -72,8 +72,16 @@ func (c *Container) closeOOMCounter() {
 // itself or passed on its child's (executor-init, a shell), which is what
 // runtimes' start scripts usually are. An ordinary exit is never an OOM
 // death, however many other processes of the cgroup the kernel killed.
+//
+// An adopted container's main process ends with its status unknown
+// (ErrExitUnknown): it is judged as a death by SIGKILL might have been, by
+// the counter alone. A kill counted since the last verdict makes the OOM
+// killer by far the likeliest cause; the price is that an ordinary exit
+// just after a child was killed reads as an OOM death, a mislabel of a death
+// that happened anyway.
 func (c *Container) diedOfOOM(e ExitStatus) bool {
-	if e.Err != nil || e.Code != 128+int(unix.SIGKILL) {
+	killed := e.Err == nil && e.Code == 128+int(unix.SIGKILL)
+	if !killed && !errors.Is(e.Err, ErrExitUnknown) {
 		return false
 	}
 	n := c.oomKills()

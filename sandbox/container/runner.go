@@ -132,16 +132,19 @@ func (r *Runner) probeCgroupParent() error {
 // Cgroup2 reports whether the host has the unified cgroup v2 hierarchy only.
 func (r *Runner) Cgroup2() bool { return r.cgroup2 }
 
-// Process is a process to run in a container.
+// Process is a process to run in a container. It is JSON-serialisable, so
+// a caller can record a container's main process and hand it to Adopt after
+// a restart.
 type Process struct {
-	Args   []string
-	Env    []string
-	Cwd    string
-	UID    int
-	GID    int
-	Groups []int // supplementary groups
+	Args   []string `json:"args"`
+	Env    []string `json:"env,omitempty"`
+	Cwd    string   `json:"cwd,omitempty"`
+	UID    int      `json:"uid"`
+	GID    int      `json:"gid"`
+	Groups []int    `json:"groups,omitempty"` // supplementary groups
 
-	// extraFiles are passed on as fds 3 and up (StartParked's pipe).
+	// extraFiles are passed on as fds 3 and up (StartParked's pipe). They
+	// do not survive a restart: Adopt drops them.
 	extraFiles []*os.File
 }
 
