@@ -52,6 +52,21 @@ func (s leaseStore) create(l lease) error {
 	return nil
 }
 
+// read returns the lease of a; an error matching fs.ErrNotExist when there
+// is none.
+func (s leaseStore) read(a netip.Addr) (lease, error) {
+	b, err := os.ReadFile(s.path(a))
+	if err != nil {
+		return lease{}, err
+	}
+	l := lease{}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return lease{}, fmt.Errorf("netns: lease %s: %w", a, err)
+	}
+	l.Addr = a
+	return l, nil
+}
+
 func (s leaseStore) remove(a netip.Addr) error {
 	if err := os.Remove(s.path(a)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("netns: remove lease %s: %w", a, err)

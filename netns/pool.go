@@ -30,17 +30,19 @@ func (n *Network) startPool() {
 		ctx, cancel := context.WithCancel(context.Background())
 		n.poolCancel = cancel
 		n.poolDone.Add(1)
-		go n.fill(ctx)
+		go n.fill(ctx, n.pool, n.poolStop)
 	})
 }
 
-// fill keeps the pool full. Failures back off, up to a second.
-func (n *Network) fill(ctx context.Context) {
+// fill keeps pool full until stop is closed. Failures back off, up to a
+// second. It is handed the channels rather than reading n.pool, which
+// stopPool clears.
+func (n *Network) fill(ctx context.Context, pool chan *Endpoint, stop chan struct{}) {
 	defer n.poolDone.Done()
 	backoff := 10 * time.Millisecond
 	for {
 		select {
-		case <-n.poolStop:
+		case <-stop:
 			return
 		default:
 		}
@@ -55,7 +57,7 @@ func (n *Network) fill(ctx context.Context) {
 			}
 			n.log.Log(ctx, lvl, "network pool refill", "network", n.cfg.Name, "err", err)
 			select {
-			case <-n.poolStop:
+			case <-stop:
 				return
 			case <-time.After(backoff):
 			}
@@ -64,26 +66,29 @@ func (n *Network) fill(ctx context.Context) {
 		}
 		backoff = 10 * time.Millisecond
 		select {
-		case n.pool <- ep:
-		case <-n.poolStop:
+		case pool <- ep:
+		case <-stop:
 			_ = n.teardown(ep)
 			return
 		}
 	}
 }
 
-// stopPool stops the filler and tears down the ready endpoints.
+// stopPool stops the filler and tears down the ready endpoints. It may be
+// called more than once (Release, then Close): the first call takes the
+// pool away, later ones find none.
 func (n *Network) stopPool() error {
 	var errs []error
 	n.poolOnce.Do(func() {}) // no pool may start after this
 	n.mu.Lock()
-	pool := n.pool
+	pool, stop, cancel := n.pool, n.poolStop, n.poolCancel
+	n.pool, n.poolStop, n.poolCancel = nil, nil, nil
 	n.mu.Unlock()
 	if pool == nil {
 		return nil
 	}
-	close(n.poolStop)
-	n.poolCancel()
+	close(stop)
+	cancel()
 	n.poolDone.Wait()
 	for {
 		select {
