@@ -64,7 +64,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	}
 	st.mark("container")
 	r.mu.Lock()
-	r.ct = containerProc{c}
+	r.ct, r.main = containerProc{c}, ps
 	r.mu.Unlock()
 	return nil
 }
@@ -118,6 +118,9 @@ func (m *Manager) assembleBase(ctx context.Context, r *Runtime, image string, st
 		return nil, "", pullError(image, err)
 	}
 	st.mark("pull")
+	r.mu.Lock()
+	r.layers = img.Layers
+	r.mu.Unlock()
 	// UnmountRoot undoes a half-made root too: record it first.
 	r.mu.Lock()
 	r.unmountRoot = m.cfg.Images.UnmountRoot

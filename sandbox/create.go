@@ -45,25 +45,7 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
 // released before it returns.
 func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildResult, err error) {
 	start := e.created
-	httpc := protocol.NewHTTPClient()
-	r := &Runtime{
-		ID:       spec.RuntimeID,
-		Name:     e.name,
-		CID:      container.NewID(),
-		Hostname: e.hostname,
-		Secret:   e.secret,
-		Image:    spec.Image,
-		Version:  spec.Version,
-		Created:  start,
-		spec:     spec,
-		log:      m.log,
-		httpc:    httpc,
-		client:   protocol.Client{HTTP: httpc, RetryAttempts: m.cfg.RetryAttempts, RetryDelay: m.cfg.RetryDelay, Log: m.log.With("runtime", spec.RuntimeID)},
-		onExit:   m.removeDead,
-		obs:      m.cfg.Observer,
-		updated:  start,
-		status:   "pending",
-	}
+	r := m.newRuntime(spec, e.name, e.hostname, e.secret, start, container.NewID())
 	defer func() {
 		if err != nil {
 			if derr := r.destroy(context.WithoutCancel(ctx), 0); derr != nil {
@@ -87,6 +69,7 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 	}
 	res.Duration = time.Since(start)
 	r.markUp(res.Duration)
+	m.remember(r)
 	return res, nil
 }
 
@@ -94,4 +77,28 @@ func randomHex(n int) string {
 	b := make([]byte, n/2)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// newRuntime is the Runtime of spec before any of its parts exist.
+func (m *Manager) newRuntime(spec Spec, name, hostname, secret string, created time.Time, cid string) *Runtime {
+	httpc := protocol.NewHTTPClient()
+	return &Runtime{
+		ID:       spec.RuntimeID,
+		Name:     name,
+		CID:      cid,
+		Hostname: hostname,
+		Secret:   secret,
+		Image:    spec.Image,
+		Version:  spec.Version,
+		Created:  created,
+		spec:     spec,
+		log:      m.log,
+		httpc:    httpc,
+		client:   protocol.Client{HTTP: httpc, RetryAttempts: m.cfg.RetryAttempts, RetryDelay: m.cfg.RetryDelay, Log: m.log.With("runtime", spec.RuntimeID)},
+		onExit:   m.removeDead,
+		forget:   m.forget,
+		obs:      m.cfg.Observer,
+		updated:  created,
+		status:   "pending",
+	}
 }

@@ -28,6 +28,8 @@ type ImageStore interface {
 	MountRoot(ctx context.Context, img *images.Image, dir string) (string, error)
 	// UnmountRoot removes a root MountRoot made, also after a restart.
 	UnmountRoot(dir string) error
+	// AdoptRoot takes over a root an earlier process mounted (live restore).
+	AdoptRoot(img *images.Image, dir string) error
 }
 
 // DefaultBuildSizeLimit is the cap on sources, artifacts and build caches.
@@ -104,7 +106,12 @@ type Config struct {
 	// prewarm.go); each image's pool is sized by its cold starts of the
 	// last minute, and empties a minute after the last. 0 keeps none.
 	Prewarm int
-	Logger  *slog.Logger
+	// LiveRestore keeps runtimes running across a restart of the daemon:
+	// Detach leaves them, and Reconcile adopts them (see restore.go). It
+	// needs Init: executor-init keeps a runtime's output from failing while
+	// no daemon reads it.
+	LiveRestore bool
+	Logger      *slog.Logger
 	// Observer is told what the manager does (metrics, traces); nil: nothing.
 	Observer Observer
 }
@@ -157,6 +164,9 @@ func New(cfg Config) (*Manager, error) {
 		if st, err := os.Stat(cfg.Init); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 			return nil, fmt.Errorf("sandbox: init %s is not an executable file (build it with make build): %v", cfg.Init, err)
 		}
+	}
+	if cfg.LiveRestore && cfg.Init == "" {
+		return nil, errors.New("sandbox: live restore (OPR_EXECUTOR_LIVE_RESTORE) needs executor-init, which OPR_EXECUTOR_INIT turned off: without it a runtime's output pipe breaks when the daemon stops")
 	}
 	if cfg.Prewarm > 0 && cfg.Init == "" {
 		return nil, errors.New("sandbox: prewarmed sandboxes (OPR_EXECUTOR_PREWARM) park executor-init, which OPR_EXECUTOR_INIT turned off")
@@ -260,6 +270,16 @@ func (m *Manager) startMaintenance() {
 	}
 }
 
+// stopMaintenance stops the reaper of idle runtimes, if it runs, and waits
+// for a pass in progress.
+func (m *Manager) stopMaintenance() {
+	if m.stopMaint != nil {
+		close(m.stopMaint)
+		<-m.maintDone
+		m.stopMaint = nil
+	}
+}
+
 // diskConfig is the disk of a runtime whose root maps to ids (nil: host root).
 func (m *Manager) diskConfig(ids *oci.IDMap) disk.Config {
 	c := disk.Config{
@@ -308,11 +328,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.dropLocked(e)
 	}
 	m.mu.Unlock()
-	if m.stopMaint != nil {
-		close(m.stopMaint)
-		<-m.maintDone
-		m.stopMaint = nil
-	}
+	m.stopMaintenance()
 	var wg sync.WaitGroup
 	errs := make([]error, len(entries))
 	for i, e := range entries {

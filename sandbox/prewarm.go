@@ -327,7 +327,7 @@ func (m *Manager) specialize(ctx context.Context, r *Runtime, spec Spec, sb *par
 	r.CID, r.Dir, r.Hostname = src.CID, src.Dir, src.Hostname
 	r.network, r.endpoint, r.addr = src.network, src.endpoint, src.addr
 	r.disk, r.unmountRoot, r.shell = src.disk, src.unmountRoot, src.shell
-	r.ct = src.ct
+	r.ct, r.layers = src.ct, src.layers
 	r.mu.Unlock()
 	src.mu.Unlock()
 	if !sb.c.Parked() || sb.c.Exited() {
@@ -345,6 +345,9 @@ func (m *Manager) specialize(ctx context.Context, r *Runtime, spec Spec, sb *par
 	if err := m.runner.Unpark(sb.c, m.ociSpec(r, spec, sb.rootfs), ps); err != nil {
 		return fmt.Errorf("failed to start container: %w", err)
 	}
+	r.mu.Lock()
+	r.main = ps
+	r.mu.Unlock()
 	m.log.Debug("runtime prepared from a prewarmed sandbox", "runtime", r.ID, "container", r.CID, "duration", time.Since(start).Round(10*time.Microsecond))
 	return nil
 }

@@ -9,19 +9,30 @@ import (
 	"executor/sandbox/disk"
 )
 
-// Reconcile removes what an earlier process of this executor left behind:
+// Reconcile adopts the runtimes an earlier process left running for live
+// restore (Config.LiveRestore; see restore.go), then removes everything else
+// an earlier process of this executor left behind:
 // containers (killed and destroyed: their output pipes died with that
 // process), processes left in runtime cgroups, runtime directories and
 // roots, endpoints, and empty cgroups under the parent. Call it before
 // serving.
 func (m *Manager) Reconcile(ctx context.Context) error {
 	var errs []error
-	removed, err := m.runner.RemoveLeftovers(ctx)
+	// With live restore, the runtimes an earlier process left running are
+	// adopted first; everything below spares them.
+	adopted := map[string]bool{}
+	if m.cfg.LiveRestore {
+		adopted = m.restore(ctx)
+	} else {
+		errs = append(errs, m.clearRecords())
+	}
+	keep := func(cid string) bool { return adopted[cid] }
+	removed, err := m.runner.RemoveLeftoversExcept(ctx, keep)
 	errs = append(errs, err)
 	// Processes of runtimes whose container state is gone (state removed
 	// by hand, a crash while it was written) are still in their cgroups:
 	// kill them before their roots, disks and namespaces are taken away.
-	killed, err := m.runner.KillStrays(ctx)
+	killed, err := m.runner.KillStraysExcept(ctx, keep)
 	errs = append(errs, err)
 	if killed > 0 {
 		m.log.Info("killed processes left in runtime cgroups", "processes", killed)
@@ -30,7 +41,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	if err != nil && !os.IsNotExist(err) {
 		errs = append(errs, err)
 	}
+	swept := 0
 	for _, d := range dirs {
+		if adopted[d.Name()] {
+			continue
+		}
+		swept++
 		dir := filepath.Join(m.runDir, d.Name())
 		if err := m.cfg.Images.UnmountRoot(filepath.Join(dir, "root")); err != nil {
 			errs = append(errs, err)
@@ -47,9 +63,9 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	for _, n := range m.cfg.Networks {
 		errs = append(errs, n.Reset(ctx))
 	}
-	errs = append(errs, m.runner.SweepCgroups())
-	if removed > 0 || len(dirs) > 0 {
-		m.log.Info("removed leftovers of an earlier run", "containers", removed, "runtimeDirs", len(dirs))
+	errs = append(errs, m.runner.SweepCgroupsExcept(keep))
+	if removed > 0 || swept > 0 {
+		m.log.Info("removed leftovers of an earlier run", "containers", removed, "runtimeDirs", swept)
 	}
 	return errors.Join(errs...)
 }

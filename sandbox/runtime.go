@@ -44,10 +44,16 @@ type Runtime struct {
 	// command is the main process's argv (without the init), set once by
 	// assembly: a runtime that never listens is explained by what it ran.
 	command []string
+	// main is the container's main process and layers the image layers of
+	// its root, set once by assembly: live restore records them.
+	main   container.Process
+	layers []string
 
 	// onExit is told when the main process has ended for good (no restart
 	// follows), so the table can drop the runtime.
 	onExit func(*Runtime)
+	// forget removes the runtime's live-restore record (nil: none kept).
+	forget func(*Runtime)
 	// obs is the manager's Observer (exits, restarts).
 	obs Observer
 
@@ -300,6 +306,9 @@ func (r *Runtime) halt() {
 }
 
 func (r *Runtime) doDestroy(ctx context.Context, grace time.Duration) error {
+	if r.forget != nil {
+		r.forget(r)
+	}
 	r.mu.Lock()
 	r.stopped = true
 	ct := r.ct

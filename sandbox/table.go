@@ -299,6 +299,9 @@ func (m *Manager) dropLocked(e *entry) {
 	if m.table[e.id] == e {
 		delete(m.table, e.id)
 		close(e.gone)
+		// Gone from the table is gone for a restarted daemon too, even if
+		// this one dies before the teardown.
+		m.forget(e.rt)
 	}
 }
 

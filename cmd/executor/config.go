@@ -74,6 +74,8 @@ type config struct {
 	DNSServers            []netip.Addr // nil = the host's non-loopback nameservers
 	NetworkPool           int
 	Prewarm               int
+	// LiveRestore keeps runtimes running across a restart (OPR_EXECUTOR_LIVE_RESTORE).
+	LiveRestore bool
 	// Init is the executor-init binary run as each runtime's PID 1; "" = none.
 	Init string
 	// LoggingProvider is OPR_EXECUTOR_LOGGING_PROVIDER, lower-cased: "" or "sentry".
@@ -214,6 +216,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 			}
 			return c.setPrewarm(name, v)
 		}},
+		{name: "OPR_EXECUTOR_LIVE_RESTORE", raw: true, def: "false", parse: c.setLiveRestore},
 		{name: "OPR_EXECUTOR_USERNS", def: "full", parse: c.setUserNS},
 		{name: "OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", parse: c.setLoopbackPorts},
 		{name: "OPR_EXECUTOR_SECCOMP", def: "default", parse: c.setSeccomp},
@@ -454,6 +457,24 @@ func (c *config) setInit(name, v string) error {
 		}
 		c.Init = v
 	}
+	return nil
+}
+
+// setLiveRestore: runtimes outlive the daemon only where a restarted one can reach them again. A rootless daemon's
+// runtimes live in the network namespace its parent made, which ends with it; without executor-init a runtime's
+// output pipe breaks when the daemon stops.
+func (c *config) setLiveRestore(name, v string) error {
+	on, err := boolean(name, v)
+	if err != nil || !on {
+		return err
+	}
+	if rootless() {
+		return fmt.Errorf("%s=%s: a rootless executor's runtimes live in a network namespace that ends with it; live restore needs a root daemon", name, v)
+	}
+	if c.Init == "" {
+		return fmt.Errorf("%s=%s needs executor-init (OPR_EXECUTOR_INIT is off): it keeps a runtime's output from breaking while no daemon reads it", name, v)
+	}
+	c.LiveRestore = true
 	return nil
 }
 

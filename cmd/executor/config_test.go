@@ -86,6 +86,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"OPR_EXECUTOR_NETWORK_POOL", func(c *config) any { return c.NetworkPool }, 0},
 		{"OPR_EXECUTOR_INIT", func(c *config) any { return c.Init }, filepath.Join(filepath.Dir(exe), "executor-init")},
 		{"OPR_EXECUTOR_PREWARM", func(c *config) any { return c.Prewarm }, defaultPrewarm},
+		{"OPR_EXECUTOR_LIVE_RESTORE", func(c *config) any { return c.LiveRestore }, false},
 		{"OPR_EXECUTOR_USERNS", func(c *config) any { return c.UserNS }, oci.FullIDMap()},
 		{"OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS", func(c *config) any { return c.LoopbackPorts }, []uint16(nil)},
 		{"OPR_EXECUTOR_SECCOMP", func(c *config) any { return c.Unconfined }, false},
@@ -188,6 +189,8 @@ func TestLoadConfigBadValues(t *testing.T) {
 		{map[string]string{"OPR_EXECUTOR_NETWORK_POOL": "-2"}, "OPR_EXECUTOR_NETWORK_POOL"},
 		{map[string]string{"OPR_EXECUTOR_PREWARM": "65"}, "OPR_EXECUTOR_PREWARM"},
 		{map[string]string{"OPR_EXECUTOR_INIT": "bin/executor-init"}, "OPR_EXECUTOR_INIT"},
+		{map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "maybe"}, "OPR_EXECUTOR_LIVE_RESTORE"},
+		{map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "true", "OPR_EXECUTOR_INIT": "off"}, "OPR_EXECUTOR_LIVE_RESTORE"},
 		{map[string]string{"OPR_EXECUTOR_USERNS": "1000:10"}, "OPR_EXECUTOR_USERNS"},
 		{map[string]string{"OPR_EXECUTOR_USERNS": "root"}, "OPR_EXECUTOR_USERNS"},
 		{map[string]string{"OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS": "5000,http"}, "OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS"},
@@ -492,6 +495,45 @@ func TestPrewarmDefaultFollowsInit(t *testing.T) {
 			}
 			if c.Prewarm != tc.want {
 				t.Errorf("Prewarm = %d, want %d", c.Prewarm, tc.want)
+			}
+		})
+	}
+}
+
+// TestLiveRestoreSetting: live restore is off unless asked for, and needs
+// executor-init (the rootless refusal is a case of TestRootlessRefusesWhatIsMissing,
+// in tests/e2e, where a daemon really is rootless).
+func TestLiveRestoreSetting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want bool
+		err  string
+	}{
+		{"default", nil, false, ""},
+		{"true", map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "true"}, true, ""},
+		{"yes", map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "yes"}, true, ""},
+		{"false", map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "false"}, false, ""},
+		{"false without init", map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "false", "OPR_EXECUTOR_INIT": "off"}, false, ""},
+		{"true without init", map[string]string{"OPR_EXECUTOR_LIVE_RESTORE": "true", "OPR_EXECUTOR_INIT": "off"}, false, "needs executor-init"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"OPR_EXECUTOR_SECRET": "s"}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			c, err := loadConfig(func(k string) string { return env[k] })
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.LiveRestore != tc.want {
+				t.Errorf("LiveRestore = %v, want %v", c.LiveRestore, tc.want)
 			}
 		})
 	}

@@ -27,6 +27,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	if err := checkCapabilities(); err != nil {
 		return err
 	}
+	if cfg.LiveRestore {
+		if err := checkMountNamespace(); err != nil {
+			return fmt.Errorf("OPR_EXECUTOR_LIVE_RESTORE: %w", err)
+		}
+	}
 	hostname, err := os.Hostname()
 	if err != nil {
 		return fmt.Errorf("hostname: %w", err)
@@ -123,8 +128,17 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		return err
 	}
 	var networks []*netns.Network
+	// detached: the runtimes were left running (live restore), and with
+	// them the networks they are on.
+	detached := false
 	defer func() {
 		for _, n := range networks {
+			if detached {
+				if err := n.Release(context.Background()); err != nil {
+					log.Error("network release", "network", n.Name(), "err", err)
+				}
+				continue
+			}
 			if err := n.Close(context.Background()); err != nil {
 				log.Error("network teardown", "network", n.Name(), "err", err)
 			}
@@ -191,6 +205,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		RetryDelay:          cfg.RetryDelay,
 		InactiveThreshold:   cfg.InactiveThreshold,
 		Prewarm:             cfg.Prewarm,
+		LiveRestore:         cfg.LiveRestore,
 		MaintenanceInterval: cfg.MaintenanceInterval,
 		Logger:              log.With("component", "sandbox"),
 		Observer:            sandbox.Observers(tracer.sandboxObserver(), metricsSrv.sandboxObserver()),
@@ -268,7 +283,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	select {
 	case <-ctx.Done():
 		notify.stopping(cfg.DrainTimeout)
-		log.Info("stopping: draining requests and removing every runtime", "drainTimeout", cfg.DrainTimeout)
+		if cfg.LiveRestore {
+			log.Info("stopping: draining requests; runtimes keep running for the next start (OPR_EXECUTOR_LIVE_RESTORE)", "drainTimeout", cfg.DrainTimeout)
+		} else {
+			log.Info("stopping: draining requests and removing every runtime", "drainTimeout", cfg.DrainTimeout)
+		}
 	case err := <-serveErr:
 		stopGC()
 		imageGC.Wait()
@@ -285,13 +304,22 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("requests still running at shutdown were cut (OPR_EXECUTOR_DRAIN_TIMEOUT)", "drainTimeout", cfg.DrainTimeout, "err", err)
 	}
-	notify.status("Stopping: removing every runtime and network")
 	stopGC()
 	imageGC.Wait()
-	err = mgr.Close(context.Background())
+	if cfg.LiveRestore {
+		notify.status("Stopping: leaving runtimes running for the next start")
+		err = mgr.Detach(context.Background())
+		detached = true
+	} else {
+		notify.status("Stopping: removing every runtime and network")
+		err = mgr.Close(context.Background())
+	}
 	prepull.Wait()
 	reloads.wait()
-	mgr.RemoveCgroupParent()
+	if !detached {
+		// The runtimes' cgroups live beneath it.
+		mgr.RemoveCgroupParent()
+	}
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,7 @@ checks=(
 	"the tests' leak checks see the v2 hierarchy|TestLeakChecksSeeEveryHierarchy"
 	"usage figures from the runtime's v2 cgroup files|TestRuntimeUsageFromCgroup TestCounters TestCountersFiles"
 	"metrics count the workload, OOM kill included|TestMetricsCountTheWorkload"
+	"live restore: runtimes kept across SIGTERM and SIGKILL, adopted warm|TestLiveRestore TestLiveRestorePrewarmed"
 )
 for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 	if grep -q "^func $t(" tests/e2e/*.go; then
@@ -74,7 +75,7 @@ for t in TestOOMVerdictIsAboutThisDeath TestSysReadOnlyThroughout; do
 		echo "== test-cgroup2: $t is not in this tree yet: its check is left out"
 	fi
 done
-unit_tests='^(TestEnterSupervisorCgroup|TestCounters|TestCountersFiles|TestDestroyLeavesCounterPathsAlone)$'
+unit_tests='^(TestEnterSupervisorCgroup|TestCounters|TestCountersFiles|TestDestroyLeavesCounterPathsAlone|TestAdopt|TestAdoptRestart|TestAdoptOOMKilled|TestLeftoversSpareKept)$'
 e2e_tests=()
 for c in "${checks[@]}"; do
 	for t in ${c#*|}; do

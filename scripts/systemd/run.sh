@@ -38,7 +38,7 @@ cp bin/executor bin/executor-init contrib/executor.service contrib/executor-root
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
 go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
 cp /usr/bin/docker-registry "$payload/"
-tests=(TestSystemdUnit TestSystemdLeftOutDirectives TestNotifySocket TestSIGHUPNeverKills TestRootlessUserUnit)
+tests=(TestSystemdUnit TestSystemdLeftOutDirectives TestNotifySocket TestSIGHUPNeverKills TestRootlessUserUnit TestSystemdLiveRestore)
 # EXECUTOR_SYSTEMD_TESTS="TestA TestB" runs only those (while working on one).
 if [ -n "${EXECUTOR_SYSTEMD_TESTS:-}" ]; then
 	read -r -a tests <<<"$EXECUTOR_SYSTEMD_TESTS"

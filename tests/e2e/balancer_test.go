@@ -73,7 +73,7 @@ func newBalancerHost(t testing.TB, i int) *balancerHost {
 
 // start runs the host's daemon with the registry and S3 server reached at
 // the host-side address.
-func (h *balancerHost) start(t testing.TB, registry, s3 *forwarder, s3srv *testenv.S3Server, bucket string) {
+func (h *balancerHost) start(t testing.TB, registry, s3 *forwarder, s3srv *testenv.S3Server, bucket string, extra ...string) {
 	t.Helper()
 	conf := filepath.Join(t.TempDir(), "registries.conf")
 	if err := testenv.WriteRegistriesConf(conf, registry.addrOn(t, h.hostIP)); err != nil {
@@ -81,8 +81,13 @@ func (h *balancerHost) start(t testing.TB, registry, s3 *forwarder, s3srv *teste
 	}
 	dsn := url.URL{Scheme: "s3", User: url.UserPassword(s3srv.Access, s3srv.Secret), Host: "localhost", Path: "/" + bucket,
 		RawQuery: url.Values{"region": {s3srv.Region}, "url": {"http://" + s3.addrOn(t, h.hostIP)}}.Encode()}
-	h.x = startExecutor(t, inNetns+h.name, "OPR_EXECUTOR_LISTEN="+h.api, "CONTAINERS_REGISTRIES_CONF="+conf,
-		"OPR_EXECUTOR_CONNECTION_STORAGE="+dsn.String())
+	h.x = startExecutor(t, append([]string{inNetns + h.name, "OPR_EXECUTOR_LISTEN=" + h.api, "CONTAINERS_REGISTRIES_CONF=" + conf,
+		"OPR_EXECUTOR_CONNECTION_STORAGE=" + dsn.String()}, extra...)...)
+	for _, kv := range extra {
+		if kv == liveRestoreOn {
+			endLiveRestore(t, h.x)
+		}
+	}
 }
 
 // runtimes lists the ids of the host's runtimes, by their name's suffix.
@@ -421,7 +426,11 @@ type cluster struct {
 	sourceKey string
 }
 
-func startCluster(t testing.TB, n int) *cluster {
+func startCluster(t testing.TB, n int) *cluster { return startClusterWith(t, n, nil) }
+
+// startClusterWith is startCluster with extra settings for some hosts, by
+// index (live restore on one of them, say).
+func startClusterWith(t testing.TB, n int, extra map[int][]string) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -456,8 +465,8 @@ func startCluster(t testing.TB, n int) *cluster {
 	for i := range c.hosts {
 		c.hosts[i] = newBalancerHost(t, i+1)
 	}
-	for _, h := range c.hosts {
-		h.start(t, registry, s3, s3srv, bucket)
+	for i, h := range c.hosts {
+		h.start(t, registry, s3, s3srv, bucket, extra[i]...)
 		c.servers = append(c.servers, h.api)
 	}
 	return c
@@ -479,7 +488,9 @@ func (c *cluster) run(lb *executor, id, path string, header bool) (*response, er
 // losing a host fails only the requests it had in flight while its ids
 // cold-start on the others.
 func TestBalancers(t *testing.T) {
-	c := startCluster(t, 3)
+	// The first host keeps its runtimes across a restart (live restore).
+	const restored = 0
+	c := startClusterWith(t, 3, map[int][]string{restored: {liveRestoreOn}})
 	hosts, servers := c.hosts, c.servers
 	run := c.run
 	hp := startHAProxy(t, servers)
@@ -636,6 +647,38 @@ func TestBalancers(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a host restarted with live restore keeps its ids warm", func(t *testing.T) {
+		var kept []string
+		for _, id := range all {
+			if before[id] == restored {
+				kept = append(kept, id)
+			}
+		}
+		if len(kept) == 0 {
+			t.Fatal("no id on the host to restart")
+		}
+		hosts[restored].x.stop()
+		hosts[restored].x.start()
+		for _, b := range balancers {
+			for _, id := range b.ids {
+				if before[id] != restored {
+					continue
+				}
+				if r, err := run(b.x, id, "/", true); err != nil || r.status != 200 {
+					t.Errorf("%s: %s after its host restarted: %s", b.name, id, describe(r, err))
+				}
+			}
+		}
+		// Each is where it was, as it was, and on no other host (where
+		// reports an id on two hosts).
+		at, again := where(t, all)
+		for _, id := range all {
+			if at[id] != before[id] || again[id] != created[id] {
+				t.Errorf("%s moved or was created again: host %d -> %d, created %v -> %v", id, before[id]+1, at[id]+1, created[id], again[id])
+			}
+		}
+	})
 
 	t.Run("losing a host fails only its requests in flight", func(t *testing.T) {
 		const lost = 1 // hosts[1]

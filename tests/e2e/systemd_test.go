@@ -739,3 +739,55 @@ func capMask(t *testing.T, unitText string) string {
 	}
 	return fmt.Sprintf("%016x", mask)
 }
+
+// TestSystemdLiveRestore: the shipped unit with the README's drop-in for live
+// restore (KillMode=process and no mount namespace of its own) keeps a
+// runtime warm across `systemctl restart`: a new daemon, the same runtime.
+func TestSystemdLiveRestore(t *testing.T) {
+	requireSystemd(t)
+	const liveLine = "Environment=" + liveRestoreOn
+	x, unit, _ := startUnit(t, "live", map[string]string{"KillMode": "process", "ProtectHome": "no", "ProtectKernelModules": "no", "ProtectKernelLogs": "no"}, liveLine)
+	unitPath := filepath.Join("/run/systemd/system", unit)
+	// Last, live restore off and a restart remove every runtime; the
+	// unit's stop (startUnit's cleanup) then leaves nothing.
+	t.Cleanup(func() {
+		text, err := os.ReadFile(unitPath)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		writeFile(t, unitPath, strings.Replace(string(text), liveLine+"\n", "", 1))
+		if out, err := systemctl("daemon-reload"); err != nil {
+			t.Errorf("daemon-reload: %v %s", err, out)
+		}
+		if out, err := systemctl("restart", unit); err != nil {
+			t.Errorf("restart without live restore: %v %s", err, out)
+		}
+	})
+	src := source(t, map[string]string{"index.js": "live-marker"})
+	executeEcho(t, x, "kept", src, "live-marker")
+	before := runtimeInfo(t, x, "kept")
+	mainPID := show(t, unit)["MainPID"]
+	if out, err := systemctl("restart", unit); err != nil {
+		t.Fatalf("systemctl restart: %v %s", err, out)
+	}
+	if err := x.waitHealthy(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if pid := show(t, unit)["MainPID"]; pid == mainPID || pid == "0" {
+		t.Fatalf("MainPID %s after the restart, %s before: no new daemon", pid, mainPID)
+	}
+	after := runtimeInfo(t, x, "kept")
+	for _, k := range []string{"created", "key", "hostname"} {
+		if after[k] != before[k] {
+			t.Errorf("%s: %v after the restart, %v before", k, after[k], before[k])
+		}
+	}
+	executeEcho(t, x, "kept", "", "live-marker")
+	out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-o", "cat").CombinedOutput()
+	for _, want := range []string{"runtimes left running for the next start", "runtime restored"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the journal lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+)
+
+// checkMountNamespace refuses live restore where it cannot work. The mounts
+// of a runtime (its root, its disk, its pinned network namespace) live in
+// the daemon's mount namespace, and a restarted daemon finds them only when
+// that namespace outlives the process: when it is the one the daemon was
+// started from. systemd gives a unit a namespace of its own for
+// ProtectHome=, ProtectKernelModules=, ProtectKernelLogs= and the like
+// (contrib/executor.service sets three), which ends with the daemon and
+// unmounts all of it: the runtimes would run on with no way back to them.
+//
+// The namespace is compared with the parent's (systemd, a supervisor, a
+// shell), or PID 1's where the parent's cannot be read. Where neither can,
+// there is no telling, and live restore is refused too.
+func checkMountNamespace() error {
+	own, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return fmt.Errorf("read this process's mount namespace: %w", err)
+	}
+	var errs []error
+	for _, pid := range []string{strconv.Itoa(os.Getppid()), "1"} {
+		other, err := os.Readlink("/proc/" + pid + "/ns/mnt")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if other != own {
+			return fmt.Errorf("the daemon runs in a mount namespace of its own (%s, process %s's is %s), which ends with it and takes its runtimes' roots, disks and network namespaces along: "+
+				"run it in the namespace it is started from (under systemd: ProtectHome=no, ProtectKernelModules=no, ProtectKernelLogs=no and KillMode=process in a drop-in; see the README's Live restore)", own, pid, other)
+		}
+		return nil
+	}
+	return fmt.Errorf("cannot tell whether the daemon's mount namespace outlives it (%v)", errs)
+}
