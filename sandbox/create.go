@@ -69,7 +69,7 @@ func (m *Manager) create(ctx context.Context, e *entry, spec Spec) (res *BuildRe
 	}
 	res.Duration = time.Since(start)
 	r.markUp(res.Duration)
-	m.remember(r)
+	m.remember(r, e.log)
 	return res, nil
 }
 

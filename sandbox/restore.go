@@ -43,8 +43,9 @@ import (
 // format is not adopted.
 const recordFormat = 1
 
-// maxRecordSize bounds what Reconcile reads of one record.
-const maxRecordSize = 4 << 20
+// maxRecordSize bounds what Reconcile reads of one record: the build output
+// it holds (build.MaxOutput) may grow sixfold as JSON (\u escapes).
+const maxRecordSize = 8 << 20
 
 // record is one runtime's state record.
 type record struct {
@@ -65,6 +66,8 @@ type record struct {
 	Main     container.Process `json:"main"`
 	Endpoint netns.Endpoint    `json:"endpoint"`
 	Disk     bool              `json:"disk"`
+	// Log is the build output, which a log stream of the runtime replays.
+	Log []build.Entry `json:"log,omitempty"`
 }
 
 func (m *Manager) stateDir() string { return filepath.Join(m.cfg.DataDir, "state") }
@@ -73,8 +76,8 @@ func (m *Manager) recordPath(cid string) string {
 	return filepath.Join(m.stateDir(), cid+".json")
 }
 
-// record is r's state record as of now.
-func (r *Runtime) record() (record, error) {
+// record is r's state record as of now, with the build output log.
+func (r *Runtime) record(log *build.Output) (record, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.endpoint == nil || r.ct == nil || r.Dir == "" {
@@ -98,12 +101,13 @@ func (r *Runtime) record() (record, error) {
 		Main:     r.main,
 		Endpoint: *r.endpoint,
 		Disk:     r.disk != nil,
+		Log:      log.Snapshot(),
 	}, nil
 }
 
 // saveRecord writes r's record, replacing an earlier one at once.
-func (m *Manager) saveRecord(r *Runtime) error {
-	rec, err := r.record()
+func (m *Manager) saveRecord(r *Runtime, log *build.Output) error {
+	rec, err := r.record(log)
 	if err != nil {
 		return err
 	}
@@ -137,13 +141,14 @@ func (m *Manager) forget(r *Runtime) {
 	}
 }
 
-// remember writes the record of r, which has just become ready. Without it
-// the runtime still serves; only a restart of the daemon loses it.
-func (m *Manager) remember(r *Runtime) {
+// remember writes the record of r, which has just become ready with the
+// build output log. Without it the runtime still serves; only a restart of
+// the daemon loses it.
+func (m *Manager) remember(r *Runtime, log *build.Output) {
 	if !m.cfg.LiveRestore {
 		return
 	}
-	if err := m.saveRecord(r); err != nil {
+	if err := m.saveRecord(r, log); err != nil {
 		m.log.Error("write runtime's state record: a restart of the executor will remove this runtime", "runtime", r.ID, "container", r.CID, "err", err)
 	}
 }
@@ -191,7 +196,7 @@ func (m *Manager) Detach(ctx context.Context) error {
 		if r.httpc != nil {
 			r.httpc.CloseIdleConnections()
 		}
-		if err := m.saveRecord(r); err != nil {
+		if err := m.saveRecord(r, e.log); err != nil {
 			errs = append(errs, fmt.Errorf("keep runtime %s: %w", r.ID, err))
 			continue
 		}
@@ -355,8 +360,7 @@ func (m *Manager) adopt(ctx context.Context, rec record) (err error) {
 	r.network, r.endpoint, r.addr = network, ep, ep.Addr.String()+":"+fmt.Sprint(protocol.Port)
 	r.disk, r.unmountRoot = dk, m.cfg.Images.UnmountRoot
 	r.mu.Unlock()
-	log := build.NewOutput()
-	log.Finish()
+	log := build.FinishedOutput(rec.Log)
 	e := &entry{
 		id:       rec.ID,
 		created:  rec.Created,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"executor/netns"
+	"executor/sandbox/build"
 	"executor/sandbox/container"
 	"executor/sandbox/protocol"
 )
@@ -37,6 +38,15 @@ func recordedRuntime(m *Manager) *Runtime {
 	return r
 }
 
+// buildLog is a finished build output of two chunks.
+func buildLog() *build.Output {
+	o := build.NewOutput()
+	o.Write([]byte("added 12 packages\n"))
+	o.Write([]byte("build done \x00\xff\n")) // made valid UTF-8 in the record
+	o.Finish()
+	return o
+}
+
 func liveRestoreManager(t *testing.T) *Manager {
 	t.Helper()
 	return newManager(Config{DataDir: t.TempDir(), Hostname: "test", LiveRestore: true,
@@ -47,7 +57,7 @@ func liveRestoreManager(t *testing.T) *Manager {
 func TestRecordRoundTrip(t *testing.T) {
 	m := liveRestoreManager(t)
 	r := recordedRuntime(m)
-	m.remember(r)
+	m.remember(r, buildLog())
 	path := m.recordPath(r.CID)
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -63,10 +73,20 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := r.record()
+	want, _ := r.record(buildLog())
 	// Times come back in the location JSON gives them.
 	got.Created, got.Updated = got.Created.UTC(), got.Updated.UTC()
 	want.Created, want.Updated = want.Created.UTC(), want.Updated.UTC()
+	for i := range want.Log {
+		// Two outputs: same contents, their own stamps.
+		if i < len(got.Log) {
+			want.Log[i].Timestamp = got.Log[i].Timestamp.UTC()
+			got.Log[i].Timestamp = got.Log[i].Timestamp.UTC()
+		}
+	}
+	if len(got.Log) != 2 || got.Log[1].Content != "build done \x00\ufffd\n" {
+		t.Errorf("build output in the record: %q", got.Log)
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("record read back:\n got %+v\nwant %+v", got, want)
 	}
@@ -85,7 +105,7 @@ func TestRecordRoundTrip(t *testing.T) {
 
 	// Without live restore nothing is written.
 	off := newManager(Config{DataDir: t.TempDir(), Hostname: "test", Logger: m.log})
-	off.remember(recordedRuntime(off))
+	off.remember(recordedRuntime(off), buildLog())
 	if _, err := os.Stat(off.stateDir()); !os.IsNotExist(err) {
 		t.Errorf("state dir without live restore: %v", err)
 	}
@@ -99,14 +119,14 @@ func TestRecordLeavesWithTheRuntime(t *testing.T) {
 	r.forget = m.forget
 	e := &entry{id: r.ID, rt: r, gone: make(chan struct{}), ready: make(chan struct{})}
 	m.table[r.ID] = e
-	m.remember(r)
+	m.remember(r, buildLog())
 	m.mu.Lock()
 	m.dropLocked(e)
 	m.mu.Unlock()
 	if _, err := os.Stat(m.recordPath(r.CID)); !os.IsNotExist(err) {
 		t.Errorf("record after the runtime left the table: %v", err)
 	}
-	m.remember(r)
+	m.remember(r, buildLog())
 	r.endpoint = nil // nothing to detach in this test
 	_ = r.destroy(context.Background(), 0)
 	if _, err := os.Stat(m.recordPath(r.CID)); !os.IsNotExist(err) {
@@ -116,7 +136,7 @@ func TestRecordLeavesWithTheRuntime(t *testing.T) {
 
 func TestReadRecordRefuses(t *testing.T) {
 	m := liveRestoreManager(t)
-	good, _ := recordedRuntime(m).record()
+	good, _ := recordedRuntime(m).record(buildLog())
 	edit := func(f func(*record)) []byte {
 		rec := good
 		f(&rec)
@@ -185,10 +205,10 @@ func TestReadRecordRefuses(t *testing.T) {
 func TestRestoreRemovesWhatItCannotAdopt(t *testing.T) {
 	m := liveRestoreManager(t)
 	r := recordedRuntime(m)
-	m.remember(r) // its network "executor" is not configured
+	m.remember(r, buildLog()) // its network "executor" is not configured
 	os.WriteFile(filepath.Join(m.stateDir(), ".rt-x.123.tmp"), []byte("half"), 0o600)
 	os.WriteFile(filepath.Join(m.stateDir(), container.IDPrefix+"garbage.json"), []byte("{"), 0o600)
-	other, _ := r.record()
+	other, _ := r.record(buildLog())
 	other.CID = container.IDPrefix + "feedface"
 	b, _ := json.Marshal(other)
 	os.WriteFile(filepath.Join(m.stateDir(), container.IDPrefix+"renamed.json"), b, 0o600) // names another container

@@ -538,3 +538,31 @@ func TestLiveRestoreSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckStartCgroup: live restore is refused where the next daemon would
+// be started in a cgroup the kept runtimes make unusable for processes.
+func TestCheckStartCgroup(t *testing.T) {
+	const unit = "/system.slice/executor.service"
+	for _, tc := range []struct {
+		name, procCgroup, parent string
+		refused                  bool
+	}{
+		{"systemd before 254: started in the unit, runtimes below it", "0::" + unit + "\n", unit, true},
+		{"runtimes deeper below the daemon's cgroup", "0::" + unit + "\n", unit + "/runtimes", true},
+		{"DelegateSubgroup=supervisor", "0::" + unit + "/supervisor\n", unit, false},
+		{"a cgroup parent elsewhere", "0::" + unit + "\n", "/executor", false},
+		{"a sibling whose name extends the daemon's", "0::/executor\n", "/executor-runtimes", false},
+		{"the root cgroup (a container's namespace)", "0::/\n", "/executor", false},
+		{"hybrid v1 host", "4:memory:" + unit + "\n0::" + unit + "\n", unit, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkStartCgroup(tc.procCgroup, tc.parent)
+			if (err != nil) != tc.refused {
+				t.Fatalf("checkStartCgroup: %v, refused %v", err, tc.refused)
+			}
+			if err != nil && !strings.Contains(err.Error(), "DelegateSubgroup=supervisor") {
+				t.Errorf("the refusal names no way out: %v", err)
+			}
+		})
+	}
+}

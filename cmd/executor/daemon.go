@@ -28,7 +28,14 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		return err
 	}
 	if cfg.LiveRestore {
-		if err := checkMountNamespace(); err != nil {
+		own, err := os.ReadFile("/proc/self/cgroup")
+		if err == nil {
+			err = checkStartCgroup(string(own), cfg.CgroupParent)
+		}
+		if err == nil {
+			err = checkMountNamespace()
+		}
+		if err != nil {
 			return fmt.Errorf("OPR_EXECUTOR_LIVE_RESTORE: %w", err)
 		}
 	}

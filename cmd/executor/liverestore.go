@@ -3,7 +3,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"path"
 	"strconv"
+	"strings"
+
+	"executor/sandbox/container"
 )
 
 // checkMountNamespace refuses live restore where it cannot work. The mounts
@@ -37,4 +41,27 @@ func checkMountNamespace() error {
 		return nil
 	}
 	return fmt.Errorf("cannot tell whether the daemon's mount namespace outlives it (%v)", errs)
+}
+
+// checkStartCgroup refuses live restore where the next daemon could not
+// start. On cgroup v2 a cgroup whose children have controllers holds no
+// process of its own: a daemon started in the cgroup its runtimes go under
+// (a delegated systemd unit's, which systemd before 254 starts the main
+// process in) moves itself into a leaf, but whoever starts the next one puts
+// it there again, and fails (EBUSY; systemd's status 219/CGROUP) while the
+// runtimes left running still hold the cgroup. procCgroup is
+// /proc/self/cgroup, parent OPR_EXECUTOR_CGROUP_PARENT.
+func checkStartCgroup(procCgroup, parent string) error {
+	lines := strings.Split(strings.TrimSpace(procCgroup), "\n")
+	own, ok := strings.CutPrefix(lines[0], "0::")
+	if len(lines) != 1 || !ok {
+		return nil // cgroup v1 (hybrid): no such rule
+	}
+	own = path.Clean(own)
+	if own == "/" || (own != parent && !strings.HasPrefix(parent, own+"/")) {
+		return nil
+	}
+	return fmt.Errorf("the daemon was started in cgroup %s, which its runtimes' cgroups go under (OPR_EXECUTOR_CGROUP_PARENT=%s): "+
+		"the next daemon could not be started there while the runtimes it keeps hold it (systemd: status 219/CGROUP). "+
+		"Under systemd 254 or newer add DelegateSubgroup=%s to the unit, or set a cgroup parent outside the daemon's cgroup", own, parent, container.SupervisorCgroup)
 }

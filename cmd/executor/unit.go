@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"executor/sandbox/container"
 )
 
 // What the daemon does for the service unit it runs in (contrib/executor.service).
@@ -68,6 +70,11 @@ func delegatedUnitCgroup(procCgroup, mount string, uid int) (string, bool) {
 	}
 	if !path.IsAbs(own) || own == "/" {
 		return "", false
+	}
+	// systemd 254 and newer start a unit with DelegateSubgroup=supervisor
+	// in that subgroup of its cgroup: the unit's is the one above.
+	if path.Base(own) == container.SupervisorCgroup {
+		own = path.Dir(own)
 	}
 	if base := path.Base(own); !strings.HasSuffix(base, ".service") && !strings.HasSuffix(base, ".scope") {
 		return "", false

@@ -33,6 +33,8 @@ func TestDelegatedUnitCgroup(t *testing.T) {
 		uid, owner int
 	}{
 		{"delegated service", true, unit, "trusted.delegate", "0::" + unit + "\n", unit, 0, 0},
+		{"delegated service started in its subgroup (DelegateSubgroup=supervisor)", true, unit, "trusted.delegate", "0::" + unit + "/supervisor\n", unit, 0, 0},
+		{"another subgroup of a delegated service", true, unit, "trusted.delegate", "0::" + unit + "/other\n", "", 0, 0},
 		{"delegated scope (systemd-run --scope -p Delegate=yes)", true, "/system.slice/run-r1.scope", "trusted.delegate", "0::/system.slice/run-r1.scope\n", "/system.slice/run-r1.scope", 0, 0},
 		{"user manager's mark", true, unit, "user.delegate", "0::" + unit + "\n", unit, 0, 0},
 		{"not delegated", true, unit, "", "0::" + unit + "\n", "", 0, 0},

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -155,5 +156,37 @@ func write(t *testing.T, dir, name, data string) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// FinishedOutput replays a kept output: every entry, finished, and full when
+// the kept one was (nothing more is taken).
+func TestFinishedOutput(t *testing.T) {
+	stamp := time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		entries []Entry
+		full    bool
+	}{
+		{"empty", nil, false},
+		{"two chunks", []Entry{{stamp, "a\n"}, {stamp.Add(time.Second), "b\n"}}, false},
+		{"at the cap", []Entry{{stamp, strings.Repeat("x", MaxOutput)}, {stamp, truncatedNotice}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := FinishedOutput(tc.entries)
+			got, finished, _ := o.Since(0)
+			if !finished || len(got) != len(tc.entries) {
+				t.Fatalf("Since(0): %d entries, finished %v; want %d, finished", len(got), finished, len(tc.entries))
+			}
+			for i := range got {
+				if got[i] != tc.entries[i] {
+					t.Errorf("entry %d: %+v, want %+v", i, got[i], tc.entries[i])
+				}
+			}
+			o.Write([]byte("more"))
+			if n := len(o.Snapshot()); (n == len(tc.entries)) != tc.full {
+				t.Errorf("after a write: %d entries, full %v", n, tc.full)
+			}
+		})
 	}
 }

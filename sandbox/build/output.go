@@ -32,6 +32,17 @@ type Output struct {
 // NewOutput returns an empty output.
 func NewOutput() *Output { return &Output{changed: make(chan struct{})} }
 
+// FinishedOutput is the finished output of entries, as Snapshot gave them:
+// a build's output kept across a restart of the daemon (live restore).
+func FinishedOutput(entries []Entry) *Output {
+	o := &Output{changed: make(chan struct{}), finished: true, entries: entries}
+	for _, e := range entries {
+		o.size += len(e.Content)
+	}
+	o.truncated = o.size >= MaxOutput
+	return o
+}
+
 // notify wakes followers; o.mu must be held.
 func (o *Output) notify() {
 	close(o.changed)

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -120,6 +121,8 @@ func TestLiveRestore(t *testing.T) {
 	createIdle(t, x, "policy", map[string]any{"restartPolicy": "always", "runtimeEntrypoint": countingStart})
 	createIdle(t, x, "ended", nil)
 	createIdle(t, x, "broken", nil)
+	// Built: its build output is what a log stream of it replays.
+	createIdle(t, x, "built", map[string]any{"command": "echo built-marker"})
 	before := map[string]map[string]any{}
 	for _, id := range []string{"keep", "policy", "ended", "broken"} {
 		if r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", map[string]any{"path": "/"}, jsonAccept); r.status != 200 {
@@ -202,6 +205,9 @@ func TestLiveRestore(t *testing.T) {
 	if out, st := command(t, x, "keep", "echo from-inside"); st != 200 || !strings.Contains(out, "from-inside") {
 		t.Errorf("command in keep after the restart: %d %q", st, out)
 	}
+	if stream := logStream(t, x, "built"); !strings.Contains(stream, "built-marker") {
+		t.Errorf("built's log stream after the restart: %q, want its build output", stream)
+	}
 
 	// The restart policy goes on: the main process ends, and comes back.
 	if r := x.request(t, "POST", "/v1/runtimes/policy/executions", map[string]any{"path": "/exit?code=1", "method": "POST", "body": "end"}, jsonAccept); r.status != 500 {
@@ -249,6 +255,23 @@ func TestLiveRestore(t *testing.T) {
 	if r := x.request(t, "GET", "/v1/runtimes/keep", nil, nil); r.status != 404 {
 		t.Errorf("deleted runtime after a restart: %d %s", r.status, r.body)
 	}
+}
+
+// logStream reads GET /v1/runtimes/{id}/logs to its end.
+func logStream(t *testing.T, x *executor, id string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", x.url+"/v1/runtimes/"+id+"/logs?timeout=30", nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("log stream of %s: %d %s", id, resp.StatusCode, b)
+	}
+	return string(b)
 }
 
 // directGet sends GET / straight to a runtime's server with its key.

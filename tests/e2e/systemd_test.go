@@ -563,6 +563,16 @@ func TestSystemdLeftOutDirectives(t *testing.T) {
 // removed at the end of the test, and must leave no bridge behind.
 func startUnit(t *testing.T, name string, set map[string]string, add ...string) (x *executor, unit, unitText string) {
 	t.Helper()
+	x, unit, unitText, err := startUnitErr(t, name, set, add...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x, unit, unitText
+}
+
+// startUnitErr is startUnit with the error of `systemctl start` returned.
+func startUnitErr(t *testing.T, name string, set map[string]string, add ...string) (x *executor, unit, unitText string, err error) {
+	t.Helper()
 	unit = fmt.Sprintf("executor-e2e-%d-%s.service", os.Getpid(), name)
 	port, err := testenv.FreePort()
 	if err != nil {
@@ -615,9 +625,9 @@ func startUnit(t *testing.T, name string, set map[string]string, add ...string) 
 		t.Fatalf("daemon-reload: %v %s", err, out)
 	}
 	if out, err := systemctl("start", unit); err != nil {
-		t.Fatalf("systemctl start %s: %v %s", unit, err, out)
+		return x, unit, unitText, fmt.Errorf("systemctl start %s: %v %s", unit, err, out)
 	}
-	return x, unit, unitText
+	return x, unit, unitText, nil
 }
 
 // requireSystemd skips a test where systemd is not PID 1, or fails it where
@@ -741,12 +751,28 @@ func capMask(t *testing.T, unitText string) string {
 }
 
 // TestSystemdLiveRestore: the shipped unit with the README's drop-in for live
-// restore (KillMode=process and no mount namespace of its own) keeps a
-// runtime warm across `systemctl restart`: a new daemon, the same runtime.
+// restore (KillMode=process, no mount namespace of its own, the main process
+// in a subgroup) keeps a runtime warm across `systemctl restart`: a new
+// daemon, the same runtime. On cgroup v2 before systemd 254 (no
+// DelegateSubgroup=) the daemon refuses live restore instead.
 func TestSystemdLiveRestore(t *testing.T) {
 	requireSystemd(t)
 	const liveLine = "Environment=" + liveRestoreOn
-	x, unit, _ := startUnit(t, "live", map[string]string{"KillMode": "process", "ProtectHome": "no", "ProtectKernelModules": "no", "ProtectKernelLogs": "no"}, liveLine)
+	dropIn := map[string]string{"KillMode": "process", "ProtectHome": "no", "ProtectKernelModules": "no", "ProtectKernelLogs": "no"}
+	if cgroup2() && systemdVersion(t) < 254 {
+		// Started in the unit's cgroup, which the kept runtimes would make
+		// unusable to the next start (219/CGROUP): refused, and nothing made.
+		_, unit, _, err := startUnitErr(t, "live", dropIn, liveLine, "DelegateSubgroup=supervisor")
+		if err == nil {
+			t.Fatalf("systemd %d on cgroup v2 started the daemon with live restore in its unit's cgroup", systemdVersion(t))
+		}
+		out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-o", "cat").CombinedOutput()
+		if want := "OPR_EXECUTOR_LIVE_RESTORE: the daemon was started in cgroup /system.slice/" + unit; !strings.Contains(string(out), want) {
+			t.Errorf("the journal lacks %q:\n%s", want, out)
+		}
+		return
+	}
+	x, unit, _ := startUnit(t, "live", dropIn, liveLine, "DelegateSubgroup=supervisor")
 	unitPath := filepath.Join("/run/systemd/system", unit)
 	// Last, live restore off and a restart remove every runtime; the
 	// unit's stop (startUnit's cleanup) then leaves nothing.
@@ -790,4 +816,19 @@ func TestSystemdLiveRestore(t *testing.T) {
 			t.Errorf("the journal lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// systemdVersion is the version `systemctl --version` reports.
+func systemdVersion(t *testing.T) int {
+	t.Helper()
+	out, err := systemctl("--version")
+	fields := strings.Fields(out)
+	if err != nil || len(fields) < 2 {
+		t.Fatalf("systemctl --version: %v %q", err, out)
+	}
+	v, err := strconv.Atoi(fields[1])
+	if err != nil {
+		t.Fatalf("systemctl --version: %q", out)
+	}
+	return v
 }
