@@ -287,6 +287,8 @@ func readRecord(path string) (record, error) {
 		return rec, fmt.Errorf("container id %q is not one of ours", rec.CID)
 	case len(rec.Main.Args) == 0:
 		return rec, errors.New("record has no main process")
+	case rec.Spec.RuntimeID != rec.ID || rec.Spec.Image != rec.Image:
+		return rec, errors.New("record's id or image does not match its request")
 	}
 	return rec, nil
 }
@@ -318,9 +320,6 @@ func (m *Manager) adopt(ctx context.Context, rec record) (err error) {
 	r.updated, r.status, r.initialised = rec.Updated, rec.Status, true
 	if r.status == "" || r.status == "pending" {
 		r.status = "Up"
-	}
-	if r.Image != rec.Image || r.Version != rec.Spec.Version {
-		return errors.New("record's image or protocol does not match its request")
 	}
 	c, err := m.runner.Adopt(rec.CID, rec.Main)
 	if err != nil {

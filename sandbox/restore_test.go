@@ -156,6 +156,8 @@ func TestReadRecordRefuses(t *testing.T) {
 		{"foreign container", edit(func(r *record) { r.CID = "other-1" }), "not one of ours"},
 		{"container id with a path", edit(func(r *record) { r.CID = container.IDPrefix + "a/../../b" }), "not one of ours"},
 		{"no main process", edit(func(r *record) { r.Main.Args = nil }), "no main process"},
+		{"request of another runtime", edit(func(r *record) { r.Spec.RuntimeID = "other" }), "does not match its request"},
+		{"request of another image", edit(func(r *record) { r.Spec.Image = "other:1" }), "does not match its request"},
 		{"too large", append(edit(func(*record) {}), bytes.Repeat([]byte(" "), maxRecordSize)...), "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
