@@ -27,12 +27,12 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 		errs = append(errs, m.clearRecords())
 	}
 	keep := func(cid string) bool { return adopted[cid] }
-	removed, err := m.runner.RemoveLeftoversExcept(ctx, keep)
+	removed, err := m.runner.RemoveLeftovers(ctx, keep)
 	errs = append(errs, err)
 	// Processes of runtimes whose container state is gone (state removed
 	// by hand, a crash while it was written) are still in their cgroups:
 	// kill them before their roots, disks and namespaces are taken away.
-	killed, err := m.runner.KillStraysExcept(ctx, keep)
+	killed, err := m.runner.KillStrays(ctx, keep)
 	errs = append(errs, err)
 	if killed > 0 {
 		m.log.Info("killed processes left in runtime cgroups", "processes", killed)
@@ -63,7 +63,7 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 	for _, n := range m.cfg.Networks {
 		errs = append(errs, n.Reset(ctx))
 	}
-	errs = append(errs, m.runner.SweepCgroupsExcept(keep))
+	errs = append(errs, m.runner.SweepCgroups(keep))
 	if removed > 0 || swept > 0 {
 		m.log.Info("removed leftovers of an earlier run", "containers", removed, "runtimeDirs", swept)
 	}

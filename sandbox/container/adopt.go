@@ -16,8 +16,8 @@ import (
 
 // ErrNotAdoptable is wrapped by Adopt's errors for a container that cannot be
 // adopted: its state is missing or broken, or its main process is not
-// running. The caller removes what it holds for it (RemoveLeftoversExcept,
-// KillStraysExcept and SweepCgroupsExcept remove the container itself).
+// running. The caller removes what it holds for it (RemoveLeftovers,
+// KillStrays and SweepCgroups remove the container itself).
 var ErrNotAdoptable = errors.New("container: not adoptable")
 
 // ErrExitUnknown is the Err of an adopted container's ExitStatus: its main

@@ -441,7 +441,7 @@ func TestLeftoversSpareKept(t *testing.T) {
 	other, otherPID := forget(t, r, root, "echo up; exec sleep 600")
 	keep := func(id string) bool { return id == kept.ID() }
 
-	removed, err := r.RemoveLeftoversExcept(t.Context(), keep)
+	removed, err := r.RemoveLeftovers(t.Context(), keep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +456,7 @@ func TestLeftoversSpareKept(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(r.cfg.StateDir, stray.ID())); err != nil {
 		t.Fatal(err)
 	}
-	killed, err := r.KillStraysExcept(t.Context(), keep)
+	killed, err := r.KillStrays(t.Context(), keep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestLeftoversSpareKept(t *testing.T) {
 		t.Errorf("killed %d processes, want the stray's main process alone", killed)
 	}
 	waitDone(t, stray)
-	if err := r.SweepCgroupsExcept(keep); err != nil {
+	if err := r.SweepCgroups(keep); err != nil {
 		t.Fatal(err)
 	}
 	wantGone(t, r, stray, strayPID)
@@ -478,7 +478,7 @@ func TestLeftoversSpareKept(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.cfg.StateDir, kept.ID())); err != nil {
 		t.Errorf("kept state: %v", err)
 	}
-	cgs := r.runtimeCgroups()
+	cgs := r.runtimeCgroups(nil)
 	if len(cgs) == 0 {
 		t.Error("no runtime cgroups left: the kept one's went")
 	}
@@ -494,7 +494,7 @@ func TestLeftoversSpareKept(t *testing.T) {
 		t.Errorf("exec in the kept container: %d, %v, %q", code, err, out.String())
 	}
 	// Kept by no one, it goes too.
-	if removed, err := r.RemoveLeftoversExcept(t.Context(), nil); removed != 1 || err != nil {
+	if removed, err := r.RemoveLeftovers(t.Context(), nil); removed != 1 || err != nil {
 		t.Errorf("sweep keeping nothing: %d, %v", removed, err)
 	}
 	waitDone(t, c)
@@ -633,7 +633,7 @@ func TestAdoptAfterDaemonExit(t *testing.T) {
 		// hand the init on to PID 1.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := r.RemoveLeftovers(ctx); err != nil {
+		if _, err := r.RemoveLeftovers(ctx, nil); err != nil {
 			t.Error(err)
 		}
 		select {

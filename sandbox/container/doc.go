@@ -66,8 +66,7 @@
 // directory, remove state too broken to load), Runner.KillStrays (kill
 // processes left in <parent>/rt-* cgroups whose state is gone) and, once
 // whatever else the runtimes held is released, Runner.SweepCgroups. After a
-// live restore the Except variants (RemoveLeftoversExcept, KillStraysExcept,
-// SweepCgroupsExcept) spare the containers it adopted.
+// live restore their keep argument spares the containers it adopted.
 // Runner.RemoveCgroupParent removes the parent at shutdown.
 //
 // # Cgroup v2

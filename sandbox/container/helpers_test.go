@@ -101,13 +101,13 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := r.RemoveLeftovers(ctx); err != nil {
+		if _, err := r.RemoveLeftovers(ctx, nil); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
-		if _, err := r.KillStrays(ctx); err != nil {
+		if _, err := r.KillStrays(ctx, nil); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
-		if err := r.SweepCgroups(); err != nil {
+		if err := r.SweepCgroups(nil); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 		r.RemoveCgroupParent()

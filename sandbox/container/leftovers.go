@@ -23,15 +23,10 @@ const leftoverWait = 5 * time.Second
 // they cannot be adopted. State too broken to load is removed; the
 // processes it held are KillStrays' and its cgroups SweepCgroups'. It
 // returns how many containers it destroyed. Call it before starting any
-// container: it removes this Runner's own containers too.
-func (r *Runner) RemoveLeftovers(ctx context.Context) (int, error) {
-	return r.RemoveLeftoversExcept(ctx, nil)
-}
-
-// RemoveLeftoversExcept is RemoveLeftovers sparing the containers whose id
-// keep reports (those adopted after a live restore; see Adopt): their
-// state is left as it is. A nil keep spares none.
-func (r *Runner) RemoveLeftoversExcept(ctx context.Context, keep func(id string) bool) (int, error) {
+// container: it removes this Runner's own containers too. The containers
+// whose id keep reports (those adopted after a live restore; see Adopt) are
+// spared, their state left as it is; a nil keep spares none.
+func (r *Runner) RemoveLeftovers(ctx context.Context, keep func(id string) bool) (int, error) {
 	var errs []error
 	entries, err := os.ReadDir(r.cfg.StateDir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -83,15 +78,10 @@ func (r *Runner) RemoveLeftoversExcept(ctx context.Context, keep func(id string)
 // hand, a crash while it was written): they must die before their roots,
 // disks and namespaces are taken away. Only the parent's rt-* cgroups are
 // touched: they hold nothing but runtimes. It returns how many processes it
-// signalled.
-func (r *Runner) KillStrays(ctx context.Context) (int, error) {
-	return r.KillStraysExcept(ctx, nil)
-}
-
-// KillStraysExcept is KillStrays sparing the cgroups of the containers whose
-// id keep reports (adopted ones; see Adopt). A nil keep spares none.
-func (r *Runner) KillStraysExcept(ctx context.Context, keep func(id string) bool) (int, error) {
-	cgs := r.runtimeCgroupsExcept(keep)
+// signalled. The cgroups of the containers whose id keep reports (adopted
+// ones; see Adopt) are spared; a nil keep spares none.
+func (r *Runner) KillStrays(ctx context.Context, keep func(id string) bool) (int, error) {
+	cgs := r.runtimeCgroups(keep)
 	// On cgroup v1 a process is in a cgroup of every hierarchy: count it
 	// once.
 	killed := map[int]bool{}
@@ -141,16 +131,12 @@ func poll(ctx context.Context, timeout time.Duration, done func() bool) error {
 
 // SweepCgroups removes the runtime cgroups (<parent>/rt-*) on every
 // hierarchy. They are empty once their containers are gone; one still
-// holding processes is left, with an error.
-func (r *Runner) SweepCgroups() error {
-	return r.SweepCgroupsExcept(nil)
-}
-
-// SweepCgroupsExcept is SweepCgroups sparing the cgroups of the containers
-// whose id keep reports (adopted ones; see Adopt). A nil keep spares none.
-func (r *Runner) SweepCgroupsExcept(keep func(id string) bool) error {
+// holding processes is left, with an error. The cgroups of the containers
+// whose id keep reports (adopted ones; see Adopt) are spared; a nil keep
+// spares none.
+func (r *Runner) SweepCgroups(keep func(id string) bool) error {
 	var errs []error
-	for _, cg := range r.runtimeCgroupsExcept(keep) {
+	for _, cg := range r.runtimeCgroups(keep) {
 		if err := os.Remove(cg); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", cg, err))
 		}
@@ -183,13 +169,10 @@ func (r *Runner) hierarchies() []string {
 }
 
 // runtimeCgroups lists the runtime cgroups under the parent, on every v1
-// hierarchy or on v2.
-func (r *Runner) runtimeCgroups() []string { return r.runtimeCgroupsExcept(nil) }
-
-// runtimeCgroupsExcept is runtimeCgroups less the cgroups of the containers
-// whose id keep reports: a runtime's cgroup is named after its container
-// (<parent>/<id>, see Runner.config). A nil keep leaves out none.
-func (r *Runner) runtimeCgroupsExcept(keep func(id string) bool) []string {
+// hierarchy or on v2, less those of the containers whose id keep reports: a
+// runtime's cgroup is named after its container (<parent>/<id>, see
+// Runner.config). A nil keep leaves out none.
+func (r *Runner) runtimeCgroups(keep func(id string) bool) []string {
 	var out []string
 	for _, root := range r.hierarchies() {
 		parent := filepath.Join(root, r.cfg.CgroupParent)

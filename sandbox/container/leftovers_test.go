@@ -61,7 +61,7 @@ func TestRemoveLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	removed, err := r.RemoveLeftovers(t.Context())
+	removed, err := r.RemoveLeftovers(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +73,11 @@ func TestRemoveLeftovers(t *testing.T) {
 	}
 	wantGone(t, r, a, pidA)
 	wantGone(t, r, b, pidB)
-	if cgs := r.runtimeCgroups(); len(cgs) != 0 {
+	if cgs := r.runtimeCgroups(nil); len(cgs) != 0 {
 		t.Errorf("runtime cgroups left: %v", cgs)
 	}
 	// Nothing left: nothing to do.
-	if removed, err := r.RemoveLeftovers(t.Context()); removed != 0 || err != nil {
+	if removed, err := r.RemoveLeftovers(t.Context(), nil); removed != 0 || err != nil {
 		t.Errorf("second call: %d, %v", removed, err)
 	}
 }
@@ -95,7 +95,7 @@ func TestKillStraysAndSweepCgroups(t *testing.T) {
 	// not the sweep's.
 	other := otherCgroup(t, r)
 
-	killed, err := r.KillStrays(t.Context())
+	killed, err := r.KillStrays(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestKillStraysAndSweepCgroups(t *testing.T) {
 		t.Errorf("killed %d processes, want the main process and its child", killed)
 	}
 	waitDone(t, c)
-	for _, cg := range r.runtimeCgroups() {
+	for _, cg := range r.runtimeCgroups(nil) {
 		if pids := cgroupPIDs(cg); len(pids) > 0 {
 			t.Errorf("cgroup %s still holds %v", cg, pids)
 		}
@@ -111,16 +111,16 @@ func TestKillStraysAndSweepCgroups(t *testing.T) {
 	if err := unix.Kill(other, 0); err != nil {
 		t.Errorf("the process outside the runtimes' cgroups: %v", err)
 	}
-	if err := r.SweepCgroups(); err != nil {
+	if err := r.SweepCgroups(nil); err != nil {
 		t.Fatal(err)
 	}
-	if cgs := r.runtimeCgroups(); len(cgs) != 0 {
+	if cgs := r.runtimeCgroups(nil); len(cgs) != 0 {
 		t.Errorf("runtime cgroups left: %v", cgs)
 	}
 	if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
 		t.Errorf("main process %d: %v, want it gone", pid, err)
 	}
-	if killed, err := r.KillStrays(t.Context()); killed != 0 || err != nil {
+	if killed, err := r.KillStrays(t.Context(), nil); killed != 0 || err != nil {
 		t.Errorf("second call: %d, %v", killed, err)
 	}
 }
