@@ -246,6 +246,7 @@ func (m *Manager) process(r *Runtime, spec Spec, img images.ImageConfig, rootfs 
 	r.command = p.Args
 	if m.cfg.Init != "" {
 		p.Args = oci.WithInit(p.Args)
+		p.ReportsExit = true
 	}
 	if img.User != "" {
 		u, err := images.LookupUser(rootfs, img.User)

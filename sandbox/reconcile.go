@@ -12,8 +12,7 @@ import (
 // Reconcile adopts the runtimes an earlier process left running for live
 // restore (Config.LiveRestore; see restore.go), then removes everything else
 // an earlier process of this executor left behind:
-// containers (killed and destroyed: their output pipes died with that
-// process), processes left in runtime cgroups, runtime directories and
+// containers (killed and destroyed), processes left in runtime cgroups, runtime directories and
 // roots, endpoints, and empty cgroups under the parent. Call it before
 // serving.
 func (m *Manager) Reconcile(ctx context.Context) error {

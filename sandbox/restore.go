@@ -68,6 +68,9 @@ type record struct {
 	Disk     bool              `json:"disk"`
 	// Log is the build output, which a log stream of the runtime replays.
 	Log []build.Entry `json:"log,omitempty"`
+	// Output is the tail of the main process's output when the record was
+	// written (the runtime's output after a restart goes on from it).
+	Output string `json:"output,omitempty"`
 }
 
 func (m *Manager) stateDir() string { return filepath.Join(m.cfg.DataDir, "state") }
@@ -102,6 +105,7 @@ func (r *Runtime) record(log *build.Output) (record, error) {
 		Endpoint: *r.endpoint,
 		Disk:     r.disk != nil,
 		Log:      log.Snapshot(),
+		Output:   r.ct.Output(),
 	}, nil
 }
 
@@ -321,7 +325,7 @@ func (m *Manager) adopt(ctx context.Context, rec record) (err error) {
 	if r.status == "" || r.status == "pending" {
 		r.status = "Up"
 	}
-	c, err := m.runner.Adopt(rec.CID, rec.Main)
+	c, err := m.runner.Adopt(rec.CID, rec.Main, rec.Output)
 	if err != nil {
 		return fmt.Errorf("container: %w", err)
 	}

@@ -6,14 +6,21 @@
 // --park it first waits for its command on fd 3 (a prewarmed runtime).
 //
 // The command's stdout and stderr are a pipe of executor-init's, which it
-// copies on to its own stdout, the executor's pipe. Runtimes outlive a
-// restart of the executor, and the executor's end of its pipe goes with it:
-// written to directly, that pipe would kill the command with SIGPIPE, or
-// leave it failing with EPIPE. executor-init instead keeps reading and drops
-// what it can no longer pass on.
+// copies on to its own stdout, the executor's FIFO. Runtimes outlive a
+// restart of the executor (live restore), and the FIFO's reader goes with
+// the executor: written to directly, it would kill the command with
+// SIGPIPE, or leave it failing with EPIPE. executor-init instead keeps
+// reading, drops what finds no reader, and passes the output on again once
+// the next executor opens the FIFO.
+//
+// With --exit-fd N it also writes the command's exit code, in decimal and
+// a newline, on fd N as it exits: an executor that adopted the runtime after
+// a restart is not its parent and cannot wait for it, but reads the code
+// there (a FIFO too, written only if some executor reads it).
 //
 // It is built static (CGO_ENABLED=0) and bind-mounted read-only into each
-// runtime by the executor. Usage: executor-init -- COMMAND [ARG...]
+// runtime by the executor.
+// Usage: executor-init [--exit-fd N] { --park | -- COMMAND [ARG...] }
 package main
 
 import (
@@ -23,24 +30,66 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-func main() {
-	args := os.Args[1:]
+// exitFDFlag names the descriptor executor-init reports the exit code on.
+const exitFDFlag = "--exit-fd"
+
+func main() { os.Exit(start(os.Args[1:])) }
+
+// start runs executor-init with its arguments and returns its exit code,
+// reported on the --exit-fd descriptor first.
+func start(args []string) int {
+	exitFD := -1
+	if len(args) >= 2 && args[0] == exitFDFlag {
+		n, err := strconv.Atoi(args[1])
+		if err != nil || n < 3 {
+			fmt.Fprintf(os.Stderr, "executor-init: %s %q: not a descriptor above 2\n", exitFDFlag, args[1])
+			return 127
+		}
+		// The command must not inherit it: it would be the runtime's to
+		// write a status of its choosing on.
+		syscall.CloseOnExec(n)
+		exitFD, args = n, args[2:]
+	}
+	code := command(args)
+	if exitFD >= 0 {
+		reportExit(exitFD, code)
+	}
+	return code
+}
+
+// command runs the command args name, or the parked one, and returns its
+// exit code.
+func command(args []string) int {
 	if len(args) == 1 && args[0] == parkFlag {
-		args = unpark()
+		var code int
+		if args, code = unpark(); args == nil {
+			return code
+		}
 	}
 	if len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "executor-init: usage: executor-init -- COMMAND [ARG...]")
-		os.Exit(127)
+		fmt.Fprintln(os.Stderr, "executor-init: usage: executor-init [--exit-fd N] { --park | -- COMMAND [ARG...] }")
+		return 127
 	}
-	os.Exit(run(args))
+	return run(args)
+}
+
+// reportExit writes code on fd. Without a reader (no executor runs, or the
+// one that started the runtime waits for it as its parent) the write fails
+// with EPIPE, which is fine: the code is for an executor that adopted the
+// runtime, and one that did reads the FIFO. Go ignores the SIGPIPE of a
+// write to a descriptor other than 1 and 2.
+func reportExit(fd, code int) {
+	_, _ = syscall.Write(fd, []byte(strconv.Itoa(code)+"\n"))
+	syscall.Close(fd)
 }
 
 func run(args []string) int {
@@ -149,18 +198,17 @@ func finishOutput(r *os.File, copied <-chan struct{}) {
 	}
 }
 
-// output is our stdout, the executor's pipe. Once a write to it fails, the
-// executor is gone (EPIPE) or the pipe unusable: the rest is dropped, but
-// still read, so the command never blocks on a full pipe.
-type output struct{ broken bool }
+// output is our stdout, the executor's FIFO. A write that fails finds no
+// reader (EPIPE: the executor is gone, or not yet back after a restart) and
+// is dropped; the next is tried all the same, so output flows again once an
+// executor opens the FIFO. The command never blocks on a missing reader.
+type output struct{}
 
-func (o *output) write(p []byte) {
-	if o.broken || len(p) == 0 {
+func (output) write(p []byte) {
+	if len(p) == 0 {
 		return
 	}
-	if _, err := os.Stdout.Write(p); err != nil {
-		o.broken = true
-	}
+	_, _ = os.Stdout.Write(p)
 }
 
 // parkFlag starts a prewarmed runtime's init parked: everything of the
@@ -178,21 +226,21 @@ type parkedCommand struct {
 // unpark waits for the command on fd 3 and takes on its environment and
 // working directory, as the container's init would have been given them.
 // EOF with nothing read means the runtime was never needed: exit 0.
-func unpark() []string {
+func unpark() (args []string, code int) {
 	f := os.NewFile(3, "command")
 	b, err := io.ReadAll(io.LimitReader(f, 64<<20))
 	f.Close()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "executor-init: read the command: %v\n", err)
-		os.Exit(127)
+		return nil, 127
 	}
 	if len(b) == 0 {
-		os.Exit(0)
+		return nil, 0
 	}
 	var c parkedCommand
 	if err := json.Unmarshal(b, &c); err != nil || len(c.Args) == 0 {
 		fmt.Fprintf(os.Stderr, "executor-init: bad command (%v)\n", err)
-		os.Exit(127)
+		return nil, 127
 	}
 	// libcontainer gave this process the user's HOME when its environment
 	// had none, as it would have given the command's.
@@ -209,10 +257,10 @@ func unpark() []string {
 	if c.Cwd != "" {
 		if err := os.Chdir(c.Cwd); err != nil {
 			fmt.Fprintf(os.Stderr, "executor-init: %v\n", err)
-			os.Exit(127)
+			return nil, 127
 		}
 	}
-	return c.Args
+	return c.Args, 0
 }
 
 // reap collects every exited child; done reports that the command itself

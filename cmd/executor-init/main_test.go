@@ -251,3 +251,146 @@ func TestSignals(t *testing.T) {
 		})
 	}
 }
+
+// With --exit-fd, the command's exit code is written on that descriptor as
+// executor-init exits, also for a parked command and when nothing reads it;
+// the command itself never has the descriptor.
+func TestExitFD(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		park     string
+		noReader bool // the FIFO's reader is gone before the exit
+		code     int
+	}{
+		{name: "exit", args: []string{"--", "sh", "-c", "exit 5"}, code: 5},
+		{name: "killed", args: []string{"--", "sh", "-c", "kill -9 $$"}, code: 128 + 9},
+		// The descriptor after the command's: fd 4 would be open in the
+		// command (ls /proc/self/fd) had executor-init left it inheritable.
+		{name: "not inherited", args: []string{"--", "sh", "-c", "[ ! -e /proc/self/fd/4 ] || exit 9"}, code: 0},
+		{name: "not found", args: []string{"--", "no-such-command-here"}, code: 127},
+		{name: "parked", park: `{"args":["sh","-c","exit 6"],"env":["PATH=/usr/bin:/bin"]}`, code: 6},
+		{name: "parked, dismissed", park: "", code: 0},
+		{name: "no reader", args: []string{"--", "sh", "-c", "exit 3"}, noReader: true, code: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fifo := filepath.Join(t.TempDir(), "exit")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args, files := tc.args, []*os.File{nil, w}
+			if tc.park != "" || tc.name == "parked, dismissed" {
+				pr, pw, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pr.Close()
+				files[0] = pr
+				go func() {
+					pw.WriteString(tc.park)
+					pw.Close()
+				}()
+				args = []string{parkFlag}
+			} else {
+				// fd 3 is the command's if not parked: /dev/null.
+				null, err := os.Open(os.DevNull)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer null.Close()
+				files[0] = null
+			}
+			cmd := exec.Command(initBin, append([]string{exitFDFlag, "4"}, args...)...)
+			cmd.ExtraFiles = files
+			cmd.WaitDelay = 5 * time.Second
+			if tc.noReader {
+				r.Close()
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != tc.code {
+				t.Fatalf("exit code %d, want %d", code, tc.code)
+			}
+			if tc.noReader {
+				return
+			}
+			buf := make([]byte, 64)
+			n, _ := r.Read(buf)
+			if got, want := string(buf[:n]), fmt.Sprintf("%d\n", tc.code); got != want {
+				t.Fatalf("reported %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// Output written while no executor reads the FIFO is dropped, and output
+// flows again once an executor opens it: the next executor after a restart
+// gets what the runtime writes from then on.
+func TestOutputResumesWithNextReader(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "output")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, step, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer step.Close()
+	// Each line on stdin makes the command write one line.
+	cmd := exec.Command(initBin, "--", "sh", "-c", `while read x; do echo "$x"; done; exit 4`)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = in, w, w
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	w.Close()
+	readLine := func(f *os.File) string {
+		t.Helper()
+		f.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(f).ReadString('\n')
+		if err != nil {
+			t.Fatalf("read %q: %v", line, err)
+		}
+		return line
+	}
+	step.WriteString("one\n")
+	if got := readLine(first); got != "one\n" {
+		t.Fatalf("first reader got %q", got)
+	}
+	first.Close() // the executor is gone
+	step.WriteString("lost\n")
+	time.Sleep(300 * time.Millisecond) // written, and dropped, before the next reader
+	next, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	step.WriteString("two\n")
+	if got := readLine(next); got != "two\n" {
+		t.Fatalf("next reader got %q, want the line written after it opened", got)
+	}
+	step.Close()
+	if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != 4 {
+		t.Fatalf("exit code %d, want 4", code)
+	}
+}

@@ -29,7 +29,8 @@ var ErrExitUnknown = errors.New("container: main process ended while adopted, ex
 // state directory (a live restore: the daemon exited without destroying its
 // containers). main is the main process the container was started with, as
 // the caller recorded it: Exec runs as its user, with its environment and
-// directory, and Restart runs it again.
+// directory, and Restart runs it again. output is the tail of the main
+// process's output the earlier daemon kept, which Output goes on from.
 //
 // The container must be running. One whose state is missing fails with an
 // error wrapping both ErrNotAdoptable and fs.ErrNotExist; one whose state
@@ -37,15 +38,17 @@ var ErrExitUnknown = errors.New("container: main process ended while adopted, ex
 // started, fails with an error wrapping ErrNotAdoptable.
 //
 // An adopted Container works like a started one, but for what only the
-// parent of the main process can have: its output pipe died with the
-// earlier daemon, so Output is always "" (executor-init discards the
-// runtime's output while no daemon reads it), and its exit code cannot be
-// waited for, so Exit has Code -1 and Err wrapping ErrExitUnknown (and
-// OOMKilled judged from the cgroup's kill counter, see diedOfOOM). Done is
-// closed when the main process exits, found through a pidfd, which turns
-// readable when any process exits, child or not. Restart makes an ordinary
-// started container again, whose output is captured.
-func (r *Runner) Adopt(id string, main Process) (*Container, error) {
+// parent of the main process can have. Its output is read from the FIFO
+// the main process writes on (executor-init drops what it writes while no
+// daemon reads). Its exit is found through a pidfd, which turns readable
+// when any process exits, child or not, and its exit code is the one
+// executor-init reports on its exit FIFO (Process.ReportsExit); where none
+// is reported (the main process is not executor-init, or was killed before
+// it could report, or the container was started by a daemon without exit
+// FIFOs) Exit has Code -1 and Err wrapping ErrExitUnknown, and OOMKilled is
+// judged from the cgroup's kill counter (see diedOfOOM). Restart makes an
+// ordinary started container again.
+func (r *Runner) Adopt(id string, main Process, output string) (*Container, error) {
 	if !strings.HasPrefix(id, IDPrefix) {
 		return nil, fmt.Errorf("container: id %q does not begin with %q", id, IDPrefix)
 	}
@@ -72,8 +75,21 @@ func (r *Runner) Adopt(id string, main Process) (*Container, error) {
 	if err != nil {
 		return nil, fmt.Errorf("container: adopt %s: %w: %w", id, ErrNotAdoptable, err)
 	}
+	// Opened before the pidfd is checked once more: a report written
+	// after this is ours to read. Missing FIFOs (a container of a daemon
+	// before them) leave the output and the exit code unknown.
+	outR, err := openFIFO(fifoPath(r.cfg.StateDir, id, outputFIFO))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("container: adopt %s: %w: output: %w", id, ErrNotAdoptable, err)
+	}
+	exitR, err := openFIFO(fifoPath(r.cfg.StateDir, id, exitFIFO))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		closeAll(outR)
+		return nil, fmt.Errorf("container: adopt %s: %w: exit report: %w", id, ErrNotAdoptable, err)
+	}
 	pidfd, err := openInitPidfd(st.InitProcessPid, st.InitProcessStartTime)
 	if err != nil {
+		closeAll(outR, exitR)
 		return nil, fmt.Errorf("container: adopt %s: %w: %w", id, ErrNotAdoptable, err)
 	}
 	cfg := lc.Config()
@@ -88,26 +104,64 @@ func (r *Runner) Adopt(id string, main Process) (*Container, error) {
 		// A copy, as in runMain: Destroy deletes from the manager's map.
 		cgPaths: maps.Clone(st.CgroupPaths),
 	}
+	_, _ = c.out.Write([]byte(output))
 	// Kills counted before the adoption were judged by the earlier daemon
 	// (or survived by the main process, which is still running): only a
 	// rise past this mark can explain its death, as in runMain.
 	c.oomJudged = c.oomKills()
+	drained := closedChan()
+	if outR != nil {
+		drained = c.drain(outR)
+	}
 	go func() {
 		err := awaitReadable(pidfd)
 		pidfd.Close()
-		c.exit = ExitStatus{Code: -1, Err: ErrExitUnknown}
-		if err != nil {
-			// Waiting itself failed (it does not, short of a kernel
-			// refusing poll(2) on a valid descriptor): Done is closed
-			// all the same, as runMain does when waiting fails, so
-			// nobody waits for ever; Stop and Destroy then find out
-			// from libcontainer whether the process is still there.
-			c.exit.Err = fmt.Errorf("%w: waiting failed: %w", ErrExitUnknown, err)
-		}
+		<-drained
+		c.exit = adoptedExit(exitR, err)
 		c.exit.OOMKilled = c.diedOfOOM(c.exit)
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// adoptedExit is how an adopted container's main process ended, from what
+// it reported on exitR (nil when it has no exit FIFO) once it exited; werr
+// is waiting's error.
+func adoptedExit(exitR *os.File, werr error) ExitStatus {
+	if werr != nil {
+		// Waiting itself failed (it does not, short of a kernel refusing
+		// poll(2) on a valid descriptor): Done is closed all the same, as
+		// runMain does when waiting fails, so nobody waits for ever; Stop
+		// and Destroy then find out from libcontainer whether the process
+		// is still there.
+		closeAll(exitR)
+		return ExitStatus{Code: -1, Err: fmt.Errorf("%w: waiting failed: %w", ErrExitUnknown, werr)}
+	}
+	if exitR == nil {
+		return ExitStatus{Code: -1, Err: fmt.Errorf("%w: it has no exit FIFO", ErrExitUnknown)}
+	}
+	defer exitR.Close()
+	code, err := readExitReport(exitR)
+	if err != nil {
+		// Killed before it could report (SIGKILL, as Stop sends), or not
+		// executor-init.
+		return ExitStatus{Code: -1, Err: fmt.Errorf("%w: %w", ErrExitUnknown, err)}
+	}
+	return ExitStatus{Code: code}
+}
+
+func closedChan() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 // openInitPidfd opens a pidfd of a container's init, pid, which started at

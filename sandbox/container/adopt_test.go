@@ -38,7 +38,7 @@ func restarted(t *testing.T, r *Runner) *Runner {
 // The test's end stops and destroys it.
 func adopt(t *testing.T, r2 *Runner, id string, main Process) *Container {
 	t.Helper()
-	c, err := r2.Adopt(id, main)
+	c, err := r2.Adopt(id, main, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestAdopt(t *testing.T) {
 		t.Errorf("exit %+v before the end", c.Exit())
 	}
 	if out := c.Output(); out != "" {
-		t.Errorf("output %q, want none (the pipe was the earlier daemon's)", out)
+		t.Errorf("output %q, want none (what came before went to the earlier daemon)", out)
 	}
 	if c.proc != nil || c.pidfd == nil {
 		t.Fatalf("adopted container: proc %v, pidfd %v", c.proc, c.pidfd)
@@ -174,13 +174,13 @@ func TestAdoptRefuses(t *testing.T) {
 	main := shell("echo up; exec sleep 600")
 
 	t.Run("unknown id", func(t *testing.T) {
-		_, err := r2.Adopt(NewID(), main)
+		_, err := r2.Adopt(NewID(), main, "")
 		if !errors.Is(err, ErrNotAdoptable) || !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("got %v, want ErrNotAdoptable and fs.ErrNotExist", err)
 		}
 	})
 	t.Run("not a runtime's id", func(t *testing.T) {
-		if _, err := r2.Adopt("other", main); err == nil || errors.Is(err, ErrNotAdoptable) {
+		if _, err := r2.Adopt("other", main, ""); err == nil || errors.Is(err, ErrNotAdoptable) {
 			t.Errorf("got %v, want a refusal of the id", err)
 		}
 	})
@@ -194,7 +194,7 @@ func TestAdoptRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
-		_, err := r2.Adopt(id, main)
+		_, err := r2.Adopt(id, main, "")
 		if !errors.Is(err, ErrNotAdoptable) || errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("got %v, want ErrNotAdoptable alone", err)
 		}
@@ -213,7 +213,7 @@ func TestAdoptRefuses(t *testing.T) {
 		if st, err := lc.Status(); err != nil || st != libcontainer.Stopped {
 			t.Fatalf("status %v, %v; want stopped", st, err)
 		}
-		_, err = r2.Adopt(id, main)
+		_, err = r2.Adopt(id, main, "")
 		if !errors.Is(err, ErrNotAdoptable) || errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("got %v, want ErrNotAdoptable alone", err)
 		}
@@ -225,7 +225,7 @@ func TestAdoptRefuses(t *testing.T) {
 		if err := c.c.Pause(); err != nil {
 			t.Fatal(err)
 		}
-		_, err := r2.Adopt(id, main)
+		_, err := r2.Adopt(id, main, "")
 		if rerr := c.c.Resume(); rerr != nil {
 			t.Error(rerr)
 		}
@@ -654,7 +654,7 @@ func TestAdoptAfterDaemonExit(t *testing.T) {
 		t.Fatalf("earlier daemon: %q, %v", line, err)
 	}
 
-	c, err := r.Adopt(id, main)
+	c, err := r.Adopt(id, main, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,4 +678,90 @@ func TestAdoptAfterDaemonExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDestroyed(t, r, id)
+}
+
+// With executor-init as its main process (Process.ReportsExit), an adopted
+// container's output goes on from the tail the earlier daemon kept with what
+// the runtime writes after the adoption, and its exit code is known: the
+// one executor-init reported, also after a restart of the adopted
+// container's own daemon. Killed before it can report, the code is unknown.
+func TestAdoptReadsOutputAndExitCode(t *testing.T) {
+	root := busyboxRoot(t)
+	r := newRunner(t, Config{})
+	spec := testSpec(root)
+	spec.Binds = []oci.Bind{{Source: buildInit(t), Destination: oci.InitPath, ReadOnly: true}}
+	// Each line in /tmp/say is said once; the file "exit" ends it with its
+	// code.
+	// The subtests share the root: each starts from no files.
+	script := `rm -f /tmp/say /tmp/exit; echo before; n=0; while :; do if [ -f /tmp/exit ]; then exit $(cat /tmp/exit); fi; c=0; [ -f /tmp/say ] && c=$(wc -l < /tmp/say); while [ $n -lt $c ]; do n=$((n+1)); sed -n ${n}p /tmp/say; done; sleep 0.05; done`
+	main := Process{Args: oci.WithInit([]string{"sh", "-c", script}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true}
+	execIn := func(t *testing.T, c *Container, cmd string) {
+		t.Helper()
+		if code, err := c.Exec(t.Context(), []string{"sh", "-c", cmd}, nil, nil); err != nil || code != 0 {
+			t.Fatalf("exec %q: %d, %v", cmd, code, err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		end  func(t *testing.T, c *Container) // ends the main process
+		want ExitStatus
+	}{
+		{name: "exits", end: func(t *testing.T, c *Container) { execIn(t, c, "echo 3 > /tmp/exit") }, want: ExitStatus{Code: 3}},
+		{name: "exits 0", end: func(t *testing.T, c *Container) { execIn(t, c, "echo 0 > /tmp/exit") }, want: ExitStatus{Code: 0}},
+		// SIGTERM to executor-init, passed on to the shell, which dies of it.
+		{name: "terminated", end: func(_ *testing.T, c *Container) { c.Stop(30 * time.Second) }, want: ExitStatus{Code: 128 + 15}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := NewID()
+			orig := start(t, r, id, spec, main)
+			waitOutput(t, orig, "before")
+			execIn(t, orig, "echo said-to-first >> /tmp/say")
+			waitOutput(t, orig, "said-to-first")
+			r2 := restarted(t, r)
+			c, err := r2.Adopt(id, main, orig.Output())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { destroy(t, c) })
+			// Written while two daemons read: it goes to one of them.
+			// Then only the adopter reads.
+			closeReader(t, orig)
+			execIn(t, c, "echo said-to-second >> /tmp/say")
+			waitOutput(t, c, "said-to-second")
+			if out := c.Output(); !strings.HasPrefix(out, "before\nsaid-to-first\n") {
+				t.Errorf("output %q does not begin with the earlier tail", out)
+			}
+			tc.end(t, c)
+			waitDone(t, c)
+			if e := c.Exit(); e != tc.want {
+				t.Errorf("exit %+v (%s), want %+v", e, e, tc.want)
+			}
+		})
+	}
+	t.Run("killed", func(t *testing.T) {
+		id := NewID()
+		orig := start(t, r, id, spec, main)
+		waitOutput(t, orig, "before")
+		c, err := restarted(t, r).Adopt(id, main, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { destroy(t, c) })
+		c.Stop(0)
+		waitDone(t, c)
+		if e := c.Exit(); e.Code != -1 || !errors.Is(e.Err, ErrExitUnknown) {
+			t.Errorf("exit %+v, want code -1 and ErrExitUnknown", e)
+		}
+	})
+}
+
+// closeReader closes the output FIFO's read end of c, a started container,
+// as the exit of the daemon that started it does, without waiting for its
+// main process: the drain's read fails and it ends.
+func closeReader(t *testing.T, c *Container) {
+	t.Helper()
+	if c.outR == nil {
+		t.Fatal("no output FIFO")
+	}
+	c.outR.Close()
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -37,7 +39,8 @@ type Container struct {
 	cfg      *configs.Config // kept for Restart
 	stateDir string
 	out      *tailBuffer
-	done     chan struct{} // closed when the main process has exited and its pipes are drained
+	outR     *os.File      // the output FIFO's read end, nil when there is none
+	done     chan struct{} // closed when the main process has exited and its output is drained
 	exit     ExitStatus    // written before done is closed
 	cgPaths  map[string]string
 
@@ -89,14 +92,31 @@ func (e ExitStatus) String() string {
 	}
 }
 
-// runMain starts p as the init process of lc, with its output on pipes.
+// runMain starts p as the init process of lc, with its output on a FIFO
+// (see fifo.go).
 func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p Process) (*Container, error) {
-	outR, outW, err := os.Pipe()
+	outR, outW, err := makeFIFO(fifoPath(stateDir, lc.ID(), outputFIFO))
 	if err != nil {
 		return nil, err
 	}
+	args, files := p.Args, p.extraFiles
+	if p.ReportsExit && len(args) > 0 {
+		exR, exW, err := makeFIFO(fifoPath(stateDir, lc.ID(), exitFIFO))
+		if err != nil {
+			outR.Close()
+			outW.Close()
+			return nil, err
+		}
+		// Ours go once the process holds its end: only a daemon that
+		// adopts the container reads the report (it opens the FIFO
+		// again); this one waits for its child.
+		defer exR.Close()
+		defer exW.Close()
+		args = slices.Concat(args[:1], []string{ExitFDFlag, strconv.Itoa(3 + len(files))}, args[1:])
+		files = append(slices.Clip(files), exW)
+	}
 	lp := &libcontainer.Process{
-		Args:             p.Args,
+		Args:             args,
 		Env:              p.Env,
 		Cwd:              p.Cwd,
 		UID:              p.UID,
@@ -104,7 +124,7 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 		AdditionalGroups: p.Groups,
 		Stdout:           outW,
 		Stderr:           outW,
-		ExtraFiles:       p.extraFiles,
+		ExtraFiles:       files,
 		Init:             true,
 	}
 	if err := lc.Run(lp); err != nil {
@@ -132,22 +152,30 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 	// Kills counted before this process started (a cgroup left behind and
 	// reused) are not about it.
 	c.oomJudged = c.oomKills()
-	var drained sync.WaitGroup
-	drained.Add(1)
-	go func() {
-		defer drained.Done()
-		_, _ = io.Copy(c.out, outR)
-		outR.Close()
-	}()
+	drained := c.drain(outR)
 	go func() {
 		// Waits in the poller: an idle runtime holds no OS thread.
 		st, err := waitProcess(context.Background(), lp)
-		drained.Wait()
+		<-drained
 		c.exit = toExitStatus(st, err)
 		c.exit.OOMKilled = c.diedOfOOM(c.exit)
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// drain copies the main process's output from r into the tail until every
+// writer is gone (the container's processes have all exited), then closes
+// r and the channel it returns.
+func (c *Container) drain(r *os.File) <-chan struct{} {
+	c.outR = r
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		_, _ = io.Copy(c.out, r)
+		r.Close()
+	}()
+	return drained
 }
 
 func toExitStatus(st *os.ProcessState, err error) ExitStatus {
@@ -189,8 +217,9 @@ func (c *Container) Exit() ExitStatus {
 }
 
 // Output is the tail of the main process's stdout and stderr, interleaved
-// as written, up to 64 KiB. It is always "" for an adopted container: the
-// pipe died with the daemon that started it.
+// as written, up to 64 KiB. An adopted container's begins with the tail its
+// earlier daemon kept (Adopt's output) and goes on with what the runtime
+// wrote since the adoption; what it wrote while no daemon read is lost.
 func (c *Container) Output() string { return c.out.String() }
 
 // Stop asks the main process to end with SIGTERM and kills the container after

@@ -19,12 +19,15 @@
 //
 // # The main process
 //
-// The main process's stdout and stderr share one pipe, drained all the time
-// into a bounded buffer that keeps the last 64 KiB (Container.Output): a
-// runtime never blocks on a full pipe, and the tail is what explains a
-// crash. Container.Done is closed once the main process has exited and its
-// pipe is drained; Container.Exit then says how it ended: an exit code, a
-// signal, or an error from waiting on it.
+// The main process's stdout and stderr share one FIFO in the container's
+// state directory, drained all the time into a bounded buffer that keeps
+// the last 64 KiB (Container.Output): a runtime never blocks on a full
+// pipe, and the tail is what explains a crash. Container.Done is closed once
+// the main process has exited and its output is drained; Container.Exit
+// then says how it ended: an exit code, a signal, or an error from waiting
+// on it. A main process that is executor-init (Process.ReportsExit) also
+// gets a FIFO to report its command's exit code on, for a daemon that
+// adopts the container (below).
 //
 // Container.Exec runs another process in the container, as the main
 // process's user, with its environment and working directory; its output
@@ -49,19 +52,23 @@
 // A daemon may exit without destroying its containers (a live restore):
 // they keep running, with their state, cgroups, roots and network in place.
 // The next daemon takes each over with Runner.Adopt, given the main process
-// it recorded (Process is JSON-serialisable for that). An adopted Container
-// works like a started one (Exec, Stop, Destroy, Restart, counters, OOM
-// verdicts), but its main process is not the daemon's child: Done is closed
-// when a pidfd of it turns readable, its exit code is unknown (Exit has
-// Code -1 and Err wrapping ErrExitUnknown; OOMKilled is still judged from
-// the cgroup's counter), and its output pipe is gone (Output is ""). A
-// container that is not running, or whose state is missing or broken, is
-// refused with ErrNotAdoptable, for the caller to remove.
+// it recorded (Process is JSON-serialisable for that) and the output tail it
+// kept. An adopted Container works like a started one (Exec, Stop, Destroy,
+// Restart, counters, OOM verdicts, output), but its main process is not the
+// daemon's child: Done is closed when a pidfd of it turns readable, and its
+// exit code is the one executor-init reported on its FIFO; without a report
+// (killed by SIGKILL, or not executor-init) it is unknown (Exit has Code -1
+// and Err wrapping ErrExitUnknown; OOMKilled is still judged from the
+// cgroup's counter). Output goes on from the kept tail with what the
+// runtime writes after the adoption (what it wrote while no daemon read its
+// FIFO is dropped by executor-init). A container that is not running, or
+// whose state is missing or broken, is refused with ErrNotAdoptable, for the
+// caller to remove.
 //
 // # Leftovers
 //
-// After a daemon crash its containers keep running, but their output pipes
-// died with it. Before serving, a new daemon calls, in this order,
+// After a daemon crash its containers keep running. Without live restore,
+// before serving, a new daemon calls, in this order,
 // Runner.RemoveLeftovers (kill and destroy every container under the state
 // directory, remove state too broken to load), Runner.KillStrays (kill
 // processes left in <parent>/rt-* cgroups whose state is gone) and, once

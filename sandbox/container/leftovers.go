@@ -19,9 +19,9 @@ import (
 const leftoverWait = 5 * time.Second
 
 // RemoveLeftovers kills and destroys every container under the state
-// directory: those of an earlier daemon, whose output pipes died with it, so
-// they cannot be adopted. State too broken to load is removed; the
-// processes it held are KillStrays' and its cgroups SweepCgroups'. It
+// directory: those of an earlier daemon that were not adopted. State too
+// broken to load is removed; the processes it held are KillStrays' and its
+// cgroups SweepCgroups'. It
 // returns how many containers it destroyed. Call it before starting any
 // container: it removes this Runner's own containers too. The containers
 // whose id keep reports (those adopted after a live restore; see Adopt) are

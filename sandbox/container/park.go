@@ -41,6 +41,9 @@ func (r *Runner) StartParked(id string, spec oci.Spec, init string, p Process) (
 		GID:        p.GID,
 		Groups:     p.Groups,
 		extraFiles: []*os.File{pr},
+		// init is executor-init, and so is the main process of a
+		// restart once unparked (its Args are p's, under init).
+		ReportsExit: true,
 	}
 	c, err := r.Start(id, spec, park)
 	// The container holds its copy of the read end (or failed to).
@@ -102,7 +105,7 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	if err := errors.Join(werr, cerr); err != nil {
 		return fmt.Errorf("container: hand the command to executor-init: %w", err)
 	}
-	c.main.Args, c.main.Env, c.main.Cwd = p.Args, p.Env, p.Cwd
+	c.main.Args, c.main.Env, c.main.Cwd, c.main.ReportsExit = p.Args, p.Env, p.Cwd, p.ReportsExit
 	c.main.extraFiles = nil // a restart runs the command directly
 	return nil
 }

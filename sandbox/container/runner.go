@@ -143,6 +143,12 @@ type Process struct {
 	GID    int      `json:"gid"`
 	Groups []int    `json:"groups,omitempty"` // supplementary groups
 
+	// ReportsExit says Args[0] is executor-init: the runner hands it a
+	// FIFO to report its command's exit code on as it exits (ExitFDFlag,
+	// put after Args[0] when the process starts), which is how a daemon
+	// that adopted the container learns the code (see Adopt).
+	ReportsExit bool `json:"reportsExit,omitempty"`
+
 	// extraFiles are passed on as fds 3 and up (StartParked's pipe). They
 	// do not survive a restart: Adopt drops them.
 	extraFiles []*os.File

@@ -658,24 +658,32 @@ func TestBalancers(t *testing.T) {
 		if len(kept) == 0 {
 			t.Fatal("no id on the host to restart")
 		}
-		hosts[restored].x.stop()
-		hosts[restored].x.start()
-		for _, b := range balancers {
-			for _, id := range b.ids {
-				if before[id] != restored {
-					continue
-				}
-				if r, err := run(b.x, id, "/", true); err != nil || r.status != 200 {
-					t.Errorf("%s: %s after its host restarted: %s", b.name, id, describe(r, err))
+		// Stopped (SIGTERM), then killed (SIGKILL, a crash): both keep
+		// them.
+		for _, how := range []string{"SIGTERM", "SIGKILL"} {
+			if how == "SIGTERM" {
+				hosts[restored].x.stop()
+			} else {
+				hosts[restored].x.kill()
+			}
+			hosts[restored].x.start()
+			for _, b := range balancers {
+				for _, id := range b.ids {
+					if before[id] != restored {
+						continue
+					}
+					if r, err := run(b.x, id, "/", true); err != nil || r.status != 200 {
+						t.Errorf("%s: %s after its host restarted (%s): %s", b.name, id, how, describe(r, err))
+					}
 				}
 			}
-		}
-		// Each is where it was, as it was, and on no other host (where
-		// reports an id on two hosts).
-		at, again := where(t, all)
-		for _, id := range all {
-			if at[id] != before[id] || again[id] != created[id] {
-				t.Errorf("%s moved or was created again: host %d -> %d, created %v -> %v", id, before[id]+1, at[id]+1, created[id], again[id])
+			// Each is where it was, as it was, and on no other host
+			// (where reports an id on two hosts).
+			at, again := where(t, all)
+			for _, id := range all {
+				if at[id] != before[id] || again[id] != created[id] {
+					t.Errorf("%s: %s moved or was created again: host %d -> %d, created %v -> %v", how, id, before[id]+1, at[id]+1, created[id], again[id])
+				}
 			}
 		}
 	})

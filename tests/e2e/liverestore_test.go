@@ -123,6 +123,8 @@ func TestLiveRestore(t *testing.T) {
 	createIdle(t, x, "broken", nil)
 	// Built: its build output is what a log stream of it replays.
 	createIdle(t, x, "built", map[string]any{"command": "echo built-marker"})
+	// Says something as it starts and as it ends, around the server.
+	createIdle(t, x, "onfail", map[string]any{"restartPolicy": "on-failure", "runtimeEntrypoint": "echo start-marker; " + startCommand + "; code=$?; echo end-marker-$code; exit $code"})
 	before := map[string]map[string]any{}
 	for _, id := range []string{"keep", "policy", "ended", "broken"} {
 		if r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", map[string]any{"path": "/"}, jsonAccept); r.status != 200 {
@@ -218,6 +220,33 @@ func TestLiveRestore(t *testing.T) {
 	}
 	if out, _ := command(t, x, "policy", "cat /tmp/starts"); strings.Count(out, "started") != 2 {
 		t.Errorf("policy's starts: %q, want 2", out)
+	}
+
+	// The exit code of an adopted runtime's main process is known
+	// (executor-init reports it): exit 0 under on-failure is not
+	// restarted, and the runtime leaves the table. Its output goes on
+	// from what the earlier daemon kept with what it wrote since.
+	mark = len(x.logs.String())
+	if r := x.request(t, "POST", "/v1/runtimes/onfail/executions", map[string]any{"path": "/exit?code=0", "method": "POST", "body": "end"}, jsonAccept); r.status != 500 {
+		t.Errorf("onfail's /exit: %d %s, want 500", r.status, r.body)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for x.request(t, "GET", "/v1/runtimes/onfail", nil, nil).status != 404 {
+		if time.Now().After(deadline) {
+			t.Fatal("onfail is still listed after its main process exited 0 under on-failure: its exit code was not known")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var exited string
+	for _, line := range strings.Split(x.logs.String()[mark:], "\n") {
+		if strings.Contains(line, "runtime main process exited") && strings.Contains(line, "onfail") {
+			exited = line
+		}
+	}
+	for _, want := range []string{"exit code 0", "start-marker", "end-marker-0"} {
+		if !strings.Contains(exited, want) {
+			t.Errorf("onfail's exit, logged as %q, lacks %q", exited, want)
+		}
 	}
 
 	// A crash of the daemon keeps them too.
