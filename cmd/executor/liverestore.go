@@ -16,7 +16,7 @@ import (
 // that namespace outlives the process: when it is the one the daemon was
 // started from. systemd gives a unit a namespace of its own for
 // ProtectHome=, ProtectKernelModules=, ProtectKernelLogs= and the like
-// (contrib/executor.service sets three), which ends with the daemon and
+// (contrib/executor.service sets two), which ends with the daemon and
 // unmounts all of it: the runtimes would run on with no way back to them.
 //
 // The namespace is compared with the parent's (systemd, a supervisor, a
@@ -36,7 +36,7 @@ func checkMountNamespace() error {
 		}
 		if other != own {
 			return fmt.Errorf("the daemon runs in a mount namespace of its own (%s, process %s's is %s), which ends with it and takes its runtimes' roots, disks and network namespaces along: "+
-				"run it in the namespace it is started from (under systemd: ProtectHome=no, ProtectKernelModules=no, ProtectKernelLogs=no and KillMode=process in a drop-in; see the README's Live restore)", own, pid, other)
+				"run it in the namespace it is started from (under systemd: ProtectHome=no, ProtectKernelModules=no and KillMode=process in a drop-in; see the README's Live restore)", own, pid, other)
 		}
 		return nil
 	}

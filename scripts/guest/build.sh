@@ -15,6 +15,12 @@
 #   started for real in a guest): it starts executor-guest.service, which
 #   mounts the payload disk and hands over to its init.sh (the tests), then
 #   powers the guest off whatever they did.
+#
+# EXECUTOR_GUEST_SYSTEMD=backports builds a second guest, beside the first
+# (ensure.sh keys it apart): the same root but for systemd, which comes from
+# bookworm-backports (254 or newer: DelegateSubgroup=, the live-restore path
+# of tests/e2e's TestSystemdLiveRestore) instead of Debian 12's own 252. The
+# kernel stays Debian 12's. Unset, or empty: Debian 12's systemd.
 set -euo pipefail
 out=$1
 tree=$(mktemp -d /var/tmp/executor-guest-tree.XXXXXX)
@@ -28,6 +34,26 @@ for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
 		break
 	fi
 done
+# With EXECUTOR_GUEST_SYSTEMD=backports: bookworm-backports from the same
+# mirror as a second source (priority 100: nothing comes from it unasked),
+# and every binary package of systemd's source (systemd, systemd-sysv,
+# libsystemd0, libpam-systemd, libudev1, udev, systemd-timesyncd... those
+# the root pulls) pinned to it, so that they all come from there at the same
+# version, from the first package mmdebstrap installs (the essential set
+# needs libsystemd0) to the last.
+extra=()
+case ${EXECUTOR_GUEST_SYSTEMD:-} in
+"") ;;
+backports)
+	mirror=$(grep -v '^[[:space:]]*#' "${sources[@]}" | grep -Eo '[a-z]+://[^][:space:]]+' | grep -v -- -security | head -n 1 || true)
+	sources+=("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror:-http://deb.debian.org/debian} bookworm-backports main")
+	extra+=(--setup-hook='mkdir -p "$1/etc/apt/preferences.d" && printf "Package: src:systemd\nPin: release n=bookworm-backports\nPin-Priority: 990\n" >"$1/etc/apt/preferences.d/executor-systemd-backports"')
+	;;
+*)
+	echo "EXECUTOR_GUEST_SYSTEMD must be empty (Debian 12's systemd) or backports" >&2
+	exit 2
+	;;
+esac
 # systemd-sysv makes systemd the init (the systemd runner; the cgroup2 one
 # bypasses it with init=/init.sh). linux-image-amd64 brings the kernel, its
 # modules (overlay, loop, veth, bridge, nf_tables...) and an initrd made in
@@ -46,8 +72,13 @@ mmdebstrap --variant=minbase --mode=root \
 	--aptopt='Acquire::Check-Valid-Until "false"' \
 	--include=systemd,systemd-sysv,linux-image-amd64,libseccomp2,iproute2,curl,busybox-static,kmod,e2fsprogs,passwd,uidmap,slirp4netns,dbus,libpam-systemd \
 	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-	--dpkgopt='path-exclude=/usr/share/locale/*' \
+	--dpkgopt='path-exclude=/usr/share/locale/*' "${extra[@]}" \
 	bookworm "$tree" "${sources[@]}"
+if [ -n "${EXECUTOR_GUEST_SYSTEMD:-}" ]; then
+	# Every package of systemd's source in the root, and from backports.
+	dpkg-query --admindir="$tree/var/lib/dpkg" -W -f='${db:Status-Abbrev} ${source:Package} ${Package} ${Version}\n' |
+		awk '$1 == "ii" && $2 == "systemd" { print "guest: " $3 " " $4; if ($4 !~ /~bpo12/) bad = 1 } END { exit bad }'
+fi
 
 kernel=$(ls "$tree"/boot/vmlinuz-* | sort -V | tail -n 1)
 initrd=$(ls "$tree"/boot/initrd.img-* | sort -V | tail -n 1)

@@ -8,7 +8,10 @@
 # One cache for both, $EXECUTOR_GUEST_CACHE (default /var/cache/executor-guest),
 # keyed by build.sh's hash; older keys are removed. The build holds a lock
 # (flock on the cache's .lock): a runner started while another builds waits
-# for that build instead of making a second one.
+# for that build instead of making a second one. EXECUTOR_GUEST_SYSTEMD=
+# backports (build.sh: systemd from bookworm-backports) is a guest of its
+# own, keyed by the same hash and -systemd-backports: the two stay side by
+# side, and each build removes only its own kind's older keys.
 export DEBIAN_FRONTEND=noninteractive
 guest_need=()
 for pkg in qemu-system-x86 mmdebstrap e2fsprogs busybox-static docker-registry; do
@@ -20,7 +23,12 @@ if [ "${#guest_need[@]}" -gt 0 ]; then
 fi
 
 guest_cache=${EXECUTOR_GUEST_CACHE:-/var/cache/executor-guest}
-guest_key=$(sha256sum scripts/guest/build.sh | cut -c1-16)
+case ${EXECUTOR_GUEST_SYSTEMD:-} in
+"") guest_kind= ;;
+backports) guest_kind=-systemd-backports ;;
+*) echo "EXECUTOR_GUEST_SYSTEMD must be empty (Debian 12's systemd) or backports" >&2; exit 2 ;;
+esac
+guest_key=$(sha256sum scripts/guest/build.sh | cut -c1-16)$guest_kind
 guest=$guest_cache/$guest_key
 built=cached
 if [ ! -s "$guest/root.img" ]; then
@@ -35,7 +43,12 @@ if [ ! -s "$guest/root.img" ]; then
 		built="cached (built by another run, waited $(($(date +%s) - guest_wait)) s)"
 	else
 		echo "== $1: building the guest root once for this machine ($guest)"
-		find "$guest_cache" -mindepth 1 -maxdepth 1 ! -name "$guest_key" ! -name .lock -exec rm -rf {} +
+		for guest_old in "$guest_cache"/*; do
+			guest_name=${guest_old##*/}
+			if [[ ${guest_name%.tmp} =~ ^[0-9a-f]{16}$guest_kind$ ]] && [ "$guest_name" != "$guest_key" ]; then
+				rm -rf "$guest_old"
+			fi
+		done
 		bash scripts/guest/build.sh "$guest.tmp"
 		mv "$guest.tmp" "$guest"
 		built="built in $(($(date +%s) - guest_wait)) s"

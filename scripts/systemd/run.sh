@@ -15,6 +15,11 @@
 # come on a second disk at every run. The tests' registry runs inside the
 # guest. Pure cgroup v2 by default (Debian 12's default);
 # EXECUTOR_SYSTEMD_CGROUP=hybrid boots the v1 hybrid layout.
+# EXECUTOR_GUEST_SYSTEMD=backports boots the same guest but for systemd,
+# bookworm-backports' (254 or newer) instead of Debian 12's 252: the one
+# where TestSystemdLiveRestore keeps a runtime across a restart (with
+# DelegateSubgroup=) instead of checking the daemon refuses to. It is built
+# once too, and cached beside the other (scripts/guest/ensure.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 started=$(date +%s)
@@ -54,7 +59,7 @@ hybrid) append="$append systemd.unified_cgroup_hierarchy=0" ;;
 *) echo "EXECUTOR_SYSTEMD_CGROUP must be v2 or hybrid" >&2; exit 2 ;;
 esac
 
-echo "== test-systemd: booting the systemd guest (qemu TCG, cgroup ${EXECUTOR_SYSTEMD_CGROUP:-v2}); its console follows"
+echo "== test-systemd: booting the systemd guest (qemu TCG, cgroup ${EXECUTOR_SYSTEMD_CGROUP:-v2}, systemd ${EXECUTOR_GUEST_SYSTEMD:-of Debian 12}); its console follows"
 set +e
 timeout 1200 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
 	-display none -monitor none -serial stdio -no-reboot \
