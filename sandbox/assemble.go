@@ -38,14 +38,12 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	}
 	st := newStages(ctx, m.cfg.Observer)
 	defer func() { m.log.Debug("runtime prepared", append([]any{"runtime", r.ID}, st.attrs()...)...) }()
+	if m.cfg.Init != "" {
+		return m.assembleParked(ctx, r, spec, st)
+	}
 	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, func() error {
-		if spec.Source != "" {
-			if err := m.copySource(ctx, r, spec.Source); err != nil {
-				return err
-			}
-		}
-		if cacheEnabled(spec) {
-			m.restoreCache(ctx, r, spec.CacheKey)
+		if err := m.copyRequestFiles(ctx, r, spec); err != nil {
+			return err
 		}
 		st.mark("source")
 		return nil
@@ -66,6 +64,84 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	r.mu.Lock()
 	r.ct, r.main = containerProc{c}, ps
 	r.mu.Unlock()
+	return nil
+}
+
+// assembleParked is prepare's cold start with executor-init: the container
+// starts parked (as a prewarmed sandbox's does, but with the request's
+// limits) while the request's source and build cache are copied into its
+// directory, and is handed its command once both are done, so the copy is
+// not on the request's path. The runtime runs as one started with its
+// command would: the same container, process, limits and files.
+func (m *Manager) assembleParked(ctx context.Context, r *Runtime, spec Spec, st *stages) error {
+	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, func() error { return nil })
+	if err != nil {
+		return err
+	}
+	// The directories are the mapped root's before the container starts
+	// (its working directory may be one), and once more for the files
+	// copied in below.
+	ps, err := m.requestProcess(ctx, r, spec, img, rootfs)
+	if err != nil {
+		return err
+	}
+	st.mark("config")
+	copied := make(chan error, 1)
+	copyStart := time.Now()
+	var copyTook time.Duration // written before the send, read after the receive
+	go func() {
+		err := m.copyRequestFiles(ctx, r, spec)
+		copyTook = time.Since(copyStart)
+		copied <- err
+	}()
+	oc := m.ociSpec(r, spec, rootfs)
+	c, err := m.runner.StartParked(r.CID, oc, oci.InitPath, ps)
+	cerr := <-copied
+	st.add("source", copyStart, copyTook)
+	if err != nil {
+		if cerr != nil {
+			// Both failed, likely of one cause (a full data dir):
+			// the copy's error says it in the request's terms.
+			return cerr
+		}
+		return fmt.Errorf("failed to start container: %w", err)
+	}
+	// Recorded at once: a failure below leaves it to r.destroy.
+	r.mu.Lock()
+	r.ct = containerProc{c}
+	r.mu.Unlock()
+	if cerr != nil {
+		return cerr
+	}
+	if spec.Source != "" || cacheEnabled(spec) {
+		if err := r.chownDirs(m.cfg.UserNS); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := m.runner.Unpark(c, oc, ps); err != nil {
+		return fmt.Errorf("failed to start container: %w", err)
+	}
+	st.mark("container")
+	r.mu.Lock()
+	r.main = ps
+	r.mu.Unlock()
+	return nil
+}
+
+// copyRequestFiles puts the request's source and build cache into r's
+// directory.
+func (m *Manager) copyRequestFiles(ctx context.Context, r *Runtime, spec Spec) error {
+	if spec.Source != "" {
+		if err := m.copySource(ctx, r, spec.Source); err != nil {
+			return err
+		}
+	}
+	if cacheEnabled(spec) {
+		m.restoreCache(ctx, r, spec.CacheKey)
+	}
 	return nil
 }
 

@@ -33,6 +33,16 @@ func (s *stages) mark(name string) {
 	s.last = now
 }
 
+// add records a step that ran alongside the others, from start for took,
+// without moving the mark the next step is timed from.
+func (s *stages) add(name string, start time.Time, took time.Duration) {
+	s.names = append(s.names, name)
+	s.took = append(s.took, took)
+	if s.obs != nil {
+		s.obs.Stage(s.ctx, name, start, took)
+	}
+}
+
 func (s *stages) attrs() []any {
 	out := make([]any, 0, 2*len(s.names))
 	for i, n := range s.names {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 
 	"executor/oci"
 )
@@ -76,7 +77,11 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	if err != nil {
 		return err
 	}
-	if r.limitsOff == nil {
+	// Parked with the limits it runs with (a cold start that parks while
+	// it copies the request's files), there is nothing to set.
+	same := c.cfg != nil && c.cfg.Cgroups != nil && cfg.Cgroups != nil &&
+		reflect.DeepEqual(c.cfg.Cgroups.Resources, cfg.Cgroups.Resources)
+	if r.limitsOff == nil && !same {
 		if err := c.c.Set(*cfg); err != nil {
 			return fmt.Errorf("container: set limits: %w", err)
 		}

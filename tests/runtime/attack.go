@@ -87,8 +87,11 @@ var attacks = map[string]func() (string, error){
 				pids++
 			}
 		}
+		// PID 1 is the executor's init (/.executor-init, given its command
+		// on the command line or parked), or the runtime's own command.
 		cmd, _ := os.ReadFile("/proc/1/cmdline")
-		if strings.Contains(string(cmd), "systemd") || strings.Contains(string(cmd), "init") && !strings.Contains(string(cmd), "sh") {
+		ours := strings.HasPrefix(string(cmd), "/.executor-init\x00") || strings.Contains(string(cmd), "sh")
+		if strings.Contains(string(cmd), "systemd") || strings.Contains(string(cmd), "init") && !ours {
 			return "host init visible", nil
 		}
 		err := unix.PtraceAttach(4194303) // beyond any PID this namespace has
