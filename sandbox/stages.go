@@ -24,12 +24,7 @@ func newStages(ctx context.Context, obs Observer) *stages {
 
 func (s *stages) mark(name string) {
 	now := time.Now()
-	took := now.Sub(s.last)
-	s.names = append(s.names, name)
-	s.took = append(s.took, took)
-	if s.obs != nil {
-		s.obs.Stage(s.ctx, name, s.last, took)
-	}
+	s.add(name, s.last, now.Sub(s.last))
 	s.last = now
 }
 

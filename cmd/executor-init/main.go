@@ -153,11 +153,10 @@ const drainMax = 2 * time.Second
 // EOF, or until finishOutput's deadline, after which it passes on what the
 // pipe still holds and returns.
 func copyOutput(r *os.File) {
-	var stdout output
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
-		stdout.write(buf[:n])
+		passOn(buf[:n])
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			break
 		}
@@ -176,7 +175,7 @@ func copyOutput(r *os.File) {
 		for {
 			n, err := syscall.Read(int(fd), buf)
 			if n > 0 {
-				stdout.write(buf[:n])
+				passOn(buf[:n])
 				continue
 			}
 			if err != syscall.EINTR {
@@ -198,17 +197,15 @@ func finishOutput(r *os.File, copied <-chan struct{}) {
 	}
 }
 
-// output is our stdout, the executor's FIFO. A write that fails finds no
-// reader (EPIPE: the executor is gone, or not yet back after a restart) and
-// is dropped; the next is tried all the same, so output flows again once an
-// executor opens the FIFO. The command never blocks on a missing reader.
-type output struct{}
-
-func (output) write(p []byte) {
-	if len(p) == 0 {
-		return
+// passOn writes p on our stdout, the executor's FIFO. A write that fails
+// finds no reader (EPIPE: the executor is gone, or not yet back after a
+// restart) and is dropped; the next is tried all the same, so output flows
+// again once an executor opens the FIFO. The command never blocks on a
+// missing reader.
+func passOn(p []byte) {
+	if len(p) > 0 {
+		_, _ = os.Stdout.Write(p)
 	}
-	_, _ = os.Stdout.Write(p)
 }
 
 // parkFlag starts a prewarmed runtime's init parked: everything of the

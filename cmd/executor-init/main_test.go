@@ -274,19 +274,8 @@ func TestExitFD(t *testing.T) {
 		{name: "no reader", args: []string{"--", "sh", "-c", "exit 3"}, noReader: true, code: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fifo := filepath.Join(t.TempDir(), "exit")
-			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, r, w := makeFIFO(t, "exit")
 			defer r.Close()
-			w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
 			args, files := tc.args, []*os.File{nil, w}
 			if tc.park != "" || tc.name == "parked, dismissed" {
 				pr, pw, err := os.Pipe()
@@ -338,18 +327,7 @@ func TestExitFD(t *testing.T) {
 // flows again once an executor opens it: the next executor after a restart
 // gets what the runtime writes from then on.
 func TestOutputResumesWithNextReader(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "output")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	first, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fifo, first, w := makeFIFO(t, "output")
 	in, step, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -393,4 +371,23 @@ func TestOutputResumesWithNextReader(t *testing.T) {
 	if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != 4 {
 		t.Fatalf("exit code %d, want 4", code)
 	}
+}
+
+// makeFIFO makes a FIFO named name in a temporary directory and opens its
+// read end (non-blocking) and then its write end, as the executor does.
+func makeFIFO(t *testing.T, name string) (path string, r, w *os.File) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), name)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, err = os.OpenFile(path, os.O_WRONLY, 0); err != nil {
+		r.Close()
+		t.Fatal(err)
+	}
+	return path, r, w
 }
