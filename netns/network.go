@@ -315,6 +315,10 @@ func (n *Network) Name() string { return n.cfg.Name }
 // BridgeName returns the first bridge's interface name.
 func (n *Network) BridgeName() string { return n.cfg.Bridge }
 
+// NamespaceDir is the directory in which the network pins its runtimes'
+// network namespaces (a bind mount each).
+func (n *Network) NamespaceDir() string { return n.nsDir }
+
 // Gateway returns the bridge's own address.
 func (n *Network) Gateway() netip.Addr { return n.gateway }
 

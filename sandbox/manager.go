@@ -184,16 +184,26 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Roots and disks go below the runtimes' directory, network namespace
+	// pins below each network's.
+	mountDirs := []string{filepath.Join(cfg.DataDir, "runtimes")}
+	for _, n := range cfg.Networks {
+		mountDirs = append(mountDirs, n.NamespaceDir())
+	}
 	runner, err := container.New(container.Config{
 		StateDir:     filepath.Join(cfg.DataDir, "containers"),
 		CgroupParent: cfg.CgroupParent,
 		Unconfined:   cfg.Unconfined,
 		Rootless:     cfg.Rootless,
+		MountDirs:    mountDirs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	m := newManager(cfg)
+	if err := runner.SpawnErr(); err != nil {
+		m.log.Warn("containers start from the executor's own mount namespace: each start gets slower as runtimes add mounts", "err", err)
+	}
 	m.runner, m.sources, m.sourceDev, m.cacheDev = runner, cfg.Storage, sourceDev, cfg.BuildCache
 	m.assemble = m.prepare
 	if cfg.UserNS != nil {
@@ -340,6 +350,9 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	m.teardowns.Wait()
+	if m.runner != nil {
+		errs = append(errs, m.runner.Close())
+	}
 	return errors.Join(errs...)
 }
 

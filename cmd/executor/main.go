@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -25,6 +26,14 @@ func init() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		libcontainer.Init()
 	}
+	// The main goroutine keeps the main thread to itself. Goroutines that
+	// move their thread into another namespace (a runtime's network
+	// namespace being made, the spawn namespace containers start from)
+	// exit locked so that Go ends the thread; the main thread it cannot
+	// end, and parks it for good instead, still in that namespace. The
+	// process's /proc/self/{mountinfo,ns,net} describe the main thread, and
+	// so would describe the wrong namespace from then on.
+	runtime.LockOSThread()
 }
 
 func main() {

@@ -98,6 +98,7 @@ func (r *Runner) Adopt(id string, main Process, output string) (*Container, erro
 		main:     main,
 		cfg:      &cfg,
 		stateDir: r.cfg.StateDir,
+		spawn:    r.spawn,
 		out:      newTailBuffer(outputTail),
 		done:     make(chan struct{}),
 		pidfd:    pidfd,

@@ -37,6 +37,7 @@ type Container struct {
 	pidfd    *os.File
 	main     Process
 	cfg      *configs.Config // kept for Restart
+	spawn    *spawnNS        // where Restart starts it from; nil: the daemon's namespace
 	stateDir string
 	out      *tailBuffer
 	outR     *os.File      // the output FIFO's read end, nil when there is none
@@ -94,7 +95,7 @@ func (e ExitStatus) String() string {
 
 // runMain starts p as the init process of lc, with its output on a FIFO
 // (see fifo.go).
-func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p Process) (*Container, error) {
+func runMain(spawn *spawnNS, lc *libcontainer.Container, stateDir string, cfg *configs.Config, p Process) (*Container, error) {
 	outR, outW, err := makeFIFO(fifoPath(stateDir, lc.ID(), outputFIFO))
 	if err != nil {
 		return nil, err
@@ -127,7 +128,11 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 		ExtraFiles:       files,
 		Init:             true,
 	}
-	if err := lc.Run(lp); err != nil {
+	run := func() error { return lc.Run(lp) }
+	if spawn != nil {
+		run = func() error { return spawn.run(cfg, func() error { return lc.Run(lp) }) }
+	}
+	if err := run(); err != nil {
 		outR.Close()
 		outW.Close()
 		return nil, fmt.Errorf("start container: %w", err)
@@ -139,6 +144,7 @@ func runMain(lc *libcontainer.Container, stateDir string, cfg *configs.Config, p
 		proc:     lp,
 		main:     p,
 		cfg:      cfg,
+		spawn:    spawn,
 		stateDir: stateDir,
 		out:      newTailBuffer(outputTail),
 		done:     make(chan struct{}),
@@ -264,7 +270,7 @@ func (c *Container) Restart() (*Container, error) {
 	if err := c.Destroy(); err != nil {
 		return nil, fmt.Errorf("destroy exited container: %w", err)
 	}
-	return create(c.stateDir, c.ID(), c.cfg, c.main)
+	return create(c.spawn, c.stateDir, c.ID(), c.cfg, c.main)
 }
 
 // tailBuffer keeps the last max bytes written to it.

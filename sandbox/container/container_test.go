@@ -261,25 +261,37 @@ func BenchmarkContainerStart(b *testing.B) {
 				if v.userns {
 					spec.UserNS = &oci.IDMap{HostUID: 1000000000, HostGID: 1000000000, Size: 65536}
 				}
-				start := time.Now()
-				c, err := r.Start(id, spec, Process{Args: []string{"echo", "hi"}, Env: []string{oci.DefaultPATH}, Cwd: "/"})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for c.Output() == "" && !c.Exited() {
-					time.Sleep(100 * time.Microsecond)
-				}
-				first = append(first, time.Since(start))
-				<-c.Done()
-				if err := c.Destroy(); err != nil {
-					b.Fatal(err)
-				}
-				total = append(total, time.Since(start))
+				f, t := timeStart(b, r, id, spec)
+				first = append(first, f)
+				total = append(total, t)
 			}
 			samples.Report(b, "first-byte", first)
 			samples.Report(b, "start-to-destroyed", total)
 		})
 	}
+}
+
+// timeStart starts container id running "echo hi" and says how long its
+// first output byte took and how long until it was destroyed.
+func timeStart(b *testing.B, r *Runner, id string, spec oci.Spec) (first, total time.Duration) {
+	b.Helper()
+	start := time.Now()
+	c, err := r.Start(id, spec, Process{Args: []string{"echo", "hi"}, Env: []string{oci.DefaultPATH}, Cwd: "/"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for c.Output() == "" && !c.Exited() {
+		time.Sleep(100 * time.Microsecond)
+	}
+	first = time.Since(start)
+	<-c.Done()
+	if err := c.Destroy(); err != nil {
+		b.Fatal(err)
+	}
+	if c.Output() != "hi\n" {
+		b.Fatalf("output %q", c.Output())
+	}
+	return first, time.Since(start)
 }
 
 func chownTree(t testing.TB, root string, id int) {

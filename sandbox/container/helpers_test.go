@@ -111,6 +111,9 @@ func newRunner(t testing.TB, cfg Config) *Runner {
 			t.Errorf("cleanup: %v", err)
 		}
 		r.RemoveCgroupParent()
+		if err := r.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 		if left := cgroupDirs(r.cfg.CgroupParent); len(left) > 0 {
 			t.Errorf("cgroup parent left: %v", left)
 		}

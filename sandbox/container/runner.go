@@ -53,6 +53,13 @@ type Config struct {
 	// every hierarchy (an administrator or systemd delegated it); if not,
 	// runtimes run without limits (see LimitsOff).
 	Rootless bool
+	// MountDirs are the absolute directories under which the daemon mounts
+	// runtimes' parts (roots, disks, network namespace pins). Containers
+	// start from a mount namespace in which these hold no mounts but the
+	// starting container's own (see spawn.go), so that a start does not
+	// slow down with the number of runtimes. Empty: containers start from
+	// the daemon's mount namespace.
+	MountDirs []string
 }
 
 // Runner starts containers and removes what an earlier daemon left behind.
@@ -67,6 +74,10 @@ type Runner struct {
 	// oomScoreAdj is the daemon's own oom_score_adj when above 0: runtimes
 	// get at least that (see oci.Spec.OOMScoreAdj).
 	oomScoreAdj int
+	// spawn is the namespace containers start from; nil: the daemon's
+	// (no MountDirs, or spawnErr says why it could not be made).
+	spawn    *spawnNS
+	spawnErr error
 }
 
 // New makes a Runner: it detects the cgroup version, compiles the seccomp
@@ -99,7 +110,24 @@ func New(cfg Config) (*Runner, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("container: %w", err)
 	}
+	if len(cfg.MountDirs) > 0 {
+		// Without it containers start as before, only slower with many
+		// runtimes: not a reason to refuse to run.
+		r.spawn, r.spawnErr = newSpawnNS(cfg.MountDirs)
+	}
 	return r, nil
+}
+
+// SpawnErr says why containers start from the daemon's own mount namespace
+// although MountDirs were given (see spawn.go), or nil.
+func (r *Runner) SpawnErr() error { return r.spawnErr }
+
+// Close releases what New holds. Containers started keep running.
+func (r *Runner) Close() error {
+	if r.spawn == nil {
+		return nil
+	}
+	return r.spawn.close()
 }
 
 // LimitsOff says why runtimes run without cgroup limits (a rootless daemon
@@ -170,7 +198,7 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	if err != nil {
 		return nil, err
 	}
-	return create(r.cfg.StateDir, id, cfg, p)
+	return create(r.spawn, r.cfg.StateDir, id, cfg, p)
 }
 
 // config is container id's libcontainer configuration from spec, with the
@@ -193,13 +221,14 @@ func (r *Runner) config(id string, spec oci.Spec) (*configs.Config, error) {
 	return oci.Config(spec)
 }
 
-// create creates the container and runs its main process.
-func create(stateDir, id string, cfg *configs.Config, p Process) (*Container, error) {
+// create creates the container and runs its main process, from spawn when
+// it is not nil.
+func create(spawn *spawnNS, stateDir, id string, cfg *configs.Config, p Process) (*Container, error) {
 	lc, err := libcontainer.Create(stateDir, id, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	c, err := runMain(lc, stateDir, cfg, p)
+	c, err := runMain(spawn, lc, stateDir, cfg, p)
 	if err != nil {
 		return nil, errors.Join(err, lc.Destroy())
 	}

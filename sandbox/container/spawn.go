@@ -1,0 +1,272 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/moby/sys/mountinfo"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"golang.org/x/sys/unix"
+)
+
+// A container's mount namespace starts as a copy of the one runc init is
+// started in, and runc init then walks that copy: it makes every mount a
+// slave, reads and parses the whole mount table (the cgroup v1 hierarchies
+// are found through it), and detaches the old root with everything on it.
+// In the daemon's namespace each runtime adds its disk, its root overlay
+// and its network namespace pin, so every one of those steps grew with the
+// runtimes already running: at 1,000 runtimes a start took twice as long,
+// most of it reading and parsing a mount table of 3,000 lines (measured
+// with perf: mountinfo's show_options, the parser's allocations).
+//
+// So containers are started from a namespace of the runner's own, the
+// spawn namespace: a private copy of the daemon's, taken once, in which the
+// directories the daemon mounts runtimes' parts under hold no mounts. For
+// each start the mounts that container needs are cloned in from the
+// daemon's namespace (open_tree), runc init is started from a thread that
+// joined the spawn namespace, and the clones are detached again once the
+// container runs on its own copies. The daemon's namespace keeps every
+// mount as before: nothing else (restarts, exec, live restore, the image
+// store, the log readers) sees a difference.
+
+// spawnNS is the mount namespace containers are started from.
+type spawnNS struct {
+	// ns holds the namespace, in which no process lives.
+	ns *os.File
+	// dirs are the directories under which runtimes' mounts are made
+	// (Config.MountDirs); the namespace holds none of them but those a
+	// start carries in.
+	dirs []string
+}
+
+// newSpawnNS makes the spawn namespace: a copy of the caller's mount
+// namespace with every propagation cut (mounts made on the host later do
+// not appear in it) and every mount below dirs detached.
+func newSpawnNS(dirs []string) (*spawnNS, error) {
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("container: mount directory %q is not absolute", d)
+		}
+	}
+	dirs = slices.Clone(dirs)
+	for i, d := range dirs {
+		dirs[i] = filepath.Clean(d)
+	}
+	type result struct {
+		ns  *os.File
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread ends with this goroutine, so its
+		// namespace cannot leak into another one.
+		runtime.LockOSThread()
+		ns, err := func() (*os.File, error) {
+			// A thread that shares its fs attributes with others
+			// cannot change mount namespace.
+			if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+				return nil, os.NewSyscallError("unshare", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return nil, &os.PathError{Op: "make private", Path: "/", Err: err}
+			}
+			if err := detachBelow(dirs); err != nil {
+				return nil, err
+			}
+			return os.Open("/proc/thread-self/ns/mnt")
+		}()
+		done <- result{ns, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		return nil, fmt.Errorf("container: spawn namespace: %w", r.err)
+	}
+	return &spawnNS{ns: r.ns, dirs: dirs}, nil
+}
+
+// detachBelow detaches every mount strictly below one of dirs from the
+// calling thread's mount namespace. A mount on a directory itself stays:
+// what the daemon makes below it is on it.
+func detachBelow(dirs []string) error {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mounts, err := mountinfo.GetMountsFromReader(f, func(m *mountinfo.Info) (skip, stop bool) {
+		for _, d := range dirs {
+			if isBelow(d, m.Mountpoint) {
+				return false, false
+			}
+		}
+		return true, false
+	})
+	if err != nil {
+		return fmt.Errorf("read mount table: %w", err)
+	}
+	// Outermost first: detaching one takes everything on it along, and
+	// the ones below then answer EINVAL (no longer mounts).
+	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return len(a.Mountpoint) - len(b.Mountpoint) })
+	for _, m := range mounts {
+		for {
+			err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+				break
+			}
+			if err != nil {
+				return &os.PathError{Op: "detach", Path: m.Mountpoint, Err: err}
+			}
+		}
+	}
+	return nil
+}
+
+// isBelow reports whether path lies strictly below dir (both clean).
+func isBelow(dir, path string) bool {
+	return strings.HasPrefix(path, dir+"/") || (dir == "/" && path != "/")
+}
+
+// carried is what the start of cfg needs from below s.dirs: for each path
+// it reads there (its root, its bind mounts' sources, the namespaces it
+// joins), the outermost mount point between the directory and the path.
+// Anything not on a mount of its own below the directories is on a mount
+// the spawn namespace shares with the daemon's, and needs nothing.
+func (s *spawnNS) carried(cfg *configs.Config) ([]string, error) {
+	paths := []string{cfg.Rootfs}
+	for _, m := range cfg.Mounts {
+		if m.IsBind() {
+			paths = append(paths, m.Source)
+		}
+	}
+	for _, n := range cfg.Namespaces {
+		if n.Path != "" {
+			paths = append(paths, n.Path)
+		}
+	}
+	var out []string
+	for _, p := range paths {
+		p = filepath.Clean(p)
+		for _, d := range s.dirs {
+			if !isBelow(d, p) {
+				continue
+			}
+			mp, err := outerMountPoint(d, p)
+			if err != nil {
+				return nil, err
+			}
+			if mp != "" {
+				out = append(out, mp)
+			}
+			break
+		}
+	}
+	// One clone each, and none inside another (AT_RECURSIVE brings it).
+	slices.Sort(out)
+	out = slices.Compact(out)
+	return slices.DeleteFunc(out, func(p string) bool {
+		return slices.ContainsFunc(out, func(q string) bool { return isBelow(q, p) })
+	}), nil
+}
+
+// outerMountPoint is the first path from dir down to p (dir excluded) that
+// is on another mount than its parent, or "" when none is. The daemon made
+// every component, so no link is followed.
+func outerMountPoint(dir, p string) (string, error) {
+	parent, err := mountID(dir)
+	if err != nil {
+		return "", err
+	}
+	cur := dir
+	for _, comp := range strings.Split(strings.TrimPrefix(p, dir+"/"), "/") {
+		cur = filepath.Join(cur, comp)
+		id, err := mountID(cur)
+		if err != nil {
+			return "", err
+		}
+		if id != parent {
+			return cur, nil
+		}
+		parent = id
+	}
+	return "", nil
+}
+
+func mountID(path string) (uint64, error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, unix.STATX_MNT_ID, &st); err != nil {
+		return 0, &os.PathError{Op: "statx", Path: path, Err: err}
+	}
+	if st.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, &os.PathError{Op: "statx", Path: path, Err: errors.New("no mount id (kernel before 5.8)")}
+	}
+	return st.Mnt_id, nil
+}
+
+// run calls start, which starts cfg's container, on a thread in the spawn
+// namespace, with the mounts cfg needs (see carried) cloned in while it runs.
+func (s *spawnNS) run(cfg *configs.Config, start func() error) error {
+	carry, err := s.carried(cfg)
+	if err != nil {
+		return fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	// Cloned here, in the daemon's namespace, where they are.
+	clones := make([]int, 0, len(carry))
+	defer func() {
+		for _, fd := range clones {
+			unix.Close(fd)
+		}
+	}()
+	for _, p := range carry {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil {
+			return fmt.Errorf("container: spawn namespace: %w", &os.PathError{Op: "open_tree", Path: p, Err: err})
+		}
+		clones = append(clones, fd)
+	}
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked, as in newSpawnNS.
+		runtime.LockOSThread()
+		done <- s.enterAndRun(carry, clones, start)
+	}()
+	return <-done
+}
+
+// enterAndRun is run's part on its locked thread.
+func (s *spawnNS) enterAndRun(carry []string, clones []int, start func() error) error {
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("container: spawn namespace: %w", os.NewSyscallError("unshare", err))
+	}
+	if err := unix.Setns(int(s.ns.Fd()), unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("container: spawn namespace: %w", os.NewSyscallError("setns", err))
+	}
+	var placed []string
+	defer func() {
+		// The container has its own copies by now (or never will):
+		// the spawn namespace goes back to holding none.
+		for _, p := range placed {
+			_ = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		}
+	}()
+	for i, p := range carry {
+		if err := unix.MoveMount(clones[i], "", unix.AT_FDCWD, p, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("container: spawn namespace: %w", &os.PathError{Op: "move_mount", Path: p, Err: err})
+		}
+		placed = append(placed, p)
+		// A clone of a shared mount joins its peer group: cut it, so
+		// that nothing propagates between the daemon's mounts and the
+		// container's through it.
+		if err := unix.Mount("", p, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("container: spawn namespace: %w", &os.PathError{Op: "make private", Path: p, Err: err})
+		}
+	}
+	return start()
+}
+
+// close releases the namespace.
+func (s *spawnNS) close() error { return s.ns.Close() }
