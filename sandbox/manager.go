@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -196,6 +197,7 @@ func New(cfg Config) (*Manager, error) {
 		Unconfined:   cfg.Unconfined,
 		Rootless:     cfg.Rootless,
 		MountDirs:    mountDirs,
+		Needed:       slices.DeleteFunc([]string{cfg.DataDir, cfg.Init}, func(p string) bool { return p == "" }),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)

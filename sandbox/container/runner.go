@@ -60,6 +60,11 @@ type Config struct {
 	// slow down with the number of runtimes. Empty: containers start from
 	// the daemon's mount namespace.
 	MountDirs []string
+	// Needed are the paths outside MountDirs that containers' starts read
+	// (the data directory, executor-init): the mounts they are on stay in
+	// the spawn namespace, as do the state directory's, the executor's own
+	// binary's and the kernel's filesystems (see spawn.go).
+	Needed []string
 }
 
 // Runner starts containers and removes what an earlier daemon left behind.
@@ -113,7 +118,11 @@ func New(cfg Config) (*Runner, error) {
 	if len(cfg.MountDirs) > 0 {
 		// Without it containers start as before, only slower with many
 		// runtimes: not a reason to refuse to run.
-		r.spawn, r.spawnErr = newSpawnNS(cfg.MountDirs)
+		needed := append([]string{cfg.StateDir}, cfg.Needed...)
+		if exe, err := os.Executable(); err == nil {
+			needed = append(needed, filepath.Dir(exe))
+		}
+		r.spawn, r.spawnErr = newSpawnNS(cfg.MountDirs, needed)
 	}
 	return r, nil
 }

@@ -25,14 +25,25 @@ import (
 // with perf: mountinfo's show_options, the parser's allocations).
 //
 // So containers are started from a namespace of the runner's own, the
-// spawn namespace: a private copy of the daemon's, taken once, in which the
-// directories the daemon mounts runtimes' parts under hold no mounts. For
-// each start the mounts that container needs are cloned in from the
-// daemon's namespace (open_tree), runc init is started from a thread that
-// joined the spawn namespace, and the clones are detached again once the
-// container runs on its own copies. The daemon's namespace keeps every
-// mount as before: nothing else (restarts, exec, live restore, the image
-// store, the log readers) sees a difference.
+// spawn namespace: a private copy of the daemon's, taken once, that keeps
+// only the mounts a start reads (the root mount, the mounts on the way to
+// the data directory, the executor's binaries, /proc, /sys and /dev, see
+// keepMount); everything else is detached from it, the runtimes' mounts
+// below the mount directories above all. For each start the mounts that
+// container needs are cloned in from the daemon's namespace (open_tree),
+// runc init is started from a thread that joined the spawn namespace, and
+// the clones are detached again once the container runs on its own copies.
+// The daemon's namespace keeps every mount as before: nothing else
+// (restarts, exec, live restore, the image store, the log readers) sees a
+// difference.
+//
+// Private, because a namespace that received the daemon's mount events
+// would receive every runtime's mounts too. The price of a private copy is
+// that it holds what it copied: a filesystem unmounted on the host would
+// live on in it for as long as the daemon runs (on a host whose mounts are
+// private no unmount reaches it), keeping a volume or a block device busy.
+// That is why it copies only what starts need, none of which an operator
+// unmounts under a running executor.
 
 // spawnNS is the mount namespace containers are started from.
 type spawnNS struct {
@@ -44,18 +55,37 @@ type spawnNS struct {
 	dirs []string
 }
 
-// newSpawnNS makes the spawn namespace: a copy of the caller's mount
-// namespace with every propagation cut (mounts made on the host later do
-// not appear in it) and every mount below dirs detached.
-func newSpawnNS(dirs []string) (*spawnNS, error) {
-	for _, d := range dirs {
-		if !filepath.IsAbs(d) {
-			return nil, fmt.Errorf("container: mount directory %q is not absolute", d)
+// kernelDirs hold the kernel's filesystems a start uses: /proc (the
+// executor's own binary, thread-self), /sys (cgroups, and the host's sysfs
+// a user-namespaced runtime gets bound) and /dev (device nodes bound in).
+var kernelDirs = []string{"/proc", "/sys", "/dev"}
+
+// newSpawnNS makes the spawn namespace: a private copy of the caller's
+// mount namespace that keeps the mounts below kernelDirs, those on the way
+// to each of needed (and below it) and those on the way to each of dirs,
+// and no other.
+func newSpawnNS(dirs, needed []string) (*spawnNS, error) {
+	clean := func(ps []string) ([]string, error) {
+		out := make([]string, 0, len(ps))
+		for _, p := range ps {
+			if !filepath.IsAbs(p) {
+				return nil, fmt.Errorf("container: path %q is not absolute", p)
+			}
+			// Mount points are real paths: compare real paths.
+			if r, err := filepath.EvalSymlinks(p); err == nil {
+				p = r
+			}
+			out = append(out, filepath.Clean(p))
 		}
+		return out, nil
 	}
-	dirs = slices.Clone(dirs)
-	for i, d := range dirs {
-		dirs[i] = filepath.Clean(d)
+	dirs, err := clean(dirs)
+	if err != nil {
+		return nil, err
+	}
+	needed, err = clean(needed)
+	if err != nil {
+		return nil, err
 	}
 	type result struct {
 		ns  *os.File
@@ -75,7 +105,7 @@ func newSpawnNS(dirs []string) (*spawnNS, error) {
 			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 				return nil, &os.PathError{Op: "make private", Path: "/", Err: err}
 			}
-			if err := detachBelow(dirs); err != nil {
+			if err := detachAllBut(func(mp string) bool { return keepMount(mp, dirs, needed) }); err != nil {
 				return nil, err
 			}
 			return os.Open("/proc/thread-self/ns/mnt")
@@ -89,22 +119,44 @@ func newSpawnNS(dirs []string) (*spawnNS, error) {
 	return &spawnNS{ns: r.ns, dirs: dirs}, nil
 }
 
-// detachBelow detaches every mount strictly below one of dirs from the
-// calling thread's mount namespace. A mount on a directory itself stays:
-// what the daemon makes below it is on it.
-func detachBelow(dirs []string) error {
+// keepMount says whether the spawn namespace keeps the mount on mp: none
+// below the mount directories; those on the way to them and to the needed
+// paths, those below a needed path, and those of the kernel's filesystems.
+func keepMount(mp string, dirs, needed []string) bool {
+	onTheWay := func(p string) bool { return mp == p || isBelow(mp, p) }
+	for _, d := range dirs {
+		if isBelow(d, mp) {
+			return false
+		}
+	}
+	for _, d := range dirs {
+		if onTheWay(d) {
+			return true
+		}
+	}
+	for _, p := range needed {
+		if onTheWay(p) || isBelow(p, mp) {
+			return true
+		}
+	}
+	for _, k := range kernelDirs {
+		if mp == k || isBelow(k, mp) {
+			return true
+		}
+	}
+	return false
+}
+
+// detachAllBut detaches every mount of the calling thread's mount
+// namespace that keep refuses.
+func detachAllBut(keep func(mountpoint string) bool) error {
 	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	mounts, err := mountinfo.GetMountsFromReader(f, func(m *mountinfo.Info) (skip, stop bool) {
-		for _, d := range dirs {
-			if isBelow(d, m.Mountpoint) {
-				return false, false
-			}
-		}
-		return true, false
+		return keep(m.Mountpoint), false
 	})
 	if err != nil {
 		return fmt.Errorf("read mount table: %w", err)

@@ -94,9 +94,9 @@ func spawnMountsBelow(t testing.TB, s *spawnNS, dir string) []string {
 	return r.mps
 }
 
-func newTestSpawnNS(t testing.TB, dirs ...string) *spawnNS {
+func newTestSpawnNS(t testing.TB, dirs, needed []string) *spawnNS {
 	t.Helper()
-	s, err := newSpawnNS(dirs)
+	s, err := newSpawnNS(dirs, needed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestSpawnCarried(t *testing.T) {
 	os.MkdirAll(filepath.Join(d, "ns"), 0o755)
 	bindMount(t, "/proc/self/ns/net", filepath.Join(d, "ns", "pin"))
 	outside := t.TempDir()
-	s := newTestSpawnNS(t, d)
+	s := newTestSpawnNS(t, []string{d}, nil)
 
 	bind := func(src string) *configs.Mount {
 		return &configs.Mount{Source: src, Destination: "/x", Device: "bind", Flags: unix.MS_BIND}
@@ -175,16 +175,24 @@ func TestSpawnCarried(t *testing.T) {
 
 // TestSpawnNamespace: the spawn namespace holds none of the mounts below its
 // directories, whether made before it (an adopted runtime's) or after (it
-// takes no propagation), keeps a mount on a directory itself, and sees the
-// files the daemon makes there later.
+// takes no propagation), keeps a mount on a directory itself, the mounts of
+// and below the needed paths and the kernel's filesystems, holds no other
+// mount (it would keep a filesystem the host unmounts alive), and sees the
+// files the daemon makes later.
 func TestSpawnNamespace(t *testing.T) {
 	requireRoot(t)
-	d := filepath.Join(t.TempDir(), "runtimes")
+	base := t.TempDir()
+	d := filepath.Join(base, "runtimes")
 	mountTmpfs(t, d)
 	mountTmpfs(t, filepath.Join(d, "old"))
 	mountTmpfs(t, filepath.Join(d, "old", "rootfs"))
 	mountTmpfs(t, filepath.Join(d, "other"))
-	s := newTestSpawnNS(t, d)
+	needed := filepath.Join(base, "data")
+	mountTmpfs(t, needed)
+	mountTmpfs(t, filepath.Join(needed, "below"))
+	unrelated := filepath.Join(base, "unrelated")
+	mountTmpfs(t, unrelated)
+	s := newTestSpawnNS(t, []string{d}, []string{needed})
 	if got := spawnMountsBelow(t, s, d); len(got) > 0 {
 		t.Errorf("mounts below %s in the spawn namespace: %q", d, got)
 	}
@@ -192,15 +200,56 @@ func TestSpawnNamespace(t *testing.T) {
 	if got := spawnMountsBelow(t, s, d); len(got) > 0 {
 		t.Errorf("a mount made after reached the spawn namespace: %q", got)
 	}
-	if got := spawnMountsBelow(t, s, filepath.Dir(d)); !slices.Equal(got, []string{d}) {
-		t.Errorf("mounts below %s in the spawn namespace: %q, want the directory's own", filepath.Dir(d), got)
+	if got, want := spawnMountsBelow(t, s, base), []string{needed, filepath.Join(needed, "below"), d}; !slices.Equal(sorted(got), sorted(want)) {
+		t.Errorf("mounts below %s in the spawn namespace: %q, want %q", base, got, want)
+	}
+	if got := spawnMountsBelow(t, s, "/sys"); !slices.Contains(got, "/sys/fs/cgroup") && !slices.ContainsFunc(got, func(p string) bool { return isBelow("/sys/fs/cgroup", p) }) {
+		t.Errorf("the cgroup hierarchies are gone from the spawn namespace: %q", got)
 	}
 	// The daemon still has its own.
 	if root, err := mountinfo.Mounted(filepath.Join(d, "old", "rootfs")); err != nil || !root {
 		t.Errorf("the daemon's mount is gone: %v %v", root, err)
 	}
-	if _, err := newSpawnNS([]string{"relative"}); err == nil {
+	if _, err := newSpawnNS([]string{"relative"}, nil); err == nil {
 		t.Error("a relative directory was taken")
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+func TestKeepMount(t *testing.T) {
+	dirs := []string{"/data/runtimes", "/data/networks/br/ns"}
+	needed := []string{"/data", "/opt/executor/bin"}
+	for _, c := range []struct {
+		mp   string
+		keep bool
+	}{
+		{"/", true},
+		{"/data", true},
+		{"/data/runtimes", true},
+		{"/data/runtimes/rt-1", false},
+		{"/data/runtimes/rt-1/root/rootfs", false},
+		{"/data/networks/br/ns/rt-1", false},
+		{"/data/images", true},
+		{"/opt", true},
+		{"/opt/executor/bin/plugins", true},
+		{"/opt/other", false},
+		{"/proc", true},
+		{"/proc/sys/fs/binfmt_misc", true},
+		{"/sys/fs/cgroup/memory", true},
+		{"/dev/mqueue", true},
+		{"/devices", false},
+		{"/mnt/volume", false},
+		{"/run", false},
+		{"/var/lib/kubelet/pods/x/volumes/y", false},
+	} {
+		if got := keepMount(c.mp, dirs, needed); got != c.keep {
+			t.Errorf("keepMount(%q) = %v, want %v", c.mp, got, c.keep)
+		}
 	}
 }
 
