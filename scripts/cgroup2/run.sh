@@ -89,17 +89,17 @@ truncate -s 1G "$work/payload.img"
 mkfs.ext4 -q -F -L payload -d "$payload" "$work/payload.img"
 
 echo "== test-cgroup2: booting the cgroup v2 guest (qemu TCG); its console follows"
+. scripts/guest/boot.sh
 set +e
 # Root: the cached image, its writes kept in a throwaway overlay (snapshot).
-timeout 540 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
+boot_guest "$work/console.log" '^== cgroup2 guest:' 540 -accel tcg -cpu max -smp 2 -m 3072 \
 	-display none -monitor none -serial stdio -no-reboot \
 	-kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" \
 	-append "root=/dev/vda rw console=ttyS0 cgroup_no_v1=all net.ifnames=0 init=/init.sh panic=-1 quiet" \
 	-drive "file=$guest/root.img,format=raw,if=virtio,snapshot=on" \
 	-drive "file=$work/payload.img,format=raw,if=virtio,readonly=on" \
-	-nic user,model=virtio-net-pci,restrict=on \
-	</dev/null 2>&1 | tr -d '\r' | tee "$work/console.log"
-qemu=${PIPESTATUS[0]}
+	-nic user,model=virtio-net-pci,restrict=on
+qemu=$?
 set -e
 
 echo

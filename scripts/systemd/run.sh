@@ -60,15 +60,15 @@ hybrid) append="$append systemd.unified_cgroup_hierarchy=0" ;;
 esac
 
 echo "== test-systemd: booting the systemd guest (qemu TCG, cgroup ${EXECUTOR_SYSTEMD_CGROUP:-v2}, systemd ${EXECUTOR_GUEST_SYSTEMD:-of Debian 12}); its console follows"
+. scripts/guest/boot.sh
 set +e
-timeout 1200 qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 3072 \
+boot_guest "$work/console.log" '^== systemd guest:' 1200 -accel tcg -cpu max -smp 2 -m 3072 \
 	-display none -monitor none -serial stdio -no-reboot \
 	-kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" -append "$append" \
 	-drive "file=$guest/root.img,format=raw,if=virtio,snapshot=on" \
 	-drive "file=$work/payload.img,format=raw,if=virtio,readonly=on" \
-	-nic user,model=virtio-net-pci,restrict=on \
-	</dev/null 2>&1 | tr -d '\r' | tee "$work/console.log"
-qemu=${PIPESTATUS[0]}
+	-nic user,model=virtio-net-pci,restrict=on
+qemu=$?
 set -e
 
 echo
