@@ -344,3 +344,39 @@ func BenchmarkSpawnNamespace(b *testing.B) {
 		})
 	}
 }
+
+// TestStartFromSpawnNamespaceFails: a start that reads a path the spawn
+// namespace does not keep (a bind source on a mount made outside the mount
+// directories and the needed paths) fails, and leaves no container state,
+// no cgroup (newRunner's cleanup checks) and nothing in the spawn namespace.
+func TestStartFromSpawnNamespaceFails(t *testing.T) {
+	requireRoot(t)
+	d := t.TempDir()
+	dir := filepath.Join(d, "runtimes")
+	elsewhere := filepath.Join(d, "elsewhere")
+	mountTmpfs(t, elsewhere)
+	if err := os.WriteFile(filepath.Join(elsewhere, "data"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, Config{MountDirs: []string{dir}})
+	if r.spawn == nil {
+		t.Fatalf("no spawn namespace: %v", r.SpawnErr())
+	}
+	rt := filepath.Join(dir, "rt")
+	mountTmpfs(t, rt)
+	bindMount(t, busyboxRoot(t), filepath.Join(rt, "rootfs"))
+	spec := testSpec(filepath.Join(rt, "rootfs"))
+	spec.Binds = []oci.Bind{{Source: filepath.Join(elsewhere, "data"), Destination: "/data", ReadOnly: true}}
+	id := IDPrefix + "spawn-fails"
+	c, err := r.Start(id, spec, shell("cat /data"))
+	if err == nil {
+		destroy(t, c)
+		t.Fatal("the start succeeded with a bind source the spawn namespace lacks")
+	}
+	if _, serr := os.Stat(filepath.Join(r.cfg.StateDir, id)); !os.IsNotExist(serr) {
+		t.Errorf("container state left after %v: %v", err, serr)
+	}
+	if got := spawnMountsBelow(t, r.spawn, d); len(got) > 0 {
+		t.Errorf("left in the spawn namespace: %q", got)
+	}
+}
