@@ -41,7 +41,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	if m.cfg.Init != "" {
 		return m.assembleParked(ctx, r, spec, st)
 	}
-	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, func() error {
+	rootfs, ps, err := m.assembleConfig(ctx, r, spec, st, func() error {
 		if err := m.copyRequestFiles(ctx, r, spec); err != nil {
 			return err
 		}
@@ -51,11 +51,6 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	if err != nil {
 		return err
 	}
-	ps, err := m.requestProcess(ctx, r, spec, img, rootfs)
-	if err != nil {
-		return err
-	}
-	st.mark("config")
 	c, err := m.runner.Start(r.CID, m.ociSpec(r, spec, rootfs), ps)
 	if err != nil {
 		return fmt.Errorf("failed to start container: %w", err)
@@ -74,18 +69,13 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 // not on the request's path. The runtime runs as one started with its
 // command would: the same container, process, limits and files.
 func (m *Manager) assembleParked(ctx context.Context, r *Runtime, spec Spec, st *stages) error {
-	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, func() error { return nil })
-	if err != nil {
-		return err
-	}
 	// The directories are the mapped root's before the container starts
 	// (its working directory may be one), and once more for the files
 	// copied in below.
-	ps, err := m.requestProcess(ctx, r, spec, img, rootfs)
+	rootfs, ps, err := m.assembleConfig(ctx, r, spec, st, func() error { return nil })
 	if err != nil {
 		return err
 	}
-	st.mark("config")
 	copied := make(chan error, 1)
 	copyStart := time.Now()
 	var copyTook time.Duration // written before the send, read after the receive
@@ -129,6 +119,20 @@ func (m *Manager) assembleParked(ctx context.Context, r *Runtime, spec Spec, st 
 	r.main = ps
 	r.mu.Unlock()
 	return nil
+}
+
+// assembleConfig is assembleBase (own as there) and then the main process
+// spec asks for in r: all a container start needs.
+func (m *Manager) assembleConfig(ctx context.Context, r *Runtime, spec Spec, st *stages, own func() error) (rootfs string, ps container.Process, err error) {
+	img, rootfs, err := m.assembleBase(ctx, r, spec.Image, st, own)
+	if err != nil {
+		return "", ps, err
+	}
+	if ps, err = m.requestProcess(ctx, r, spec, img, rootfs); err != nil {
+		return "", ps, err
+	}
+	st.mark("config")
+	return rootfs, ps, nil
 }
 
 // copyRequestFiles puts the request's source and build cache into r's

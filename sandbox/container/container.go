@@ -128,11 +128,7 @@ func runMain(spawn *spawnNS, lc *libcontainer.Container, stateDir string, cfg *c
 		ExtraFiles:       files,
 		Init:             true,
 	}
-	run := func() error { return lc.Run(lp) }
-	if spawn != nil {
-		run = func() error { return spawn.run(cfg, func() error { return lc.Run(lp) }) }
-	}
-	if err := run(); err != nil {
+	if err := spawn.run(cfg, func() error { return lc.Run(lp) }); err != nil {
 		outR.Close()
 		outW.Close()
 		return nil, fmt.Errorf("start container: %w", err)

@@ -261,7 +261,11 @@ func mountID(path string) (uint64, error) {
 
 // run calls start, which starts cfg's container, on a thread in the spawn
 // namespace, with the mounts cfg needs (see carried) cloned in while it runs.
+// A nil s (no spawn namespace) calls start where it is.
 func (s *spawnNS) run(cfg *configs.Config, start func() error) error {
+	if s == nil {
+		return start()
+	}
 	carry, err := s.carried(cfg)
 	if err != nil {
 		return fmt.Errorf("container: spawn namespace: %w", err)
