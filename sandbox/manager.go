@@ -89,6 +89,11 @@ type Config struct {
 	// runtime's PID 1; empty runs the runtime's command as PID 1 (no signal
 	// forwarding, no zombie reaping).
 	Init string
+	// Spawner is the host path of executor-spawn, which starts runtimes'
+	// containers: a small binary, where the daemon's own, re-executed as
+	// each container's init, starts slower (sandbox/container/spawner.go).
+	// Empty, or one that cannot start: the daemon starts them, and says so.
+	Spawner string
 	// UserNS runs every runtime in a user namespace whose root is this host
 	// range; nil runs them as host root (opt-in weakening). The image store
 	// must shift layer owners into the same range.
@@ -198,6 +203,7 @@ func New(cfg Config) (*Manager, error) {
 		Rootless:     cfg.Rootless,
 		MountDirs:    mountDirs,
 		Needed:       slices.DeleteFunc([]string{cfg.DataDir, cfg.Init}, func(p string) bool { return p == "" }),
+		Spawner:      cfg.Spawner,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -205,6 +211,9 @@ func New(cfg Config) (*Manager, error) {
 	m := newManager(cfg)
 	if err := runner.SpawnErr(); err != nil {
 		m.log.Warn("containers start from the executor's own mount namespace: each start gets slower as runtimes add mounts", "err", err)
+	}
+	if err := runner.SpawnerErr(); err != nil {
+		m.log.Warn("containers start from the executor's own binary, some milliseconds slower each than through executor-spawn: install executor-spawn beside executor", "err", err)
 	}
 	m.runner, m.sources, m.sourceDev, m.cacheDev = runner, cfg.Storage, sourceDev, cfg.BuildCache
 	m.assemble = m.prepare

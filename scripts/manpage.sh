@@ -37,6 +37,9 @@ the daemon's settings, read by \fIexecutor.service\fR (mode 0600: it holds the A
 the static PID 1 of every runtime, run from the daemon's own directory unless \fBOPR_EXECUTOR_INIT\fR names
 another
 .TP
+.I executor-spawn
+starts the runtimes' containers for the daemon, which runs it from its own directory
+.TP
 .I /var/lib/executor
 images, layers, runtime directories and container state (\fBOPR_EXECUTOR_DATA_DIR\fR)
 .SH SEE ALSO

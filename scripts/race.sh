@@ -28,6 +28,9 @@ chmod 0755 "$dir" "$reports"
 CGO_ENABLED=1 "$GO" build -race -tags "$TAGS" -o "$dir/executor.race" ./cmd/executor
 # PID 1 of every runtime stays the static, race-free init: it runs inside the containers, without libc.
 CGO_ENABLED=0 "$GO" build -trimpath -ldflags '-s -w' -o "$dir/executor-init" ./cmd/executor-init
+# The spawner, found beside the race binary, stays plain too: its binary is each container's init (runc init), and the
+# daemon's side of the conversation is what runs under the detector.
+CGO_ENABLED=1 "$GO" build -tags "$TAGS" -trimpath -ldflags '-s -w' -o "$dir/executor-spawn" ./cmd/executor-spawn
 # The harness gives the daemon a fixed environment, so GORACE is set by a wrapper that the tests run as the
 # executor. exec keeps the pid: the harness's signals and /proc readings reach the daemon itself.
 cat >"$dir/executor" <<WRAP

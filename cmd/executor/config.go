@@ -447,10 +447,7 @@ func (c *config) setInit(name, v string) error {
 	switch v {
 	case "off":
 	case "":
-		// Installed beside the executor binary (make build, packages).
-		if exe, err := os.Executable(); err == nil {
-			c.Init = filepath.Join(filepath.Dir(exe), "executor-init")
-		}
+		c.Init = besideExecutable("executor-init")
 	default:
 		if !filepath.IsAbs(v) {
 			return fmt.Errorf("%s=%q must be an absolute path or off", name, v)
@@ -458,6 +455,16 @@ func (c *config) setInit(name, v string) error {
 		c.Init = v
 	}
 	return nil
+}
+
+// besideExecutable is the path of the binary name installed beside the executor's own (make build, make install,
+// packages), or "" when the executor's own path is unknown.
+func besideExecutable(name string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(exe), name)
 }
 
 // setLiveRestore: runtimes outlive the daemon only where a restarted one can reach them again. A rootless daemon's

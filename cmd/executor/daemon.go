@@ -207,6 +207,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		Rootless:            rootless(),
 		UserNS:              cfg.UserNS,
 		Init:                cfg.Init,
+		Spawner:             besideExecutable("executor-spawn"),
 		StopGrace:           cfg.StopGrace,
 		RetryAttempts:       cfg.RetryAttempts,
 		RetryDelay:          cfg.RetryDelay,

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
+
 	"os"
 	"strconv"
 	"strings"
@@ -93,23 +93,12 @@ func (r *Runner) Adopt(id string, main Process, output string) (*Container, erro
 		return nil, fmt.Errorf("container: adopt %s: %w: %w", id, ErrNotAdoptable, err)
 	}
 	cfg := lc.Config()
-	c := &Container{
-		c:        lc,
-		main:     main,
-		cfg:      &cfg,
-		stateDir: r.cfg.StateDir,
-		spawn:    r.spawn,
-		out:      newTailBuffer(outputTail),
-		done:     make(chan struct{}),
-		pidfd:    pidfd,
-		// A copy, as in runMain: Destroy deletes from the manager's map.
-		cgPaths: maps.Clone(st.CgroupPaths),
-	}
+	// Kills counted before the adoption (newContainer's mark) were judged
+	// by the earlier daemon, or survived by the main process, which is
+	// still running: only a rise past the mark can explain its death.
+	c := newContainer(r, lc, &cfg, main)
+	c.pidfd = pidfd
 	_, _ = c.out.Write([]byte(output))
-	// Kills counted before the adoption were judged by the earlier daemon
-	// (or survived by the main process, which is still running): only a
-	// rise past this mark can explain its death, as in runMain.
-	c.oomJudged = c.oomKills()
 	drained := closedChan()
 	if outR != nil {
 		drained = c.drain(outR)
@@ -288,8 +277,8 @@ func pidfdPoll(pidfd, timeout int) (bool, error) {
 }
 
 // signalMain sends sig to the main process: through the libcontainer
-// process for a started container; for an adopted one, which has none,
-// through the pidfd Adopt opened, which cannot reach another process
+// process for a container this process started; for an adopted or spawned
+// one, which has none, through the pidfd Adopt opened or the spawner sent, which cannot reach another process
 // should the pid be reused (libcontainer's own Signal on a loaded container
 // checks the pid's start time, then signals by pid: a narrow race). Once
 // the main process has exited and the pidfd is closed, it returns an error.
@@ -300,13 +289,5 @@ func (c *Container) signalMain(sig unix.Signal) error {
 	if c.pidfd == nil {
 		return ErrNotRunning
 	}
-	rc, err := c.pidfd.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.PidfdSendSignal(int(fd), sig, nil, 0) }); err != nil {
-		return err
-	}
-	return serr
+	return pidfdSignal(c.pidfd, sig)
 }

@@ -34,16 +34,15 @@ type Container struct {
 	proc *libcontainer.Process
 	// pidfd is an adopted container's pidfd of its main process, closed
 	// once it has exited; nil for a started container.
-	pidfd    *os.File
-	main     Process
-	cfg      *configs.Config // kept for Restart
-	spawn    *spawnNS        // where Restart starts it from; nil: the daemon's namespace
-	stateDir string
-	out      *tailBuffer
-	outR     *os.File      // the output FIFO's read end, nil when there is none
-	done     chan struct{} // closed when the main process has exited and its output is drained
-	exit     ExitStatus    // written before done is closed
-	cgPaths  map[string]string
+	pidfd   *os.File
+	main    Process
+	cfg     *configs.Config // kept for Restart
+	runner  *Runner         // which Restart starts it again with
+	out     *tailBuffer
+	outR    *os.File      // the output FIFO's read end, nil when there is none
+	done    chan struct{} // closed when the main process has exited and its output is drained
+	exit    ExitStatus    // written before done is closed
+	cgPaths map[string]string
 
 	// oomJudged is the cgroup's OOM kill count at the last verdict: the
 	// kills up to it were either the main process's death or survived by
@@ -94,29 +93,58 @@ func (e ExitStatus) String() string {
 }
 
 // runMain starts p as the init process of lc, with its output on a FIFO
-// (see fifo.go).
-func runMain(spawn *spawnNS, lc *libcontainer.Container, stateDir string, cfg *configs.Config, p Process) (*Container, error) {
-	outR, outW, err := makeFIFO(fifoPath(stateDir, lc.ID(), outputFIFO))
+// (see fifo.go), from spawn when it is not nil.
+func runMain(r *Runner, spawn *spawnNS, lc *libcontainer.Container, cfg *configs.Config, p Process) (*Container, error) {
+	lp, outR, exR, err := startMain(lc, r.cfg.StateDir, p, false, func(lp *libcontainer.Process) error {
+		return spawn.run(cfg, func() error { return lc.Run(lp) })
+	})
 	if err != nil {
 		return nil, err
 	}
+	closeAll(exR)
+	c := newContainer(r, lc, cfg, p)
+	c.proc = lp
+	drained := c.drain(outR)
+	go func() {
+		// Waits in the poller: an idle runtime holds no OS thread.
+		st, err := waitProcess(context.Background(), lp)
+		<-drained
+		c.exit = toExitStatus(st, err)
+		c.exit.OOMKilled = c.diedOfOOM(c.exit)
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// startMain starts p as the init process of lc through run (lc.Run, or
+// what wraps it), its stdout and stderr the write end of the output FIFO,
+// and returns the process and the FIFOs' read ends: exR, the exit FIFO's,
+// is nil unless p reports its exit and keepExitR is set.
+func startMain(lc *libcontainer.Container, stateDir string, p Process, keepExitR bool, run func(*libcontainer.Process) error) (lp *libcontainer.Process, outR, exR *os.File, err error) {
+	outR, outW, err := makeFIFO(fifoPath(stateDir, lc.ID(), outputFIFO))
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	args, files := p.Args, p.extraFiles
 	if p.ReportsExit && len(args) > 0 {
-		exR, exW, err := makeFIFO(fifoPath(stateDir, lc.ID(), exitFIFO))
+		var exW *os.File
+		exR, exW, err = makeFIFO(fifoPath(stateDir, lc.ID(), exitFIFO))
 		if err != nil {
-			outR.Close()
-			outW.Close()
-			return nil, err
+			closeAll(outR, outW)
+			return nil, nil, nil, err
 		}
-		// Ours go once the process holds its end: only a daemon that
-		// adopts the container reads the report (it opens the FIFO
-		// again); this one waits for its child.
-		defer exR.Close()
+		// Ours go once the process holds its end: a reader opens the
+		// FIFO again (a daemon that adopts the container) or keeps the
+		// read end it was given.
 		defer exW.Close()
+		if !keepExitR {
+			defer exR.Close()
+			exR = nil
+		}
 		args = slices.Concat(args[:1], []string{ExitFDFlag, strconv.Itoa(3 + len(files))}, args[1:])
 		files = append(slices.Clip(files), exW)
 	}
-	lp := &libcontainer.Process{
+	lp = &libcontainer.Process{
 		Args:             args,
 		Env:              p.Env,
 		Cwd:              p.Cwd,
@@ -128,22 +156,25 @@ func runMain(spawn *spawnNS, lc *libcontainer.Container, stateDir string, cfg *c
 		ExtraFiles:       files,
 		Init:             true,
 	}
-	if err := spawn.run(cfg, func() error { return lc.Run(lp) }); err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("start container: %w", err)
+	if err := run(lp); err != nil {
+		closeAll(outR, outW, exR)
+		return nil, nil, nil, fmt.Errorf("start container: %w", err)
 	}
 	// Our copy of the write end must go, or the reader never sees EOF.
 	outW.Close()
+	return lp, outR, exR, nil
+}
+
+// newContainer is the Container of lc, whose main process p has started,
+// before its output is drained and its exit awaited.
+func newContainer(r *Runner, lc *libcontainer.Container, cfg *configs.Config, p Process) *Container {
 	c := &Container{
-		c:        lc,
-		proc:     lp,
-		main:     p,
-		cfg:      cfg,
-		spawn:    spawn,
-		stateDir: stateDir,
-		out:      newTailBuffer(outputTail),
-		done:     make(chan struct{}),
+		c:      lc,
+		main:   p,
+		cfg:    cfg,
+		runner: r,
+		out:    newTailBuffer(outputTail),
+		done:   make(chan struct{}),
 	}
 	if st, err := lc.State(); err == nil {
 		// A copy: the state's map is the cgroup manager's own, from which
@@ -154,16 +185,7 @@ func runMain(spawn *spawnNS, lc *libcontainer.Container, stateDir string, cfg *c
 	// Kills counted before this process started (a cgroup left behind and
 	// reused) are not about it.
 	c.oomJudged = c.oomKills()
-	drained := c.drain(outR)
-	go func() {
-		// Waits in the poller: an idle runtime holds no OS thread.
-		st, err := waitProcess(context.Background(), lp)
-		<-drained
-		c.exit = toExitStatus(st, err)
-		c.exit.OOMKilled = c.diedOfOOM(c.exit)
-		close(c.done)
-	}()
-	return c, nil
+	return c
 }
 
 // drain copies the main process's output from r into the tail until every
@@ -241,7 +263,16 @@ func (c *Container) Stop(grace time.Duration) {
 		case <-time.After(grace):
 		}
 	}
-	_ = c.c.Signal(unix.SIGKILL)
+	if c.pidfd != nil {
+		// The main process is PID 1 of the container's own PID
+		// namespace: its death ends every process in it. Through the
+		// pidfd rather than libcontainer, whose Signal on a container it
+		// did not start opens a pidfd of its own (os.FindProcess) and
+		// leaves it for the garbage collector to close.
+		_ = c.signalMain(unix.SIGKILL)
+	} else {
+		_ = c.c.Signal(unix.SIGKILL)
+	}
 	select {
 	case <-c.done:
 	case <-time.After(10 * time.Second):
@@ -266,7 +297,7 @@ func (c *Container) Restart() (*Container, error) {
 	if err := c.Destroy(); err != nil {
 		return nil, fmt.Errorf("destroy exited container: %w", err)
 	}
-	return create(c.spawn, c.stateDir, c.ID(), c.cfg, c.main)
+	return c.runner.create(c.ID(), c.cfg, c.main)
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -122,8 +122,12 @@ func TestStartRefuses(t *testing.T) {
 }
 
 func TestContainerLifecycle(t *testing.T) {
+	forEachStarter(t, testContainerLifecycle)
+}
+
+func testContainerLifecycle(t *testing.T, cfg Config) {
 	root := busyboxRoot(t)
-	r := newRunner(t, Config{})
+	r := newRunner(t, cfg)
 	id := IDPrefix + "life"
 	c := start(t, r, id, testSpec(root), shell("echo started; echo to-stderr >&2; exec sleep 60"))
 	if c.ID() != id {
@@ -170,8 +174,12 @@ func TestContainerLifecycle(t *testing.T) {
 // The tail keeps the end of the output, and the exit status is the main
 // process's own.
 func TestOutputTailAndExitCode(t *testing.T) {
+	forEachStarter(t, testOutputTailAndExitCode)
+}
+
+func testOutputTailAndExitCode(t *testing.T, cfg Config) {
 	root := busyboxRoot(t)
-	r := newRunner(t, Config{})
+	r := newRunner(t, cfg)
 	// 20,000 lines: about twice what the tail holds.
 	c := start(t, r, IDPrefix+"tail", testSpec(root), shell(`i=0; while [ $i -lt 20000 ]; do echo "l$i"; i=$((i+1)); done; echo last >&2; exit 7`))
 	waitDone(t, c)

@@ -65,6 +65,9 @@ type Config struct {
 	// the spawn namespace, as do the state directory's, the executor's own
 	// binary's and the kernel's filesystems (see spawn.go).
 	Needed []string
+	// Spawner is the path of executor-spawn, which starts the containers
+	// (see spawner.go). Empty: this process starts them.
+	Spawner string
 }
 
 // Runner starts containers and removes what an earlier daemon left behind.
@@ -83,6 +86,10 @@ type Runner struct {
 	// (no MountDirs, or spawnErr says why it could not be made).
 	spawn    *spawnNS
 	spawnErr error
+	// spawner starts containers (see spawner.go); nil: this process
+	// does (no Spawner, or spawnerErr says why it could not start).
+	spawner    *spawner
+	spawnerErr error
 }
 
 // New makes a Runner: it detects the cgroup version, compiles the seccomp
@@ -124,6 +131,10 @@ func New(cfg Config) (*Runner, error) {
 		}
 		r.spawn, r.spawnErr = newSpawnNS(cfg.MountDirs, needed)
 	}
+	if cfg.Spawner != "" {
+		// Without it containers start from this process, only slower.
+		r.spawner, r.spawnerErr = newSpawner(cfg.Spawner, r.spawn)
+	}
 	return r, nil
 }
 
@@ -131,12 +142,21 @@ func New(cfg Config) (*Runner, error) {
 // although MountDirs were given (see spawn.go), or nil.
 func (r *Runner) SpawnErr() error { return r.spawnErr }
 
-// Close releases what New holds. Containers started keep running.
+// SpawnerErr says why containers start from this process although a
+// Spawner was given (see spawner.go), or nil.
+func (r *Runner) SpawnerErr() error { return r.spawnerErr }
+
+// Close releases what New holds, the spawner included. Containers started
+// keep running.
 func (r *Runner) Close() error {
-	if r.spawn == nil {
-		return nil
+	var errs []error
+	if r.spawner != nil {
+		errs = append(errs, r.spawner.close())
 	}
-	return r.spawn.close()
+	if r.spawn != nil {
+		errs = append(errs, r.spawn.close())
+	}
+	return errors.Join(errs...)
 }
 
 // LimitsOff says why runtimes run without cgroup limits (a rootless daemon
@@ -207,7 +227,7 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	if err != nil {
 		return nil, err
 	}
-	return create(r.spawn, r.cfg.StateDir, id, cfg, p)
+	return r.create(id, cfg, p)
 }
 
 // config is container id's libcontainer configuration from spec, with the
@@ -230,14 +250,18 @@ func (r *Runner) config(id string, spec oci.Spec) (*configs.Config, error) {
 	return oci.Config(spec)
 }
 
-// create creates the container and runs its main process, from spawn when
-// it is not nil.
-func create(spawn *spawnNS, stateDir, id string, cfg *configs.Config, p Process) (*Container, error) {
-	lc, err := libcontainer.Create(stateDir, id, cfg)
+// create creates the container and runs its main process: through the
+// spawner when there is one, else from the spawn namespace, when there is
+// one, or from this process's own.
+func (r *Runner) create(id string, cfg *configs.Config, p Process) (*Container, error) {
+	if r.spawner != nil {
+		return r.spawner.create(r, id, cfg, p)
+	}
+	lc, err := libcontainer.Create(r.cfg.StateDir, id, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
-	c, err := runMain(spawn, lc, stateDir, cfg, p)
+	c, err := runMain(r, r.spawn, lc, cfg, p)
 	if err != nil {
 		return nil, errors.Join(err, lc.Destroy())
 	}

@@ -271,57 +271,90 @@ func (s *spawnNS) run(cfg *configs.Config, start func() error) error {
 		return fmt.Errorf("container: spawn namespace: %w", err)
 	}
 	// Cloned here, in the daemon's namespace, where they are.
-	clones := make([]int, 0, len(carry))
-	defer func() {
-		for _, fd := range clones {
-			unix.Close(fd)
-		}
-	}()
-	for _, p := range carry {
-		fd, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+	clones, err := cloneMounts(carry)
+	if err != nil {
+		return fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	defer closeAll(clones...)
+	return s.within(func() error {
+		placed, err := placeMounts(carry, clones)
+		// The container has its own copies by now (or never will): the
+		// spawn namespace goes back to holding none.
+		defer unplaceMounts(placed)
 		if err != nil {
-			return fmt.Errorf("container: spawn namespace: %w", &os.PathError{Op: "open_tree", Path: p, Err: err})
+			return fmt.Errorf("container: spawn namespace: %w", err)
 		}
-		clones = append(clones, fd)
+		return start()
+	})
+}
+
+// within calls f on a thread that joined the spawn namespace, and that ends
+// with f; a nil s calls f where it is. A process f starts starts in the
+// namespace.
+func (s *spawnNS) within(f func() error) error {
+	if s == nil {
+		return f()
 	}
 	done := make(chan error, 1)
 	go func() {
 		// Never unlocked, as in newSpawnNS.
 		runtime.LockOSThread()
-		done <- s.enterAndRun(carry, clones, start)
+		done <- func() error {
+			if err := unix.Unshare(unix.CLONE_FS); err != nil {
+				return fmt.Errorf("container: spawn namespace: %w", os.NewSyscallError("unshare", err))
+			}
+			if err := unix.Setns(int(s.ns.Fd()), unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("container: spawn namespace: %w", os.NewSyscallError("setns", err))
+			}
+			return f()
+		}()
 	}()
 	return <-done
 }
 
-// enterAndRun is run's part on its locked thread.
-func (s *spawnNS) enterAndRun(carry []string, clones []int, start func() error) error {
-	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		return fmt.Errorf("container: spawn namespace: %w", os.NewSyscallError("unshare", err))
+// cloneMounts clones the mount tree at each of paths, detached, in the
+// caller's mount namespace.
+func cloneMounts(paths []string) ([]*os.File, error) {
+	clones := make([]*os.File, 0, len(paths))
+	for _, p := range paths {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE|unix.AT_SYMLINK_NOFOLLOW)
+		if err != nil {
+			closeAll(clones...)
+			return nil, &os.PathError{Op: "open_tree", Path: p, Err: err}
+		}
+		clones = append(clones, os.NewFile(uintptr(fd), "clone:"+p))
 	}
-	if err := unix.Setns(int(s.ns.Fd()), unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("container: spawn namespace: %w", os.NewSyscallError("setns", err))
+	return clones, nil
+}
+
+// placeMounts mounts each of clones at its path in the caller's mount
+// namespace, cut from its peer group, and returns the paths it mounted on,
+// for unplaceMounts, even when it fails.
+func placeMounts(paths []string, clones []*os.File) ([]string, error) {
+	if len(paths) != len(clones) {
+		return nil, fmt.Errorf("%d mounts to place, %d clones", len(paths), len(clones))
 	}
 	var placed []string
-	defer func() {
-		// The container has its own copies by now (or never will):
-		// the spawn namespace goes back to holding none.
-		for _, p := range placed {
-			_ = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-		}
-	}()
-	for i, p := range carry {
-		if err := unix.MoveMount(clones[i], "", unix.AT_FDCWD, p, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-			return fmt.Errorf("container: spawn namespace: %w", &os.PathError{Op: "move_mount", Path: p, Err: err})
+	for i, p := range paths {
+		if err := unix.MoveMount(int(clones[i].Fd()), "", unix.AT_FDCWD, p, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return placed, &os.PathError{Op: "move_mount", Path: p, Err: err}
 		}
 		placed = append(placed, p)
 		// A clone of a shared mount joins its peer group: cut it, so
 		// that nothing propagates between the daemon's mounts and the
 		// container's through it.
 		if err := unix.Mount("", p, "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("container: spawn namespace: %w", &os.PathError{Op: "make private", Path: p, Err: err})
+			return placed, &os.PathError{Op: "make private", Path: p, Err: err}
 		}
 	}
-	return start()
+	return placed, nil
+}
+
+// unplaceMounts detaches what placeMounts mounted.
+func unplaceMounts(placed []string) {
+	for _, p := range placed {
+		_ = unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+	}
 }
 
 // close releases the namespace.

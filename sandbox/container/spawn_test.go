@@ -258,9 +258,14 @@ func TestKeepMount(t *testing.T) {
 // runner's MountDirs, beside mounts of other runtimes: it runs with its own
 // mounts, and the spawn namespace holds none after each start.
 func TestStartFromSpawnNamespace(t *testing.T) {
+	forEachStarter(t, testStartFromSpawnNamespace)
+}
+
+func testStartFromSpawnNamespace(t *testing.T, cfg Config) {
 	requireRoot(t)
 	d := t.TempDir()
-	r := newRunner(t, Config{MountDirs: []string{filepath.Join(d, "runtimes"), filepath.Join(d, "ns")}})
+	cfg.MountDirs = []string{filepath.Join(d, "runtimes"), filepath.Join(d, "ns")}
+	r := newRunner(t, cfg)
 	if r.spawn == nil {
 		t.Fatalf("no spawn namespace: %v", r.SpawnErr())
 	}
@@ -350,6 +355,10 @@ func BenchmarkSpawnNamespace(b *testing.B) {
 // directories and the needed paths) fails, and leaves no container state,
 // no cgroup (newRunner's cleanup checks) and nothing in the spawn namespace.
 func TestStartFromSpawnNamespaceFails(t *testing.T) {
+	forEachStarter(t, testStartFromSpawnNamespaceFails)
+}
+
+func testStartFromSpawnNamespaceFails(t *testing.T, cfg Config) {
 	requireRoot(t)
 	d := t.TempDir()
 	dir := filepath.Join(d, "runtimes")
@@ -358,7 +367,8 @@ func TestStartFromSpawnNamespaceFails(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(elsewhere, "data"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := newRunner(t, Config{MountDirs: []string{dir}})
+	cfg.MountDirs = []string{dir}
+	r := newRunner(t, cfg)
 	if r.spawn == nil {
 		t.Fatalf("no spawn namespace: %v", r.SpawnErr())
 	}

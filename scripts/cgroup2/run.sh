@@ -29,7 +29,7 @@ mkdir -p "$payload"
 # What runs in the guest: the executor, the runtimes' init, the test runtime
 # server (the guest has no Go toolchain to build it) and the test binaries.
 echo "== test-cgroup2: building the binaries and tests"
-cp bin/executor bin/executor-init "$payload/"
+cp bin/executor bin/executor-init bin/executor-spawn "$payload/"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
 go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
 go test -c -tags "$TAGS" -o "$payload/container.test" ./sandbox/container/

@@ -38,8 +38,8 @@ payload=$work/payload
 mkdir -p "$payload"
 
 echo "== test-systemd: building the binaries and tests"
-[ -x bin/executor ] && [ -x bin/executor-init ] || make build
-cp bin/executor bin/executor-init contrib/executor.service contrib/executor-rootless.service scripts/systemd/init.sh "$payload/"
+[ -x bin/executor ] && [ -x bin/executor-init ] && [ -x bin/executor-spawn ] || make build
+cp bin/executor bin/executor-init bin/executor-spawn contrib/executor.service contrib/executor-rootless.service scripts/systemd/init.sh "$payload/"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$payload/runtime-server" ./tests/runtime
 go test -c -tags "$TAGS" -o "$payload/e2e.test" ./tests/e2e/
 cp /usr/bin/docker-registry "$payload/"

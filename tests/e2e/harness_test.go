@@ -96,10 +96,11 @@ func setup(m *testing.M) (int, error) {
 		// The rootless tests run the executor as an unprivileged user, who
 		// may not reach a checkout beneath a private directory (a CI
 		// clone in a mktemp -d): a copy here (0711) is theirs to run,
-		// with the executor-init it finds beside itself.
-		for _, f := range []string{"executor", "executor-init"} {
+		// with the executor-init and executor-spawn it finds beside
+		// itself.
+		for _, f := range []string{"executor", "executor-init", "executor-spawn"} {
 			src := bin
-			if f == "executor-init" {
+			if f != "executor" {
 				src = filepath.Join(filepath.Dir(bin), f)
 				if _, err := os.Stat(src); err != nil {
 					continue
@@ -125,6 +126,12 @@ func setup(m *testing.M) (int, error) {
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("build executor-init: %v\n%s", err, out)
+		}
+		cmd = exec.CommandContext(ctx, "go", "build", "-tags", "seccomp", "-o", filepath.Join(work, "executor-spawn"), "./cmd/executor-spawn")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("build executor-spawn: %v\n%s", err, out)
 		}
 	}
 	reg, err := testenv.StartRegistry(ctx, testenv.RegistryConfig{Dir: filepath.Join(work, "registry")})

@@ -76,6 +76,7 @@ func TestInstallLayout(t *testing.T) {
 			want := map[string]fs.FileMode{
 				tc.bin + "/executor":          0o755,
 				tc.bin + "/executor-init":     0o755,
+				tc.bin + "/executor-spawn":    0o755,
 				tc.unit + "/executor.service": 0o644,
 				envFile:                       0o600,
 				tc.doc + "/README.md":         0o644,
@@ -101,7 +102,7 @@ func TestInstallLayout(t *testing.T) {
 			}
 
 			// The binaries are the release's, and run from there.
-			for _, name := range []string{"executor", "executor-init"} {
+			for _, name := range []string{"executor", "executor-init", "executor-spawn"} {
 				if !bytes.Equal(readBytes(t, filepath.Join(dest, tc.bin, name)), readBytes(t, filepath.Join(dist, name))) {
 					t.Errorf("%s/%s is not the release's %s", tc.bin, name, name)
 				}

@@ -70,21 +70,23 @@ func makeCommand(root string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// Both binaries are static: no program interpreter (the dynamic loader), no
-// shared library needed. executor is a static PIE (ASLR kept, as runc's
-// releases are), so it has a dynamic section, for its own relocations only.
+// The three binaries are static: no program interpreter (the dynamic loader),
+// no shared library needed. executor and executor-spawn are static PIEs
+// (ASLR kept, as runc's releases are), so they have a dynamic section, for
+// their own relocations only.
 // SHA256SUMS lists each with its digest.
 func TestReleaseIsStatic(t *testing.T) {
 	dir, _ := releaseDist(t)
 	sums := readSHA256SUMS(t, filepath.Join(dir, "SHA256SUMS"))
-	if len(sums) != 2 {
-		t.Errorf("SHA256SUMS lists %d files, want executor and executor-init: %v", len(sums), sums)
+	if len(sums) != 3 {
+		t.Errorf("SHA256SUMS lists %d files, want executor, executor-init and executor-spawn: %v", len(sums), sums)
 	}
 	for _, tc := range []struct {
 		name string
 		typ  elf.Type
 	}{
 		{"executor", elf.ET_DYN},       // static PIE
+		{"executor-spawn", elf.ET_DYN}, // static PIE
 		{"executor-init", elf.ET_EXEC}, // Go without cgo
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,13 +143,13 @@ func readSHA256SUMS(t *testing.T, path string) map[string]string {
 	return sums
 }
 
-// The release runs in a root holding nothing but the two binaries: no libc,
+// The release runs in a root holding nothing but its binaries: no libc,
 // no libseccomp, no dynamic loader. The dynamically linked test build, run
 // the same way, must fail there, or the root would prove nothing.
 func TestReleaseRunsWithoutLibc(t *testing.T) {
 	dir, version := releaseDist(t)
 	root := t.TempDir()
-	for _, name := range []string{"executor", "executor-init"} {
+	for _, name := range []string{"executor", "executor-init", "executor-spawn"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -177,6 +179,13 @@ func TestReleaseRunsWithoutLibc(t *testing.T) {
 			}
 		})
 	}
+	t.Run("executor-spawn", func(t *testing.T) {
+		// Run by hand it refuses, which it can say only once it runs.
+		out, err := chroot(t, "/executor-spawn", "x")
+		if err == nil || !strings.Contains(out, "executor-spawn: takes no arguments") {
+			t.Fatalf("exit %v, output %q", err, out)
+		}
+	})
 	t.Run("dynamic build fails there", func(t *testing.T) {
 		f, err := elf.Open(shared.bin)
 		if err != nil {
@@ -203,9 +212,10 @@ func TestReleaseRunsWithoutLibc(t *testing.T) {
 	})
 }
 
-// The release's daemon serves a cold start, with executor-init found beside
-// it and moby's default seccomp profile loaded by the statically linked
-// libseccomp: the runtime's PID 1 runs under a seccomp filter.
+// The release's daemon serves a cold start, with executor-init and
+// executor-spawn found beside it and moby's default seccomp profile loaded by
+// the statically linked libseccomp: the runtime's PID 1 runs under a seccomp
+// filter.
 func TestReleaseDaemonColdStart(t *testing.T) {
 	dir, _ := releaseDist(t)
 	// startExecutor runs shared.bin; tests run one at a time, and the daemon
@@ -225,6 +235,9 @@ func TestReleaseDaemonColdStart(t *testing.T) {
 	res := r.json(t)
 	if res["statusCode"] != float64(200) || !strings.Contains(res["body"].(string), "static-release-marker") {
 		t.Fatalf("execution result: %s", r.body)
+	}
+	if strings.Contains(x.logs.String(), "install executor-spawn") {
+		t.Errorf("the release's daemon did not start its containers through its executor-spawn:\n%s", x.logs.String())
 	}
 	for _, tc := range []struct {
 		name, command, want string

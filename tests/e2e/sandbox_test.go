@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -267,4 +268,43 @@ func TestResolverAndNetworkPool(t *testing.T) {
 		t.Fatalf("/etc/hosts does not name the runtime's hostname %q: %q", host, out)
 	}
 	// Shutdown (cleanup) must remove the pool's ready namespaces too.
+}
+
+// Runtimes' containers are started by executor-spawn, the daemon's child,
+// rather than by the daemon (sandbox/container/spawner.go): a runtime's
+// PID 1 is the spawner's child, and the daemon did not fall back.
+func TestRuntimesStartThroughSpawner(t *testing.T) {
+	x := startExecutor(t)
+	createIdle(t, x, "spawned", nil)
+	var spawners []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", x.cmd.Process.Pid))
+	for _, f := range tasks {
+		data, _ := os.ReadFile(f)
+		for _, p := range strings.Fields(string(data)) {
+			comm, _ := os.ReadFile("/proc/" + p + "/comm")
+			if strings.TrimSpace(string(comm)) == "executor-spawn" {
+				n, _ := strconv.Atoi(p)
+				spawners = append(spawners, n)
+			}
+		}
+	}
+	if len(spawners) != 1 {
+		t.Fatalf("the daemon has %d executor-spawn children, want 1; log:\n%s", len(spawners), x.logs.String())
+	}
+	var parents []int
+	for _, pid := range hostPIDsOf(t, x) {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		ppid, _ := strconv.Atoi(f[1])
+		parents = append(parents, ppid)
+	}
+	if !slices.Contains(parents, spawners[0]) {
+		t.Errorf("no runtime process is a child of executor-spawn (%d): parents %v", spawners[0], parents)
+	}
+	if strings.Contains(x.logs.String(), "install executor-spawn") {
+		t.Errorf("the daemon fell back to starting containers itself:\n%s", x.logs.String())
+	}
 }

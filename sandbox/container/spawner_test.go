@@ -1,0 +1,202 @@
+package container
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"executor/oci"
+)
+
+// buildSpawner builds cmd/executor-spawn for tests.
+func buildSpawner(t testing.TB) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "executor-spawn")
+	cmd := exec.Command("go", "build", "-tags", "seccomp", "-o", out, "../../cmd/executor-spawn")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build executor-spawn: %v\n%s", err, b)
+	}
+	return out
+}
+
+// forEachStarter runs test with a runner that starts containers itself and
+// with one that starts them through executor-spawn.
+func forEachStarter(t *testing.T, test func(t *testing.T, cfg Config)) {
+	t.Run("in-process", func(t *testing.T) { test(t, Config{}) })
+	t.Run("spawner", func(t *testing.T) { test(t, Config{Spawner: buildSpawner(t)}) })
+}
+
+// spawnerPID is the pid of r's current spawner process.
+func spawnerPID(t testing.TB, r *Runner) int {
+	t.Helper()
+	if r.spawner == nil {
+		t.Fatalf("no spawner: %v", r.SpawnerErr())
+	}
+	p, err := r.spawner.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.cmd.Process.Pid
+}
+
+// parentPID is the parent of process pid.
+func parentPID(t testing.TB, pid int) int {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ppid
+}
+
+// Through the spawner, a container's main process is the spawner's child,
+// not the daemon's; everything else works as for one the daemon started:
+// exec, signals, exit codes, restart, a parked start and its command.
+func TestSpawnerStarts(t *testing.T) {
+	root := busyboxRoot(t)
+	spec := testSpec(root)
+	spec.Binds = []oci.Bind{{Source: buildInit(t), Destination: oci.InitPath, ReadOnly: true}}
+	r := newRunner(t, Config{Spawner: buildSpawner(t)})
+	spid := spawnerPID(t, r)
+	if comm, _ := os.ReadFile("/proc/" + strconv.Itoa(spid) + "/comm"); strings.TrimSpace(string(comm)) != "executor-spawn" {
+		t.Errorf("spawner process is %q", comm)
+	}
+
+	c := start(t, r, IDPrefix+"spawned", spec, shell("echo up; exec sleep 60"))
+	waitOutput(t, c, "up")
+	if got := parentPID(t, initPID(t, c)); got != spid {
+		t.Errorf("main process's parent is %d, want the spawner %d", got, spid)
+	}
+	var out strings.Builder
+	code, err := c.Exec(context.Background(), []string{"sh", "-c", "echo exec-ok; exit 4"}, &out, nil)
+	if err != nil || code != 4 || out.String() != "exec-ok\n" {
+		t.Errorf("exec: code %d, %v, output %q", code, err, out.String())
+	}
+	c.Stop(0)
+	if e := c.Exit(); e.Code != 137 || e.Signal != "SIGKILL" || e.Err != nil {
+		t.Errorf("exit after Stop %+v, want SIGKILL", e)
+	}
+	n, err := c.Restart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { destroy(t, n) })
+	waitOutput(t, n, "up")
+	if got := parentPID(t, initPID(t, n)); got != spid {
+		t.Errorf("restarted main process's parent is %d, want the spawner %d", got, spid)
+	}
+	n.Stop(0)
+
+	// Parked, with executor-init reporting the exit code.
+	p, err := r.StartParked(IDPrefix+"parked", spec, oci.InitPath, Process{Env: []string{oci.DefaultPATH}, Cwd: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { destroy(t, p) })
+	cmd := Process{Args: oci.WithInit([]string{"sh", "-c", "echo parked-ran; exit 5"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true}
+	if err := r.Unpark(p, spec, cmd); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	if e := p.Exit(); e.Code != 5 || e.Err != nil || !strings.Contains(p.Output(), "parked-ran") {
+		t.Errorf("parked: exit %+v, output %q", e, p.Output())
+	}
+}
+
+// A start the spawner cannot make fails with libcontainer's reason and
+// leaves no state, cgroup or process; the spawner goes on.
+func TestSpawnerStartFails(t *testing.T) {
+	root := busyboxRoot(t)
+	r := newRunner(t, Config{Spawner: buildSpawner(t)})
+	spid := spawnerPID(t, r)
+	id := IDPrefix + "fails"
+	_, err := r.Start(id, testSpec(root), Process{Args: []string{"/no/such/command"}, Env: []string{oci.DefaultPATH}, Cwd: "/"})
+	if err == nil || !strings.Contains(err.Error(), "/no/such/command") {
+		t.Fatalf("start of a missing command: %v", err)
+	}
+	if ents, _ := os.ReadDir(r.cfg.StateDir); len(ents) != 0 {
+		t.Errorf("state left: %v", ents)
+	}
+	if left := cgroupDirs(filepath.Join(r.cfg.CgroupParent, id)); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+	c := start(t, r, id, testSpec(root), shell("echo after"))
+	waitDone(t, c)
+	if c.Output() != "after\n" || spawnerPID(t, r) != spid {
+		t.Errorf("after a failed start: output %q, spawner %d (was %d)", c.Output(), spawnerPID(t, r), spid)
+	}
+}
+
+// The spawner's death leaves its containers running, with their exit found
+// as an adopted container's (executor-init's report); the next start starts
+// a new spawner. Closing the runner ends the spawner and leaves containers
+// running too.
+func TestSpawnerDies(t *testing.T) {
+	root := busyboxRoot(t)
+	spec := testSpec(root)
+	spec.Binds = []oci.Bind{{Source: buildInit(t), Destination: oci.InitPath, ReadOnly: true}}
+	r := newRunner(t, Config{Spawner: buildSpawner(t)})
+	first, err := r.spawner.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, r, IDPrefix+"orphan", spec, Process{Args: oci.WithInit([]string{"sleep", "60"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true})
+	if err := first.cmd.Process.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-first.gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the runner did not notice its spawner's death")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if c.Exited() {
+		t.Fatalf("the container ended with its spawner: %+v", c.Exit())
+	}
+
+	n := start(t, r, IDPrefix+"next", spec, shell("echo next"))
+	waitDone(t, n)
+	if n.Output() != "next\n" || n.Exit().Code != 0 {
+		t.Errorf("start after the spawner died: exit %+v, output %q", n.Exit(), n.Output())
+	}
+	if second := spawnerPID(t, r); second == first.cmd.Process.Pid {
+		t.Errorf("no new spawner: %d", second)
+	}
+
+	// executor-init forwards SIGTERM to sleep and reports its death.
+	c.Stop(10 * time.Second)
+	if e := c.Exit(); e.Code != 128+int(unix.SIGTERM) || e.Err != nil {
+		t.Errorf("exit of the dead spawner's container %+v, want code %d from executor-init's report", e, 128+int(unix.SIGTERM))
+	}
+
+	last := start(t, r, IDPrefix+"outlives", spec, shell("exec sleep 60"))
+	proc, _ := r.spawner.current()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-proc.gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the spawner did not exit when the runner closed")
+	}
+	time.Sleep(100 * time.Millisecond)
+	if last.Exited() {
+		t.Errorf("a container ended when the runner closed: %+v", last.Exit())
+	}
+	if _, err := r.Start(IDPrefix+"closed", spec, shell("true")); err == nil {
+		t.Error("a closed runner started a container")
+	}
+}
