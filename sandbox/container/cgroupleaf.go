@@ -40,11 +40,20 @@ func runtimeControllers() []string { return []string{"cpu", "io", "memory", "pid
 //
 // A daemon elsewhere (the root cgroup, a sibling, a cgroup below the parent)
 // is left where it is and nothing is written.
+//
+// The spawner (see spawner.go), the daemon's child and so in its cgroup,
+// moves with it; one started later starts in the leaf.
 func (r *Runner) EnterSupervisorCgroup(pid int) (string, error) {
 	if !r.cgroup2 || r.limitsOff != nil {
 		return "", nil
 	}
-	return enterSupervisorCgroup(cgroupRoot, r.cfg.CgroupParent, pid)
+	var others []int
+	if r.spawner != nil {
+		if sp := r.spawner.pid(); sp > 0 {
+			others = append(others, sp)
+		}
+	}
+	return enterSupervisorCgroup(cgroupRoot, r.cfg.CgroupParent, pid, others...)
 }
 
 // MoveToSupervisorCgroup is EnterSupervisorCgroup for the process that
@@ -59,8 +68,9 @@ func MoveToSupervisorCgroup(parent string, pid int) (string, error) {
 }
 
 // enterSupervisorCgroup is EnterSupervisorCgroup on the cgroup v2 hierarchy
-// mounted at mount (a hybrid host's /sys/fs/cgroup/unified in tests).
-func enterSupervisorCgroup(mount, parent string, pid int) (string, error) {
+// mounted at mount (a hybrid host's /sys/fs/cgroup/unified in tests); the
+// others, processes of the daemon's own, move with pid.
+func enterSupervisorCgroup(mount, parent string, pid int, others ...int) (string, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return "", fmt.Errorf("cgroup of the executor: %w", err)
@@ -79,8 +89,10 @@ func enterSupervisorCgroup(mount, parent string, pid int) (string, error) {
 		return "", fmt.Errorf("create cgroup %s: %w", leaf, err)
 	}
 	// Writing the pid to cgroup.procs moves every thread of the process.
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-		return "", fmt.Errorf("move the executor into cgroup %s: %w", leaf, err)
+	for _, p := range append([]int{pid}, others...) {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(p)), 0o644); err != nil {
+			return "", fmt.Errorf("move the executor's process %d into cgroup %s: %w", p, leaf, err)
+		}
 	}
 	// Each cgroup from the daemon's old one down to the parent hands the
 	// controllers to the next; MkdirAll made those below the old one.

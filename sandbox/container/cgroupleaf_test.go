@@ -171,6 +171,24 @@ func TestEnterSupervisorCgroup(t *testing.T) {
 			t.Fatalf("second call: %q, %v", leaf, err)
 		}
 	})
+	t.Run("the daemon's other processes move with it", func(t *testing.T) {
+		// The spawner, the daemon's child, starts in the daemon's cgroup:
+		// left there, it would keep the parent from handing controllers
+		// down.
+		unit := unitCgroup(t, mount, "others")
+		pid := sleeper(t, mount, unit)
+		spawner := sleeper(t, mount, unit)
+		leaf, err := enterSupervisorCgroup(mount, unit, pid, spawner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []int{pid, spawner} {
+			if got := cgroupOf(t, p); got != leaf {
+				t.Errorf("process %d in %q, want %q", p, got, leaf)
+			}
+		}
+		wantControllersHandedDown(t, mount, unit)
+	})
 	t.Run("parent below the daemon's own cgroup", func(t *testing.T) {
 		unit := unitCgroup(t, mount, "above")
 		pid := sleeper(t, mount, unit)

@@ -90,6 +90,16 @@ func (s *spawner) current() (*spawnerProc, error) {
 	return p, nil
 }
 
+// pid is the live spawner process's pid, 0 when there is none.
+func (s *spawner) pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil || s.proc.ended() {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
+
 // close ends the spawner process: it exits once it reads the end of its
 // socket, and leaves the containers it started running.
 func (s *spawner) close() error {
