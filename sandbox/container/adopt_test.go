@@ -49,7 +49,11 @@ func adopt(t *testing.T, r2 *Runner, id string, main Process) *Container {
 // initPID is the pid of the container's init as libcontainer recorded it.
 func initPID(t *testing.T, c *Container) int {
 	t.Helper()
-	st, err := c.c.State()
+	lc, err := c.lc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := lc.State()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,9 @@ var ErrNotRunning = errors.New("container: not running")
 // and stderr are drained into a bounded tail buffer so the runtime never
 // blocks on a full pipe.
 type Container struct {
+	id string
+	// c is the libcontainer container this process started or adopted;
+	// nil for one the spawner started, loaded when needed (see lc).
 	c *libcontainer.Container
 	// proc is the main process as this daemon started it; nil for an
 	// adopted container (see Adopt), whose main process is not our child.
@@ -169,6 +172,7 @@ func startMain(lc *libcontainer.Container, stateDir string, p Process, keepExitR
 // before its output is drained and its exit awaited.
 func newContainer(r *Runner, lc *libcontainer.Container, cfg *configs.Config, p Process) *Container {
 	c := &Container{
+		id:     lc.ID(),
 		c:      lc,
 		main:   p,
 		cfg:    cfg,
@@ -216,7 +220,16 @@ func toExitStatus(st *os.ProcessState, err error) ExitStatus {
 }
 
 // ID is the container's id.
-func (c *Container) ID() string { return c.c.ID() }
+func (c *Container) ID() string { return c.id }
+
+// lc is the libcontainer container: the one this process started or
+// adopted, or, for one the spawner started, loaded anew from its state.
+func (c *Container) lc() (*libcontainer.Container, error) {
+	if c.c != nil {
+		return c.c, nil
+	}
+	return libcontainer.Load(c.runner.cfg.StateDir, c.id)
+}
 
 // Done is closed when the main process has exited and its output is drained.
 func (c *Container) Done() <-chan struct{} { return c.done }
@@ -284,7 +297,14 @@ func (c *Container) Stop(grace time.Duration) {
 func (c *Container) Destroy() error {
 	c.closePark()
 	c.closeOOMCounter()
-	return c.c.Destroy()
+	lc, err := c.lc()
+	if errors.Is(err, libcontainer.ErrNotExist) {
+		return nil // destroyed already
+	}
+	if err != nil {
+		return err
+	}
+	return lc.Destroy()
 }
 
 // Restart destroys this container, whose main process must have exited, and

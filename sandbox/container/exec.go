@@ -71,7 +71,12 @@ func (c *Container) Exec(ctx context.Context, args []string, stdout, stderr io.W
 		Stdout:           streams[0].w,
 		Stderr:           errW,
 	}
-	if err := c.c.Run(p); err != nil {
+	lc, err := c.lc()
+	if err != nil {
+		closeAll()
+		return -1, fmt.Errorf("start command: %w", err)
+	}
+	if err := lc.Run(p); err != nil {
 		closeAll()
 		return -1, fmt.Errorf("start command: %w", err)
 	}

@@ -82,7 +82,11 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	same := c.cfg != nil && c.cfg.Cgroups != nil && cfg.Cgroups != nil &&
 		reflect.DeepEqual(c.cfg.Cgroups.Resources, cfg.Cgroups.Resources)
 	if r.limitsOff == nil && !same {
-		if err := c.c.Set(*cfg); err != nil {
+		lc, err := c.lc()
+		if err == nil {
+			err = lc.Set(*cfg)
+		}
+		if err != nil {
 			return fmt.Errorf("container: set limits: %w", err)
 		}
 	}

@@ -167,6 +167,11 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 		return nil, fmt.Errorf("start container: load what the spawner started: %w", err)
 	}
 	c := newContainer(r, lc, cfg, p)
+	// Not kept: a loaded container holds its own parsed copy of the
+	// configuration, seccomp rules and all, where cfg shares the
+	// runner's; kept, each runtime would cost the daemon 40 KiB more
+	// (BenchmarkScale). What needs it loads it again (see Container.lc).
+	c.c = nil
 	c.pidfd = pidfd
 	drained := c.drain(outR)
 	go func() {
