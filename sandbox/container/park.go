@@ -46,7 +46,7 @@ func (r *Runner) StartParked(id string, spec oci.Spec, init string, p Process) (
 		// restart once unparked (its Args are p's, under init).
 		ReportsExit: true,
 	}
-	c, err := r.Start(id, spec, park)
+	c, err := r.start(id, spec, park)
 	// The container holds its copy of the read end (or failed to).
 	pr.Close()
 	if err != nil {
@@ -91,6 +91,7 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 		}
 	}
 	c.cfg = cfg
+	c.dropLoaded()
 	args := p.Args
 	if len(args) > 0 && args[0] == oci.InitPath {
 		// The command line executor-init would have been given: the

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
@@ -167,11 +168,8 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 		return nil, fmt.Errorf("start container: load what the spawner started: %w", err)
 	}
 	c := newContainer(r, lc, cfg, p)
-	// Not kept: a loaded container holds its own parsed copy of the
-	// configuration, seccomp rules and all, where cfg shares the
-	// runner's; kept, each runtime would cost the daemon 40 KiB more
-	// (BenchmarkScale). What needs it loads it again (see Container.lc).
-	c.c = nil
+	// Kept only for a while (see Container.dropLoaded).
+	c.loaded = true
 	c.pidfd = pidfd
 	drained := c.drain(outR)
 	go func() {
@@ -231,6 +229,15 @@ func startSpawnerProc(path string, spawn *spawnNS) (*spawnerProc, error) {
 		conn.Close()
 		return nil, fmt.Errorf("container: start the spawner %s: %w", path, err)
 	}
+	// Its end is the spawner's alone now: its death reads as the end of
+	// the socket.
+	theirs.Close()
+	if err := greeted(conn); err != nil {
+		conn.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("container: start the spawner %s: %w", path, err)
+	}
 	p := &spawnerProc{
 		conn:    conn,
 		cmd:     cmd,
@@ -241,6 +248,30 @@ func startSpawnerProc(path string, spawn *spawnNS) (*spawnerProc, error) {
 	go p.read()
 	go func() { _ = cmd.Wait() }()
 	return p, nil
+}
+
+// spawnerGreeting bounds the wait for a new spawner's first message.
+const spawnerGreeting = 30 * time.Second
+
+// greeted reads a new spawner's first message, which says the protocol it
+// speaks: a spawner that dies at once (not executable here, a wrong
+// architecture) or speaks another protocol (left from another build) is
+// found before any start depends on it.
+func greeted(conn *net.UnixConn) error {
+	if err := conn.SetReadDeadline(time.Now().Add(spawnerGreeting)); err != nil {
+		return err
+	}
+	defer conn.SetReadDeadline(time.Time{})
+	var hello spawnReply
+	files, err := recvSpawnMsg(conn, make([]byte, 4096), &hello)
+	closeAll(files...)
+	if err != nil {
+		return fmt.Errorf("no greeting: %w", err)
+	}
+	if hello.Protocol != spawnProtocol {
+		return fmt.Errorf("it speaks protocol %d and this executor %d: install the executor-spawn built with this executor beside it", hello.Protocol, spawnProtocol)
+	}
+	return nil
 }
 
 // ended reports whether the process's socket closed.

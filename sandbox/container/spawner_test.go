@@ -200,3 +200,33 @@ func TestSpawnerDies(t *testing.T) {
 		t.Error("a closed runner started a container")
 	}
 }
+
+// A spawner that does not greet the runner (it exits at once: not the
+// executor's, or broken) or speaks another protocol (left from another
+// build) is refused when the runner is made: containers start in this
+// process, and SpawnerErr says why.
+func TestSpawnerRefused(t *testing.T) {
+	root := busyboxRoot(t)
+	for _, tc := range []struct {
+		name, script, want string
+	}{
+		{"exits at once", "exit 0", "no greeting"},
+		{"another protocol", `printf '{"protocol":99,"tag":0}' >&3; exec sleep 60`, "speaks protocol 99"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := filepath.Join(t.TempDir(), "executor-spawn")
+			if err := os.WriteFile(fake, []byte("#!/bin/sh\n"+tc.script+"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			r := newRunner(t, Config{Spawner: fake})
+			if err := r.SpawnerErr(); err == nil || !strings.Contains(err.Error(), tc.want) || r.spawner != nil {
+				t.Fatalf("SpawnerErr %v (spawner %v), want one saying %q", err, r.spawner, tc.want)
+			}
+			c := start(t, r, IDPrefix+"refused", testSpec(root), shell("echo in-process"))
+			waitDone(t, c)
+			if c.Output() != "in-process\n" || c.proc == nil {
+				t.Errorf("output %q, started here %v", c.Output(), c.proc != nil)
+			}
+		})
+	}
+}

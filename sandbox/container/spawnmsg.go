@@ -16,6 +16,11 @@ import (
 // SCM_RIGHTS. Messages keep their boundaries, so no framing is needed, and
 // the descriptors arrive with the message that names them.
 
+// spawnProtocol is the version of the messages below. executor-spawn says
+// its own first (a spawnReply with Protocol set); a runner refuses one that
+// speaks another, such as an executor-spawn left from an older install.
+const spawnProtocol = 1
+
 // maxSpawnMsg bounds a message: a start carries the container's whole
 // configuration, the seccomp profile's rules the most of it.
 const maxSpawnMsg = 1 << 20
@@ -50,9 +55,11 @@ type spawnProcess struct {
 }
 
 // spawnReply answers a request (Exit false) or reports, later, how the main
-// process it started ended (Exit true).
+// process it started ended (Exit true). The first message executor-spawn
+// sends is none of these: it has Protocol set, and nothing else.
 type spawnReply struct {
-	Tag uint64 `json:"tag"`
+	Protocol int    `json:"protocol,omitempty"`
+	Tag      uint64 `json:"tag"`
 	// Err is why the start failed; the container is gone then.
 	Err string `json:"err,omitempty"`
 	// A start's answer: the main process's pid, and as descriptors a

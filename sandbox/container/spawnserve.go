@@ -17,6 +17,9 @@ import (
 // asks for and reports how their main processes ended, until the runner
 // closes its end. The containers it started keep running when it returns.
 func ServeSpawner(conn *net.UnixConn) error {
+	if err := sendSpawnMsg(conn, spawnReply{Protocol: spawnProtocol}, nil); err != nil {
+		return fmt.Errorf("greet the executor: %w", err)
+	}
 	buf := make([]byte, maxSpawnMsg)
 	for {
 		var req spawnRequest
