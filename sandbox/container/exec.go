@@ -61,22 +61,8 @@ func (c *Container) Exec(ctx context.Context, args []string, stdout, stderr io.W
 	if len(streams) > 1 {
 		errW = streams[1].w
 	}
-	p := &libcontainer.Process{
-		Args:             args,
-		Env:              c.main.Env,
-		Cwd:              c.main.Cwd,
-		UID:              c.main.UID,
-		GID:              c.main.GID,
-		AdditionalGroups: c.main.Groups,
-		Stdout:           streams[0].w,
-		Stderr:           errW,
-	}
-	lc, err := c.lc()
+	wait, err := c.startCommand(args, streams[0].w, errW)
 	if err != nil {
-		closeAll()
-		return -1, fmt.Errorf("start command: %w", err)
-	}
-	if err := lc.Run(p); err != nil {
 		closeAll()
 		return -1, fmt.Errorf("start command: %w", err)
 	}
@@ -96,7 +82,7 @@ func (c *Container) Exec(ctx context.Context, args []string, stdout, stderr io.W
 		close(copied)
 	}()
 	// ctx ending kills the command; it is reaped all the same.
-	st, werr := waitProcess(ctx, p)
+	code, werr := wait(ctx)
 	// Children the command left running may hold the pipes open: do not
 	// wait for them longer than a moment.
 	select {
@@ -112,8 +98,46 @@ func (c *Container) Exec(ctx context.Context, args []string, stdout, stderr io.W
 	if err := ctx.Err(); err != nil {
 		return -1, err
 	}
-	if st == nil {
+	if werr != nil {
 		return -1, fmt.Errorf("wait for command: %w", werr)
 	}
-	return toExitStatus(st, nil).Code, nil
+	return code, nil
+}
+
+// startCommand starts args in the container as its main process's user,
+// with its environment and directory, its stdout and stderr on the files
+// given, and returns how to wait for it: the wait's ctx ending kills it.
+// Through the spawner when the runner has one (see spawner.go): runc's init
+// for the command is then the spawner's small binary rather than the
+// daemon's.
+func (c *Container) startCommand(args []string, stdout, stderr *os.File) (wait func(context.Context) (int, error), err error) {
+	if s := c.runner.spawner; s != nil {
+		return s.exec(c.runner, c.id, c.cfg, spawnProcess{
+			Args: args, Env: c.main.Env, Cwd: c.main.Cwd, UID: c.main.UID, GID: c.main.GID, Groups: c.main.Groups,
+		}, stdout, stderr)
+	}
+	p := &libcontainer.Process{
+		Args:             args,
+		Env:              c.main.Env,
+		Cwd:              c.main.Cwd,
+		UID:              c.main.UID,
+		GID:              c.main.GID,
+		AdditionalGroups: c.main.Groups,
+		Stdout:           stdout,
+		Stderr:           stderr,
+	}
+	lc, err := c.lc()
+	if err != nil {
+		return nil, err
+	}
+	if err := lc.Run(p); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) (int, error) {
+		st, err := waitProcess(ctx, p)
+		if st == nil {
+			return -1, err
+		}
+		return toExitStatus(st, nil).Code, nil
+	}, nil
 }

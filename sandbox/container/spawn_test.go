@@ -1,11 +1,14 @@
 package container
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -306,6 +309,48 @@ func testStartFromSpawnNamespace(t *testing.T, cfg Config) {
 	if got := spawnMountsBelow(t, r.spawn, d); len(got) > 0 {
 		t.Errorf("left in the spawn namespace after the restart: %q", got)
 	}
+}
+
+// A command runs in a container started from the spawn namespace, whose
+// root, disk and network namespace the spawn namespace does not hold.
+func TestExecFromSpawnNamespace(t *testing.T) {
+	forEachStarter(t, func(t *testing.T, cfg Config) {
+		requireRoot(t)
+		d := t.TempDir()
+		cfg.MountDirs = []string{filepath.Join(d, "runtimes"), filepath.Join(d, "ns")}
+		r := newRunner(t, cfg)
+		if r.spawn == nil {
+			t.Fatalf("no spawn namespace: %v", r.SpawnErr())
+		}
+		rt := filepath.Join(d, "runtimes", "rt")
+		mountTmpfs(t, rt)
+		bindMount(t, busyboxRoot(t), filepath.Join(rt, "root", "rootfs"))
+		if err := os.WriteFile(filepath.Join(rt, "data"), []byte("from the disk\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Join(d, "ns"), 0o755)
+		netns := filepath.Join(d, "ns", "pin")
+		pinNetNS(t, netns)
+		spec := testSpec(filepath.Join(rt, "root", "rootfs"))
+		spec.NetNSPath = netns
+		spec.Binds = []oci.Bind{{Source: filepath.Join(rt, "data"), Destination: "/data", ReadOnly: true}}
+		c := start(t, r, IDPrefix+"exec", spec, shell("echo up; exec sleep 60"))
+		waitOutput(t, c, "up")
+		var out strings.Builder
+		code, err := c.Exec(t.Context(), []string{"sh", "-c", "cat /data; exit 3"}, &out, nil)
+		if err != nil || code != 3 || out.String() != "from the disk\n" {
+			t.Errorf("exec: code %d, %v, output %q", code, err, out.String())
+		}
+		// A command the context ends is killed, and Exec says so.
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+		defer cancel()
+		if code, err := c.Exec(ctx, []string{"sleep", "60"}, nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("exec past its context: code %d, %v", code, err)
+		}
+		if got := spawnMountsBelow(t, r.spawn, d); len(got) > 0 {
+			t.Errorf("left in the spawn namespace: %q", got)
+		}
+	})
 }
 
 // pinNetNS pins a new network namespace on path until the test ends.

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -121,16 +122,9 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 	if err != nil {
 		return nil, fmt.Errorf("start container: %w", err)
 	}
-	var carry []string
-	if s.spawn != nil {
-		if carry, err = s.spawn.carried(cfg); err != nil {
-			return nil, fmt.Errorf("container: spawn namespace: %w", err)
-		}
-	}
-	// Cloned here, in the daemon's namespace, where they are.
-	clones, err := cloneMounts(carry)
+	carry, clones, err := s.carry(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("container: spawn namespace: %w", err)
+		return nil, err
 	}
 	defer closeAll(clones...)
 	req := &spawnRequest{
@@ -146,7 +140,7 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 	}
 	files, exits, err := proc.start(req, append(slices.Clip(p.extraFiles), clones...))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("start container: %w", err)
 	}
 	// The spawner's answer: a pidfd of the main process, the output
 	// FIFO's read end and, when it reports its exit, the exit FIFO's.
@@ -193,6 +187,72 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 		close(c.done)
 	}()
 	return c, nil
+}
+
+// carry is what a start of cfg carries into the spawn namespace (see
+// spawnNS.carried), and a clone of each, made here in the daemon's
+// namespace, where they are.
+func (s *spawner) carry(cfg *configs.Config) ([]string, []*os.File, error) {
+	if s.spawn == nil {
+		return nil, nil, nil
+	}
+	carry, err := s.spawn.carried(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	clones, err := cloneMounts(carry)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	return carry, clones, nil
+}
+
+// exec starts a command in container id of r through the spawner, with its
+// stdout and stderr on the files given, and returns how to wait for its exit
+// code (see Container.startCommand).
+func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess, stdout, stderr *os.File) (func(context.Context) (int, error), error) {
+	proc, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	// runc starts the command's init in the container's root directory
+	// before it joins the container's namespaces: the spawn namespace
+	// needs the root (and so the rest a start carries) for that moment.
+	carry, clones, err := s.carry(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(clones...)
+	req := &spawnRequest{Op: spawnOpExec, StateDir: r.cfg.StateDir, ID: id, Process: p, Files: 2, Carry: carry}
+	files, exits, err := proc.start(req, append([]*os.File{stdout, stderr}, clones...))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) != 1 {
+		closeAll(files...)
+		return nil, fmt.Errorf("the spawner answered with %d descriptors", len(files))
+	}
+	pidfd := files[0]
+	return func(ctx context.Context) (int, error) {
+		defer pidfd.Close()
+		stop := context.AfterFunc(ctx, func() { _ = pidfdSignal(pidfd, unix.SIGKILL) })
+		defer stop()
+		var exit ExitStatus
+		select {
+		case exit = <-exits:
+		case <-proc.gone:
+			select {
+			case exit = <-exits:
+			default:
+				_ = awaitReadable(pidfd)
+				return -1, fmt.Errorf("%w before it reported how the command ended", errSpawnerGone)
+			}
+		}
+		if exit.Err != nil {
+			return -1, exit.Err
+		}
+		return exit.Code, nil
+	}, nil
 }
 
 // spawnerProc is one executor-spawn process and the starts it answers.
@@ -305,14 +365,14 @@ func (p *spawnerProc) start(req *spawnRequest, files []*os.File) ([]*os.File, <-
 	}
 	if err := sendSpawnMsg(p.conn, req, files); err != nil {
 		forget()
-		return nil, nil, fmt.Errorf("start container: ask the spawner: %w", err)
+		return nil, nil, fmt.Errorf("ask the spawner: %w", err)
 	}
 	select {
 	case a := <-answer:
 		if a.reply.Err != "" {
 			forget()
 			closeAll(a.files...)
-			return nil, nil, fmt.Errorf("start container: %s", a.reply.Err)
+			return nil, nil, errors.New(a.reply.Err)
 		}
 		return a.files, exit, nil
 	case <-p.gone:
@@ -323,7 +383,7 @@ func (p *spawnerProc) start(req *spawnRequest, files []*os.File) ([]*os.File, <-
 			closeAll(a.files...)
 		default:
 		}
-		return nil, nil, fmt.Errorf("start container: %w", errSpawnerGone)
+		return nil, nil, errSpawnerGone
 	}
 }
 

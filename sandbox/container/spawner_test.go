@@ -75,6 +75,14 @@ func TestSpawnerStarts(t *testing.T) {
 		t.Errorf("spawner process is %q", comm)
 	}
 
+	// The spawner's socket reaches no container: it alone could ask
+	// for containers of any configuration.
+	fds := start(t, r, IDPrefix+"fds", spec, shell("ls -l /proc/$$/fd/"))
+	waitDone(t, fds)
+	if out := fds.Output(); strings.Contains(out, "socket:") || !strings.Contains(out, "0 ->") {
+		t.Errorf("a container's descriptors: %q", out)
+	}
+
 	c := start(t, r, IDPrefix+"spawned", spec, shell("echo up; exec sleep 60"))
 	waitOutput(t, c, "up")
 	if got := parentPID(t, initPID(t, c)); got != spid {

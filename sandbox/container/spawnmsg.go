@@ -29,8 +29,15 @@ const maxSpawnMsg = 1 << 20
 // SCM_MAX_FD is 253).
 const maxSpawnFDs = 64
 
-// spawnRequest asks executor-spawn to create and start a container.
+// spawnOpExec is a spawnRequest's Op for a command in a running container
+// (Container.Exec); an empty Op creates and starts a container.
+const spawnOpExec = "exec"
+
+// spawnRequest asks executor-spawn to create and start a container, or to
+// start a command in one (Op spawnOpExec: Config and Carry unused, and the
+// descriptors are the command's stdout and stderr).
 type spawnRequest struct {
+	Op       string          `json:"op,omitempty"`
 	Tag      uint64          `json:"tag"`
 	StateDir string          `json:"stateDir"`
 	ID       string          `json:"id"`
@@ -64,7 +71,7 @@ type spawnReply struct {
 	Err string `json:"err,omitempty"`
 	// A start's answer: the main process's pid, and as descriptors a
 	// pidfd of it, the output FIFO's read end and, when it reports its
-	// exit, the exit FIFO's.
+	// exit, the exit FIFO's. A command's: its pid and a pidfd of it.
 	Pid int `json:"pid,omitempty"`
 	// An exit report.
 	Exit    bool   `json:"exit,omitempty"`

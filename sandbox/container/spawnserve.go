@@ -40,7 +40,11 @@ func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
 	// The runner gone, nobody is left to tell: the send errors are the
 	// socket's end, which ServeSpawner sees too.
 	answer := func(rep spawnReply, fds ...*os.File) { _ = sendSpawnMsg(conn, rep, fds) }
-	lp, fds, err := spawnStart(req, files)
+	start := spawnStart
+	if req.Op == spawnOpExec {
+		start = spawnExec
+	}
+	lp, fds, err := start(req, files)
 	if err != nil {
 		answer(spawnReply{Tag: req.Tag, Err: err.Error()})
 		return
@@ -86,24 +90,68 @@ func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*
 	if err != nil {
 		return nil, nil, errors.Join(err, lc.Destroy())
 	}
-	pid, err := lp.Pid()
-	var fd int
-	if err == nil {
-		fd, err = unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
-	}
+	pidfd, err := processPidfd(lp)
 	if err != nil {
 		// Without a pidfd the runner could not tell this process from
 		// another that took its pid: it does not run.
 		_ = lp.Signal(unix.SIGKILL)
 		_, _ = lp.Wait()
 		closeAll(outR, exR)
-		return nil, nil, errors.Join(fmt.Errorf("start container: pidfd of its main process: %w", err), lc.Destroy())
+		return nil, nil, errors.Join(fmt.Errorf("start container: %w", err), lc.Destroy())
 	}
-	out := []*os.File{os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), outR}
+	out := []*os.File{pidfd, outR}
 	if exR != nil {
 		out = append(out, exR)
 	}
 	return lp, out, nil
+}
+
+// spawnExec starts req's command in its running container, with the mounts
+// it carries placed while it starts, and returns the process and a pidfd of
+// it. files are the command's stdout and stderr and the clones, closed
+// before it returns.
+func spawnExec(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*os.File, error) {
+	defer closeAll(files...)
+	if req.Files != 2 || len(files) != req.Files+len(req.Carry) {
+		return nil, nil, fmt.Errorf("spawner: %d descriptors for a command's stdout and stderr and %d mounts", len(files), len(req.Carry))
+	}
+	placed, err := placeMounts(req.Carry, files[2:])
+	defer unplaceMounts(placed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	lc, err := libcontainer.Load(req.StateDir, req.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	rp := req.Process
+	lp := &libcontainer.Process{
+		Args: rp.Args, Env: rp.Env, Cwd: rp.Cwd, UID: rp.UID, GID: rp.GID, AdditionalGroups: rp.Groups,
+		Stdout: files[0], Stderr: files[1],
+	}
+	if err := lc.Run(lp); err != nil {
+		return nil, nil, err
+	}
+	pidfd, err := processPidfd(lp)
+	if err != nil {
+		_ = lp.Signal(unix.SIGKILL)
+		_, _ = lp.Wait()
+		return nil, nil, err
+	}
+	return lp, []*os.File{pidfd}, nil
+}
+
+// processPidfd is a pidfd of lp, a child of this process not reaped yet.
+func processPidfd(lp *libcontainer.Process) (*os.File, error) {
+	pid, err := lp.Pid()
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd of process %d: %w", pid, os.NewSyscallError("pidfd_open", err))
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid)), nil
 }
 
 // ServeSpawnerFD is ServeSpawner on the socket at descriptor fd, which must

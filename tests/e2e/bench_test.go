@@ -373,3 +373,24 @@ func waitListening(ctx context.Context, pid int, timeout time.Duration) error {
 		time.Sleep(200 * time.Microsecond)
 	}
 }
+
+// BenchmarkCommand measures a command in a running runtime
+// (POST /v1/runtimes/{id}/commands running "true"), from request to reply:
+// a container exec, whose runc init is executor-spawn's binary.
+func BenchmarkCommand(b *testing.B) {
+	x := startExecutor(b)
+	src := source(b, map[string]string{"index.js": "x"})
+	if r := x.request(b, "POST", "/v1/runtimes/cmd/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		b.Fatalf("%d %s", r.status, r.body)
+	}
+	var ds []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		r := x.request(b, "POST", "/v1/runtimes/cmd/commands", map[string]any{"command": "true", "timeout": 60}, nil)
+		ds = append(ds, time.Since(start))
+		if r.status != 200 {
+			b.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+	reportDurations(b, "command", ds)
+}
