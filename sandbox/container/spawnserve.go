@@ -1,7 +1,6 @@
 package container
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -44,21 +43,48 @@ func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
 	if req.Op == spawnOpExec {
 		start = spawnExec
 	}
+	tag := req.Tag
 	lp, fds, err := start(req, files)
 	if err != nil {
-		answer(spawnReply{Tag: req.Tag, Err: err.Error()})
+		answer(spawnReply{Tag: tag, Err: err.Error()})
 		return
 	}
 	pid, _ := lp.Pid()
-	answer(spawnReply{Tag: req.Tag, Pid: pid}, fds...)
+	answer(spawnReply{Tag: tag, Pid: pid}, fds...)
 	closeAll(fds...)
-	st, err := waitProcess(context.Background(), lp)
-	exit := toExitStatus(st, err)
-	rep := spawnReply{Tag: req.Tag, Exit: true, Code: exit.Code, Signal: exit.Signal}
+	// Neither req nor lp is used from here on, so that neither stays
+	// alive while the process runs: they hold the container's parsed
+	// configuration (the seccomp rules most of it, some 100 KB once
+	// parsed), which would cost the spawner that much per runtime. The
+	// process is waited for by pid; what is left of it is this goroutine.
+	exit := reap(pid)
+	rep := spawnReply{Tag: tag, Exit: true, Code: exit.Code, Signal: exit.Signal}
 	if exit.Err != nil {
 		rep.ExitErr = exit.Err.Error()
 	}
 	answer(rep)
+}
+
+// reap waits for pid, a child of this process, to exit, and reaps it. The
+// wait is in the poller (see awaitExit); where it cannot be, wait4 blocks a
+// thread instead.
+func reap(pid int) ExitStatus {
+	_ = awaitExit(pid)
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return ExitStatus{Code: -1, Err: fmt.Errorf("wait for process %d: %w", pid, err)}
+		}
+		break
+	}
+	if ws.Signaled() {
+		return ExitStatus{Code: 128 + int(ws.Signal()), Signal: unix.SignalName(ws.Signal())}
+	}
+	return ExitStatus{Code: ws.ExitStatus()}
 }
 
 // spawnStart creates and starts req's container with the mounts it carries

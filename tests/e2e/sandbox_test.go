@@ -276,21 +276,7 @@ func TestResolverAndNetworkPool(t *testing.T) {
 func TestRuntimesStartThroughSpawner(t *testing.T) {
 	x := startExecutor(t)
 	createIdle(t, x, "spawned", nil)
-	var spawners []int
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", x.cmd.Process.Pid))
-	for _, f := range tasks {
-		data, _ := os.ReadFile(f)
-		for _, p := range strings.Fields(string(data)) {
-			comm, _ := os.ReadFile("/proc/" + p + "/comm")
-			if strings.TrimSpace(string(comm)) == "executor-spawn" {
-				n, _ := strconv.Atoi(p)
-				spawners = append(spawners, n)
-			}
-		}
-	}
-	if len(spawners) != 1 {
-		t.Fatalf("the daemon has %d executor-spawn children, want 1; log:\n%s", len(spawners), x.logs.String())
-	}
+	spawner := spawnerOf(t, x.cmd.Process.Pid)
 	var parents []int
 	for _, pid := range hostPIDsOf(t, x) {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -301,8 +287,8 @@ func TestRuntimesStartThroughSpawner(t *testing.T) {
 		ppid, _ := strconv.Atoi(f[1])
 		parents = append(parents, ppid)
 	}
-	if !slices.Contains(parents, spawners[0]) {
-		t.Errorf("no runtime process is a child of executor-spawn (%d): parents %v", spawners[0], parents)
+	if !slices.Contains(parents, spawner) {
+		t.Errorf("no runtime process is a child of executor-spawn (%d): parents %v", spawner, parents)
 	}
 	if strings.Contains(x.logs.String(), "install executor-spawn") {
 		t.Errorf("the daemon fell back to starting containers itself:\n%s", x.logs.String())

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,7 +84,9 @@ func BenchmarkScale(b *testing.B) {
 	created = created[:0]
 
 	var first, last []time.Duration
-	var at10 procStatus
+	// executor-spawn, the daemon's child that starts the containers, is
+	// the executor's memory too.
+	var at10, spawnAt10 procStatus
 	for i := range n {
 		d := create(fmt.Sprintf("scale-%d", i))
 		switch {
@@ -94,9 +97,11 @@ func BenchmarkScale(b *testing.B) {
 		}
 		if i == 9 {
 			at10 = readProcStatus(b, pid)
+			spawnAt10 = readProcStatus(b, spawnerOf(b, pid))
 		}
 	}
 	atN := readProcStatus(b, pid)
+	spawnAtN := readProcStatus(b, spawnerOf(b, pid))
 
 	// The first keyed health request starts the background CPU sampler
 	// and waits for its first figures (about 100 ms, see README); a
@@ -138,6 +143,8 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(at10.rssMB(), "rss-at10-MB")
 	b.ReportMetric(atN.rssMB(), "rss-atN-MB")
 	b.ReportMetric(float64(atN.rssKiB-at10.rssKiB)/float64(n-10), "rss-per-runtime-KiB")
+	b.ReportMetric(spawnAt10.rssMB(), "spawner-rss-at10-MB")
+	b.ReportMetric(spawnAtN.rssMB(), "spawner-rss-atN-MB")
 	b.ReportMetric(float64(at10.threads), "threads-at10")
 	b.ReportMetric(float64(atN.threads), "threads-atN")
 	b.ReportMetric(float64(atN.threads-at10.threads)/float64(n-10), "threads-per-runtime")
@@ -146,6 +153,27 @@ func BenchmarkScale(b *testing.B) {
 	samples.Report(b, "delete", del)
 	samples.Report(b, "health", health)
 	samples.Report(b, "list", list)
+}
+
+// spawnerOf is the pid of the executor-spawn child of the daemon at pid.
+func spawnerOf(t testing.TB, pid int) int {
+	t.Helper()
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var found []int
+	for _, f := range tasks {
+		data, _ := os.ReadFile(f)
+		for _, p := range strings.Fields(string(data)) {
+			comm, _ := os.ReadFile("/proc/" + p + "/comm")
+			if strings.TrimSpace(string(comm)) == "executor-spawn" {
+				n, _ := strconv.Atoi(p)
+				found = append(found, n)
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("the daemon %d has %d executor-spawn children, want 1", pid, len(found))
+	}
+	return found[0]
 }
 
 // procStatus is what /proc/<pid>/status says of a process's size.

@@ -163,6 +163,9 @@ func targetRows(r *results) []row {
 		l = &lookup{r: r}
 		add(l, row{label: "daemon RSS per runtime (KiB)", value: l.one(scale, "rss-per-runtime-KiB")})
 		l = &lookup{r: r}
+		add(l, row{label: "executor-spawn RSS at " + n + " runtimes (MB)", value: l.one(scale, "spawner-rss-atN-MB"),
+			baseLabel: "at 10", base: l.one(scale, "spawner-rss-at10-MB")})
+		l = &lookup{r: r}
 		perRuntime := l.one(scale, "threads-per-runtime")
 		add(l, row{label: "daemon threads at " + n + " runtimes", value: l.one(scale, "threads-atN"),
 			baseLabel: "at 10", base: l.one(scale, "threads-at10"),
