@@ -266,14 +266,9 @@ func (s *spawnNS) run(cfg *configs.Config, start func() error) error {
 	if s == nil {
 		return start()
 	}
-	carry, err := s.carried(cfg)
+	carry, clones, err := s.carry(cfg)
 	if err != nil {
-		return fmt.Errorf("container: spawn namespace: %w", err)
-	}
-	// Cloned here, in the daemon's namespace, where they are.
-	clones, err := cloneMounts(carry)
-	if err != nil {
-		return fmt.Errorf("container: spawn namespace: %w", err)
+		return err
 	}
 	defer closeAll(clones...)
 	return s.within(func() error {
@@ -286,6 +281,23 @@ func (s *spawnNS) run(cfg *configs.Config, start func() error) error {
 		}
 		return start()
 	})
+}
+
+// carry is what a start of cfg carries into s (see carried), and a clone of
+// each, made in the caller's namespace, where they are; nothing for a nil s.
+func (s *spawnNS) carry(cfg *configs.Config) ([]string, []*os.File, error) {
+	if s == nil {
+		return nil, nil, nil
+	}
+	carry, err := s.carried(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	clones, err := cloneMounts(carry)
+	if err != nil {
+		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+	}
+	return carry, clones, nil
 }
 
 // within calls f on a thread that joined the spawn namespace, and that ends

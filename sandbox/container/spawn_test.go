@@ -265,30 +265,11 @@ func TestStartFromSpawnNamespace(t *testing.T) {
 }
 
 func testStartFromSpawnNamespace(t *testing.T, cfg Config) {
-	requireRoot(t)
-	d := t.TempDir()
-	cfg.MountDirs = []string{filepath.Join(d, "runtimes"), filepath.Join(d, "ns")}
-	r := newRunner(t, cfg)
-	if r.spawn == nil {
-		t.Fatalf("no spawn namespace: %v", r.SpawnErr())
-	}
-	rt := filepath.Join(d, "runtimes", "rt")
-	mountTmpfs(t, rt) // a disk
-	bindMount(t, busyboxRoot(t), filepath.Join(rt, "root", "rootfs"))
-	if err := os.WriteFile(filepath.Join(rt, "data"), []byte("from the disk\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	r, spec, d := spawnFixture(t, cfg)
 	// Other runtimes' mounts.
 	for i := range 20 {
 		mountTmpfs(t, filepath.Join(d, "runtimes", fmt.Sprintf("other-%d", i)))
 	}
-	os.MkdirAll(filepath.Join(d, "ns"), 0o755)
-	netns := filepath.Join(d, "ns", "pin")
-	pinNetNS(t, netns)
-
-	spec := testSpec(filepath.Join(rt, "root", "rootfs"))
-	spec.NetNSPath = netns
-	spec.Binds = []oci.Bind{{Source: filepath.Join(rt, "data"), Destination: "/data", ReadOnly: true}}
 	c := start(t, r, IDPrefix+"spawn", spec, shell("cat /data; ls /bin | grep -c busybox; cat /proc/net/dev | grep -c lo:"))
 	waitDone(t, c)
 	if out, code := c.Output(), c.Exit().Code; out != "from the disk\n1\n1\n" || code != 0 {
@@ -315,25 +296,7 @@ func testStartFromSpawnNamespace(t *testing.T, cfg Config) {
 // root, disk and network namespace the spawn namespace does not hold.
 func TestExecFromSpawnNamespace(t *testing.T) {
 	forEachStarter(t, func(t *testing.T, cfg Config) {
-		requireRoot(t)
-		d := t.TempDir()
-		cfg.MountDirs = []string{filepath.Join(d, "runtimes"), filepath.Join(d, "ns")}
-		r := newRunner(t, cfg)
-		if r.spawn == nil {
-			t.Fatalf("no spawn namespace: %v", r.SpawnErr())
-		}
-		rt := filepath.Join(d, "runtimes", "rt")
-		mountTmpfs(t, rt)
-		bindMount(t, busyboxRoot(t), filepath.Join(rt, "root", "rootfs"))
-		if err := os.WriteFile(filepath.Join(rt, "data"), []byte("from the disk\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		os.MkdirAll(filepath.Join(d, "ns"), 0o755)
-		netns := filepath.Join(d, "ns", "pin")
-		pinNetNS(t, netns)
-		spec := testSpec(filepath.Join(rt, "root", "rootfs"))
-		spec.NetNSPath = netns
-		spec.Binds = []oci.Bind{{Source: filepath.Join(rt, "data"), Destination: "/data", ReadOnly: true}}
+		r, spec, d := spawnFixture(t, cfg)
 		c := start(t, r, IDPrefix+"exec", spec, shell("echo up; exec sleep 60"))
 		waitOutput(t, c, "up")
 		var out strings.Builder
@@ -351,6 +314,36 @@ func TestExecFromSpawnNamespace(t *testing.T) {
 			t.Errorf("left in the spawn namespace: %q", got)
 		}
 	})
+}
+
+// spawnFixture is a runner made with cfg and mount directories below d, a
+// temporary directory, and the spec of a container whose root, bind source
+// (/data, reading "from the disk") and network namespace are mounts below
+// them: what a runtime's start carries into the spawn namespace.
+func spawnFixture(t *testing.T, cfg Config) (r *Runner, spec oci.Spec, d string) {
+	t.Helper()
+	requireRoot(t)
+	d = t.TempDir()
+	cfg.MountDirs = []string{filepath.Join(d, "runtimes"), filepath.Join(d, "ns")}
+	r = newRunner(t, cfg)
+	if r.spawn == nil {
+		t.Fatalf("no spawn namespace: %v", r.SpawnErr())
+	}
+	rt := filepath.Join(d, "runtimes", "rt")
+	mountTmpfs(t, rt) // a disk
+	bindMount(t, busyboxRoot(t), filepath.Join(rt, "root", "rootfs"))
+	if err := os.WriteFile(filepath.Join(rt, "data"), []byte("from the disk\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(d, "ns"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	netns := filepath.Join(d, "ns", "pin")
+	pinNetNS(t, netns)
+	spec = testSpec(filepath.Join(rt, "root", "rootfs"))
+	spec.NetNSPath = netns
+	spec.Binds = []oci.Bind{{Source: filepath.Join(rt, "data"), Destination: "/data", ReadOnly: true}}
+	return r, spec, d
 }
 
 // pinNetNS pins a new network namespace on path until the test ends.

@@ -122,7 +122,7 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 	if err != nil {
 		return nil, fmt.Errorf("start container: %w", err)
 	}
-	carry, clones, err := s.carry(cfg)
+	carry, clones, err := s.spawn.carry(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -167,18 +167,11 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 	c.pidfd = pidfd
 	drained := c.drain(outR)
 	go func() {
-		var exit ExitStatus
-		select {
-		case exit = <-exits:
-		case <-proc.gone:
-			select {
-			case exit = <-exits:
-			default:
-				// The spawner died before it reported: the exit is
-				// found as an adopted container's is.
-				exit = adoptedExit(exR, awaitReadable(pidfd))
-				exR = nil
-			}
+		exit, reported, werr := proc.exitOf(exits, pidfd)
+		if !reported {
+			// The exit is found as an adopted container's is.
+			exit = adoptedExit(exR, werr)
+			exR = nil
 		}
 		closeAll(exR, pidfd)
 		<-drained
@@ -187,24 +180,6 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 		close(c.done)
 	}()
 	return c, nil
-}
-
-// carry is what a start of cfg carries into the spawn namespace (see
-// spawnNS.carried), and a clone of each, made here in the daemon's
-// namespace, where they are.
-func (s *spawner) carry(cfg *configs.Config) ([]string, []*os.File, error) {
-	if s.spawn == nil {
-		return nil, nil, nil
-	}
-	carry, err := s.spawn.carried(cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
-	}
-	clones, err := cloneMounts(carry)
-	if err != nil {
-		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
-	}
-	return carry, clones, nil
 }
 
 // exec starts a command in container id of r through the spawner, with its
@@ -218,7 +193,7 @@ func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess
 	// runc starts the command's init in the container's root directory
 	// before it joins the container's namespaces: the spawn namespace
 	// needs the root (and so the rest a start carries) for that moment.
-	carry, clones, err := s.carry(cfg)
+	carry, clones, err := s.spawn.carry(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -237,16 +212,9 @@ func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess
 		defer pidfd.Close()
 		stop := context.AfterFunc(ctx, func() { _ = pidfdSignal(pidfd, unix.SIGKILL) })
 		defer stop()
-		var exit ExitStatus
-		select {
-		case exit = <-exits:
-		case <-proc.gone:
-			select {
-			case exit = <-exits:
-			default:
-				_ = awaitReadable(pidfd)
-				return -1, fmt.Errorf("%w before it reported how the command ended", errSpawnerGone)
-			}
+		exit, reported, _ := proc.exitOf(exits, pidfd)
+		if !reported {
+			return -1, fmt.Errorf("%w before it reported how the command ended", errSpawnerGone)
 		}
 		if exit.Err != nil {
 			return -1, exit.Err
@@ -415,6 +383,25 @@ func (p *spawnerProc) read() {
 		if !delivered || rep.Exit {
 			closeAll(files...)
 		}
+	}
+}
+
+// exitOf waits for the exit report that comes on exits, for the process
+// of pidfd. Should the spawner die first without one, it waits for the
+// process through pidfd instead and says the exit was not reported, with
+// that wait's error.
+func (p *spawnerProc) exitOf(exits <-chan ExitStatus, pidfd *os.File) (exit ExitStatus, reported bool, werr error) {
+	select {
+	case exit = <-exits:
+		return exit, true, nil
+	case <-p.gone:
+	}
+	// It may have reported just before it died.
+	select {
+	case exit = <-exits:
+		return exit, true, nil
+	default:
+		return ExitStatus{}, false, awaitReadable(pidfd)
 	}
 }
 
