@@ -3,7 +3,10 @@
 // that ends up as its child (a PID namespace's init inherits them all), and
 // exits with the command's status. Without it a server running as PID 1
 // ignores SIGTERM it does not handle and leaves zombies behind. With
-// --park it first waits for its command on fd 3 (a prewarmed runtime).
+// --park it first waits for its command on fd 3 (a prewarmed runtime),
+// with its signals already caught and its output pipe made, so the command
+// starts as soon as it comes; a signal that would have ended the command
+// ends the wait.
 //
 // The command's stdout and stderr are a pipe of executor-init's, which it
 // copies on to its own stdout, the executor's FIFO. Runtimes outlive a
@@ -66,20 +69,26 @@ func start(args []string) int {
 // command runs the command args name, or the parked one, and returns its
 // exit code.
 func command(args []string) int {
-	if len(args) == 1 && args[0] == parkFlag {
-		var code int
-		if args, code = unpark(); args == nil {
-			return code
-		}
-	}
-	if len(args) > 0 && args[0] == "--" {
+	parked := len(args) == 1 && args[0] == parkFlag
+	if !parked && len(args) > 0 && args[0] == "--" {
 		args = args[1:]
 	}
-	if len(args) == 0 {
+	if !parked && len(args) == 0 {
 		fmt.Fprintln(os.Stderr, "executor-init: usage: executor-init [--exit-fd N] { --park | -- COMMAND [ARG...] }")
 		return 127
 	}
-	return run(args)
+	sv, err := newSupervisor()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "executor-init: %v\n", err)
+		return 126
+	}
+	if parked {
+		var code int
+		if args, code = sv.unpark(); args == nil {
+			return code
+		}
+	}
+	return sv.run(args)
 }
 
 // reportExit writes code on fd. Without a reader (no executor runs, or the
@@ -92,22 +101,42 @@ func reportExit(fd, code int) {
 	syscall.Close(fd)
 }
 
-func run(args []string) int {
+// supervisor is what executor-init needs to run a command: every signal
+// caught, and the pipe the command's output comes through, copied on as it
+// comes. It is made before a parked init waits: once the command arrives,
+// only its start is left (the signal thread and the copier took a
+// millisecond or two of a prewarmed runtime's start otherwise).
+type supervisor struct {
+	sigs   chan os.Signal
+	r, w   *os.File
+	copied chan struct{}
+}
+
+func newSupervisor() (*supervisor, error) {
+	// Catch every signal before the child exists, so none is lost. This
+	// also keeps a write to a broken stdout from killing executor-init: with
+	// SIGPIPE notified, Go fails the write with EPIPE instead.
+	sv := &supervisor{sigs: make(chan os.Signal, 32), copied: make(chan struct{})}
+	signal.Notify(sv.sigs)
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	sv.r, sv.w = r, w
+	go func() {
+		copyOutput(r)
+		close(sv.copied)
+	}()
+	return sv, nil
+}
+
+func (sv *supervisor) run(args []string) int {
 	path, err := lookPath(args[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "executor-init: %s: %v\n", args[0], err)
 		return 127
 	}
-	// Catch every signal before the child exists, so none is lost. This
-	// also keeps a write to a broken stdout from killing executor-init: with
-	// SIGPIPE notified, Go fails the write with EPIPE instead.
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs)
-	r, w, err := os.Pipe()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "executor-init: %v\n", err)
-		return 126
-	}
+	r, w, sigs, copied := sv.r, sv.w, sv.sigs, sv.copied
 	// Fd puts w in blocking mode, as a command expects of its stdout.
 	out := w.Fd()
 	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
@@ -120,11 +149,6 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "executor-init: start %s: %v\n", args[0], err)
 		return 126
 	}
-	copied := make(chan struct{})
-	go func() {
-		copyOutput(r)
-		close(copied)
-	}()
 	for s := range sigs {
 		sig := s.(syscall.Signal)
 		switch sig {
@@ -222,17 +246,40 @@ type parkedCommand struct {
 
 // unpark waits for the command on fd 3 and takes on its environment and
 // working directory, as the container's init would have been given them.
-// EOF with nothing read means the runtime was never needed: exit 0.
-func unpark() (args []string, code int) {
-	f := os.NewFile(3, "command")
-	b, err := io.ReadAll(io.LimitReader(f, 64<<20))
-	f.Close()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "executor-init: read the command: %v\n", err)
-		return nil, 127
+// EOF with nothing read means the runtime was never needed: exit 0. A
+// signal that would have ended the command ends the wait (128+signal).
+func (sv *supervisor) unpark() (args []string, code int) {
+	type read struct {
+		b   []byte
+		err error
 	}
-	if len(b) == 0 {
-		return nil, 0
+	got := make(chan read, 1)
+	go func() {
+		f := os.NewFile(3, "command")
+		b, err := io.ReadAll(io.LimitReader(f, 64<<20))
+		f.Close()
+		got <- read{b, err}
+	}()
+	var b []byte
+	for b == nil {
+		select {
+		case rd := <-got:
+			if rd.err != nil {
+				fmt.Fprintf(os.Stderr, "executor-init: read the command: %v\n", rd.err)
+				return nil, 127
+			}
+			if len(rd.b) == 0 {
+				return nil, 0
+			}
+			b = rd.b
+		case s := <-sv.sigs:
+			switch sig := s.(syscall.Signal); sig {
+			case syscall.SIGCHLD, syscall.SIGPIPE, syscall.SIGURG, syscall.SIGWINCH, syscall.SIGCONT:
+				// No command to pass them on to, nor to end.
+			default:
+				return nil, 128 + int(sig)
+			}
+		}
 	}
 	var c parkedCommand
 	if err := json.Unmarshal(b, &c); err != nil || len(c.Args) == 0 {

@@ -252,6 +252,60 @@ func TestSignals(t *testing.T) {
 	}
 }
 
+// A parked executor-init catches signals before its command comes, as it
+// would once running it: one that would have ended the command ends the
+// wait with the command's code; SIGWINCH, SIGCHLD and the like are ignored.
+func TestSignalsWhileParked(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+		code int
+	}{
+		{name: "SIGTERM", sig: syscall.SIGTERM, code: 128 + 15},
+		{name: "SIGHUP", sig: syscall.SIGHUP, code: 128 + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pw.Close()
+			cmd := exec.Command(initBin, parkFlag)
+			cmd.ExtraFiles = []*os.File{pr}
+			cmd.WaitDelay = 5 * time.Second
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pr.Close()
+			for _, sig := range []syscall.Signal{syscall.SIGWINCH, syscall.SIGCHLD} {
+				if err := cmd.Process.Signal(sig); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				t.Fatalf("parked executor-init ended on SIGWINCH/SIGCHLD: %v", err)
+			case <-time.After(300 * time.Millisecond):
+				// Long parked by now: tc.sig finds its handler.
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if code := exitCode(t, err); code != tc.code {
+					t.Fatalf("exit code %d, want %d", code, tc.code)
+				}
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				t.Fatalf("parked executor-init still running 20 s after %v", tc.sig)
+			}
+		})
+	}
+}
+
 // With --exit-fd, the command's exit code is written on that descriptor as
 // executor-init exits, also for a parked command and when nothing reads it;
 // the command itself never has the descriptor.
