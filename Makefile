@@ -78,7 +78,7 @@ e2e: build
 # one table of every figure beside its baseline from the same run (README:
 # Benchmarks). bash for pipefail: a benchmark that fails fails make. -p 1:
 # one package's benchmarks at a time, so they do not time each other.
-BENCH_PKGS     := ./tests/e2e/ ./sandbox/container/ ./netns/ ./images/
+BENCH_PKGS     := ./tests/e2e/ ./sandbox/ ./sandbox/container/ ./netns/ ./images/
 BENCH_RUNTIMES ?= 1000
 BENCH_OUT      ?= bin/bench.out
 

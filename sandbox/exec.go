@@ -184,10 +184,13 @@ func (l *logFiles) Remove(name string) error {
 
 var _ protocol.LogFiles = (*logFiles)(nil)
 
-// waitReady waits until the runtime accepts connections on its port. The
-// backoff starts at 1 ms: runtimes answer within milliseconds to seconds and
-// fixed half-second polls would dominate a fast cold start. timeout is the
-// request's, for the message when the deadline passes.
+// waitReady waits until the runtime accepts connections on its port, by
+// connecting: nothing tells when a socket starts listening. A refused
+// connect on the bridge costs microseconds, so the runtime is polled
+// often while a fast boot is still likely (every 200 µs at first, then a
+// 32nd of the time waited so far, at most every millisecond) and every
+// 4 ms after a second. timeout is the request's, for the message when the
+// deadline passes.
 func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout time.Duration) error {
 	r.mu.Lock()
 	listening := r.listening
@@ -197,7 +200,13 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout tim
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	delay, polled := time.Millisecond, time.Now()
+	ft, err := newFineTimer()
+	if err != nil {
+		r.log.Debug("readiness polled with Go's timers", "runtime", r.ID, "err", err)
+	} else {
+		defer ft.close()
+	}
+	began := time.Now()
 	var d net.Dialer
 	for {
 		c, err := d.DialContext(wctx, "tcp", r.Addr())
@@ -211,18 +220,31 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout tim
 		if ct := r.current(); ct != nil && ct.Exited() && !shouldRestart(r.spec.RestartPolicy, ct.Exit().Code) {
 			return newError(RuntimeFailed, fmt.Sprintf("Runtime exited before it started listening (%s). Last output:\n%s", ct.Exit(), lastLines(ct.Output(), 20)), nil)
 		}
-		select {
-		case <-wctx.Done():
-			return r.notReady(timeout, wctx.Err())
-		case <-time.After(delay):
+		wait := readyPollInterval(time.Since(began))
+		if ft != nil {
+			if err := ft.sleep(wctx, wait); err != nil && wctx.Err() == nil {
+				r.log.Debug("readiness polled with Go's timers", "runtime", r.ID, "err", err)
+				ft = nil // closed by the deferred close
+			}
+		} else {
+			select {
+			case <-wctx.Done():
+			case <-time.After(wait):
+			}
 		}
-		// A refused connect on the bridge costs microseconds: poll every
-		// millisecond, or a runtime is noticed late by up to the delay.
-		// After a second, a runtime slow to boot is polled less often.
-		if time.Since(polled) > time.Second && delay < 4*time.Millisecond {
-			delay *= 2
+		if wctx.Err() != nil {
+			return r.notReady(timeout, wctx.Err())
 		}
 	}
+}
+
+// readyPollInterval is how long waitReady waits before the next connect,
+// waited so far into a runtime's boot.
+func readyPollInterval(waited time.Duration) time.Duration {
+	if waited > time.Second {
+		return 4 * time.Millisecond
+	}
+	return min(max(waited/32, 200*time.Microsecond), time.Millisecond)
 }
 
 // notReady is the timeout of a runtime that never listened. A bare timeout
