@@ -40,7 +40,10 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (res *ExecResult
 
 	start := time.Now() // billable time starts before the readiness wait, as in the reference
 	err = rt.waitReady(ctx, deadline, req.Timeout)
-	rt.coldOver()
+	// The cold start ends with its execution's reply, not at readiness:
+	// the pool's refill, a container start of CPU, would otherwise run
+	// while the runtime answers.
+	defer rt.coldOver()
 	wait := time.Since(start)
 	if created {
 		// The last stage of the cold start this execution asked for.

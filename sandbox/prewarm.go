@@ -105,7 +105,8 @@ func (p *pool) serves(spec Spec) bool { return p != nil && eligible(spec) }
 
 // take counts a cold start of spec's image and returns a sandbox for it,
 // or nil when none is ready. done, never nil, is to be called once the
-// cold start is ready or has failed: refills wait for it (prewarmYield).
+// cold start has answered its execution or failed: refills wait for it
+// (prewarmYield).
 func (p *pool) take(spec Spec) (sb *parked, done func()) {
 	if p == nil || !eligible(spec) {
 		return nil, func() {}
