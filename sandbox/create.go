@@ -26,6 +26,14 @@ func (m *Manager) Create(ctx context.Context, spec Spec) (*BuildResult, error) {
 	}
 	res, err := m.create(cctx, e, spec)
 	m.settle(e, err)
+	m.mu.Lock()
+	rt := e.rt
+	m.mu.Unlock()
+	if rt != nil {
+		// Its cold start ends with this reply: no execution of it will
+		// tell the prewarm pool (a failed one told it on destroy).
+		rt.coldOver()
+	}
 	if err != nil {
 		return nil, err
 	}

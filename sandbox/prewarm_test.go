@@ -1,6 +1,11 @@
 package sandbox
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +140,34 @@ func TestPoolYieldsToColdStarts(t *testing.T) {
 			t.Fatal("a cold start that never reports holds off refills past prewarmYield")
 		}
 	})
+}
+
+// The pool hears of a cold start's end (and may refill) once the request
+// that made the runtime has its reply: an execution's once the runtime
+// answered it, a create's once the runtime is made.
+func TestColdStartEndsWithItsReply(t *testing.T) {
+	var ended atomic.Int32
+	var endedBeforeReply atomic.Int32
+	m, h := newTestManagerServing(t, httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		endedBeforeReply.Store(ended.Load())
+		_, _ = io.WriteString(w, "ok")
+	})))
+	h.coldDone = func() { ended.Add(1) }
+
+	if _, err := m.Execute(context.Background(), coldExec("exec")); err != nil {
+		t.Fatal(err)
+	}
+	if n := endedBeforeReply.Load(); n != 0 {
+		t.Fatalf("the cold start ended (%d) before its runtime answered the execution", n)
+	}
+	if n := ended.Load(); n != 1 {
+		t.Fatalf("the cold start of an execution ended %d times once answered, want 1", n)
+	}
+
+	if _, err := m.Create(context.Background(), Spec{RuntimeID: "create", Image: "img", Version: protocol.V5}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ended.Load(); n != 2 {
+		t.Fatalf("a created runtime's cold start did not end once made: %d ends in all, want 2", n)
+	}
 }

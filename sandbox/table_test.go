@@ -128,6 +128,9 @@ type fakeHost struct {
 	destroyErr error
 	// dir, when set, is each runtime's directory.
 	dir string
+	// coldDone, when set, is each runtime's end of its cold start, as the
+	// prewarm pool's take gives it.
+	coldDone func()
 
 	mu    sync.Mutex
 	procs []*fakeProc
@@ -155,6 +158,9 @@ func (h *fakeHost) assemble(ctx context.Context, r *Runtime, spec Spec) error {
 	h.mu.Unlock()
 	r.mu.Lock()
 	r.addr, r.ct = h.addr, p
+	if h.coldDone != nil {
+		r.coldDone = h.coldDone
+	}
 	r.mu.Unlock()
 	if h.dir != "" {
 		r.Dir = h.dir
