@@ -53,6 +53,9 @@ func ensureBridge(name string, addr netip.Prefix, existing netlink.Link, alias s
 			return nil, fmt.Errorf("netns: set the address of bridge %s: %w", name, err)
 		}
 	}
+	if err := noIPv6Addrs(nil, l); err != nil {
+		return nil, err
+	}
 	nl := &netlink.Addr{IPNet: prefixToIPNet(addr)}
 	if err := netlink.AddrReplace(l, nl); err != nil {
 		return nil, fmt.Errorf("netns: address %s on bridge %s: %w", addr, name, err)

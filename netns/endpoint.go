@@ -143,6 +143,9 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 			return nil, fmt.Errorf("netns: isolate port %s: %w", ep.HostIf, err)
 		}
 	}
+	if err := noIPv6Addrs(nil, veth); err != nil {
+		return nil, err
+	}
 	if err := netlink.LinkSetUp(veth); err != nil {
 		return nil, fmt.Errorf("netns: bring up %s: %w", ep.HostIf, err)
 	}
@@ -204,6 +207,9 @@ func configureInside(ns vnetns.NsHandle, ep *Endpoint) error {
 	}
 	if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(ep.Addr, ep.Subnet.Bits()))}); err != nil {
 		return fmt.Errorf("netns: address %s: %w", ep.Addr, err)
+	}
+	if err := noIPv6Addrs(h, eth0); err != nil {
+		return err
 	}
 	if err := h.LinkSetUp(eth0); err != nil {
 		return fmt.Errorf("netns: bring up eth0: %w", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 
 	"executor/netns/nettest"
 )
@@ -179,6 +180,7 @@ func TestAttachReachableAndDetachCleans(t *testing.T) {
 	if pi, err := netlink.LinkGetProtinfo(l); err != nil || !pi.Isolated {
 		t.Errorf("port %s not isolated: %+v %v", ep.HostIf, pi, err)
 	}
+	checkIPv6Off(t, n, ep)
 	listen(t, ep.NSPath, net.JoinHostPort(ep.Addr.String(), "3000"), "hi")
 	// The host opens connections to runtimes; the replies must pass the
 	// input chain.
@@ -199,6 +201,52 @@ func TestAttachReachableAndDetachCleans(t *testing.T) {
 	}
 	if got := n.addrs.inUse(); got != 0 {
 		t.Errorf("%d addresses still allocated", got)
+	}
+}
+
+// checkIPv6Off checks that the bridge, ep's host side and its eth0 have no
+// IPv6 (no link-local address, so no DAD or MLD the bridge would flood to
+// every runtime), while the runtime's loopback keeps ::1.
+func checkIPv6Off(t *testing.T, n *Network, ep *Endpoint) {
+	t.Helper()
+	v6 := func(h *netlink.Handle, name string) []netlink.Addr {
+		t.Helper()
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatalf("link %s: %v", name, err)
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatalf("addresses of %s: %v", name, err)
+		}
+		return addrs
+	}
+	host, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	for _, name := range []string{n.BridgeName(), ep.HostIf} {
+		if a := v6(host, name); len(a) != 0 {
+			t.Errorf("%s has IPv6 addresses: %v", name, a)
+		}
+	}
+	ns, err := vnetns.GetFromPath(ep.NSPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	in, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if a := v6(in, "eth0"); len(a) != 0 {
+		t.Errorf("the runtime's eth0 has IPv6 addresses: %v", a)
+	}
+	lo := v6(in, "lo")
+	if len(lo) != 1 || !lo[0].IP.Equal(net.IPv6loopback) {
+		t.Errorf("the runtime's loopback has IPv6 %v, want ::1", lo)
 	}
 }
 
