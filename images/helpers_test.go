@@ -331,6 +331,11 @@ func openTestStore(t testing.TB, cfg Config) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
 	return s
 }
 

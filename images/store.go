@@ -24,6 +24,12 @@ import (
 type Config struct {
 	// Root is the directory owned by the store, e.g. <data>/images. One Store per Root.
 	Root string
+	// OwnMount makes Root a mount of its own (a bind mount on itself, or
+	// the one a run that died left), which Close undoes: overlayfs then
+	// finds no other mount below the layers' at each MountRoot
+	// (ownmount.go). Without the privilege to mount the store works
+	// without it.
+	OwnMount bool
 	// RegistriesConf is the registries.conf path; "" means the standard lookup
 	// (CONTAINERS_REGISTRIES_CONF, then /etc/containers/registries.conf).
 	RegistriesConf string
@@ -114,6 +120,10 @@ type Store struct {
 	// when New found itself in a user namespace, else trusted.overlay.*.
 	xattrs overlayXattrs
 
+	// ownMounted: New made the root a mount of its own (ownmount.go),
+	// for Close to undo.
+	ownMounted bool
+
 	// mounts maps each mounted root's dir to what it holds, until UnmountRoot.
 	mountsMu sync.Mutex
 	mounts   map[string]*mountUse
@@ -179,6 +189,9 @@ func New(cfg Config) (*Store, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("images: %w", err)
 		}
+	}
+	if cfg.OwnMount {
+		s.ownMount()
 	}
 	if err := s.cleanTmp(); err != nil {
 		return nil, fmt.Errorf("images: clean %s: %w", s.tmpDir(), err)

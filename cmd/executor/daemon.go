@@ -109,6 +109,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	}
 	store, err := images.New(images.Config{
 		Root:              filepath.Join(cfg.DataDir, "images"),
+		OwnMount:          true,
 		DockerHubUsername: cfg.DockerHubUsername,
 		DockerHubPassword: cfg.DockerHubPassword,
 		AuthFile:          cfg.RegistryAuthFile,
@@ -126,6 +127,11 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 		}
 		return err
 	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Warn("closing the image store", "err", err)
+		}
+	}()
 	reloads, err := newReloader(reloadConfig{Config: cfg, Getenv: os.Getenv, Level: level, Images: store, Notify: notify, Logger: log})
 	if err != nil {
 		return err
