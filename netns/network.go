@@ -81,8 +81,8 @@ type Config struct {
 	AsyncDetach bool
 
 	// BridgePorts is how many runtimes one bridge takes before the next
-	// ones go to an overflow bridge (overflow.go); 0 means
-	// DefaultBridgePorts, the kernel's limit of 1,023.
+	// ones go to an overflow bridge (overflow.go), at most MaxBridgePorts
+	// (the kernel's limit, 1,023); 0 means DefaultBridgePorts (256).
 	BridgePorts int
 }
 
@@ -174,8 +174,8 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 	if cfg.BridgePorts == 0 {
 		cfg.BridgePorts = DefaultBridgePorts
 	}
-	if cfg.BridgePorts < 0 || cfg.BridgePorts > DefaultBridgePorts {
-		return nil, fmt.Errorf("netns: %d ports per bridge: the kernel allows 1 to %d", cfg.BridgePorts, DefaultBridgePorts)
+	if cfg.BridgePorts < 0 || cfg.BridgePorts > MaxBridgePorts {
+		return nil, fmt.Errorf("netns: %d ports per bridge: the kernel allows 1 to %d", cfg.BridgePorts, MaxBridgePorts)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

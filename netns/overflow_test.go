@@ -462,3 +462,21 @@ func TestOverflowIndex(t *testing.T) {
 		}
 	}
 }
+
+// A network's bridge takes DefaultBridgePorts runtimes unless told
+// otherwise, far below the kernel's limit (adding a port costs O(ports)
+// under RTNL); more than the kernel allows is refused.
+func TestBridgePortsDefault(t *testing.T) {
+	n := testNetwork(t, 24, nil)
+	if n.cfg.BridgePorts != DefaultBridgePorts {
+		t.Errorf("a network without BridgePorts takes %d a bridge, want %d", n.cfg.BridgePorts, DefaultBridgePorts)
+	}
+	subnet, err := nettest.FreeSubnet(24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), Config{Name: "nstest-ports", Subnet: subnet, StateDir: t.TempDir(), BridgePorts: MaxBridgePorts + 1})
+	if err == nil || !strings.Contains(err.Error(), "1 to 1023") {
+		t.Fatalf("New with %d ports a bridge: %v, want refused", MaxBridgePorts+1, err)
+	}
+}
