@@ -495,11 +495,23 @@ func (x *executor) kill() {
 // leftovers lists what this executor's runtimes hold on the host right now.
 func (x *executor) leftovers() []string {
 	var out []string
+	running := true
+	select {
+	case <-x.exited:
+		running = false
+	default:
+	}
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(mounts), "\n") {
-		if strings.Contains(line, x.dataDir+"/") && !strings.Contains(line, x.dataDir+"/images/") {
-			out = append(out, "mount: "+line)
+		if !strings.Contains(line, x.dataDir+"/") || strings.Contains(line, x.dataDir+"/images/") {
+			continue
 		}
+		// The image store's own mount (images.Config.OwnMount) is the
+		// daemon's while it runs, and must be gone once it exited.
+		if f := strings.Fields(line); running && len(f) > 4 && f[4] == x.dataDir+"/images" {
+			continue
+		}
+		out = append(out, "mount: "+line)
 	}
 	for _, d := range []string{"runtimes", "containers"} {
 		ents, _ := os.ReadDir(filepath.Join(x.dataDir, d))
