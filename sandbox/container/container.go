@@ -30,8 +30,8 @@ var ErrNotRunning = errors.New("container: not running")
 type Container struct {
 	id string
 	// c is the libcontainer container this process started or adopted;
-	// for one the spawner started, the one loaded from its state, until
-	// dropLoaded drops it (see lc).
+	// for one the spawner started, nil, or the one KeepLoaded loaded from
+	// its state until dropLoaded drops it (see lc).
 	c      *libcontainer.Container
 	loaded bool // c was loaded for a container the spawner started
 	// proc is the main process as this daemon started it; nil for an
@@ -173,20 +173,29 @@ func startMain(lc *libcontainer.Container, stateDir string, p Process, keepExitR
 // newContainer is the Container of lc, whose main process p has started,
 // before its output is drained and its exit awaited.
 func newContainer(r *Runner, lc *libcontainer.Container, cfg *configs.Config, p Process) *Container {
-	c := &Container{
-		id:     lc.ID(),
-		c:      lc,
-		main:   p,
-		cfg:    cfg,
-		runner: r,
-		out:    newTailBuffer(outputTail),
-		done:   make(chan struct{}),
-	}
+	var paths map[string]string
 	if st, err := lc.State(); err == nil {
 		// A copy: the state's map is the cgroup manager's own, from which
 		// Destroy deletes while the usage sampler reads ours (a data race
 		// make race found).
-		c.cgPaths = maps.Clone(st.CgroupPaths)
+		paths = maps.Clone(st.CgroupPaths)
+	}
+	c := newContainerOf(r, lc.ID(), paths, cfg, p)
+	c.c = lc
+	return c
+}
+
+// newContainerOf is a Container without its libcontainer container (one
+// the spawner started): lc loads it when something needs it.
+func newContainerOf(r *Runner, id string, cgPaths map[string]string, cfg *configs.Config, p Process) *Container {
+	c := &Container{
+		id:      id,
+		main:    p,
+		cfg:     cfg,
+		runner:  r,
+		cgPaths: cgPaths,
+		out:     newTailBuffer(outputTail),
+		done:    make(chan struct{}),
 	}
 	// Kills counted before this process started (a cgroup left behind and
 	// reused) are not about it.
@@ -225,8 +234,8 @@ func toExitStatus(st *os.ProcessState, err error) ExitStatus {
 func (c *Container) ID() string { return c.id }
 
 // lc is the libcontainer container: the one this process started or
-// adopted, or, for one the spawner started, loaded anew from its state once
-// dropLoaded dropped the one loaded at its start.
+// adopted, or, for one the spawner started, the one KeepLoaded keeps, or
+// else one loaded anew from its state.
 func (c *Container) lc() (*libcontainer.Container, error) {
 	if c.c != nil {
 		return c.c, nil
@@ -234,8 +243,23 @@ func (c *Container) lc() (*libcontainer.Container, error) {
 	return libcontainer.Load(c.runner.cfg.StateDir, c.id)
 }
 
-// dropLoaded lets go of the libcontainer container loaded for one the
-// spawner started, once its start is over (a parked one's once unparked):
+// KeepLoaded loads the libcontainer container of one the spawner started
+// now, and keeps it until it is unparked: a prewarmed sandbox's Unpark sets
+// the request's limits through it, on the request's path.
+func (c *Container) KeepLoaded() error {
+	if c.c != nil {
+		return nil
+	}
+	lc, err := libcontainer.Load(c.runner.cfg.StateDir, c.id)
+	if err != nil {
+		return fmt.Errorf("container: load %s: %w", c.id, err)
+	}
+	c.c, c.loaded = lc, true
+	return nil
+}
+
+// dropLoaded lets go of the libcontainer container KeepLoaded loaded for
+// one the spawner started, once it is unparked:
 // a loaded container holds its own parsed copy of the configuration,
 // seccomp rules and all, where the runner's configurations share one
 // profile. Kept for every runtime, it cost the daemon 40 KiB more per

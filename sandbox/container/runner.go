@@ -220,16 +220,9 @@ type Process struct {
 // leftovers sweep would not find its cgroups. For the same reason id must
 // begin with IDPrefix.
 func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) {
-	c, err := r.start(id, spec, p)
-	if err != nil {
-		return nil, err
-	}
-	c.dropLoaded()
-	return c, nil
+	return r.start(id, spec, p)
 }
 
-// start is Start but for what is kept of a spawned container (see
-// Container.dropLoaded): StartParked keeps it for Unpark.
 func (r *Runner) start(id string, spec oci.Spec, p Process) (*Container, error) {
 	if !strings.HasPrefix(id, IDPrefix) {
 		return nil, fmt.Errorf("container: id %q does not begin with %q", id, IDPrefix)

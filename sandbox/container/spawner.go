@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 )
@@ -138,7 +137,7 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 		Files: len(p.extraFiles),
 		Carry: carry,
 	}
-	files, exits, err := proc.start(req, append(slices.Clip(p.extraFiles), clones...))
+	rep, files, exits, err := proc.start(req, append(slices.Clip(p.extraFiles), clones...))
 	if err != nil {
 		return nil, fmt.Errorf("start container: %w", err)
 	}
@@ -153,17 +152,11 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 	if len(files) == 3 {
 		exR = files[2]
 	}
-	lc, err := libcontainer.Load(r.cfg.StateDir, id)
-	if err != nil {
-		// Not one of ours to hold: it goes, and the leftovers sweep
-		// removes its state and cgroups (nothing else can, without it).
-		_ = pidfdSignal(pidfd, unix.SIGKILL)
-		closeAll(files...)
-		return nil, fmt.Errorf("start container: load what the spawner started: %w", err)
-	}
-	c := newContainer(r, lc, cfg, p)
-	// Kept only for a while (see Container.dropLoaded).
-	c.loaded = true
+	// Not loaded from its state here (~1 ms, libcontainer.Load): most
+	// starts never need the libcontainer container, and what does
+	// (Destroy, Exec, a parked one's limits) loads it then (Container.lc,
+	// KeepLoaded).
+	c := newContainerOf(r, id, rep.CgroupPaths, cfg, p)
 	c.pidfd = pidfd
 	drained := c.drain(outR)
 	go func() {
@@ -199,7 +192,7 @@ func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess
 	}
 	defer closeAll(clones...)
 	req := &spawnRequest{Op: spawnOpExec, StateDir: r.cfg.StateDir, ID: id, Process: p, Files: 2, Carry: carry}
-	files, exits, err := proc.start(req, append([]*os.File{stdout, stderr}, clones...))
+	_, files, exits, err := proc.start(req, append([]*os.File{stdout, stderr}, clones...))
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +310,7 @@ func (p *spawnerProc) close() error { return p.conn.Close() }
 
 // start sends req with files and returns the answer's descriptors and the
 // channel its exit report will come on.
-func (p *spawnerProc) start(req *spawnRequest, files []*os.File) ([]*os.File, <-chan ExitStatus, error) {
+func (p *spawnerProc) start(req *spawnRequest, files []*os.File) (spawnReply, []*os.File, <-chan ExitStatus, error) {
 	answer := make(chan spawnAnswer, 1)
 	exit := make(chan ExitStatus, 1)
 	p.mu.Lock()
@@ -333,16 +326,16 @@ func (p *spawnerProc) start(req *spawnRequest, files []*os.File) ([]*os.File, <-
 	}
 	if err := sendSpawnMsg(p.conn, req, files); err != nil {
 		forget()
-		return nil, nil, fmt.Errorf("ask the spawner: %w", err)
+		return spawnReply{}, nil, nil, fmt.Errorf("ask the spawner: %w", err)
 	}
 	select {
 	case a := <-answer:
 		if a.reply.Err != "" {
 			forget()
 			closeAll(a.files...)
-			return nil, nil, errors.New(a.reply.Err)
+			return spawnReply{}, nil, nil, errors.New(a.reply.Err)
 		}
-		return a.files, exit, nil
+		return a.reply, a.files, exit, nil
 	case <-p.gone:
 		forget()
 		// It may have answered just before it died.
@@ -351,7 +344,7 @@ func (p *spawnerProc) start(req *spawnRequest, files []*os.File) ([]*os.File, <-
 			closeAll(a.files...)
 		default:
 		}
-		return nil, nil, errSpawnerGone
+		return spawnReply{}, nil, nil, errSpawnerGone
 	}
 }
 

@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
 
 	"executor/oci"
@@ -85,6 +87,18 @@ func TestSpawnerStarts(t *testing.T) {
 
 	c := start(t, r, IDPrefix+"spawned", spec, shell("echo up; exec sleep 60"))
 	waitOutput(t, c, "up")
+	// Its cgroups come with the spawner's answer: the runner does not
+	// load the container's state to start it.
+	if c.c != nil {
+		t.Error("the runner loaded a container the spawner started")
+	}
+	loaded, err := libcontainer.Load(r.cfg.StateDir, c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := loaded.State(); err != nil || len(c.cgPaths) == 0 || !maps.Equal(c.cgPaths, st.CgroupPaths) {
+		t.Errorf("cgroups %v, want the state's %v (%v)", c.cgPaths, st.CgroupPaths, err)
+	}
 	if got := parentPID(t, initPID(t, c)); got != spid {
 		t.Errorf("main process's parent is %d, want the spawner %d", got, spid)
 	}
@@ -114,9 +128,19 @@ func TestSpawnerStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { destroy(t, p) })
+	// Kept loaded while parked (a prewarmed sandbox's), let go once
+	// unparked; the request's limits are set through it.
+	if err := p.KeepLoaded(); err != nil || p.c == nil {
+		t.Fatalf("KeepLoaded: %v", err)
+	}
+	limited := spec
+	limited.MemoryMB = 96
 	cmd := Process{Args: oci.WithInit([]string{"sh", "-c", "echo parked-ran; exit 5"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true}
-	if err := r.Unpark(p, spec, cmd); err != nil {
+	if err := r.Unpark(p, limited, cmd); err != nil {
 		t.Fatal(err)
+	}
+	if p.c != nil {
+		t.Error("an unparked container keeps its loaded libcontainer container")
 	}
 	waitDone(t, p)
 	if e := p.Exit(); e.Code != 5 || e.Err != nil || !strings.Contains(p.Output(), "parked-ran") {

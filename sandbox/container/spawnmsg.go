@@ -73,6 +73,10 @@ type spawnReply struct {
 	// pidfd of it, the output FIFO's read end and, when it reports its
 	// exit, the exit FIFO's. A command's: its pid and a pidfd of it.
 	Pid int `json:"pid,omitempty"`
+	// CgroupPaths are a started container's cgroups (libcontainer's
+	// State), so that the runner need not load the container's state to
+	// know them.
+	CgroupPaths map[string]string `json:"cgroupPaths,omitempty"`
 	// An exit report.
 	Exit    bool   `json:"exit,omitempty"`
 	Code    int    `json:"code,omitempty"`

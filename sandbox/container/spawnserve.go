@@ -41,16 +41,19 @@ func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
 	answer := func(rep spawnReply, fds ...*os.File) { _ = sendSpawnMsg(conn, rep, fds) }
 	start := spawnStart
 	if req.Op == spawnOpExec {
-		start = spawnExec
+		start = func(req *spawnRequest, files []*os.File) (*libcontainer.Process, map[string]string, []*os.File, error) {
+			lp, fds, err := spawnExec(req, files)
+			return lp, nil, fds, err
+		}
 	}
 	tag := req.Tag
-	lp, fds, err := start(req, files)
+	lp, paths, fds, err := start(req, files)
 	if err != nil {
 		answer(spawnReply{Tag: tag, Err: err.Error()})
 		return
 	}
 	pid, _ := lp.Pid()
-	answer(spawnReply{Tag: tag, Pid: pid}, fds...)
+	answer(spawnReply{Tag: tag, Pid: pid, CgroupPaths: paths}, fds...)
 	closeAll(fds...)
 	// Neither req nor lp is used from here on, so that neither stays
 	// alive while the process runs: they hold the container's parsed
@@ -88,24 +91,24 @@ func reap(pid int) ExitStatus {
 }
 
 // spawnStart creates and starts req's container with the mounts it carries
-// placed, and returns its main process and what the runner is handed: a
-// pidfd of the process and the read ends of its FIFOs. files are req's
-// descriptors, closed before it returns.
-func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*os.File, error) {
+// placed, and returns its main process, its cgroups and what the runner is
+// handed: a pidfd of the process and the read ends of its FIFOs. files are
+// req's descriptors, closed before it returns.
+func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, map[string]string, []*os.File, error) {
 	defer closeAll(files...)
 	if req.Files < 0 || req.Files+len(req.Carry) != len(files) {
-		return nil, nil, fmt.Errorf("spawner: %d descriptors for %d files and %d mounts", len(files), req.Files, len(req.Carry))
+		return nil, nil, nil, fmt.Errorf("spawner: %d descriptors for %d files and %d mounts", len(files), req.Files, len(req.Carry))
 	}
 	extra, clones := files[:req.Files], files[req.Files:]
 	placed, err := placeMounts(req.Carry, clones)
 	// The container has its own copies by now (or never will).
 	defer unplaceMounts(placed)
 	if err != nil {
-		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+		return nil, nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
 	}
 	lc, err := libcontainer.Create(req.StateDir, req.ID, req.Config)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create container: %w", err)
+		return nil, nil, nil, fmt.Errorf("create container: %w", err)
 	}
 	rp := req.Process
 	p := Process{
@@ -114,7 +117,7 @@ func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*
 	}
 	lp, outR, exR, err := startMain(lc, req.StateDir, p, true, lc.Run)
 	if err != nil {
-		return nil, nil, errors.Join(err, lc.Destroy())
+		return nil, nil, nil, errors.Join(err, lc.Destroy())
 	}
 	pidfd, err := processPidfd(lp)
 	if err != nil {
@@ -123,13 +126,17 @@ func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*
 		_ = lp.Signal(unix.SIGKILL)
 		_, _ = lp.Wait()
 		closeAll(outR, exR)
-		return nil, nil, errors.Join(fmt.Errorf("start container: %w", err), lc.Destroy())
+		return nil, nil, nil, errors.Join(fmt.Errorf("start container: %w", err), lc.Destroy())
 	}
 	out := []*os.File{pidfd, outR}
 	if exR != nil {
 		out = append(out, exR)
 	}
-	return lp, out, nil
+	var paths map[string]string
+	if st, err := lc.State(); err == nil {
+		paths = st.CgroupPaths
+	}
+	return lp, paths, out, nil
 }
 
 // spawnExec starts req's command in its running container, with the mounts
