@@ -210,16 +210,24 @@ func TestOutputAfterExecutorGone(t *testing.T) {
 // for itself when the executor is gone.
 func TestSignals(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		sigs []syscall.Signal
-		code int
+		name   string
+		sigs   []syscall.Signal
+		code   int
+		settle bool
 	}{
 		{name: "SIGTERM", sigs: []syscall.Signal{syscall.SIGTERM}, code: 128 + 15},
 		{name: "SIGINT", sigs: []syscall.Signal{syscall.SIGINT}, code: 128 + 2},
 		{name: "SIGPIPE kept", sigs: []syscall.Signal{syscall.SIGPIPE, syscall.SIGTERM}, code: 128 + 15},
+		// Notified once the command runs (newSupervisor): the command
+		// speaks after that.
+		{name: "SIGUSR1", sigs: []syscall.Signal{syscall.SIGUSR1}, code: 128 + 10, settle: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(initBin, "--", "sh", "-c", "echo ready; exec sleep 60")
+			script := "echo ready; exec sleep 60"
+			if tc.settle {
+				script = "sleep 0.5; " + script
+			}
+			cmd := exec.Command(initBin, "--", "sh", "-c", script)
 			cmd.WaitDelay = 5 * time.Second
 			stdout, err := cmd.StdoutPipe()
 			if err != nil {
