@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,7 +14,8 @@ import (
 // whole milliseconds); a timerfd read through the poller wakes at its
 // expiry, and costs no thread while it waits.
 type fineTimer struct {
-	f *os.File
+	f  *os.File
+	rc syscall.RawConn // f's, to arm it without taking it out of the poller
 }
 
 func newFineTimer() (*fineTimer, error) {
@@ -21,7 +23,13 @@ func newFineTimer() (*fineTimer, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("timerfd_create", err)
 	}
-	return &fineTimer{f: os.NewFile(uintptr(fd), "timerfd")}, nil
+	f := os.NewFile(uintptr(fd), "timerfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fineTimer{f: f, rc: rc}, nil
 }
 
 // sleep returns after d, or with ctx's error once ctx ends.
@@ -29,13 +37,9 @@ func (t *fineTimer) sleep(ctx context.Context, d time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rc, err := t.f.SyscallConn()
-	if err != nil {
-		return err
-	}
 	its := unix.ItimerSpec{Value: unix.NsecToTimespec(max(d, time.Microsecond).Nanoseconds())}
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.TimerfdSettime(int(fd), 0, &its, nil) }); err != nil {
+	if err := t.rc.Control(func(fd uintptr) { serr = unix.TimerfdSettime(int(fd), 0, &its, nil) }); err != nil {
 		return err
 	}
 	if serr != nil {
@@ -49,7 +53,7 @@ func (t *fineTimer) sleep(ctx context.Context, d time.Duration) error {
 	stop := context.AfterFunc(ctx, func() { _ = t.f.SetReadDeadline(time.Now()) })
 	defer stop()
 	var buf [8]byte
-	_, err = t.f.Read(buf[:])
+	_, err := t.f.Read(buf[:])
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}

@@ -357,12 +357,7 @@ func (c *Container) Restart() (*Container, error) {
 	if err := c.Destroy(); err != nil {
 		return nil, fmt.Errorf("destroy exited container: %w", err)
 	}
-	n, err := c.runner.create(c.ID(), c.cfg, c.main)
-	if err != nil {
-		return nil, err
-	}
-	n.dropLoaded()
-	return n, nil
+	return c.runner.create(c.ID(), c.cfg, c.main)
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -46,7 +46,7 @@ func (r *Runner) StartParked(id string, spec oci.Spec, init string, p Process) (
 		// restart once unparked (its Args are p's, under init).
 		ReportsExit: true,
 	}
-	c, err := r.start(id, spec, park)
+	c, err := r.Start(id, spec, park)
 	// The container holds its copy of the read end (or failed to).
 	pr.Close()
 	if err != nil {

@@ -220,10 +220,6 @@ type Process struct {
 // leftovers sweep would not find its cgroups. For the same reason id must
 // begin with IDPrefix.
 func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) {
-	return r.start(id, spec, p)
-}
-
-func (r *Runner) start(id string, spec oci.Spec, p Process) (*Container, error) {
 	if !strings.HasPrefix(id, IDPrefix) {
 		return nil, fmt.Errorf("container: id %q does not begin with %q", id, IDPrefix)
 	}

@@ -41,10 +41,7 @@ func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
 	answer := func(rep spawnReply, fds ...*os.File) { _ = sendSpawnMsg(conn, rep, fds) }
 	start := spawnStart
 	if req.Op == spawnOpExec {
-		start = func(req *spawnRequest, files []*os.File) (*libcontainer.Process, map[string]string, []*os.File, error) {
-			lp, fds, err := spawnExec(req, files)
-			return lp, nil, fds, err
-		}
+		start = spawnExec
 	}
 	tag := req.Tag
 	lp, paths, fds, err := start(req, files)
@@ -140,22 +137,23 @@ func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, map
 }
 
 // spawnExec starts req's command in its running container, with the mounts
-// it carries placed while it starts, and returns the process and a pidfd of
-// it. files are the command's stdout and stderr and the clones, closed
-// before it returns.
-func spawnExec(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*os.File, error) {
+// it carries placed while it starts, and returns the process, no cgroups
+// (the container's are known) and a pidfd of it, as spawnStart answers.
+// files are the command's stdout and stderr and the clones, closed before
+// it returns.
+func spawnExec(req *spawnRequest, files []*os.File) (*libcontainer.Process, map[string]string, []*os.File, error) {
 	defer closeAll(files...)
 	if req.Files != 2 || len(files) != req.Files+len(req.Carry) {
-		return nil, nil, fmt.Errorf("spawner: %d descriptors for a command's stdout and stderr and %d mounts", len(files), len(req.Carry))
+		return nil, nil, nil, fmt.Errorf("spawner: %d descriptors for a command's stdout and stderr and %d mounts", len(files), len(req.Carry))
 	}
 	placed, err := placeMounts(req.Carry, files[2:])
 	defer unplaceMounts(placed)
 	if err != nil {
-		return nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
+		return nil, nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
 	}
 	lc, err := libcontainer.Load(req.StateDir, req.ID)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rp := req.Process
 	lp := &libcontainer.Process{
@@ -163,15 +161,15 @@ func spawnExec(req *spawnRequest, files []*os.File) (*libcontainer.Process, []*o
 		Stdout: files[0], Stderr: files[1],
 	}
 	if err := lc.Run(lp); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	pidfd, err := processPidfd(lp)
 	if err != nil {
 		_ = lp.Signal(unix.SIGKILL)
 		_, _ = lp.Wait()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return lp, []*os.File{pidfd}, nil
+	return lp, nil, []*os.File{pidfd}, nil
 }
 
 // processPidfd is a pidfd of lp, a child of this process not reaped yet.
