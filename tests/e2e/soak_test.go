@@ -16,18 +16,19 @@ import (
 )
 
 // soakFigures are the daemon's own figures that the soak compares: resident
-// memory, threads and open fds, from /proc. Goroutines are not observable
-// from outside: the daemon has no debug endpoint (no pprof, no expvar), and
-// a SIGQUIT dump would end it.
+// memory, threads and open fds, from /proc, and goroutines, from its
+// metrics (go_goroutines).
 type soakFigures struct {
-	rssKiB, threads, fds int
+	rssKiB, threads, fds, goroutines int
 }
 
 func (f soakFigures) String() string {
-	return fmt.Sprintf("RSS %d KiB, threads %d, fds %d", f.rssKiB, f.threads, f.fds)
+	return fmt.Sprintf("RSS %d KiB, threads %d, fds %d, goroutines %d", f.rssKiB, f.threads, f.fds, f.goroutines)
 }
 
-func daemonFigures(t testing.TB, pid int) soakFigures {
+// daemonFigures reads the figures of the daemon pid whose metrics listen on
+// metricsAddr.
+func daemonFigures(t *testing.T, pid int, metricsAddr string) soakFigures {
 	t.Helper()
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -52,6 +53,12 @@ func daemonFigures(t testing.TB, pid int) soakFigures {
 		t.Fatal(err)
 	}
 	f.fds = len(fds)
+	_, samples := scrape(t, metricsAddr)
+	g, ok := samples["go_goroutines"]
+	if !ok {
+		t.Fatalf("no go_goroutines in the metrics")
+	}
+	f.goroutines = int(g)
 	return f
 }
 
@@ -300,9 +307,11 @@ func (l *soakLoad) quiesce(t *testing.T, want census) census {
 // a fifth of that (at least 30 s). No request may fail. The daemon's mean
 // RSS over the last rssWindow of the soak is within 10% of that of the
 // warm-up; after the warm-up and at the end, with every runtime deleted and
-// teardown settled, its threads are within 10% (threadsWithin) and the
-// census (fds, processes, cgroups, mounts, netns, veths, nftables, leases,
-// files) is equal.
+// teardown settled, its goroutines are within 10%, and the census (fds,
+// threads held in the kernel, processes, cgroups, mounts, netns, veths,
+// nftables, leases, files) is equal. Its count of all threads, a high-water
+// mark in Go (heldThreads), is printed and bounded against runaway growth
+// (threadsWithin).
 func TestSoak(t *testing.T) {
 	duration := 60 * time.Second
 	if v := os.Getenv("EXECUTOR_SOAK_DURATION"); v != "" {
@@ -317,7 +326,7 @@ func TestSoak(t *testing.T) {
 	warmup := max(duration/5, 30*time.Second)
 	clients := envInt(t, "EXECUTOR_SOAK_CLIENTS", 200)
 	runtimes := envInt(t, "EXECUTOR_SOAK_RUNTIMES", 50)
-	x := startExecutor(t, "OPR_EXECUTOR_INACTIVE_THRESHOLD=5", "OPR_EXECUTOR_MAINTENANCE_INTERVAL=1",
+	x, metricsAddr := startWithMetrics(t, "OPR_EXECUTOR_INACTIVE_THRESHOLD=5", "OPR_EXECUTOR_MAINTENANCE_INTERVAL=1",
 		"OPR_EXECUTOR_LOG_LEVEL=info")
 	l := &soakLoad{
 		x:        x,
@@ -354,7 +363,7 @@ func TestSoak(t *testing.T) {
 	report("warm-up", time.Since(start))
 	warmRSS := <-rssDone
 	warm := l.quiesce(t, nil)
-	warmFig := daemonFigures(t, pid)
+	warmFig := daemonFigures(t, pid, metricsAddr)
 	t.Logf("after warm-up: RSS under load %s; quiet: %s; %s", warmRSS, warmFig, warm.counts())
 
 	ctx, cancel = context.WithTimeout(context.Background(), duration)
@@ -372,7 +381,7 @@ func TestSoak(t *testing.T) {
 		t.Logf("maintenance removed idle runtimes %d times during the warm-up and the soak", n)
 	}
 	end := l.quiesce(t, warm)
-	endFig := daemonFigures(t, pid)
+	endFig := daemonFigures(t, pid, metricsAddr)
 	t.Logf("at the end: RSS under load %s; quiet: %s; %s", endRSS, endFig, end.counts())
 
 	if d := warm.diff(end); len(d) > 0 {
@@ -390,6 +399,11 @@ func TestSoak(t *testing.T) {
 		t.Errorf("RSS under load grew over the soak: mean %.0f KiB over the warm-up's last %v, %.0f KiB over the soak's (more than 10%%)",
 			warmRSS.mean, rssWindow, endRSS.mean)
 	}
+	if endFig.goroutines > warmFig.goroutines+warmFig.goroutines/10 {
+		t.Errorf("goroutines grew over the soak: %d after warm-up, %d at the end (more than 10%%)", warmFig.goroutines, endFig.goroutines)
+	}
+	// Threads held in the kernel are in the census, compared exactly; all
+	// of them are a high-water mark (heldThreads), bounded against runaway.
 	if !threadsWithin(warmFig.threads, endFig.threads) {
 		t.Errorf("threads grew over the soak: %d after warm-up, %d at the end", warmFig.threads, endFig.threads)
 	}
