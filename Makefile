@@ -29,9 +29,12 @@ LDFLAGS_V  := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildD
 bin/executor: $(shell find cmd api sandbox oci images netns storage -name '*.go' 2>/dev/null) go.mod go.sum | check-go
 	$(GO) build $(GOFLAGS_T) -ldflags '$(LDFLAGS_V)' -o bin/executor ./cmd/executor
 
-# PID 1 of every runtime, mounted into them: static, no libc needed there.
-bin/executor-init: cmd/executor-init/main.go | check-go
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o bin/executor-init ./cmd/executor-init
+# PID 1 of every runtime, mounted into them: C, one thread, static (no libc
+# needed there). tests/testenv.InitCFLAGS are these flags too.
+INIT_CFLAGS := -static -O2 -Wall -Wextra -Werror -s
+bin/executor-init: cmd/executor-init/src/executor-init.c
+	@mkdir -p bin
+	$(CC) $(INIT_CFLAGS) -o bin/executor-init cmd/executor-init/src/executor-init.c
 
 # Starts the runtimes' containers for the daemon, which runs it beside its own
 # binary: libcontainer re-executes the binary that starts a container as its
@@ -78,7 +81,7 @@ e2e: build
 # one table of every figure beside its baseline from the same run (README:
 # Benchmarks). bash for pipefail: a benchmark that fails fails make. -p 1:
 # one package's benchmarks at a time, so they do not time each other.
-BENCH_PKGS     := ./tests/e2e/ ./sandbox/ ./sandbox/container/ ./netns/ ./images/
+BENCH_PKGS     := ./tests/e2e/ ./sandbox/ ./sandbox/container/ ./netns/ ./images/ ./cmd/executor-init/
 BENCH_RUNTIMES ?= 1000
 BENCH_OUT      ?= bin/bench.out
 
@@ -149,7 +152,7 @@ release: | check-go
 	rm -f '$(DIST)/executor' '$(DIST)/executor-init' '$(DIST)/executor-spawn' '$(DIST)/SHA256SUMS'
 	$(GO) build -trimpath -buildmode=pie -tags '$(RELEASE_TAGS)' -ldflags '$(RELEASE_LDFLAGS)' -o '$(DIST)/executor' ./cmd/executor
 	$(GO) build -trimpath -buildmode=pie -tags '$(RELEASE_TAGS)' -ldflags '$(RELEASE_LDFLAGS)' -o '$(DIST)/executor-spawn' ./cmd/executor-spawn
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o '$(DIST)/executor-init' ./cmd/executor-init
+	$(CC) $(INIT_CFLAGS) -o '$(DIST)/executor-init' cmd/executor-init/src/executor-init.c
 	@for f in '$(DIST)/executor' '$(DIST)/executor-init' '$(DIST)/executor-spawn'; do \
 		if LC_ALL=C readelf -lW "$$f" | grep -q 'INTERP' || LC_ALL=C readelf -dW "$$f" | grep -q '(NEEDED)'; then \
 			echo "release: $$f is not static:"; LC_ALL=C readelf -dW "$$f" | grep '(NEEDED)'; rm -f "$$f"; exit 1; \

@@ -27,7 +27,7 @@ chmod 0755 "$dir" "$reports"
 
 CGO_ENABLED=1 "$GO" build -race -tags "$TAGS" -o "$dir/executor.race" ./cmd/executor
 # PID 1 of every runtime stays the static, race-free init: it runs inside the containers, without libc.
-CGO_ENABLED=0 "$GO" build -trimpath -ldflags '-s -w' -o "$dir/executor-init" ./cmd/executor-init
+make -s bin/executor-init && cp bin/executor-init "$dir/executor-init"
 # The spawner, found beside the race binary, stays plain too: its binary is each container's init (runc init), and the
 # daemon's side of the conversation is what runs under the detector.
 CGO_ENABLED=1 "$GO" build -tags "$TAGS" -trimpath -ldflags '-s -w' -o "$dir/executor-spawn" ./cmd/executor-spawn

@@ -1,8 +1,12 @@
-package main
+// Package executorinit tests executor-init (src/executor-init.c, C) as the
+// executor runs it: the binary, built static, driven through its command
+// line, its fds and signals.
+package executorinit
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,10 +16,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"executor/sandbox/container"
+	"executor/tests/cmd/benchtable/samples"
+	"executor/tests/testenv"
 )
 
 // initBin is executor-init built static, as the executor mounts it.
 var initBin string
+
+const (
+	parkFlag   = container.ParkFlag
+	exitFDFlag = container.ExitFDFlag
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "executor-init-test")
@@ -24,16 +37,24 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	initBin = filepath.Join(dir, "executor-init")
-	build := exec.Command("go", "build", "-o", initBin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build executor-init: %v\n%s", err, b)
+	if err := testenv.BuildInit(context.Background(), initBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// parked is cmd encoded as the executor hands it to a parked executor-init.
+func parked(t testing.TB, cmd container.ParkedCommand) string {
+	t.Helper()
+	b, err := cmd.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // exitCode is executor-init's own exit status; it fails the test when
@@ -88,7 +109,19 @@ func TestOutputAndExitCode(t *testing.T) {
 		{name: "large", args: []string{"sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; echo end"}, output: lines(20000) + "end\n"},
 		// The orphan keeps the pipe open: the output must not wait for it.
 		{name: "orphan", args: []string{"sh", "-c", "sleep 30 & echo bye"}, output: "bye\n"},
-		{name: "parked", park: `{"args":["sh","-c","echo parked $FOO; exit 4"],"env":["FOO=bar","PATH=/usr/bin:/bin"]}`, output: "parked bar\n", code: 4},
+		{name: "not executable", args: []string{"/etc/passwd"}, code: 126},
+		{name: "parked", park: parked(t, container.ParkedCommand{Args: []string{"sh", "-c", "echo parked $FOO; exit 4"}, Env: []string{"FOO=bar", "PATH=/usr/bin:/bin"}}), output: "parked bar\n", code: 4},
+		// A key given twice takes its last value; the working directory
+		// is the command's; HOME, which the command's environment lacks,
+		// is executor-init's own (libcontainer's, for the container's
+		// user).
+		{name: "parked, cwd and env", park: parked(t, container.ParkedCommand{
+			Args: []string{"sh", "-c", `echo "$PWD $FOO $HOME"`}, Env: []string{"FOO=1", "PATH=/usr/bin:/bin", "FOO=2"}, Cwd: "/proc",
+		}), output: "/proc 2 " + os.Getenv("HOME") + "\n"},
+		{name: "parked, unknown field", park: "aecho\x00xnot a kind\x00", code: 127},
+		{name: "parked, unterminated", park: "aecho", code: 127},
+		{name: "parked, no arguments", park: "ePATH=/bin\x00", code: 127},
+		{name: "parked, no such cwd", park: parked(t, container.ParkedCommand{Args: []string{"true"}, Cwd: "/no/such/dir"}), code: 127},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var cmd *exec.Cmd
@@ -260,6 +293,29 @@ func TestSignals(t *testing.T) {
 	}
 }
 
+// A full stdout (an executor that stopped reading its FIFO) holds the
+// command's output back, but never executor-init's passing of signals and
+// reaping.
+func TestSignalsWhileOutputBlocked(t *testing.T) {
+	_, r, w := makeFIFO(t, "output")
+	defer r.Close() // never read
+	// Far more than the FIFO and the command's pipe hold together.
+	cmd := exec.Command(initBin, "--", "sh", "-c", `while :; do echo aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa; done`)
+	cmd.Stdout = w
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	time.Sleep(time.Second) // both pipes full long before
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != 128+15 {
+		t.Fatalf("exit code %d, want %d", code, 128+15)
+	}
+}
+
 // A parked executor-init catches signals before its command comes, as it
 // would once running it: one that would have ended the command ends the
 // wait with the command's code; SIGWINCH, SIGCHLD and the like are ignored.
@@ -331,7 +387,7 @@ func TestExitFD(t *testing.T) {
 		// command (ls /proc/self/fd) had executor-init left it inheritable.
 		{name: "not inherited", args: []string{"--", "sh", "-c", "[ ! -e /proc/self/fd/4 ] || exit 9"}, code: 0},
 		{name: "not found", args: []string{"--", "no-such-command-here"}, code: 127},
-		{name: "parked", park: `{"args":["sh","-c","exit 6"],"env":["PATH=/usr/bin:/bin"]}`, code: 6},
+		{name: "parked", park: parked(t, container.ParkedCommand{Args: []string{"sh", "-c", "exit 6"}, Env: []string{"PATH=/usr/bin:/bin"}}), code: 6},
 		{name: "parked, dismissed", park: "", code: 0},
 		{name: "no reader", args: []string{"--", "sh", "-c", "exit 3"}, noReader: true, code: 3},
 	} {
@@ -452,4 +508,73 @@ func makeFIFO(t *testing.T, name string) (path string, r, w *os.File) {
 		t.Fatal(err)
 	}
 	return path, r, w
+}
+
+// BenchmarkStart measures from the start of a command to its first byte of
+// output: run directly (the floor), under executor-init, and handed to a
+// parked executor-init (from the handing).
+func BenchmarkStart(b *testing.B) {
+	echo, err := exec.LookPath("echo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	firstByte := func(b *testing.B, cmd *exec.Cmd, start func() time.Time) time.Duration {
+		b.Helper()
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		began := start()
+		var one [1]byte
+		if _, err := out.Read(one[:]); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(began)
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	b.Run("direct", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			began := time.Now()
+			ds = append(ds, firstByte(b, exec.Command(echo, "x"), func() time.Time { return began }))
+		}
+		samples.Report(b, "start", ds)
+	})
+	b.Run("executor-init", func(b *testing.B) {
+		var ds []time.Duration
+		for b.Loop() {
+			began := time.Now()
+			ds = append(ds, firstByte(b, exec.Command(initBin, "--", echo, "x"), func() time.Time { return began }))
+		}
+		samples.Report(b, "start", ds)
+	})
+	b.Run("parked", func(b *testing.B) {
+		command := []byte(parked(b, container.ParkedCommand{Args: []string{echo, "x"}}))
+		var ds []time.Duration
+		for b.Loop() {
+			pr, pw, err := os.Pipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(initBin, parkFlag)
+			cmd.ExtraFiles = []*os.File{pr}
+			ds = append(ds, firstByte(b, cmd, func() time.Time {
+				pr.Close()
+				// Parked by now, as a prewarmed runtime is long before
+				// a request comes.
+				time.Sleep(20 * time.Millisecond)
+				began := time.Now()
+				pw.Write(command)
+				pw.Close()
+				return began
+			}))
+		}
+		samples.Report(b, "start", ds)
+	})
 }

@@ -1,10 +1,10 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +12,7 @@ import (
 
 	"executor/oci"
 	"executor/tests/cmd/benchtable/samples"
+	"executor/tests/testenv"
 )
 
 func TestExitStatusString(t *testing.T) {
@@ -325,10 +326,8 @@ func chownTree(t testing.TB, root string, id int) {
 func buildInit(t testing.TB) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "executor-init")
-	cmd := exec.Command("go", "build", "-o", out, "../../cmd/executor-init")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build executor-init: %v\n%s", err, b)
+	if err := testenv.BuildInit(context.Background(), out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

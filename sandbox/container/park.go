@@ -1,26 +1,60 @@
 package container
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 
 	"executor/oci"
 )
 
 // ParkFlag is executor-init's argument for a parked start: it waits for
-// its command on fd 3 (a ParkedCommand as JSON, then EOF) and runs it as it
+// its command on fd 3 (a ParkedCommand, encoded, then EOF) and runs it as it
 // runs the command given on its command line. EOF with nothing read makes
 // it exit 0.
 const ParkFlag = "--park"
 
 // ParkedCommand is what a parked executor-init reads on fd 3.
 type ParkedCommand struct {
-	Args []string `json:"args"`
-	Env  []string `json:"env"`
-	Cwd  string   `json:"cwd"`
+	Args []string
+	Env  []string
+	Cwd  string
+}
+
+// MarshalBinary encodes c as executor-init reads it: a NUL-terminated field
+// for each argument, environment entry and the working directory, each led
+// by its kind ('a', 'e', 'd'). None of them can hold a NUL, as none could
+// reach the command through execve.
+func (c ParkedCommand) MarshalBinary() ([]byte, error) {
+	if len(c.Args) == 0 {
+		return nil, errors.New("no arguments")
+	}
+	var b []byte
+	field := func(kind byte, v string) error {
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("%q holds a NUL byte", v)
+		}
+		b = append(append(append(b, kind), v...), 0)
+		return nil
+	}
+	for _, a := range c.Args {
+		if err := field('a', a); err != nil {
+			return nil, fmt.Errorf("argument %w", err)
+		}
+	}
+	for _, e := range c.Env {
+		if err := field('e', e); err != nil {
+			return nil, fmt.Errorf("environment entry %w", err)
+		}
+	}
+	if c.Cwd != "" {
+		if err := field('d', c.Cwd); err != nil {
+			return nil, fmt.Errorf("working directory %w", err)
+		}
+	}
+	return b, nil
 }
 
 // StartParked creates container id from spec and runs init (the path of
@@ -104,9 +138,9 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	if len(args) == 0 {
 		return errors.New("container: unpark with no command")
 	}
-	b, err := json.Marshal(ParkedCommand{Args: args, Env: p.Env, Cwd: p.Cwd})
+	b, err := ParkedCommand{Args: args, Env: p.Env, Cwd: p.Cwd}.MarshalBinary()
 	if err != nil {
-		return err
+		return fmt.Errorf("container: unpark: %w", err)
 	}
 	pw := c.park
 	c.park = nil

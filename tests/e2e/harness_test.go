@@ -121,11 +121,8 @@ func setup(m *testing.M) (int, error) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("build executor: %v\n%s", err, out)
 		}
-		cmd = exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(work, "executor-init"), "./cmd/executor-init")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 1, fmt.Errorf("build executor-init: %v\n%s", err, out)
+		if err := testenv.BuildInit(ctx, filepath.Join(work, "executor-init")); err != nil {
+			return 1, err
 		}
 		cmd = exec.CommandContext(ctx, "go", "build", "-tags", "seccomp", "-o", filepath.Join(work, "executor-spawn"), "./cmd/executor-spawn")
 		cmd.Dir = root
