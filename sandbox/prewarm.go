@@ -305,11 +305,6 @@ func (m *Manager) park(ctx context.Context, key poolKey) (sb *parked, err error)
 	r.mu.Lock()
 	r.ct = containerProc{c}
 	r.mu.Unlock()
-	// Unpark sets the request's limits through libcontainer's container:
-	// loaded now, not on the request's path.
-	if err := c.KeepLoaded(); err != nil {
-		return nil, err
-	}
 	m.log.Debug("sandbox prewarmed", "image", key.image, "version", key.version, "container", r.CID, "duration", time.Since(start).Round(10*time.Microsecond))
 	return &parked{rt: r, img: img, rootfs: rootfs, c: c}, nil
 }

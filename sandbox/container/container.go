@@ -30,10 +30,8 @@ var ErrNotRunning = errors.New("container: not running")
 type Container struct {
 	id string
 	// c is the libcontainer container this process started or adopted;
-	// for one the spawner started, nil, or the one KeepLoaded loaded from
-	// its state until dropLoaded drops it (see lc).
-	c      *libcontainer.Container
-	loaded bool // c was loaded for a container the spawner started
+	// nil for one the spawner started (see lc).
+	c *libcontainer.Container
 	// proc is the main process as this daemon started it; nil for an
 	// adopted container (see Adopt), whose main process is not our child.
 	proc *libcontainer.Process
@@ -234,41 +232,15 @@ func toExitStatus(st *os.ProcessState, err error) ExitStatus {
 func (c *Container) ID() string { return c.id }
 
 // lc is the libcontainer container: the one this process started or
-// adopted, or, for one the spawner started, the one KeepLoaded keeps, or
-// else one loaded anew from its state.
+// adopted, or, for one the spawner started, one loaded anew from its state
+// (kept, a loaded container would hold its own parsed copy of the
+// configuration, seccomp rules and all, where the runner's configurations
+// share one profile: 40 KiB more per runtime at 1,000).
 func (c *Container) lc() (*libcontainer.Container, error) {
 	if c.c != nil {
 		return c.c, nil
 	}
 	return libcontainer.Load(c.runner.cfg.StateDir, c.id)
-}
-
-// KeepLoaded loads the libcontainer container of one the spawner started
-// now, and keeps it until it is unparked: a prewarmed sandbox's Unpark sets
-// the request's limits through it, on the request's path.
-func (c *Container) KeepLoaded() error {
-	if c.c != nil {
-		return nil
-	}
-	lc, err := libcontainer.Load(c.runner.cfg.StateDir, c.id)
-	if err != nil {
-		return fmt.Errorf("container: load %s: %w", c.id, err)
-	}
-	c.c, c.loaded = lc, true
-	return nil
-}
-
-// dropLoaded lets go of the libcontainer container KeepLoaded loaded for
-// one the spawner started, once it is unparked:
-// a loaded container holds its own parsed copy of the configuration,
-// seccomp rules and all, where the runner's configurations share one
-// profile. Kept for every runtime, it cost the daemon 40 KiB more per
-// runtime (BenchmarkScale: 133.6 -> 175.8-182.4 MB at 1,000). What needs it
-// later (Destroy, Exec) loads it again, as the runc command does.
-func (c *Container) dropLoaded() {
-	if c.loaded {
-		c.c, c.loaded = nil, false
-	}
 }
 
 // Done is closed when the main process has exited and its output is drained.

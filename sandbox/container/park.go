@@ -3,9 +3,13 @@ package container
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"strings"
+
+	"github.com/opencontainers/cgroups/manager"
+	"github.com/opencontainers/runc/libcontainer/configs"
 
 	"executor/oci"
 )
@@ -116,16 +120,11 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	same := c.cfg != nil && c.cfg.Cgroups != nil && cfg.Cgroups != nil &&
 		reflect.DeepEqual(c.cfg.Cgroups.Resources, cfg.Cgroups.Resources)
 	if r.limitsOff == nil && !same {
-		lc, err := c.lc()
-		if err == nil {
-			err = lc.Set(*cfg)
-		}
-		if err != nil {
+		if err := c.setCgroups(cfg); err != nil {
 			return fmt.Errorf("container: set limits: %w", err)
 		}
 	}
 	c.cfg = cfg
-	c.dropLoaded()
 	args := p.Args
 	if len(args) > 0 && args[0] == oci.InitPath {
 		// The command line executor-init would have been given: the
@@ -152,6 +151,30 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	c.main.Args, c.main.Env, c.main.Cwd, c.main.ReportsExit = p.Args, p.Env, p.Cwd, p.ReportsExit
 	c.main.extraFiles = nil // a restart runs the command directly
 	return nil
+}
+
+// setCgroups puts cfg's limits on c's cgroups through a cgroup manager of
+// their paths, not libcontainer's Container.Set: that then writes its state
+// file anew (the whole configuration as JSON, renamed over the old file,
+// which ext4 flushes first), 0.6 ms of its 1 ms on a prewarmed cold start's
+// path. The state file keeps the parked limits, and nothing reads them
+// back: a restart and an exec take c.cfg, and usage and OOM verdicts read
+// the cgroups themselves.
+func (c *Container) setCgroups(cfg *configs.Config) error {
+	if len(c.cgPaths) == 0 {
+		// No paths known (the state could not be read at the start):
+		// libcontainer's own way, which finds them.
+		lc, err := c.lc()
+		if err != nil {
+			return err
+		}
+		return lc.Set(*cfg)
+	}
+	m, err := manager.NewWithPaths(cfg.Cgroups, maps.Clone(c.cgPaths))
+	if err != nil {
+		return err
+	}
+	return m.Set(cfg.Cgroups.Resources)
 }
 
 // closePark ends a parked wait that will never be given a command: its

@@ -154,8 +154,7 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 	}
 	// Not loaded from its state here (~1 ms, libcontainer.Load): most
 	// starts never need the libcontainer container, and what does
-	// (Destroy, Exec, a parked one's limits) loads it then (Container.lc,
-	// KeepLoaded).
+	// (Destroy, Exec) loads it then (Container.lc).
 	c := newContainerOf(r, id, rep.CgroupPaths, cfg, p)
 	c.pidfd = pidfd
 	drained := c.drain(outR)

@@ -128,19 +128,20 @@ func TestSpawnerStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { destroy(t, p) })
-	// Kept loaded while parked (a prewarmed sandbox's), let go once
-	// unparked; the request's limits are set through it.
-	if err := p.KeepLoaded(); err != nil || p.c == nil {
-		t.Fatalf("KeepLoaded: %v", err)
-	}
 	limited := spec
 	limited.MemoryMB = 96
 	cmd := Process{Args: oci.WithInit([]string{"sh", "-c", "echo parked-ran; exit 5"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true}
 	if err := r.Unpark(p, limited, cmd); err != nil {
 		t.Fatal(err)
 	}
+	// The request's limits are on the cgroups (set through a cgroup
+	// manager of the container's paths, not libcontainer's Set).
+	// Megabytes of 1,000,000 bytes (oci.Spec), in whole pages.
+	if got, want := memoryLimit(t, p), int64(96_000_000)&^(int64(os.Getpagesize())-1); got != want {
+		t.Errorf("memory limit after Unpark %d, want %d", got, want)
+	}
 	if p.c != nil {
-		t.Error("an unparked container keeps its loaded libcontainer container")
+		t.Error("an unparked container the spawner started holds a loaded libcontainer container")
 	}
 	waitDone(t, p)
 	if e := p.Exit(); e.Code != 5 || e.Err != nil || !strings.Contains(p.Output(), "parked-ran") {
@@ -261,4 +262,22 @@ func TestSpawnerRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// memoryLimit is the memory limit on c's cgroup, in bytes.
+func memoryLimit(t *testing.T, c *Container) int64 {
+	t.Helper()
+	file := filepath.Join(c.cgPaths["memory"], "memory.limit_in_bytes")
+	if c.cgPaths["memory"] == "" {
+		file = filepath.Join(c.cgPaths[""], "memory.max")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return n
 }
