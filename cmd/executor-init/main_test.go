@@ -293,6 +293,32 @@ func TestSignals(t *testing.T) {
 	}
 }
 
+// An orphan that writes without pause keeps the command's pipe from ever
+// being empty: executor-init still exits, with the command's code, once its
+// drain deadline (2 s) passes.
+func TestBusyOrphanDoesNotHoldTheExit(t *testing.T) {
+	// Three yes write faster than executor-init passes on what it reads,
+	// even to /dev/null.
+	cmd := exec.Command(initBin, "--", "sh", "-c", "yes & yes & yes & sleep 0.2; exit 3")
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	cmd.Stdout = null
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != 3 {
+		t.Fatalf("exit code %d, want 3", code)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
 // A full stdout (an executor that stopped reading its FIFO) holds the
 // command's output back, but never executor-init's passing of signals and
 // reaping.

@@ -145,10 +145,12 @@ static void drain(struct output *o)
 	long long deadline = now_ms() + DRAIN_MS;
 	for (;;) {
 		flush(o);
+		/* An orphan that writes without pause keeps the pipe from
+		 * ever being empty: the deadline ends the drain then too. */
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return;
 		if (o->len > 0) {
-			long long left = deadline - now_ms();
-			if (left <= 0)
-				return;
 			struct pollfd p = {.fd = 1, .events = POLLOUT};
 			if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
 				return;
