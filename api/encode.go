@@ -146,6 +146,19 @@ func phpString(v any) string {
 }
 
 // stringMap stringifies the values of a decoded JSON object.
+// envVariables is a `variables` object as the runtime's environment. A NUL
+// byte in a name or value is refused: no environment entry can carry one
+// through execve, and the runtime would fail to start far from the cause.
+func envVariables(m map[string]any) (map[string]string, error) {
+	vars := stringMap(m)
+	for k, v := range vars {
+		if strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+			return nil, errInvalidParam("variables", "a variable's name or value holds a NUL byte.")
+		}
+	}
+	return vars, nil
+}
+
 func stringMap(m map[string]any) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {

@@ -48,7 +48,10 @@ func (s *Server) execRequest(in *executionRequest) (sandbox.ExecRequest, error) 
 	if err != nil {
 		return sandbox.ExecRequest{}, err
 	}
-	vars := stringMap(variables)
+	vars, err := envVariables(variables)
+	if err != nil {
+		return sandbox.ExecRequest{}, err
+	}
 	vars["INERNAL_EXECUTOR_HOSTNAME"] = s.hostname // sic: the reference's spelling, runtimes read it
 
 	body := in.Body

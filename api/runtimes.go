@@ -29,6 +29,10 @@ func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httpro
 	if req.CacheKey != "" && !cacheKeyPattern.MatchString(req.CacheKey) {
 		return executorError(typeExecutionBadRequest, cacheKeyMessage)
 	}
+	vars, err := envVariables(req.Variables)
+	if err != nil {
+		return err
+	}
 	cpus, memoryMB, err := s.resources(req.CPUs, req.Memory)
 	if err != nil {
 		return err
@@ -44,7 +48,7 @@ func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httpro
 		Source:            req.Source,
 		Destination:       req.Destination,
 		OutputDirectory:   outputDir,
-		Variables:         stringMap(req.Variables),
+		Variables:         vars,
 		RuntimeEntrypoint: req.RuntimeEntrypoint,
 		Command:           req.Command,
 		CacheKey:          req.CacheKey,
