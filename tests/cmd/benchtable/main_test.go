@@ -11,7 +11,7 @@ import (
 )
 
 // testdata/bench.out is a real make bench run's raw output (reduced:
-// -benchtime 5x, 20 runtimes, against the daemon at ffbfe98);
+// -benchtime 5x, 20 runtimes, against the daemon at dde5b68);
 // testdata/bench.json a real go test -json run of one benchmark.
 
 func readSample(t *testing.T, name string) *results {
@@ -35,8 +35,10 @@ func TestParse(t *testing.T) {
 	}{
 		{"bench.out", "BenchmarkColdStart/disk-1GiB", "cold", 5},
 		{"bench.out", "BenchmarkColdStart/rootless", "cold", 5},
+		{"bench.out", "BenchmarkColdStart/no-disk", "container", 5},
+		{"bench.out", "BenchmarkColdStart/prewarmed", "boot", 5},
 		{"bench.out", "BenchmarkContainerStart/seccomp+userns", "first-byte", 5},
-		{"bench.out", "BenchmarkWarmExecution", "executor", 5},
+		{"bench.out", "BenchmarkWarmExecution", "executor", 50},
 		{"bench.out", "BenchmarkScale", "health", 5},
 		{"bench.out", "BenchmarkAttachDetach/pool8+async-detach/paced", "attach", 5},
 		{"bench.json", "BenchmarkContainerStart/seccomp+userns", "first-byte", 2},
@@ -83,7 +85,8 @@ PASS
 }
 
 // The table from the recorded run: every target row has a verdict, the
-// cold-start floor is the sum of the two figures plus 10 ms, and the
+// cold-start floor is the sum of its benchmark's two baseline figures plus
+// 10 ms, and the
 // figures no target names are listed after.
 func TestRender(t *testing.T) {
 	res := readSample(t, "bench.out")
@@ -102,8 +105,8 @@ func TestRender(t *testing.T) {
 			t.Errorf("%s: missing %v", rw.label, rw.missing)
 		}
 	}
-	c, _ := res.figure(containerStart, "first-byte")
-	b, _ := res.figure(runtimeBoot, "boot")
+	c, _ := res.figure(coldStart, "container")
+	b, _ := res.figure(coldStart, "boot")
 	if got, want := rows[0].base.p50, c.p50+b.p50+10; got != want {
 		t.Errorf("cold-start floor %v, want %v", got, want)
 	}
