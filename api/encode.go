@@ -145,7 +145,6 @@ func phpString(v any) string {
 	}
 }
 
-// stringMap stringifies the values of a decoded JSON object.
 // envVariables is a `variables` object as the runtime's environment. A NUL
 // byte in a name or value is refused: no environment entry can carry one
 // through execve, and the runtime would fail to start far from the cause.
@@ -159,6 +158,7 @@ func envVariables(m map[string]any) (map[string]string, error) {
 	return vars, nil
 }
 
+// stringMap stringifies the values of a decoded JSON object.
 func stringMap(m map[string]any) map[string]string {
 	out := make(map[string]string, len(m))
 	for k, v := range m {

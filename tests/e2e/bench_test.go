@@ -372,13 +372,8 @@ type hostBoot struct {
 
 func newHostBoot(b *testing.B) *hostBoot {
 	b.Helper()
-	dir := b.TempDir()
-	bin := filepath.Join(dir, "runtime-server")
-	if err := testenv.BuildRuntimeServer(b.Context(), bin); err != nil {
-		b.Fatal(err)
-	}
-	root := filepath.Join(dir, "root")
-	if err := testenv.WriteRuntimeRoot(root, testenv.ImageOptions{ServerBinary: bin, WithBash: true}); err != nil {
+	root := filepath.Join(b.TempDir(), "root")
+	if err := testenv.WriteRuntimeRoot(root, testenv.ImageOptions{ServerBinary: shared.server, WithBash: true}); err != nil {
 		b.Fatal(err)
 	}
 	tarball, err := os.ReadFile(source(b, map[string]string{"index.js": "x"}))
@@ -424,11 +419,11 @@ func (h *hostBoot) once(b *testing.B) time.Duration {
 
 // coldBaseline takes a cold-start benchmark's baseline between its samples,
 // so that both see the VM at the same speed (it drifts by tens of percent
-// between the benchmarks of one make bench run): the hardened libcontainer
-// start (tests/cmd/startbench: BenchmarkContainerStart/seccomp+userns's
-// container, first output byte) and, when boots is set, the runtime's own
-// boot on the host (hostBoot). Each sample is taken on a quiet host, as the
-// cold starts are.
+// between the benchmarks of one make bench run): the runtime's own boot on
+// the host (hostBoot) and, when asked for, the hardened libcontainer start
+// before it (tests/cmd/startbench: BenchmarkContainerStart/seccomp+userns's
+// container, first output byte). Each sample is taken on a quiet host, as
+// the cold starts are.
 type coldBaseline struct {
 	in         io.WriteCloser
 	out        *bufio.Scanner

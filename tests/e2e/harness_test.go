@@ -47,6 +47,7 @@ type env struct {
 	registry       *testenv.Registry
 	registriesConf string
 	storage        string // directory holding function sources
+	server         string // the test runtime server (tests/runtime) in the images
 }
 
 var shared *env
@@ -146,6 +147,7 @@ func setup(m *testing.M) (int, error) {
 			return 1, err
 		}
 	}
+	e.server = server
 	for _, im := range []struct {
 		tag, protocol string
 		bash          bool

@@ -105,7 +105,10 @@ func start(r *container.Runner, id, root string) (time.Duration, error) {
 }
 
 // busyboxRoot makes a root of the host's static busybox at dir, owned by
-// the mapped root.
+// the mapped root, as sandbox/container's test helper does. Not from
+// tests/testenv: it brings the image libraries, whose package
+// initialisation would run at every re-exec of this binary as a
+// container's init and slow the baseline down.
 func busyboxRoot(dir string) error {
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
