@@ -118,7 +118,10 @@ func connWriter(w http.ResponseWriter) http.ResponseWriter {
 	return w
 }
 
-// serveLogged serves r through next and writes its access line.
+// serveLogged serves r through next and writes its access line. A complete answer (one that declared its
+// length) is flushed to the client before the line is written: the line is for the operator and need not delay
+// the client, and on the warm path the log write was a tenth of the daemon's time per request. The request is
+// counted (Config.Observer) before the flush, so that a client that asks for the metrics once answered finds it.
 func (s *Server) serveLogged(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	start := time.Now()
 	rec := &accessRecord{}
@@ -127,20 +130,51 @@ func (s *Server) serveLogged(w http.ResponseWriter, r *http.Request, next http.H
 	// net/http itself when the handler writes nothing.
 	_ = aw.rc.SetWriteDeadline(time.Time{})
 	r = r.WithContext(context.WithValue(r.Context(), accessKey{}, rec))
+	returned := false
 	// Deferred so that a handler that aborts (http.ErrAbortHandler) still leaves its line.
-	defer func() { s.logAccess(r, rec, aw, time.Since(start)) }()
+	defer func() {
+		if !returned {
+			took := time.Since(start)
+			s.observe(r, rec, aw, took)
+			s.logAccess(r, rec, aw, took)
+		}
+	}()
 	next.ServeHTTP(aw, r)
+	returned = true
+	took := time.Since(start)
+	s.observe(r, rec, aw, took)
+	aw.flushComplete()
+	s.logAccess(r, rec, aw, took)
+}
+
+// sent is the status the client got: net/http answers 200 when the handler wrote nothing.
+func (w *accessWriter) sent() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// flushComplete sends a complete answer now rather than when net/http finishes the request. Only an answer that
+// declared its Content-Length is complete once the handler returns; flushing any other would make net/http
+// frame it as chunked where it would have counted its length.
+func (w *accessWriter) flushComplete() {
+	if w.status == 0 || w.Header().Get("Content-Length") == "" {
+		return
+	}
+	w.armWrite()
+	_ = w.rc.Flush()
+}
+
+// observe counts the request in the metrics.
+func (s *Server) observe(r *http.Request, rec *accessRecord, w *accessWriter, took time.Duration) {
+	if s.observer != nil {
+		s.observer.Request(r, rec.route, w.sent(), took)
+	}
 }
 
 func (s *Server) logAccess(r *http.Request, rec *accessRecord, w *accessWriter, took time.Duration) {
-	status := w.status
-	if status == 0 {
-		// Nothing written: net/http answers 200 with an empty body.
-		status = http.StatusOK
-	}
-	if s.observer != nil {
-		s.observer.Request(r, rec.route, status, took)
-	}
+	status := w.sent()
 	level := slog.LevelInfo
 	switch {
 	case rec.route == healthRoute:

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log"
@@ -8,7 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"executor/sandbox"
 )
@@ -98,4 +101,91 @@ func TestAccessLogKeepsAPathOfTheLimit(t *testing.T) {
 	if len(got) != 1 || got[0].attrs["path"].String() != path {
 		t.Fatalf("records %+v, want the path %d bytes long as it was", got, len(path))
 	}
+}
+
+// gatedLog holds each access line until the gate opens.
+type gatedLog struct {
+	slog.Handler
+	gate <-chan struct{}
+}
+
+func (g gatedLog) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == accessMessage {
+		select {
+		case <-g.gate:
+		case <-time.After(20 * time.Second): // a failing test must not hang the suite
+		}
+	}
+	return g.Handler.Handle(ctx, r)
+}
+
+func (g gatedLog) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return gatedLog{Handler: g.Handler.WithAttrs(attrs), gate: g.gate}
+}
+
+// TestAnswerBeforeItsAccessLine: a complete answer reaches the client before its access line is written, which
+// it need not wait for; and the request is counted before. An answer without a declared length keeps the
+// length net/http counts for it, not a chunked framing.
+func TestAnswerBeforeItsAccessLine(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		length  int64
+		held    bool // the access line is held until the client has its answer
+	}{
+		{name: "declared length", handler: func(w http.ResponseWriter, _ *http.Request) { writeBody(w, http.StatusOK, []byte("hello")) }, length: 5, held: true},
+		// net/http counts an undeclared length once the handler returns, its line written.
+		{name: "no declared length", handler: func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hi") }, length: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := make(chan struct{})
+			if !tc.held {
+				close(gate)
+			}
+			c := newCapture()
+			obs := &countingObserver{}
+			s := newTestServer(t, &fakeBackend{}, func(cfg *Config) {
+				cfg.Logger = slog.New(gatedLog{Handler: c, gate: gate})
+				cfg.Observer = obs
+			})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				s.serveLogged(w, r, tc.handler)
+			}))
+			defer srv.Close()
+			if tc.held {
+				defer close(gate)
+			}
+			client := &http.Client{Timeout: 5 * time.Second}
+			resp, err := client.Get(srv.URL + "/v1/x")
+			if err != nil {
+				t.Fatalf("the answer waited for its access line: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.ContentLength != tc.length || len(resp.TransferEncoding) != 0 || int64(len(body)) != tc.length {
+				t.Fatalf("length %d, transfer encoding %v, body %q; want %d bytes of declared length", resp.ContentLength, resp.TransferEncoding, body, tc.length)
+			}
+			if n := obs.count(); n != 1 {
+				t.Fatalf("%d requests counted when the client had its answer, want 1", n)
+			}
+		})
+	}
+}
+
+type countingObserver struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (o *countingObserver) Request(*http.Request, string, int, time.Duration) {
+	o.mu.Lock()
+	o.n++
+	o.mu.Unlock()
+}
+
+func (o *countingObserver) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n
 }

@@ -293,3 +293,125 @@ func encodeMultipart(boundary string, parts []multipartPart) []byte {
 	buf.WriteString("--\r\n")
 	return buf.Bytes()
 }
+
+// appendExecJSON appends marshalPHP(e) without reflection: the JSON reply of every execution is written this
+// way (on the warm path, encoding/json's reflection was a tenth of the API's own work). FuzzExecJSON holds it
+// to marshalPHP.
+func appendExecJSON(dst []byte, e execJSON) []byte {
+	dst = append(dst, `{"statusCode":`...)
+	dst = strconv.AppendInt(dst, int64(e.StatusCode), 10)
+	dst = append(dst, `,"headers":`...)
+	dst = e.Headers.appendPHP(dst)
+	dst = append(dst, `,"body":`...)
+	dst = appendPHPString(dst, e.Body)
+	dst = append(dst, `,"logs":`...)
+	dst = appendPHPString(dst, e.Logs)
+	dst = append(dst, `,"errors":`...)
+	dst = appendPHPString(dst, e.Errors)
+	dst = append(dst, `,"duration":`...)
+	dst = appendJSONFloat(dst, e.Duration)
+	dst = append(dst, `,"startTime":`...)
+	dst = appendJSONFloat(dst, e.StartTime)
+	return append(dst, '}')
+}
+
+// appendPHP appends marshalPHP(h).
+func (h headerSet) appendPHP(dst []byte) []byte {
+	if len(h.fields) == 0 {
+		return append(dst, "[]"...)
+	}
+	dst = append(dst, '{')
+	for i, f := range h.fields {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendPHPString(dst, f.Name)
+		dst = append(dst, ':')
+		switch {
+		case h.arrays && len(f.Values) > 1:
+			dst = append(dst, '[')
+			for j, v := range f.Values {
+				if j > 0 {
+					dst = append(dst, ',')
+				}
+				dst = appendPHPString(dst, v)
+			}
+			dst = append(dst, ']')
+		case len(f.Values) == 0:
+			dst = append(dst, `""`...)
+		default:
+			dst = appendPHPString(dst, f.Values[len(f.Values)-1])
+		}
+	}
+	return append(dst, '}')
+}
+
+// appendPHPString appends s as marshalPHP encodes a string: encoding/json's escapes without the HTML ones
+// (invalid UTF-8 becomes U+FFFD, U+2028 and U+2029 are escaped), and `/` as `\/`.
+func appendPHPString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' && b != '/' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\', '/':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// appendJSONFloat appends a finite f as encoding/json writes a float64: plain decimal between 1e-6 and 1e21,
+// exponent form (without a leading zero in the exponent) outside.
+func appendJSONFloat(dst []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	if format == 'e' {
+		// e-07 to e-7
+		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+	}
+	return dst
+}

@@ -387,3 +387,29 @@ func splitAppwrite(boundary string, reply []byte) (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// FuzzExecJSON holds the execution reply's hand-written encoder to marshalPHP of the same document, for any
+// strings (invalid UTF-8 included: both must write the same), headers and floats.
+func FuzzExecJSON(f *testing.F) {
+	f.Add(200, "x-a:1\nx-a:2\ncontent-type:text/plain", true, "body/ü\u2028", "log\n\x00\x1f\x7f", "\xff\xfeerr", 0.001234, 1753300000.123456)
+	f.Add(0, "", false, "", "", "", 0.0, 0.0)
+	f.Add(-1, ":\n:", true, `<>&'"\`, "\b\f\r\t", "👋", 1e-7, 1e21)
+	f.Fuzz(func(t *testing.T, status int, headers string, arrays bool, body, logs, errs string, duration, start float64) {
+		e := execJSON{
+			StatusCode: status,
+			Headers:    newHeaderSet(headersFrom(headers), arrays),
+			Body:       body,
+			Logs:       logs,
+			Errors:     errs,
+			Duration:   finite(duration),
+			StartTime:  finite(start),
+		}
+		want, err := marshalPHP(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendExecJSON(nil, e); string(got) != string(want) {
+			t.Fatalf("appendExecJSON\n got  %s\n want %s (marshalPHP)", got, want)
+		}
+	})
+}

@@ -112,7 +112,7 @@ func writeExecution(w http.ResponseWriter, r *http.Request, res *sandbox.ExecRes
 		if !utf8.Valid(res.Body) || !utf8.ValidString(res.Logs) || !utf8.ValidString(res.Errors) || !headers.validUTF8() {
 			return executorError(typeExecutionBadJSON, "")
 		}
-		data, err := marshalPHP(execJSON{
+		data := appendExecJSON(make([]byte, 0, 256+len(res.Body)+len(res.Logs)+len(res.Errors)), execJSON{
 			StatusCode: res.StatusCode,
 			Headers:    headers,
 			Body:       string(res.Body),
@@ -121,9 +121,6 @@ func writeExecution(w http.ResponseWriter, r *http.Request, res *sandbox.ExecRes
 			Duration:   duration,
 			StartTime:  start,
 		})
-		if err != nil {
-			return err
-		}
 		w.Header().Set("Content-Type", contentTypeExecJSON)
 		writeBody(w, http.StatusOK, data)
 		return nil

@@ -1,9 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"errors"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -186,44 +184,6 @@ func (r runtimeJSON) appendPHP(b []byte) []byte {
 		b = append(b, '}')
 	}
 	return append(b, '}')
-}
-
-// appendPHPString appends s as marshalPHP encodes a string: printable ASCII
-// as is but for `"`, `\` and `/`; anything else (control characters,
-// invalid UTF-8, U+2028) through encoding/json, as marshalPHP does.
-func appendPHPString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f {
-			return append(b, bytes.ReplaceAll(jsonString(s), []byte("/"), []byte(`\/`))...)
-		}
-	}
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '"', '\\', '/':
-			b = append(b, '\\', c)
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
-}
-
-// appendJSONFloat appends f as encoding/json encodes a float64 (f is finite).
-func appendJSONFloat(b []byte, f float64) []byte {
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
-	}
-	b = strconv.AppendFloat(b, f, format, -1, 64)
-	if format == 'e' {
-		// clean up e-09 to e-9, as encoding/json does
-		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
-			b[n-2] = b[n-1]
-			b = b[:n-1]
-		}
-	}
-	return b
 }
 
 func (s *Server) runtimeJSON(info sandbox.Info) runtimeJSON {

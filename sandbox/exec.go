@@ -2,9 +2,10 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -70,9 +71,7 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (res *ExecResult
 func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.Duration) (*ExecResult, error) {
 	t := protocol.Target{Addr: r.Addr(), Secret: r.Secret, Version: r.Version}
 	if r.Version.LogsDir() != "" {
-		lf := &logFiles{r: r}
-		defer lf.close()
-		t.Logs = lf
+		t.Logs = logFiles{r: r}
 	}
 	var oom oomMark
 	if ct := r.current(); ct != nil {
@@ -142,50 +141,34 @@ func (r *Runtime) settleDeath(te *protocol.TransportError) {
 }
 
 // logFiles are the runtime's execution log files, in logs/ of its
-// directory, read through safefs (see rtdir.go). The directory is resolved
-// once per exchange, when the runtime names a log, not once per file
-// operation: on the warm path those lookups were a tenth of the daemon's
-// CPU time.
+// directory, read through safefs (see rtdir.go) and the runtime's logDir.
 type logFiles struct {
-	r   *Runtime
-	dir *safefs.Dir
-	err error
+	r *Runtime
 }
 
-func (l *logFiles) open() (*safefs.Dir, error) {
-	if l.dir == nil && l.err == nil {
-		// The runtime writes inside logs/, never the directory itself
-		// (its mount point in the runtime), nor anything above it: the
-		// path up to it is the daemon's, and OpenDir refuses a link as
-		// its last element.
-		l.dir, l.err = safefs.OpenDir(filepath.Join(l.r.Dir, "logs"), safefs.Options{})
-	}
-	return l.dir, l.err
-}
-
-func (l *logFiles) close() {
-	if l.dir != nil {
-		l.dir.Close()
-	}
-}
-
-func (l *logFiles) ReadFile(name string, limit int64) ([]byte, int64, error) {
-	d, err := l.open()
-	if err != nil {
-		return nil, 0, err
-	}
-	return d.ReadFile(name, limit)
-}
-
-func (l *logFiles) Remove(name string) error {
-	d, err := l.open()
-	if err != nil {
+func (l logFiles) ReadFile(name string, limit int64) (data []byte, size int64, err error) {
+	err = l.r.logs.do(l.r.Dir, func(d *safefs.Dir) error {
+		data, size, err = d.ReadFile(name, limit)
 		return err
-	}
-	return d.Remove(name)
+	})
+	return data, size, err
 }
 
-var _ protocol.LogFiles = (*logFiles)(nil)
+// Remove removes name on a goroutine of its own: the execution's answer
+// need not wait for it (two unlinks on the runtime's disk were a third of
+// the warm path's log handling). The log id is the runtime's answer and
+// may repeat, so a file left by a removal that fails is only logged.
+func (l logFiles) Remove(name string) error {
+	go func() {
+		err := l.r.logs.do(l.r.Dir, func(d *safefs.Dir) error { return d.Remove(name) })
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errLogsReleased) {
+			l.r.log.Warn("cannot remove execution log file", "runtime", l.r.ID, "file", name, "err", err)
+		}
+	}()
+	return nil
+}
+
+var _ protocol.LogFiles = logFiles{}
 
 // waitReady waits until the runtime accepts connections on its port, by
 // connecting: nothing tells when a socket starts listening. A refused

@@ -65,6 +65,7 @@ type Runtime struct {
 	disk        *disk.Disk // the runtime's directory is its mount point
 	unmountRoot func(dir string) error
 	ct          proc
+	logs        logDir // its own lock
 
 	updated   time.Time
 	status    string
@@ -354,6 +355,7 @@ func (r *Runtime) release(ctx context.Context) []error {
 	r.mu.Lock()
 	dk, unmountRoot := r.disk, r.unmountRoot
 	r.mu.Unlock()
+	r.logs.release()
 	if r.Dir == "" {
 		return errs
 	}

@@ -16,7 +16,9 @@ type LogFiles interface {
 	// which may exceed limit. A missing file is an error matching
 	// fs.ErrNotExist.
 	ReadFile(name string, limit int64) (data []byte, size int64, err error)
-	// Remove removes name (a link itself, never its target).
+	// Remove removes name (a link itself, never its target). It may do so
+	// after it returns, so that the execution's answer does not wait; it
+	// then reports a failure itself.
 	Remove(name string) error
 }
 

@@ -1,0 +1,92 @@
+package sandbox
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"executor/storage/safefs"
+)
+
+func TestLogDir(t *testing.T) {
+	rt := t.TempDir()
+	read := func(l *logDir, name string) (string, error) {
+		var data []byte
+		err := l.do(rt, func(d *safefs.Dir) (err error) {
+			data, _, err = d.ReadFile(name, 1<<10)
+			return err
+		})
+		return string(data), err
+	}
+
+	t.Run("no directory yet, then one: opened once it exists", func(t *testing.T) {
+		var l logDir
+		defer l.release()
+		if _, err := read(&l, "a.log"); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("before logs/ exists: %v, want not exist", err)
+		}
+		if err := os.Mkdir(filepath.Join(rt, "logs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(rt, "logs", "a.log"), []byte("a"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := read(&l, "a.log"); err != nil || got != "a" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+		// Held: what the path names later does not matter.
+		if err := os.Rename(filepath.Join(rt, "logs"), filepath.Join(rt, "moved")); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Rename(filepath.Join(rt, "moved"), filepath.Join(rt, "logs"))
+		if got, err := read(&l, "a.log"); err != nil || got != "a" {
+			t.Fatalf("read through the held directory %q, %v", got, err)
+		}
+	})
+
+	t.Run("a link as logs/ is refused", func(t *testing.T) {
+		other := t.TempDir()
+		if err := os.WriteFile(filepath.Join(other, "a.log"), []byte("host"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rt := t.TempDir()
+		if err := os.Symlink(other, filepath.Join(rt, "logs")); err != nil {
+			t.Fatal(err)
+		}
+		var l logDir
+		defer l.release()
+		err := l.do(rt, func(*safefs.Dir) error { return nil })
+		if err == nil {
+			t.Fatal("a link to another directory was opened as logs/")
+		}
+	})
+
+	t.Run("released: no use after, none beneath", func(t *testing.T) {
+		var l logDir
+		if _, err := read(&l, "a.log"); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 200 {
+					if _, err := read(&l, "a.log"); err != nil && !errors.Is(err, errLogsReleased) {
+						t.Errorf("read during release: %v", err)
+						return
+					}
+				}
+			})
+		}
+		l.release()
+		wg.Wait()
+		if _, err := read(&l, "a.log"); !errors.Is(err, errLogsReleased) {
+			t.Fatalf("after release: %v, want errLogsReleased", err)
+		}
+		if l.dir != nil {
+			t.Fatal("the directory is still held")
+		}
+	})
+}
