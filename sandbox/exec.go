@@ -2,9 +2,7 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"slices"
 	"strings"
@@ -71,6 +69,9 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (res *ExecResult
 func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.Duration) (*ExecResult, error) {
 	t := protocol.Target{Addr: r.Addr(), Secret: r.Secret, Version: r.Version}
 	if r.Version.LogsDir() != "" {
+		// The files of the executions answered before this one go first:
+		// the runtime may reuse their log id.
+		r.logs.removePending(r.Dir, r.warnLogRemoval)
 		t.Logs = logFiles{r: r}
 	}
 	var oom oomMark
@@ -154,18 +155,15 @@ func (l logFiles) ReadFile(name string, limit int64) (data []byte, size int64, e
 	return data, size, err
 }
 
-// Remove removes name on a goroutine of its own: the execution's answer
-// need not wait for it (two unlinks on the runtime's disk were a third of
-// the warm path's log handling). The log id is the runtime's answer and
-// may repeat, so a file left by a removal that fails is only logged.
+// Remove has name removed off the execution's path, on a goroutine, or by
+// the next execution before it is sent (see logDir).
 func (l logFiles) Remove(name string) error {
-	go func() {
-		err := l.r.logs.do(l.r.Dir, func(d *safefs.Dir) error { return d.Remove(name) })
-		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errLogsReleased) {
-			l.r.log.Warn("cannot remove execution log file", "runtime", l.r.ID, "file", name, "err", err)
-		}
-	}()
+	l.r.logs.removeLater(l.r.Dir, name, l.r.warnLogRemoval)
 	return nil
+}
+
+func (r *Runtime) warnLogRemoval(name string, err error) {
+	r.log.Warn("cannot remove execution log file", "runtime", r.ID, "file", name, "err", err)
 }
 
 var _ protocol.LogFiles = logFiles{}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"io/fs"
 	"path/filepath"
 	"sync"
 
@@ -23,10 +24,23 @@ var errLogsReleased = errors.New("the runtime's logs directory is released")
 // closes the directory under the write lock, never closes it beneath one
 // (its descriptor could be reused by another file meanwhile). The directory
 // is on the runtime's disk: release closes it before the disk is unmounted.
+//
+// Log files are removed after their execution is answered (removeLater),
+// on a goroutine: two unlinks on the runtime's disk were a third of the
+// warm path's log handling. A runtime may use one log id for every
+// execution (development's "dev", or one the client names): it appends to
+// the files, so the next execution is sent only once the files read before
+// it are gone (removePending), or it would answer with both executions'
+// logs, or lose its own to the earlier removal.
 type logDir struct {
 	mu       sync.RWMutex
 	dir      *safefs.Dir
 	released bool
+
+	// rm guards pending and is held while they are removed, so that
+	// removePending returns only once every earlier name is gone.
+	rm      sync.Mutex
+	pending []string
 }
 
 // do runs fn on the directory, opening it first if need be; rtDir is the
@@ -73,5 +87,33 @@ func (l *logDir) release() {
 	if l.dir != nil {
 		l.dir.Close()
 		l.dir = nil
+	}
+}
+
+// removeLater queues name for removal, on a goroutine started when the
+// queue was empty (one already queued takes it along otherwise).
+func (l *logDir) removeLater(rtDir, name string, warn func(name string, err error)) {
+	l.rm.Lock()
+	start := len(l.pending) == 0
+	l.pending = append(l.pending, name)
+	l.rm.Unlock()
+	if start {
+		go l.removePending(rtDir, warn)
+	}
+}
+
+// removePending removes the queued names. It returns once every name queued
+// before the call is removed, by it or by a call in progress. A released
+// directory went with its runtime's: nothing is left to remove.
+func (l *logDir) removePending(rtDir string, warn func(name string, err error)) {
+	l.rm.Lock()
+	defer l.rm.Unlock()
+	names := l.pending
+	l.pending = nil
+	for _, name := range names {
+		err := l.do(rtDir, func(d *safefs.Dir) error { return d.Remove(name) })
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errLogsReleased) {
+			warn(name, err)
+		}
 	}
 }

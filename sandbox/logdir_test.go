@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"executor/storage/safefs"
@@ -87,6 +88,66 @@ func TestLogDir(t *testing.T) {
 		}
 		if l.dir != nil {
 			t.Fatal("the directory is still held")
+		}
+	})
+
+	t.Run("removals: queued, then done by removePending at the latest", func(t *testing.T) {
+		rt := t.TempDir()
+		logs := filepath.Join(rt, "logs")
+		if err := os.Mkdir(logs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for i := range 50 {
+			name := "f" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+			if err := os.WriteFile(filepath.Join(logs, name), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, name)
+		}
+		var l logDir
+		defer l.release()
+		var mu sync.Mutex
+		var warned []string
+		warn := func(name string, err error) {
+			mu.Lock()
+			warned = append(warned, name+": "+err.Error())
+			mu.Unlock()
+		}
+		for _, n := range names {
+			l.removeLater(rt, n, warn)
+		}
+		l.removeLater(rt, "never-there", warn) // gone already: no warning
+		l.removePending(rt, warn)
+		if left, _ := os.ReadDir(logs); len(left) != 0 {
+			t.Fatalf("%d files left after removePending", len(left))
+		}
+		l.removePending(rt, warn) // nothing queued: nothing done
+		mu.Lock()
+		defer mu.Unlock()
+		if len(warned) != 0 {
+			t.Fatalf("warnings: %v", warned)
+		}
+	})
+
+	t.Run("removals after release: dropped with the directory", func(t *testing.T) {
+		rt := t.TempDir()
+		if err := os.Mkdir(filepath.Join(rt, "logs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(rt, "logs", "x"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var l logDir
+		l.release()
+		var warned atomic.Bool
+		l.removeLater(rt, "x", func(string, error) { warned.Store(true) })
+		l.removePending(rt, func(string, error) { warned.Store(true) })
+		if warned.Load() {
+			t.Fatal("a removal after release warned")
+		}
+		if _, err := os.Stat(filepath.Join(rt, "logs", "x")); err != nil {
+			t.Fatalf("a released directory was touched: %v", err)
 		}
 	})
 }

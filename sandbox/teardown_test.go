@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -55,6 +56,44 @@ func TestExecutionLogsFromFiles(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A runtime that names every execution's logs with one id (development's
+// "dev") appends to the same files: each execution still answers with its
+// own logs only, as the files read before it are removed before it is sent.
+func TestExecutionLogsOfAReusedLogID(t *testing.T) {
+	var logs string // set below, once the runtime's directory is known
+	n := 0
+	m, h := newTestManagerServing(t, httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		f, err := os.OpenFile(filepath.Join(logs, "dev_logs.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		fmt.Fprintf(f, "execution %d\n", n)
+		f.Close()
+		w.Header().Set("x-open-runtimes-log-id", "dev")
+		_, _ = io.WriteString(w, "ok")
+	})))
+	h.dir = t.TempDir()
+	logs = filepath.Join(h.dir, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		res, err := m.Execute(context.Background(), coldExec("dev"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("execution %d\n", i); res.Logs != want {
+			t.Fatalf("execution %d: logs %q, want %q", i, res.Logs, want)
+		}
+	}
+	waitFor(t, "the last execution's log file removed", func() bool {
+		left, _ := os.ReadDir(logs)
+		return len(left) == 0
+	})
 }
 
 // A deleted runtime's directory is removed, and its kept-alive connections

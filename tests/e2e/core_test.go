@@ -241,6 +241,16 @@ func TestRepliesLogsAndHeaders(t *testing.T) {
 			t.Fatalf("logging=false still gave logs %q errors %q", res["logs"], res["errors"])
 		}
 	})
+	t.Run("one log id for every execution: each still answers with its own logs", func(t *testing.T) {
+		// The runtime appends to the files of the log id the request names (as development's "dev" does).
+		for i := range 20 {
+			r := exec(t, map[string]any{"path": "/logs?lines=1", "headers": map[string]any{"x-open-runtimes-log-id": "same"}}, jsonAccept)
+			res := r.json(t)
+			if r.status != 200 || res["logs"] != "log line 1\n" || res["errors"] != "error line\n" {
+				t.Fatalf("execution %d: %d, logs %q, errors %q; want its own lines only", i, r.status, res["logs"], res["errors"])
+			}
+		}
+	})
 	t.Run("log file over 5 MiB is truncated with the notice", func(t *testing.T) {
 		r := exec(t, map[string]any{"path": "/logs?lines=6&size=1048576"}, jsonAccept)
 		logs := r.json(t)["logs"].(string)
