@@ -25,9 +25,9 @@ var errLogsReleased = errors.New("the runtime's logs directory is released")
 // (its descriptor could be reused by another file meanwhile). The directory
 // is on the runtime's disk: release closes it before the disk is unmounted.
 //
-// Log files are removed after their execution is answered (removeLater),
-// on a goroutine: two unlinks on the runtime's disk were a third of the
-// warm path's log handling. A runtime may use one log id for every
+// Log files are removed once read, on a goroutine (removeLater), so that
+// the answer does not wait: two unlinks on the runtime's disk were a third
+// of the warm path's log handling. A runtime may use one log id for every
 // execution (development's "dev", or one the client names): it appends to
 // the files, so the next execution is sent only once the files read before
 // it are gone (removePending), or it would answer with both executions'
