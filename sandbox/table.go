@@ -194,8 +194,9 @@ func (m *Manager) settle(e *entry, err error) {
 // with work in flight claimed in it: the caller must end() its runtime.
 // created says this caller started the runtime's creation.
 func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Time) (_ *entry, created bool, _ error) {
-	wctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	// Made only for a runtime not ready yet: a warm runtime's execution
+	// (nearly all of them) would pay for a timer it never waits on.
+	var wctx context.Context
 	for {
 		m.mu.Lock()
 		e := m.table[req.RuntimeID]
@@ -231,8 +232,17 @@ func (m *Manager) ensure(ctx context.Context, req ExecRequest, deadline time.Tim
 		}
 		select {
 		case <-e.ready:
-		case <-wctx.Done():
-			return nil, created, creationTimeout(e, wctx.Err())
+		default:
+			if wctx == nil {
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithDeadline(ctx, deadline)
+				defer cancel()
+			}
+			select {
+			case <-e.ready:
+			case <-wctx.Done():
+				return nil, created, creationTimeout(e, wctx.Err())
+			}
 		}
 		if e.err != nil {
 			if errors.Is(e.err, context.DeadlineExceeded) {
