@@ -35,15 +35,6 @@ func marshalPHP(v any) ([]byte, error) {
 	return bytes.ReplaceAll(out, []byte("/"), []byte(`\/`)), nil
 }
 
-// jsonString encodes s as a JSON string without HTML escaping (slashes are escaped later by marshalPHP).
-func jsonString(s string) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s) // encoding a string cannot fail
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-}
-
 // writeBody sends a complete response. Content-Length is set so that clients never see a chunked reply for a
 // document that is already in memory.
 func writeBody(w http.ResponseWriter, status int, data []byte) {
@@ -190,38 +181,6 @@ func newHeaderSet(hs []protocol.Header, arrays bool) headerSet {
 	return headerSet{fields: fields, arrays: arrays}
 }
 
-func (h headerSet) MarshalJSON() ([]byte, error) {
-	if len(h.fields) == 0 {
-		return []byte("[]"), nil
-	}
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	for i, f := range h.fields {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(jsonString(f.Name))
-		buf.WriteByte(':')
-		switch {
-		case h.arrays && len(f.Values) > 1:
-			buf.WriteByte('[')
-			for j, v := range f.Values {
-				if j > 0 {
-					buf.WriteByte(',')
-				}
-				buf.Write(jsonString(v))
-			}
-			buf.WriteByte(']')
-		case len(f.Values) == 0:
-			buf.WriteString(`""`)
-		default:
-			buf.Write(jsonString(f.Values[len(f.Values)-1]))
-		}
-	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
-}
-
 // validUTF8 reports whether every header name and value is valid UTF-8 (JSON replies cannot carry others).
 func (h headerSet) validUTF8() bool {
 	for _, f := range h.fields {
@@ -315,7 +274,7 @@ func appendExecJSON(dst []byte, e execJSON) []byte {
 	return append(dst, '}')
 }
 
-// appendPHP appends marshalPHP(h).
+// appendPHP appends h as the reference's json_encode writes it (marshalPHP's escapes).
 func (h headerSet) appendPHP(dst []byte) []byte {
 	if len(h.fields) == 0 {
 		return append(dst, "[]"...)

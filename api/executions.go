@@ -126,10 +126,7 @@ func writeExecution(w http.ResponseWriter, r *http.Request, res *sandbox.ExecRes
 		return nil
 	}
 
-	headersJSON, err := marshalPHP(headers)
-	if err != nil {
-		return err
-	}
+	headersJSON := headers.appendPHP(nil)
 	logs, errs := []byte(res.Logs), []byte(res.Errors)
 	boundary := multipartBoundary(headersJSON, res.Body, logs, errs)
 	data := encodeMultipart(boundary, []multipartPart{

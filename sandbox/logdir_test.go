@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,15 +119,20 @@ func TestLogDir(t *testing.T) {
 			l.removeLater(rt, n, warn)
 		}
 		l.removeLater(rt, "never-there", warn) // gone already: no warning
+		// A directory the runtime made under a log file's name is not removed (nor what is in it): said.
+		if err := os.MkdirAll(filepath.Join(logs, "planted", "inside"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		l.removeLater(rt, "planted", warn)
 		l.removePending(rt, warn)
-		if left, _ := os.ReadDir(logs); len(left) != 0 {
-			t.Fatalf("%d files left after removePending", len(left))
+		if left, _ := os.ReadDir(logs); len(left) != 1 || left[0].Name() != "planted" {
+			t.Fatalf("left after removePending: %v, want only the planted directory", left)
 		}
 		l.removePending(rt, warn) // nothing queued: nothing done
 		mu.Lock()
 		defer mu.Unlock()
-		if len(warned) != 0 {
-			t.Fatalf("warnings: %v", warned)
+		if len(warned) != 1 || !strings.HasPrefix(warned[0], "planted: ") {
+			t.Fatalf("warnings: %v, want one for the planted directory", warned)
 		}
 	})
 
