@@ -421,12 +421,10 @@ func (h *hostBoot) once(b *testing.B) time.Duration {
 // so that both see the VM at the same speed (it drifts by tens of percent
 // between the benchmarks of one make bench run): the runtime's own boot on
 // the host (hostBoot) and, when asked for, the hardened libcontainer start
-// before it (tests/cmd/startbench: BenchmarkContainerStart/seccomp+userns's
-// container, first output byte). Each sample is taken on a quiet host, as
-// the cold starts are.
+// before it (startBench). Each sample is taken on a quiet host, as the cold
+// starts are.
 type coldBaseline struct {
-	in         io.WriteCloser
-	out        *bufio.Scanner
+	start      *startBench // nil without container starts
 	boot       *hostBoot
 	containers []time.Duration
 	boots      []time.Duration
@@ -435,14 +433,39 @@ type coldBaseline struct {
 func newColdBaseline(b *testing.B, containers bool) *coldBaseline {
 	b.Helper()
 	c := &coldBaseline{boot: newHostBoot(b)}
-	if !containers {
-		return c
+	if containers {
+		c.start = newStartBench(b)
 	}
+	return c
+}
+
+// sample takes one of each of the baseline's figures.
+func (c *coldBaseline) sample(b *testing.B) {
+	b.Helper()
+	if c.start != nil {
+		c.containers = append(c.containers, c.start.once(b))
+		settle()
+	}
+	c.boots = append(c.boots, c.boot.once(b))
+	settle()
+}
+
+// startBench times hardened libcontainer starts on request, in a process of
+// its own (tests/cmd/startbench: BenchmarkContainerStart/seccomp+userns's
+// container, to its first output byte), so that a benchmark can take them
+// between its own samples. args are startbench's flags.
+type startBench struct {
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func newStartBench(b *testing.B, args ...string) *startBench {
+	b.Helper()
 	bin := filepath.Join(b.TempDir(), "startbench")
 	if err := testenv.BuildStartBench(b.Context(), bin); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -462,29 +485,23 @@ func newColdBaseline(b *testing.B, containers bool) *coldBaseline {
 			b.Errorf("startbench: %v", err)
 		}
 	})
-	c.in, c.out = in, bufio.NewScanner(out)
-	return c
+	return &startBench{in: in, out: bufio.NewScanner(out)}
 }
 
-// sample takes one of each of the baseline's figures.
-func (c *coldBaseline) sample(b *testing.B) {
+// once starts a container and says how long its first output byte took.
+func (s *startBench) once(b *testing.B) time.Duration {
 	b.Helper()
-	if c.in != nil {
-		if _, err := io.WriteString(c.in, "\n"); err != nil {
-			b.Fatal(err)
-		}
-		if !c.out.Scan() {
-			b.Fatalf("startbench ended: %v", c.out.Err())
-		}
-		ns, err := strconv.ParseInt(c.out.Text(), 10, 64)
-		if err != nil {
-			b.Fatalf("startbench: %s", c.out.Text())
-		}
-		c.containers = append(c.containers, time.Duration(ns))
-		settle()
+	if _, err := io.WriteString(s.in, "\n"); err != nil {
+		b.Fatal(err)
 	}
-	c.boots = append(c.boots, c.boot.once(b))
-	settle()
+	if !s.out.Scan() {
+		b.Fatalf("startbench ended: %v", s.out.Err())
+	}
+	ns, err := strconv.ParseInt(s.out.Text(), 10, 64)
+	if err != nil {
+		b.Fatalf("startbench: %s", s.out.Text())
+	}
+	return time.Duration(ns)
 }
 
 // settle lets the kernel finish what a sample set off in the background
@@ -503,13 +520,13 @@ func (c *coldBaseline) report(b *testing.B, cold []time.Duration) {
 	b.Helper()
 	reportDurations(b, "container", c.containers)
 	reportDurations(b, "boot", c.boots)
-	if len(cold) != len(c.boots) || c.in != nil && len(cold) != len(c.containers) {
+	if len(cold) != len(c.boots) || c.start != nil && len(cold) != len(c.containers) {
 		b.Fatalf("%d cold starts, %d boots and %d container starts: not paired", len(cold), len(c.boots), len(c.containers))
 	}
 	share := make([]time.Duration, len(cold))
 	for i, d := range cold {
 		share[i] = d - c.boots[i]
-		if c.in != nil {
+		if c.start != nil {
 			share[i] -= c.containers[i]
 		}
 	}

@@ -25,8 +25,10 @@ const scaleMemory = 64
 // after another, and reports what they cost it and how its API answers with
 // them: the daemon's RSS and OS threads at 10 and at N runtimes and the
 // increment per runtime between the two, the creation latency of runtimes
-// 1-10 and of the last 10, health (authenticated) and list latency at N (one
-// of each per iteration), and the delete latency of all N. N is
+// 1-10 and of the last 10, each beside a hardened container start taken
+// right after it (startBench, from a spawn namespace: the host's share of
+// any growth), health (authenticated) and list latency at N (apiSamples of
+// each per iteration), and the delete latency of all N. N is
 // $EXECUTOR_BENCH_RUNTIMES, 1000 when unset; at least 20, so that the first
 // ten and the last ten are different runtimes.
 //
@@ -83,7 +85,12 @@ func BenchmarkScale(b *testing.B) {
 	}
 	created = created[:0]
 
-	var first, last []time.Duration
+	// A hardened container start beside each of the first and the last
+	// ten creations, from a spawn namespace made now, as the daemon's
+	// was: what the host's growing number of runtimes does to a container
+	// start alone, apart from the executor's own part of a creation.
+	starts := newStartBench(b, "-spawn-namespace")
+	var first, last, firstStarts, lastStarts []time.Duration
 	// executor-spawn, the daemon's child that starts the containers, is
 	// the executor's memory too.
 	var at10, spawnAt10 procStatus
@@ -92,8 +99,14 @@ func BenchmarkScale(b *testing.B) {
 		switch {
 		case i < 10:
 			first = append(first, d)
+			settle()
+			firstStarts = append(firstStarts, starts.once(b))
+			settle()
 		case i >= n-10:
 			last = append(last, d)
+			settle()
+			lastStarts = append(lastStarts, starts.once(b))
+			settle()
 		}
 		if i == 9 {
 			at10 = readProcStatus(b, pid)
@@ -111,19 +124,21 @@ func BenchmarkScale(b *testing.B) {
 	}
 	var health, list []time.Duration
 	for b.Loop() {
-		start := time.Now()
-		if r := x.request(b, "GET", "/v1/health", nil, nil); r.status != 200 {
-			b.Fatalf("health at %d runtimes: %d %s", n, r.status, r.body)
-		}
-		health = append(health, time.Since(start))
-		start = time.Now()
-		r := x.request(b, "GET", "/v1/runtimes", nil, nil)
-		list = append(list, time.Since(start))
-		if r.status != 200 {
-			b.Fatalf("list at %d runtimes: %d %s", n, r.status, r.body)
-		}
-		if got := strings.Count(string(r.body), `"hostname"`); got != len(created) {
-			b.Fatalf("list at %d runtimes shows %d", len(created), got)
+		for range apiSamples {
+			start := time.Now()
+			if r := x.request(b, "GET", "/v1/health", nil, nil); r.status != 200 {
+				b.Fatalf("health at %d runtimes: %d %s", n, r.status, r.body)
+			}
+			health = append(health, time.Since(start))
+			start = time.Now()
+			r := x.request(b, "GET", "/v1/runtimes", nil, nil)
+			list = append(list, time.Since(start))
+			if r.status != 200 {
+				b.Fatalf("list at %d runtimes: %d %s", n, r.status, r.body)
+			}
+			if got := strings.Count(string(r.body), `"hostname"`); got != len(created) {
+				b.Fatalf("list at %d runtimes shows %d", len(created), got)
+			}
 		}
 	}
 
@@ -150,9 +165,27 @@ func BenchmarkScale(b *testing.B) {
 	b.ReportMetric(float64(atN.threads-at10.threads)/float64(n-10), "threads-per-runtime")
 	samples.Report(b, "create-first10", first)
 	samples.Report(b, "create-last10", last)
+	samples.Report(b, "container-first10", firstStarts)
+	samples.Report(b, "container-last10", lastStarts)
+	samples.Report(b, "create-less-container-first10", less(first, firstStarts))
+	samples.Report(b, "create-less-container-last10", less(last, lastStarts))
 	samples.Report(b, "delete", del)
 	samples.Report(b, "health", health)
 	samples.Report(b, "list", list)
+}
+
+// apiSamples is how many health and list requests each iteration of
+// BenchmarkScale times: with one each, 20 iterations would make the p99 the
+// one slowest request.
+const apiSamples = 10
+
+// less is a[i]-b[i] for each i: each figure less the baseline taken beside it.
+func less(a, b []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(a))
+	for i := range a {
+		out[i] = a[i] - b[i]
+	}
+	return out
 }
 
 // spawnerOf is the pid of the executor-spawn child of the daemon at pid.

@@ -190,6 +190,16 @@ func targetRows(r *results) []row {
 		add(l, row{label: "create, last 10 of " + n + " (ms)", value: l.fig(scale, "create-last10"),
 			baseLabel: "first 10", base: l.fig(scale, "create-first10"),
 			target: "p50 <= baseline", met: notAbove})
+		// The same split into what a container start alone, taken
+		// beside each creation, did with the host's runtimes and what
+		// the executor's part of a creation did. No verdict of their
+		// own: they say where the row above's growth is.
+		l = &lookup{r: r}
+		add(l, row{label: "container start beside the last 10 of " + n + " (ms)", value: l.fig(scale, "container-last10"),
+			baseLabel: "first 10", base: l.fig(scale, "container-first10")})
+		l = &lookup{r: r}
+		add(l, row{label: "create less that container start, last 10 of " + n + " (ms)", value: l.fig(scale, "create-less-container-last10"),
+			baseLabel: "first 10", base: l.fig(scale, "create-less-container-first10")})
 		// What the growth of a start with the host's mounts was, and
 		// what the spawn namespace leaves of it (see sandbox/container).
 		l = &lookup{r: r}
@@ -232,6 +242,8 @@ var shownFigures = []string{
 	warm + " executor", warm + " direct", warmRootless + " executor", warmRootless + " direct",
 	imagePull + " ours", imagePull + " skopeo+umoci",
 	scale + " create-first10", scale + " create-last10", scale + " delete", scale + " health", scale + " list",
+	scale + " container-first10", scale + " container-last10",
+	scale + " create-less-container-first10", scale + " create-less-container-last10",
 	balancer + " balancer3", balancer + " direct",
 	spawnNS + " first-byte", daemonNS + " first-byte",
 }
