@@ -57,6 +57,9 @@ type Container struct {
 	oomOpen   sync.Once
 	oomFile   *os.File // the cgroup's kill counter, opened once (see oomKills)
 
+	// counters holds the cgroup's counter files open (see Counters).
+	counters counterFiles
+
 	// park is the write end of a parked executor-init's command pipe
 	// (StartParked), nil once unparked or for a container started with
 	// its command.
@@ -309,6 +312,7 @@ func (c *Container) Stop(grace time.Duration) {
 func (c *Container) Destroy() error {
 	c.closePark()
 	c.closeOOMCounter()
+	c.counters.close()
 	lc, err := c.lc()
 	if errors.Is(err, libcontainer.ErrNotExist) {
 		return nil // destroyed already

@@ -28,66 +28,49 @@ func (c *Container) CPUUsage() (uint64, error) {
 	// A v1 cpuacct hierarchy wins: on hybrid hosts "" is the unified
 	// hierarchy, which has no controllers there.
 	if p := c.cgPaths["cpuacct"]; p != "" {
-		file := filepath.Join(p, "cpuacct.usage")
-		data, err := readCounterFile(file, buf[:])
+		const file = "cpuacct.usage"
+		data, err := c.counters.read(p, file, buf[:])
 		if err != nil {
 			return 0, err
 		}
 		ns, err := strconv.ParseUint(string(bytes.TrimSpace(data)), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("container: %s: %w", file, err)
+			return 0, fmt.Errorf("container: %s: %w", filepath.Join(p, file), err)
 		}
 		return ns, nil
 	}
 	if p := c.cgPaths[""]; p != "" {
-		file := filepath.Join(p, "cpu.stat")
-		data, err := readCounterFile(file, buf[:])
+		const file = "cpu.stat"
+		data, err := c.counters.read(p, file, buf[:])
 		if err != nil {
 			return 0, err
 		}
-		for line := range bytes.SplitSeq(data, []byte("\n")) {
+		// Not bytes.SplitSeq: its iterator would move buf to the heap,
+		// 4 KiB for every reading.
+		for len(data) > 0 {
+			line := data
+			if i := bytes.IndexByte(data, '\n'); i >= 0 {
+				line, data = data[:i], data[i+1:]
+			} else {
+				data = nil
+			}
 			if v, ok := bytes.CutPrefix(line, []byte("usage_usec ")); ok {
 				us, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64)
 				if err != nil {
-					return 0, fmt.Errorf("container: %s: %w", file, err)
+					return 0, fmt.Errorf("container: %s: %w", filepath.Join(p, file), err)
 				}
 				return us * 1000, nil
 			}
 		}
-		return 0, fmt.Errorf("container: %s has no usage_usec", file)
+		return 0, fmt.Errorf("container: %s has no usage_usec", filepath.Join(p, file))
 	}
 	return 0, ErrNoCPUCounter
 }
 
-// readCounterFile reads a small cgroup file. A runtime may own its cgroup
-// directory in some modes, so the file is treated as untrusted: a link is
-// not followed (O_NOFOLLOW), a FIFO does not block (O_NONBLOCK), only a
-// regular file is read, and at most len(buf) bytes: the file must fit.
-func readCounterFile(path string, buf []byte) ([]byte, error) {
-	fd, err := openCounterFile(path)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	n := 0
-	for n < len(buf) {
-		m, err := unix.Read(fd, buf[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("container: read %s: %w", path, err)
-		}
-		if m == 0 {
-			return buf[:n], nil
-		}
-		n += m
-	}
-	return nil, fmt.Errorf("container: %s is longer than %d bytes", path, len(buf))
-}
-
-// openCounterFile opens a cgroup file as readCounterFile says: no link
-// followed, no wait on a FIFO, a regular file only.
+// openCounterFile opens a small cgroup file to read. A runtime may own its
+// cgroup directory in some modes, so the file is treated as untrusted: a
+// link is not followed (O_NOFOLLOW), a FIFO does not block (O_NONBLOCK), and
+// only a regular file is taken.
 func openCounterFile(path string) (int, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {

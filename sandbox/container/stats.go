@@ -53,10 +53,10 @@ func (c *Container) Counters() (Counters, error) {
 		if v2 {
 			current, limit = "memory.current", "memory.max"
 		}
-		used, err := readCounter(filepath.Join(memDir, current), buf[:])
+		used, err := c.readCounter(memDir, current, buf[:])
 		var max uint64
 		if err == nil {
-			max, err = readLimit(filepath.Join(memDir, limit), buf[:])
+			max, err = c.readLimit(memDir, limit, buf[:])
 		}
 		if err == nil {
 			if max >= v1NoLimit {
@@ -70,7 +70,7 @@ func (c *Container) Counters() (Counters, error) {
 		pidsDir = c.cgPaths[""]
 	}
 	if pidsDir != "" {
-		if n, err := readCounter(filepath.Join(pidsDir, "pids.current"), buf[:]); err == nil {
+		if n, err := c.readCounter(pidsDir, "pids.current", buf[:]); err == nil {
 			out.PIDs, out.HasPIDs = n, true
 		}
 	}
@@ -78,22 +78,22 @@ func (c *Container) Counters() (Counters, error) {
 }
 
 // readCounter reads a cgroup file holding one number.
-func readCounter(file string, buf []byte) (uint64, error) {
-	data, err := readCounterFile(file, buf)
+func (c *Container) readCounter(dir, name string, buf []byte) (uint64, error) {
+	data, err := c.counters.read(dir, name, buf)
 	if err != nil {
 		return 0, err
 	}
 	n, err := strconv.ParseUint(string(bytes.TrimSpace(data)), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("container: %s: %w", file, err)
+		return 0, fmt.Errorf("container: %s: %w", filepath.Join(dir, name), err)
 	}
 	return n, nil
 }
 
 // readLimit reads a cgroup limit file: a number, or "max" (v2's no limit),
 // read as 0.
-func readLimit(file string, buf []byte) (uint64, error) {
-	data, err := readCounterFile(file, buf)
+func (c *Container) readLimit(dir, name string, buf []byte) (uint64, error) {
+	data, err := c.counters.read(dir, name, buf)
 	if err != nil {
 		return 0, err
 	}
@@ -103,7 +103,7 @@ func readLimit(file string, buf []byte) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(string(data), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("container: %s: %w", file, err)
+		return 0, fmt.Errorf("container: %s: %w", filepath.Join(dir, name), err)
 	}
 	return n, nil
 }

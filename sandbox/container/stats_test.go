@@ -1,10 +1,12 @@
 package container
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Counters reads what libcontainer's full statistics read: a container that
@@ -16,7 +18,7 @@ func TestCounters(t *testing.T) {
 	r := newRunner(t, Config{})
 	c := start(t, r, NewID(), testSpec(root), shell(`dd if=/dev/zero of=/dev/shm/hold bs=1M count=20 2>/dev/null
 		sleep 60 & sleep 60 & sleep 60 &
-		echo held; wait`))
+		echo held; wait; echo freed; exec sleep 60`))
 	waitOutput(t, c, "held")
 	got, err := c.Counters()
 	if err != nil {
@@ -43,6 +45,38 @@ func TestCounters(t *testing.T) {
 	}
 	if got.CPU == 0 {
 		t.Error("CPU 0 ns after starting a container")
+	}
+
+	// The counter files stay open between readings (counterFiles): a
+	// later reading sees the cgroup as it is then, not as it was.
+	free := `rm /dev/shm/hold; for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = sleep ] && kill ${p#/proc/}; done; true`
+	if code, err := c.Exec(t.Context(), []string{"sh", "-c", free}, nil, nil); code != 0 || err != nil {
+		t.Fatalf("exec: %d %v", code, err)
+	}
+	// The main shell reaps the sleeps and goes on alone.
+	waitOutput(t, c, "freed")
+	again, err := c.Counters()
+	if err != nil {
+		t.Fatalf("Counters again: %v", err)
+	}
+	if again.PIDs != 1 {
+		t.Errorf("pids %d once the sleeps are gone, want 1 (the main shell or the sleep it becomes)", again.PIDs)
+	}
+	if again.Memory > got.Memory-16<<20 {
+		t.Errorf("memory %d bytes once the 20 MiB file is removed, was %d", again.Memory, got.Memory)
+	}
+	if again.CPU < got.CPU || again.MemoryLimit != got.MemoryLimit {
+		t.Errorf("Counters %+v after %+v: CPU went back or the limit changed", again, got)
+	}
+
+	// Destroy closes them: a reading after it fails rather than reading
+	// a file of a removed cgroup.
+	c.Stop(time.Second)
+	if err := c.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Counters(); !errors.Is(err, errCountersClosed) {
+		t.Errorf("Counters after Destroy: %v, want errCountersClosed", err)
 	}
 }
 
