@@ -305,6 +305,17 @@ func (h headerSet) appendPHP(dst []byte) []byte {
 	return append(dst, '}')
 }
 
+// phpPlain says which bytes appendPHPString copies as they are: the ASCII
+// ones but controls, `"`, `\` and `/`. One load a byte rather than four
+// comparisons: the strings of a list of a thousand runtimes went through
+// here at 7 ns a byte. Never written after its initialisation.
+var phpPlain = func() (t [256]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		t[b] = b != '"' && b != '\\' && b != '/'
+	}
+	return t
+}()
+
 // appendPHPString appends s as marshalPHP encodes a string: encoding/json's escapes without the HTML ones
 // (invalid UTF-8 becomes U+FFFD, U+2028 and U+2029 are escaped), and `/` as `\/`.
 func appendPHPString(dst []byte, s string) []byte {
@@ -312,11 +323,12 @@ func appendPHPString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '/' {
-				i++
-				continue
-			}
+		b := s[i]
+		if phpPlain[b] {
+			i++
+			continue
+		}
+		if b < utf8.RuneSelf {
 			dst = append(dst, s[start:i]...)
 			switch b {
 			case '"', '\\', '/':

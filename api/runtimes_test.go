@@ -195,19 +195,25 @@ func BenchmarkListRuntimes(b *testing.B) {
 			Name: "executor-idle-" + strconv.Itoa(i), Hostname: "0123456789abcdef0123456789abcdef", Status: "Up 3.27s",
 			Key: "0123456789abcdef0123456789abcdef", Listening: true, Image: "openruntimes/test:v5-1", Initialised: true}
 	}
-	s, err := New(Config{Backend: &fakeBackend{infos: infos}, Secret: testSecret, Version: "test",
+	benchGet(b, &fakeBackend{infos: infos}, "/v1/runtimes")
+}
+
+// benchGet times a keyed GET of path on a server of backend, without
+// logs.
+func benchGet(b *testing.B, backend Backend, path string) {
+	s, err := New(Config{Backend: backend, Secret: testSecret, Version: "test",
 		RuntimeVersions: []string{"v5"}, Hostname: "executor", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		r := httptest.NewRequest(http.MethodGet, "/v1/runtimes", nil)
+		r := httptest.NewRequest(http.MethodGet, path, nil)
 		r.Header.Set("Authorization", "Bearer "+testSecret)
 		w := httptest.NewRecorder()
 		s.ServeHTTP(w, r)
 		if w.Code != 200 {
-			b.Fatal(w.Code)
+			b.Fatalf("%d %s", w.Code, w.Body)
 		}
 	}
 }

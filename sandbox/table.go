@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"time"
 
 	"executor/sandbox/build"
@@ -66,7 +66,7 @@ func (m *Manager) List() []Info {
 		entries = append(entries, e)
 	}
 	m.mu.Unlock()
-	sort.Slice(entries, func(i, j int) bool { return entries[i].created.Before(entries[j].created) })
+	slices.SortFunc(entries, func(a, b *entry) int { return a.created.Compare(b.created) })
 	out := make([]Info, 0, len(entries))
 	ids := make([]string, 0, len(entries))
 	for _, e := range entries {

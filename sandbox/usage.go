@@ -71,12 +71,15 @@ func (m *Manager) withUsage(ids []string, infos []Info) {
 		return
 	}
 	sampled := m.usage.Figures().Runtimes
+	// One allocation for all the figures, not one per runtime: a list of
+	// a thousand runtimes is polled.
+	figs := make([]RuntimeUsage, len(infos))
 	for i := range infos {
 		if infos[i].Status == "pending" {
 			continue
 		}
-		r := sampled[ids[i]]
-		infos[i].Usage = &r
+		figs[i] = sampled[ids[i]]
+		infos[i].Usage = &figs[i]
 	}
 }
 
