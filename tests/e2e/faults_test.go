@@ -165,6 +165,31 @@ func daemonFDs(t *testing.T, x *executor) int {
 	return len(ents)
 }
 
+// steadyFDs is how many fds the daemon holds once the requests so far have
+// closed their connections and the usage sampler has read every runtime's
+// counter files: it keeps them open until the runtime is removed
+// (sandbox/container's counterFiles), so the ones it opens later are not a
+// fault's. A keyed health check keeps the sampler running; the count is
+// taken once it has not changed for longer than the sampler's interval.
+func steadyFDs(t *testing.T, x *executor) int {
+	t.Helper()
+	if r := x.health(t, true); r.status != 200 {
+		t.Fatalf("health: %d %s", r.status, r.body)
+	}
+	waitFDs(t, x, 1<<20)
+	const still = 1500 * time.Millisecond // usage.DefaultInterval and some
+	n, since := daemonFDs(t, x), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); time.Since(since) < still; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon's fds never settled: %d", n)
+		}
+		if m := daemonFDs(t, x); m != n {
+			n, since = m, time.Now()
+		}
+	}
+	return n
+}
+
 // waitFDs polls until the daemon holds at most want fds: the connections
 // of a request that ended close asynchronously.
 func waitFDs(t *testing.T, x *executor, want int) {
@@ -222,8 +247,7 @@ func TestFaultsClientDisconnects(t *testing.T) {
 	if r := faultRequest(t, x, "POST", "/v1/runtimes/"+id+"/executions", map[string]any{"path": "/"}); r.status != 200 {
 		t.Fatalf("warm-up: %d %s", r.status, r.body)
 	}
-	waitFDs(t, x, 1<<20)
-	before := daemonFDs(t, x)
+	before := steadyFDs(t, x)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -276,8 +300,7 @@ func TestFaultsSlowClient(t *testing.T) {
 	if r := faultRequest(t, x, "POST", "/v1/runtimes/"+id+"/executions", map[string]any{"path": "/"}); r.status != 200 {
 		t.Fatalf("warm-up: %d %s", r.status, r.body)
 	}
-	waitFDs(t, x, 1<<20)
-	before := daemonFDs(t, x)
+	before := steadyFDs(t, x)
 
 	for _, finish := range []string{"reads to the end", "leaves without reading"} {
 		t.Run(finish, func(t *testing.T) {
