@@ -54,10 +54,9 @@ type Container struct {
 	// lifetime; only a rise past this mark can be about the main process.
 	oomMu     sync.Mutex
 	oomJudged int
-	oomOpen   sync.Once
-	oomFile   *os.File // the cgroup's kill counter, opened once (see oomKills)
 
-	// counters holds the cgroup's counter files open (see Counters).
+	// counters holds the cgroup's counter files open (see Counters and
+	// oomKills).
 	counters counterFiles
 
 	// park is the write end of a parked executor-init's command pipe
@@ -311,7 +310,6 @@ func (c *Container) Stop(grace time.Duration) {
 // have been stopped. Destroying a destroyed container does nothing.
 func (c *Container) Destroy() error {
 	c.closePark()
-	c.closeOOMCounter()
 	c.counters.close()
 	lc, err := c.lc()
 	if errors.Is(err, libcontainer.ErrNotExist) {

@@ -13,10 +13,11 @@ import (
 // counterFiles keeps a container's cgroup counter files open once read, so
 // that a reading is a pread from offset 0 (which makes the kernel render
 // the file anew) rather than an open, a stat, the reads and a close: about
-// 1 µs a file against 11 µs, and the usage sampler reads four files of
-// every runtime every second (a thousand runtimes took it ~50 ms of CPU a
-// sample). The zero value is ready; close releases the files, after which
-// every read fails.
+// 1 µs a file against 11 µs. The usage sampler reads four files of every
+// runtime every second (a thousand runtimes took it ~50 ms of CPU a
+// sample), and every exchange with a runtime reads its OOM kill count. The
+// zero value is ready; close releases the files, after which every read
+// fails.
 type counterFiles struct {
 	// mu is held through each read, so that close never frees a
 	// descriptor a read still uses (another file could take its number).

@@ -2,9 +2,6 @@ package container
 
 import (
 	"errors"
-	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -14,55 +11,33 @@ import (
 // oomKills is how many processes of the container the kernel killed for
 // want of memory, from the cgroup's own counters (memory.events on v2,
 // memory.oom_control on v1): OOM notifications are not reliable on v2.
-// Every exchange with the runtime takes this count, so the file is opened
-// once and read with pread: opening it anew was four more system calls per
-// execution, a tenth of the daemon's CPU time on the warm path.
+// Every exchange with the runtime takes this count, so the file is one of
+// the counter files kept open (counterFiles): opening it anew was four more
+// system calls per execution, a tenth of the daemon's CPU time on the warm
+// path. A container without the file, or destroyed, counts 0, as readings
+// of a removed cgroup do.
 func (c *Container) oomKills() int {
-	c.oomOpen.Do(func() { c.oomFile = openOOMCounter(c.cgPaths) })
-	if c.oomFile == nil {
+	// A v1 memory hierarchy wins: on hybrid hosts "" is the unified
+	// hierarchy, which has no memory controller there.
+	dir, name := c.cgPaths["memory"], "memory.oom_control"
+	if dir == "" {
+		dir, name = c.cgPaths[""], "memory.events"
+	}
+	if dir == "" {
 		return 0
 	}
 	var buf [512]byte
-	n, err := c.oomFile.ReadAt(buf[:], 0)
-	if err != nil && !errors.Is(err, io.EOF) {
+	data, err := c.counters.read(dir, name, buf[:])
+	if err != nil {
 		return 0
 	}
-	for line := range strings.SplitSeq(string(buf[:n]), "\n") {
+	for line := range strings.SplitSeq(string(data), "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
 			n, _ := strconv.Atoi(f[1])
 			return n
 		}
 	}
 	return 0
-}
-
-// openOOMCounter opens the cgroup file holding the OOM kill count, or
-// returns nil when there is none.
-func openOOMCounter(cgPaths map[string]string) *os.File {
-	// A v1 memory hierarchy wins: on hybrid hosts "" is the unified
-	// hierarchy, which has no memory controller there.
-	var file string
-	if p := cgPaths["memory"]; p != "" {
-		file = filepath.Join(p, "memory.oom_control")
-	} else if p := cgPaths[""]; p != "" {
-		file = filepath.Join(p, "memory.events")
-	} else {
-		return nil
-	}
-	fd, err := openCounterFile(file)
-	if err != nil {
-		return nil
-	}
-	return os.NewFile(uintptr(fd), file)
-}
-
-// closeOOMCounter releases the counter file; later readings count 0, as
-// readings of a removed cgroup do.
-func (c *Container) closeOOMCounter() {
-	c.oomOpen.Do(func() {})
-	if c.oomFile != nil {
-		c.oomFile.Close()
-	}
 }
 
 // diedOfOOM is the verdict on the main process's death: the kernel's OOM

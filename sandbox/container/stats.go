@@ -31,7 +31,7 @@ type Counters struct {
 // the page size. Nothing a runtime can be given comes near it.
 const v1NoLimit = 1 << 62
 
-// Counters reads the container's CPU, memory and pids counters: five small
+// Counters reads the container's CPU, memory and pids counters: four small
 // files (memory.usage_in_bytes, memory.limit_in_bytes and pids.current
 // beside the CPU counter on cgroup v1; memory.current, memory.max and
 // pids.current on v2), not libcontainer's Stats, which reads every file of
