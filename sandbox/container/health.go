@@ -26,8 +26,34 @@ func (r *Runner) MakeCgroupParent() error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create cgroup parent %s: %w", dir, err)
 		}
+		if !r.cgroup2 {
+			cloneCpusetChildren(dir)
+		}
 	}
 	return nil
+}
+
+// cloneCpusetChildren has the kernel give each new cgroup under a v1 cpuset
+// parent the parent's cpus and mems as it is made (cgroup.clone_children).
+// Otherwise libcontainer finds a runtime's new cpuset empty and writes both
+// files, and each write of cpuset.cpus has the kernel validate the change
+// against every sibling and rebuild the scheduling domains: 0.13 ms a
+// runtime on an idle host, 0.30 ms beside 1,000 runtimes, against 0.03 and
+// 0.05 ms when cloned (measured on this VM). The cpus and mems are the ones
+// libcontainer would have copied; the kernel does not clone beside an
+// exclusive sibling, where libcontainer copies as before. A parent that is
+// not a cpuset, or a write refused (a parent delegated without it), leaves
+// libcontainer's copy in place: nothing is lost but the time.
+func cloneCpusetChildren(dir string) {
+	if _, err := os.Stat(filepath.Join(dir, "cpuset.cpus")); err != nil {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "cgroup.clone_children"), os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	_, _ = f.WriteString("1")
+	_ = f.Close()
 }
 
 // CheckCgroupParent reports whether the cgroup parent is still a cgroup on

@@ -50,10 +50,37 @@ func TestCgroupParentHealth(t *testing.T) {
 			}
 		})
 	}
-	c := start(t, r, NewID(), testSpec(busyboxRoot(t)), shell("echo up; exec sleep 600"))
+	id := NewID()
+	c := start(t, r, id, testSpec(busyboxRoot(t)), shell("echo up; exec sleep 600"))
 	waitOutput(t, c, "up")
 	if err := r.CheckCgroupParent(); err != nil {
 		t.Fatalf("check with a runtime running: %v", err)
 	}
+	if !r.Cgroup2() {
+		checkCpusetCloned(t, filepath.Join(cgroupRoot, "cpuset", r.cfg.CgroupParent), id)
+	}
 	destroy(t, c)
+}
+
+// checkCpusetCloned: on cgroup v1 the parent's cpuset hands its cpus and
+// mems to each new runtime's cgroup (cloneCpusetChildren), so libcontainer
+// has nothing to write there, and the runtime's are the parent's.
+func checkCpusetCloned(t *testing.T, parent, id string) {
+	t.Helper()
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if got := read(filepath.Join(parent, "cgroup.clone_children")); got != "1" {
+		t.Errorf("%s/cgroup.clone_children is %q, want 1", parent, got)
+	}
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		want, got := read(filepath.Join(parent, f)), read(filepath.Join(parent, id, f))
+		if want == "" || got != want {
+			t.Errorf("runtime's %s %q, parent's %q: want the parent's, not empty", f, got, want)
+		}
+	}
 }
