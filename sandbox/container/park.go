@@ -170,11 +170,20 @@ func (c *Container) setCgroups(cfg *configs.Config) error {
 		}
 		return lc.Set(*cfg)
 	}
-	m, err := manager.NewWithPaths(cfg.Cgroups, maps.Clone(c.cgPaths))
+	res := cfg.Cgroups.Resources
+	if c.cfg != nil && c.cfg.Cgroups != nil && c.cfg.Cgroups.Resources != nil && res != nil {
+		if changed, ok := changedLimits(c.cfg.Cgroups.Resources, res); ok {
+			res = changed
+		}
+	}
+	// A copy: the cgroup v2 manager keeps the resources it last set in
+	// its config, which must stay cfg's whole set.
+	cg := *cfg.Cgroups
+	m, err := manager.NewWithPaths(&cg, maps.Clone(c.cgPaths))
 	if err != nil {
 		return err
 	}
-	return m.Set(cfg.Cgroups.Resources)
+	return m.Set(res)
 }
 
 // closePark ends a parked wait that will never be given a command: its
