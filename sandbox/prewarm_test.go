@@ -171,3 +171,30 @@ func TestColdStartEndsWithItsReply(t *testing.T) {
 		t.Fatalf("a created runtime's cold start did not end once made: %d ends in all, want 2", n)
 	}
 }
+
+// A refill decided when a cold start ends starts prewarmReplyGrace after
+// that end, so as not to compete with the reply on its way out; a pool
+// stopped meanwhile makes none.
+func TestPoolRefillWaitsForTheReply(t *testing.T) {
+	spec := Spec{Image: "img", Version: protocol.V5}
+	p := testPool(2)
+	p.stop = make(chan struct{})
+	_, done := p.take(spec)
+	done()
+	ended := p.lastDone
+	if time.Since(ended) > time.Second || ended.IsZero() {
+		t.Fatalf("done recorded the end of the cold start at %v", ended)
+	}
+	if !p.graceAfterReply() {
+		t.Fatal("graceAfterReply reports a stop")
+	}
+	if d := time.Since(ended); d < prewarmReplyGrace {
+		t.Fatalf("the refill may start %v after the cold start ended, before prewarmReplyGrace (%v)", d, prewarmReplyGrace)
+	}
+	_, done = p.take(spec)
+	done()
+	close(p.stop)
+	if p.graceAfterReply() {
+		t.Error("graceAfterReply goes on after the pool stopped")
+	}
+}
