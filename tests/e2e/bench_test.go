@@ -79,7 +79,7 @@ func benchColdStartPrewarmed(b *testing.B) {
 		if r.status != 200 {
 			b.Fatalf("%d %s", r.status, r.body)
 		}
-		if n := strings.Count(x.logs.String(), "from a prewarmed sandbox"); n != i+1 {
+		if n := x.logs.Count("from a prewarmed sandbox"); n != i+1 {
 			b.Fatalf("cold start %d: %d made from a prewarmed sandbox so far, want %d", i, n, i+1)
 		}
 		x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil)
@@ -99,7 +99,7 @@ func waitPoolSettled(b *testing.B, x *executor) {
 	const quiet = 300 * time.Millisecond
 	n, since := -1, time.Now()
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c := strings.Count(x.logs.String(), "sandbox prewarmed"); c != n {
+		if c := x.logs.Count("sandbox prewarmed"); c != n {
 			n, since = c, time.Now()
 		} else if time.Since(since) >= quiet {
 			return

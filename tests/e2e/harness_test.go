@@ -226,6 +226,41 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// line is the first whole line (one the daemon finished writing) that
+// holds every one of parts.
+func (s *syncBuffer) line(parts ...string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rest := s.b.Bytes()
+	for {
+		end := bytes.IndexByte(rest, '\n')
+		if end < 0 {
+			return "", false
+		}
+		l := rest[:end]
+		rest = rest[end+1:]
+		all := true
+		for _, p := range parts {
+			if !bytes.Contains(l, []byte(p)) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return string(l), true
+		}
+	}
+}
+
+// Count is strings.Count(s.String(), sub) without the copy: polled against
+// a daemon's log of megabytes (a benchmark's thousand runtimes), each copy
+// is garbage the next timed request may pay for.
+func (s *syncBuffer) Count(sub string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Count(s.b.Bytes(), []byte(sub))
+}
+
 // freeSubnet picks a /24 in 10.0.0.0/8 that no interface or route of the
 // host uses.
 func freeSubnet(t testing.TB) netip.Prefix {

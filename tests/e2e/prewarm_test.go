@@ -177,10 +177,24 @@ func checkPrewarmed(t *testing.T, x *executor, src string) {
 func waitLog(t testing.TB, x *executor, msg string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for strings.Count(x.logs.String(), msg) < n {
+	for x.logs.Count(msg) < n {
 		if time.Now().After(deadline) {
 			t.Fatalf("the log never said %q %d times:\n%s", msg, n, x.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitLogLine waits for a whole line of x's log that holds every one of
+// parts, and returns it.
+func waitLogLine(t testing.TB, x *executor, parts ...string) string {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if line, ok := x.logs.line(parts...); ok {
+			return line
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the log never had a line with %q:\n%s", parts, x.logs.String())
+		}
 	}
 }

@@ -34,6 +34,13 @@ const scaleMemory = 64
 //
 // The figures are the daemon's as it is: the benchmark measures whatever
 // per-runtime threads, memory and locking it has, and assumes none of it.
+//
+// Those creations are made on the spot (the harness turns the prewarm pool
+// off). Once the N runtimes are deleted and their daemon stopped, a daemon
+// with its defaults, the pool among them, creates N again (see
+// scalePrewarmed): the creation latency of its first and last ten, each
+// from a prewarmed sandbox, is what an operator's creations take when
+// they are not back to back.
 func BenchmarkScale(b *testing.B) {
 	n := 1000
 	if v := os.Getenv(scaleRuntimesEnv); v != "" {
@@ -63,21 +70,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 	})
 
-	create := func(id string) time.Duration {
-		body := map[string]any{
-			"runtimeId": id, "image": "openruntimes/test:v5-1", "source": src, "entrypoint": "index.js",
-			"runtimeEntrypoint": startCommand, "memory": scaleMemory,
-		}
-		start := time.Now()
-		r := x.request(b, "POST", "/v1/runtimes", body, jsonAccept)
-		d := time.Since(start)
-		if r.status == 201 {
-			created = append(created, id)
-		} else {
-			b.Fatalf("creating runtime %s (%d held): %d %s", id, len(created), r.status, r.body)
-		}
-		return d
-	}
+	create := func(id string) time.Duration { return scaleCreate(b, x, src, id, &created) }
 	// Pull the image first, outside the figures.
 	create("scale-pull")
 	if r := x.request(b, "DELETE", "/v1/runtimes/scale-pull", nil, nil); r.status != 200 {
@@ -172,6 +165,120 @@ func BenchmarkScale(b *testing.B) {
 	samples.Report(b, "delete", del)
 	samples.Report(b, "health", health)
 	samples.Report(b, "list", list)
+
+	x.stop()
+	// The kernel frees what the runtimes held (network namespaces,
+	// cgroups, loop devices) in its own workers, seconds after: the next
+	// daemon's first creations would share the CPU with that.
+	waitHostIdle(b)
+	first, last = scalePrewarmed(b, n, subnet.String(), src)
+	samples.Report(b, "prewarmed-create-first10", first)
+	samples.Report(b, "prewarmed-create-last10", last)
+}
+
+// scaleCreate creates runtime id on x, idle, as BenchmarkScale's runtimes
+// are, adds it to created and says how long the creation took.
+func scaleCreate(b *testing.B, x *executor, src, id string, created *[]string) time.Duration {
+	b.Helper()
+	body := map[string]any{
+		"runtimeId": id, "image": "openruntimes/test:v5-1", "source": src, "entrypoint": "index.js",
+		"runtimeEntrypoint": startCommand, "memory": scaleMemory,
+	}
+	start := time.Now()
+	r := x.request(b, "POST", "/v1/runtimes", body, jsonAccept)
+	d := time.Since(start)
+	if r.status != 201 {
+		b.Fatalf("creating runtime %s (%d held): %d %s", id, len(*created), r.status, r.body)
+	}
+	*created = append(*created, id)
+	return d
+}
+
+// scalePrewarmed has a daemon with its defaults, the prewarm pool among
+// them, create n idle runtimes one after another and returns how long the
+// first ten and the last ten creations took. Each of those twenty waits
+// until the pool has refilled and is checked to be made from a prewarmed
+// sandbox; the others come back to back, and the pool serves what it has.
+// The runtimes are deleted before it returns.
+func scalePrewarmed(b *testing.B, n int, subnet, src string) (first, last []time.Duration) {
+	b.Helper()
+	// "OPR_EXECUTOR_PREWARM=" undoes the harness's prewarmOff.
+	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet, "OPR_EXECUTOR_PREWARM=")
+	defer x.stop()
+	var created []string
+	defer func() {
+		for _, id := range created {
+			if r := x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 && r.status != 404 {
+				b.Errorf("delete %s: %d %s", id, r.status, r.body)
+			}
+		}
+	}()
+	// The image is pulled, and the pool has demand for it.
+	scaleCreate(b, x, src, "scale-pull", &created)
+	pooled := func() int { return x.logs.Count("from a prewarmed sandbox") }
+	for i := range n {
+		id := fmt.Sprintf("scale-%d", i)
+		if i >= 10 && i < n-10 {
+			scaleCreate(b, x, src, id, &created)
+			continue
+		}
+		// Settled first, so that the count of sandboxes taken is
+		// whole: a sandbox made beyond them is waiting.
+		waitPoolSettled(b, x)
+		waitLog(b, x, "sandbox prewarmed", pooled()+1)
+		waitPoolSettled(b, x)
+		d := scaleCreate(b, x, src, id, &created)
+		// Each creation logs how it was made, in a line that names it;
+		// the log may lag the reply.
+		line := waitLogLine(b, x, `msg="runtime prepared`, " runtime="+id+" ")
+		if !strings.Contains(line, "from a prewarmed sandbox") {
+			b.Fatalf("creation %d of %d was not made from a prewarmed sandbox: %s", i, n, line)
+		}
+		if i < 10 {
+			first = append(first, d)
+		} else {
+			last = append(last, d)
+		}
+	}
+	b.Logf("prewarmed daemon: %d of %d creations made from a prewarmed sandbox", pooled(), n+1)
+	return first, last
+}
+
+// waitHostIdle waits until the host's CPUs were at least 90% idle over half
+// a second, for at most a minute.
+func waitHostIdle(b *testing.B) {
+	b.Helper()
+	idle := func() (idle, total uint64) {
+		raw, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			b.Fatal(err)
+		}
+		line, _, _ := strings.Cut(string(raw), "\n") // "cpu  user nice system idle iowait ..."
+		for i, f := range strings.Fields(line)[1:] {
+			v, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/stat: %q: %v", line, err)
+			}
+			total += v
+			if i == 3 || i == 4 { // idle, iowait
+				idle += v
+			}
+		}
+		return idle, total
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		i0, t0 := idle()
+		time.Sleep(500 * time.Millisecond)
+		i1, t1 := idle()
+		if t1 > t0 && float64(i1-i0)/float64(t1-t0) >= 0.9 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Logf("the host was still busy a minute after the runtimes went (%.0f%% idle)", 100*float64(i1-i0)/float64(max(t1-t0, 1)))
+			return
+		}
+	}
 }
 
 // apiSamples is how many health and list requests each iteration of
