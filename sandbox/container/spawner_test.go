@@ -267,17 +267,14 @@ func TestSpawnerRefused(t *testing.T) {
 // memoryLimit is the memory limit on c's cgroup, in bytes.
 func memoryLimit(t *testing.T, c *Container) int64 {
 	t.Helper()
-	file := filepath.Join(c.cgPaths["memory"], "memory.limit_in_bytes")
+	name := "memory.limit_in_bytes"
 	if c.cgPaths["memory"] == "" {
-		file = filepath.Join(c.cgPaths[""], "memory.max")
+		name = "memory.max"
 	}
-	b, err := os.ReadFile(file)
+	v := cgroupValue(t, c, "memory", name)
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		t.Fatalf("%s: %v", file, err)
+		t.Fatalf("%s %q: %v", name, v, err)
 	}
 	return n
 }
