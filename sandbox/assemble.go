@@ -22,7 +22,9 @@ import (
 func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
 	sb, done := m.pool.take(spec)
 	r.mu.Lock()
-	r.coldDone = done
+	// The disk spare this cold start may take is made again once it has
+	// answered, as the pool's sandbox is.
+	r.coldDone = func() { done(); m.spares.Refill() }
 	r.mu.Unlock()
 	if m.pool.serves(spec) {
 		m.cfg.Observer.Prewarm(ctx, sb != nil)
@@ -189,6 +191,9 @@ func (m *Manager) assembleBase(ctx context.Context, r *Runtime, image string, st
 	}()
 	if err := m.makeDir(ctx, r); err != nil {
 		return nil, "", fmt.Errorf("failed to create temporary directory: %w", err)
+	}
+	if m.cfg.DiskLimit > 0 {
+		st.note("spareDisk", r.disk.Spare())
 	}
 	if err := own(); err != nil {
 		return nil, "", err

@@ -186,6 +186,7 @@ func (p *pool) loop() {
 				return
 			}
 			sb, err := p.m.park(context.Background(), key)
+			p.m.spares.Refill() // for the disk the sandbox took
 			p.mu.Lock()
 			p.making[key]--
 			if err == nil && !p.closed {

@@ -9,7 +9,6 @@ import (
 
 	"executor/netns"
 	"executor/oci"
-	"executor/sandbox/disk"
 	"executor/storage/safefs"
 )
 
@@ -33,7 +32,7 @@ func (m *Manager) makeDir(ctx context.Context, r *Runtime) error {
 	if err := os.Mkdir(r.Dir, 0o700); err != nil {
 		return err
 	}
-	dk, err := disk.Mount(ctx, r.Dir, m.diskConfig(m.cfg.UserNS))
+	dk, err := m.spares.Mount(ctx, r.Dir, m.diskConfig(m.cfg.UserNS))
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ type stages struct {
 	last  time.Time
 	names []string
 	took  []time.Duration
+	notes []any // what the log says of the steps beside their times
 }
 
 // newStages starts timing at once; obs may be nil.
@@ -38,10 +39,13 @@ func (s *stages) add(name string, start time.Time, took time.Duration) {
 	}
 }
 
+// note adds key=value to the log line of the creation.
+func (s *stages) note(key string, value any) { s.notes = append(s.notes, key, value) }
+
 func (s *stages) attrs() []any {
-	out := make([]any, 0, 2*len(s.names))
+	out := make([]any, 0, 2*len(s.names)+len(s.notes))
 	for i, n := range s.names {
 		out = append(out, n, s.took[i].Round(10*time.Microsecond))
 	}
-	return out
+	return append(out, s.notes...)
 }

@@ -29,12 +29,12 @@ const (
 	bytesPerInode = 16384
 	// maxInodes is ext4's limit.
 	maxInodes = 1<<32 - 1
-	// mountData: the disk is thrown away with its runtime, so nothing on it
+	// mountFlags: the disk is thrown away with its runtime, so nothing on it
 	// needs to be durable. Without barriers a runtime's fsync never makes the
 	// loop device fsync its backing file (a journal commit and cache flush of
 	// the host's filesystem, shared by everyone); without auto_da_alloc,
 	// replacing a file by rename does not start writeback early.
-	mountData = "nobarrier,noauto_da_alloc"
+	mountFlags = "nobarrier,noauto_da_alloc"
 )
 
 var (
@@ -103,8 +103,9 @@ func (c Config) Validate() error {
 
 // Disk is a mounted disk. Its zero value is not usable; Mount makes one.
 type Disk struct {
-	dir string
-	dev uint64 // the filesystem's device number; 0 when Size was zero
+	dir   string
+	dev   uint64 // the filesystem's device number; 0 when Size was zero
+	spare bool   // made ahead of need (Spares)
 
 	mu   sync.Mutex
 	done bool
@@ -112,6 +113,9 @@ type Disk struct {
 
 // Dir is the directory the disk is mounted at.
 func (d *Disk) Dir() string { return d.dir }
+
+// Spare says whether the disk was made ahead of need (Spares.Mount).
+func (d *Disk) Spare() bool { return d.spare }
 
 // Mount makes a disk as cfg says and mounts it (nosuid, nodev) at dir, which
 // must be an existing empty directory and not a mount point. The disk's root
@@ -138,39 +142,120 @@ func Mount(ctx context.Context, dir string, cfg Config) (_ *Disk, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-
-	backing, tpl, err := newBacking(ctx, filepath.Dir(dir), cfg)
+	fs, err := newDetached(ctx, filepath.Dir(dir), cfg)
 	if err != nil {
 		return nil, err
+	}
+	// Once attached, the mount lives on in the tree without this fd.
+	defer fs.close()
+	return fs.attach(dir)
+}
+
+// detached is a disk made and mounted nowhere yet: a filesystem that only
+// its fd (fsmount's) holds. When that fd closes unattached (a spare when
+// the daemon dies), the kernel frees the filesystem, its loop device
+// (autoclear) and its nameless backing file: nothing is left to sweep.
+type detached struct {
+	fd  int
+	dev uint64
+}
+
+// newDetached makes a disk as cfg says, its backing file in dir, with its
+// root prepared (empty, cfg's owner and mode), mounted nowhere. On error
+// nothing is left behind.
+func newDetached(ctx context.Context, dir string, cfg Config) (_ detached, err error) {
+	backing, tpl, err := newBacking(ctx, dir, cfg)
+	if err != nil {
+		return detached{}, err
 	}
 	// The file has no name: once the loop device holds its own reference,
 	// this close leaves the file to it; before that, it removes the file.
 	defer backing.Close()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return detached{}, err
 	}
 	loop, err := attachLoop(backing)
 	if err != nil {
-		return nil, err
+		return detached{}, err
 	}
-	// The device clears itself at its last close: after a successful mount
-	// that is the unmount; if mounting fails, it is this one.
+	// The device clears itself at its last close: once mounted, that is
+	// when the filesystem goes; if mounting fails, it is this one.
 	defer unix.Close(loop.fd)
-
-	if err := unix.Mount(loop.path, dir, "ext4", unix.MS_NOSUID|unix.MS_NODEV, mountData); err != nil {
+	fd, err := mountDetached(loop.path)
+	if err != nil {
 		if tpl != "" {
 			// A template that does not mount is damaged: drop it, so that
 			// the next Mount formats a new one rather than failing forever.
 			_ = os.Remove(tpl)
 		}
-		return nil, fmt.Errorf("mount %s: %w", loop.path, err)
+		return detached{}, fmt.Errorf("mount %s: %w", loop.path, err)
 	}
-	d := &Disk{dir: dir, dev: loop.rdev}
-	if err := prepareRoot(dir, cfg); err != nil {
-		return nil, errors.Join(err, d.Unmount())
+	if err := prepareRoot(fd, cfg); err != nil {
+		unix.Close(fd)
+		return detached{}, err
 	}
-	return d, nil
+	return detached{fd: fd, dev: loop.rdev}, nil
 }
+
+// mountDetached mounts the ext4 filesystem on the block device at path
+// (nosuid, nodev, mountFlags) as a mount of no tree (fsmount), and
+// returns its fd.
+func mountDetached(path string) (_ int, err error) {
+	fsfd, err := unix.Fsopen("ext4", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return -1, os.NewSyscallError("fsopen ext4", err)
+	}
+	defer unix.Close(fsfd)
+	defer func() {
+		// The kernel says why a filesystem did not mount in the context's
+		// log, not in errno.
+		if msg := fsContextLog(fsfd); err != nil && msg != "" {
+			err = fmt.Errorf("%w (kernel: %s)", err, msg)
+		}
+	}()
+	if err := unix.FsconfigSetString(fsfd, "source", path); err != nil {
+		return -1, fmt.Errorf("fsconfig source: %w", err)
+	}
+	for _, opt := range strings.Split(mountFlags, ",") {
+		if err := unix.FsconfigSetFlag(fsfd, opt); err != nil {
+			return -1, fmt.Errorf("fsconfig %s: %w", opt, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fsfd); err != nil {
+		return -1, fmt.Errorf("fsconfig create: %w", err)
+	}
+	fd, err := unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return -1, os.NewSyscallError("fsmount", err)
+	}
+	return fd, nil
+}
+
+// fsContextLog drains the messages the kernel queued on an fs context.
+func fsContextLog(fd int) string {
+	var msgs []string
+	buf := make([]byte, 1024)
+	for range 8 {
+		n, err := unix.Read(fd, buf)
+		if err != nil || n <= 0 {
+			break
+		}
+		msgs = append(msgs, strings.TrimSpace(string(buf[:n])))
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// attach mounts the disk at dir, which the caller checked with
+// checkMountPoint. A symlink at dir is not followed.
+func (fs detached) attach(dir string) (*Disk, error) {
+	if err := unix.MoveMount(fs.fd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return nil, &os.PathError{Op: "move_mount", Path: dir, Err: err}
+	}
+	return &Disk{dir: dir, dev: fs.dev}, nil
+}
+
+// close lets go of the disk's fd: an unattached disk goes with it.
+func (fs detached) close() { unix.Close(fs.fd) }
 
 // checkMountPoint makes sure dir is an empty directory and not a mount point
 // (a disk left mounted there by a crash is empty too).
@@ -211,13 +296,38 @@ func isMountRoot(fd int) (bool, uint64, error) {
 	return stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, dev, nil
 }
 
-// prepareRoot empties the new filesystem's root (mke2fs makes lost+found,
-// which nothing here needs) and gives it its owner and mode.
-func prepareRoot(dir string, cfg Config) error {
-	if err := unix.Rmdir(filepath.Join(dir, "lost+found")); err != nil && !errors.Is(err, unix.ENOENT) {
+// prepareRoot empties the root of the new filesystem mounted at mfd
+// (mke2fs makes lost+found, which nothing here needs) and gives it its owner
+// and mode.
+//
+// It also makes and removes a directory: that reads the allocation metadata
+// a first new file needs (bitmaps, an inode table block) into the cache.
+// Without it the runtime directory's first mkdirs waited on the host's disk
+// (reads through the loop device bypass the host's page cache): 0.7 ms for
+// three on an idle host, against 0.1 ms after, and for a spare that wait is
+// off the cold start's path.
+func prepareRoot(mfd int, cfg Config) error {
+	fd, err := unix.Openat(mfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the disk's root: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Unlinkat(fd, "lost+found", unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove lost+found: %w", err)
 	}
-	return setOwner(dir, cfg)
+	if err := unix.Mkdirat(fd, "lost+found", 0o700); err != nil {
+		return fmt.Errorf("warm the disk's metadata: %w", err)
+	}
+	if err := unix.Unlinkat(fd, "lost+found", unix.AT_REMOVEDIR); err != nil {
+		return fmt.Errorf("warm the disk's metadata: %w", err)
+	}
+	if err := unix.Fchown(fd, cfg.UID, cfg.GID); err != nil {
+		return fmt.Errorf("chown the disk's root: %w", err)
+	}
+	if err := unix.Fchmod(fd, uint32(cfg.mode())); err != nil {
+		return fmt.Errorf("chmod the disk's root: %w", err)
+	}
+	return nil
 }
 
 func setOwner(dir string, cfg Config) error {

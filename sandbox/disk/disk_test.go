@@ -138,6 +138,26 @@ func mountOptions(t testing.TB, dir string) []string {
 	return opts
 }
 
+// superOptions gives the filesystem options of the mount at dir.
+func superOptions(t testing.TB, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		fields := strings.Fields(line)
+		_, fs, ok := strings.Cut(line, " - ")
+		if ok && len(fields) > 5 && fields[4] == dir {
+			if f := strings.Fields(fs); len(f) > 2 {
+				opts = strings.Split(f[2], ",") // the last mount at dir wins
+			}
+		}
+	}
+	return opts
+}
+
 // entries lists dir's names.
 func entries(t testing.TB, dir string) []string {
 	t.Helper()
@@ -334,34 +354,13 @@ func TestMountRoot(t *testing.T) {
 	requireHost(t)
 	const uid, gid = 1000000000, 1000000001
 	dir := newDir(t)
-	d, err := Mount(context.Background(), dir, Config{Size: 16 << 20, UID: uid, GID: gid, Mode: 0o751})
+	cfg := Config{Size: 16 << 20, UID: uid, GID: gid, Mode: 0o751}
+	d, err := Mount(context.Background(), dir, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Unmount()
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	if st.Uid != uid || st.Gid != gid || st.Mode&0o7777 != 0o751 {
-		t.Errorf("root is %d:%d %o, want %d:%d 751", st.Uid, st.Gid, st.Mode&0o7777, uid, gid)
-	}
-	if got := entries(t, dir); len(got) > 0 {
-		t.Errorf("new disk holds %v, want nothing", got)
-	}
-	opts := mountOptions(t, dir)
-	for _, want := range []string{"nosuid", "nodev", "rw"} {
-		if !slices.Contains(opts, want) {
-			t.Errorf("mount options %v lack %s", opts, want)
-		}
-	}
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		t.Fatal(err)
-	}
-	if fs.Type != unix.EXT4_SUPER_MAGIC {
-		t.Errorf("filesystem type %#x, want ext4", fs.Type)
-	}
+	checkDisk(t, dir, d, cfg)
 	sys := fmt.Sprintf("/sys/dev/block/%d:%d/", unix.Major(d.dev), unix.Minor(d.dev))
 	if sectors, err := os.ReadFile(sys + "size"); err != nil || strings.TrimSpace(string(sectors)) != strconv.Itoa(16<<20/512) {
 		t.Errorf("loop device of %q sectors, %v; want %d", sectors, err, 16<<20/512)

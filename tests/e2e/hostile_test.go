@@ -585,10 +585,15 @@ func freeBytes(t *testing.T, dir string) int64 {
 
 // TestHostileDiskCaps: a runtime filling its root or a mounted directory
 // gets ENOSPC at OPR_EXECUTOR_DISK_LIMIT, and the host keeps its space; one
-// making many files hits OPR_EXECUTOR_DISK_INODES.
+// making many files hits OPR_EXECUTOR_DISK_INODES. Its disk is one of the
+// daemon's spares (made ahead of need, with the same caps), and the spare
+// is made again once the runtime is created.
 func TestHostileDiskCaps(t *testing.T) {
 	x := startExecutor(t, "OPR_EXECUTOR_DISK_LIMIT="+strconv.Itoa(hostileDiskLimit), "OPR_EXECUTOR_DISK_INODES="+strconv.Itoa(hostileDiskInodes))
+	waitLog(t, x, "spare disk made", 2)
 	createIdle(t, x, "filler", nil)
+	waitLogLine(t, x, `msg="runtime prepared"`, " runtime=filler ", " spareDisk=true")
+	waitLog(t, x, "spare disk made", 3)
 	for _, dir := range []string{"/usr/local/server", "/tmp", "/mnt/code", "/mnt/logs"} {
 		t.Run("bytes into "+dir, func(t *testing.T) {
 			before := freeBytes(t, x.dataDir)
