@@ -121,7 +121,14 @@ func (d *Disk) Spare() bool { return d.spare }
 // must be an existing empty directory and not a mount point. The disk's root
 // is empty (no lost+found), owned by cfg.UID:cfg.GID with mode cfg.Mode.
 // On error nothing is left behind: no mount, no loop device, no file.
-func Mount(ctx context.Context, dir string, cfg Config) (_ *Disk, err error) {
+func Mount(ctx context.Context, dir string, cfg Config) (*Disk, error) {
+	return mount(ctx, dir, cfg, nil)
+}
+
+// mount is Mount, attaching one of spares' disks when it has one for cfg.
+// The spare is taken only once dir passed its checks, so that a bad dir
+// does not cost one.
+func mount(ctx context.Context, dir string, cfg Config, spares *Spares) (_ *Disk, err error) {
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("disk: mount at %s: %w", dir, err)
@@ -142,13 +149,20 @@ func Mount(ctx context.Context, dir string, cfg Config) (_ *Disk, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	fs, err := newDetached(ctx, filepath.Dir(dir), cfg)
-	if err != nil {
-		return nil, err
+	fs, spare := spares.take(cfg)
+	if !spare {
+		if fs, err = newDetached(ctx, filepath.Dir(dir), cfg); err != nil {
+			return nil, err
+		}
 	}
 	// Once attached, the mount lives on in the tree without this fd.
 	defer fs.close()
-	return fs.attach(dir)
+	d, err := fs.attach(dir)
+	if err != nil {
+		return nil, err
+	}
+	d.spare = spare
+	return d, nil
 }
 
 // detached is a disk made and mounted nowhere yet: a filesystem that only

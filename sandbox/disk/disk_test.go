@@ -121,41 +121,39 @@ func mountsUnder(t testing.TB, dir string) []string {
 	return found
 }
 
-// mountOptions gives the per-mount options of the mount at dir.
-func mountOptions(t testing.TB, dir string) []string {
+// mountInfo gives the mountinfo line of the mount at dir (the last one
+// there wins), as its fields before and after the " - " separator.
+func mountInfo(t testing.TB, dir string) (mount, fs []string) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var opts []string
 	for _, line := range strings.Split(string(b), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) > 5 && fields[4] == dir {
-			opts = strings.Split(fields[5], ",") // the last mount at dir wins
+		before, after, _ := strings.Cut(line, " - ")
+		if f := strings.Fields(before); len(f) > 5 && f[4] == dir {
+			mount, fs = f, strings.Fields(after)
 		}
 	}
-	return opts
+	return mount, fs
+}
+
+// mountOptions gives the per-mount options of the mount at dir.
+func mountOptions(t testing.TB, dir string) []string {
+	t.Helper()
+	if mount, _ := mountInfo(t, dir); mount != nil {
+		return strings.Split(mount[5], ",")
+	}
+	return nil
 }
 
 // superOptions gives the filesystem options of the mount at dir.
 func superOptions(t testing.TB, dir string) []string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
+	if _, fs := mountInfo(t, dir); len(fs) > 2 {
+		return strings.Split(fs[2], ",")
 	}
-	var opts []string
-	for _, line := range strings.Split(string(b), "\n") {
-		fields := strings.Fields(line)
-		_, fs, ok := strings.Cut(line, " - ")
-		if ok && len(fields) > 5 && fields[4] == dir {
-			if f := strings.Fields(fs); len(f) > 2 {
-				opts = strings.Split(f[2], ",") // the last mount at dir wins
-			}
-		}
-	}
-	return opts
+	return nil
 }
 
 // entries lists dir's names.

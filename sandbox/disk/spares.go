@@ -76,31 +76,15 @@ func NewSpares(cfg SparesConfig) (*Spares, error) {
 // Mount is Mount(ctx, dir, cfg), done with a spare when cfg is the spares'
 // Config and one is ready. It never waits for one: without, it makes the
 // disk itself. The spare it takes is made again once Refill is called.
-func (s *Spares) Mount(ctx context.Context, dir string, cfg Config) (_ *Disk, err error) {
-	if s == nil || cfg != s.cfg.Disk {
-		return Mount(ctx, dir, cfg)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("disk: mount at %s: %w", dir, err)
-	}
-	// Checked first, so that a bad dir does not cost a spare.
-	if err := checkMountPoint(dir); err != nil {
-		return nil, fmt.Errorf("disk: mount at %s: %w", dir, err)
-	}
-	fs, ok := s.take()
-	if !ok {
-		return Mount(ctx, dir, cfg)
-	}
-	defer fs.close()
-	d, err := fs.attach(dir)
-	if err != nil {
-		return nil, fmt.Errorf("disk: mount at %s: %w", dir, err)
-	}
-	d.spare = true
-	return d, nil
+func (s *Spares) Mount(ctx context.Context, dir string, cfg Config) (*Disk, error) {
+	return mount(ctx, dir, cfg, s)
 }
 
-func (s *Spares) take() (detached, bool) {
+// take hands out a ready spare made for cfg, if there is one.
+func (s *Spares) take(cfg Config) (detached, bool) {
+	if s == nil || cfg != s.cfg.Disk {
+		return detached{}, false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.ready) == 0 {
