@@ -206,6 +206,7 @@ func TestReleaseThenAdoptAfterRestart(t *testing.T) {
 		t.Fatalf("endpoint %s not from the pool: %s", keep.ID, keep.NSPath)
 	}
 	listenEcho(t, keep)
+	n.Refill()
 	waitPoolFull(t, n) // so that Release has ready endpoints to remove
 	if len(vethNames(t, n)) <= 3 {
 		t.Fatalf("no pooled endpoint to remove: veths %v", vethNames(t, n))

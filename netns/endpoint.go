@@ -26,6 +26,7 @@ type Endpoint struct {
 	HostIf  string       // host side of the veth pair
 	Bridge  string       // the bridge HostIf is a port of: the first, or an overflow one
 	Network string       // network name
+	Pooled  bool         // Attach took it ready from the pool
 
 	br *bridge
 }
@@ -44,7 +45,7 @@ func (n *Network) Attach(ctx context.Context, id string) (*Endpoint, error) {
 	if pool != nil {
 		select {
 		case ep := <-pool:
-			ep.ID = id
+			ep.ID, ep.Pooled = id, true
 			n.mu.Lock()
 			closed := n.closed
 			if !closed {
@@ -127,6 +128,11 @@ func (n *Network) create(ctx context.Context, id, file string) (_ *Endpoint, err
 		}
 	}()
 	if err := createNamespace(ep.NSPath); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Another endpoint's (one adopted from an earlier process):
+			// the teardown below must leave it alone.
+			ep.NSPath = ""
+		}
 		return nil, err
 	}
 	ns, err := vnetns.GetFromPath(ep.NSPath)
@@ -276,8 +282,10 @@ func (n *Network) teardown(ep *Endpoint) error {
 	} else {
 		errs = append(errs, fmt.Errorf("netns: look up veth %s: %w", ep.HostIf, err))
 	}
-	if err := removeNamespace(ep.NSPath); err != nil {
-		errs = append(errs, err)
+	if ep.NSPath != "" {
+		if err := removeNamespace(ep.NSPath); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if gone && ep.br != nil {
 		if ep.br.overflow() && ep.Addr.IsValid() {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -71,10 +72,13 @@ type Config struct {
 	DNSServers []netip.Addr
 
 	// PoolSize keeps that many endpoints (namespace, veth, address) ready,
-	// refilled in the background, so Attach is off the critical path.
-	// 0 disables the pool. Pooled namespace files are not named after the
-	// endpoint id.
+	// so Attach is off the critical path: filled at start, and refilled
+	// in the background once Refill asks, PoolGrace later. 0 disables the
+	// pool. Pooled namespace files are not named after the endpoint id.
 	PoolSize int
+	// PoolGrace is how long a refill waits after Refill asks for it, so
+	// that it does not compete with the work that just took an endpoint.
+	PoolGrace time.Duration
 	// AsyncDetach makes Detach return at once and tear the veth and
 	// namespace down in the background (deleting a veth takes ~30 ms). The
 	// address is released only once the veth is gone; Close waits for it.
@@ -117,11 +121,11 @@ type Network struct {
 	tearingDown atomic.Int64   // background teardowns in flight
 
 	pool       chan *Endpoint
+	poolWake   chan struct{} // Refill's, buffered: one pending wake is enough
 	poolOnce   sync.Once
 	poolStop   chan struct{}
 	poolCancel context.CancelFunc
 	poolDone   sync.WaitGroup
-	poolSeq    atomic.Uint64
 }
 
 // BridgeName derives the interface name used for a network name.
@@ -195,6 +199,7 @@ func New(ctx context.Context, cfg Config) (_ *Network, err error) {
 		leases:    leaseStore{dir: filepath.Join(cfg.StateDir, "leases")},
 		endpoints: make(map[string]*Endpoint),
 		owned:     make(map[string]*Endpoint),
+		poolWake:  make(chan struct{}, 1),
 		log:       cfg.Logger,
 		dns:       cfg.DNSServers,
 		resolv:    resolv,

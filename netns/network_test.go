@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -315,6 +316,8 @@ func TestConcurrentAttachDetachNoDuplicate(t *testing.T) {
 							errs <- err
 							return
 						}
+						// Refills race the attaches and the teardowns.
+						n.Refill()
 						mu.Lock()
 						if other, dup := holder[ep.Addr]; dup {
 							errs <- fmt.Errorf("address %s given to %s while %s holds it", ep.Addr, id, other)
@@ -476,15 +479,13 @@ func TestFirewallReplacedAfterCrashAndRemovedByClose(t *testing.T) {
 }
 
 func TestPoolHandsOutReadyEndpoints(t *testing.T) {
-	n := testNetwork(t, 24, func(c *Config) { c.PoolSize = 3; c.AsyncDetach = true })
+	const grace = 50 * time.Millisecond
+	n := testNetwork(t, 24, func(c *Config) { c.PoolSize = 3; c.AsyncDetach = true; c.PoolGrace = grace })
 	ctx := context.Background()
 	if err := n.Reset(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(n.pool) < cap(n.pool) && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitPoolFull(t, n)
 	start := time.Now()
 	ep, err := n.Attach(ctx, "pooled")
 	took := time.Since(start)
@@ -492,7 +493,7 @@ func TestPoolHandsOutReadyEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("attach from a full pool took %v", took)
-	if ep.ID != "pooled" || !strings.HasPrefix(filepath.Base(ep.NSPath), poolPrefix) {
+	if ep.ID != "pooled" || !ep.Pooled || !strings.HasPrefix(filepath.Base(ep.NSPath), poolPrefix) {
 		t.Errorf("endpoint %+v", ep)
 	}
 	listen(t, ep.NSPath, net.JoinHostPort(ep.Addr.String(), "3000"), "pooled-ok")
@@ -501,6 +502,18 @@ func TestPoolHandsOutReadyEndpoints(t *testing.T) {
 	}
 	if _, err := n.Attach(ctx, poolPrefix+"x"); err == nil {
 		t.Error("an id with the pool prefix was accepted")
+	}
+	// Taken, it is made again only once Refill asks, and not before the
+	// grace has passed.
+	time.Sleep(4 * grace)
+	if got := len(n.pool); got != cap(n.pool)-1 {
+		t.Fatalf("%d pooled endpoints before Refill, want %d", got, cap(n.pool)-1)
+	}
+	asked := time.Now()
+	n.Refill()
+	waitPoolFull(t, n)
+	if took := time.Since(asked); took < grace {
+		t.Errorf("refilled %v after Refill, before the grace of %v", took, grace)
 	}
 	if err := n.Detach(ctx, ep); err != nil {
 		t.Fatal(err)
@@ -538,5 +551,43 @@ func TestBridgeMACIsStable(t *testing.T) {
 		if got := br.Attrs().HardwareAddr.String(); got != want {
 			t.Fatalf("bridge MAC changed from %s to %s as ports came and went", want, got)
 		}
+	}
+}
+
+// A namespace file already there belongs to another endpoint (a pooled one
+// adopted after a restart keeps its name, which the new process's pool may
+// pick): an Attach that finds it fails and leaves that endpoint whole.
+func TestAttachLeavesAnotherEndpointsNamespace(t *testing.T) {
+	n := testNetwork(t, 24, nil)
+	ctx := context.Background()
+	if err := n.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := n.Attach(ctx, "taken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.Pooled {
+		t.Errorf("endpoint %+v says it came from a pool, without one", ep)
+	}
+	listenEcho(t, ep)
+	if again, err := n.Attach(ctx, "taken"); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("attach over an endpoint's namespace file: %+v, %v; want it refused", again, err)
+	}
+	if got, want := dirNames(t, n.nsDir), []string{"taken"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("namespace files %v, want %v", got, want)
+	}
+	if got := nsMounts(t, n); len(got) != 1 {
+		t.Errorf("namespace mounts %v, want the first endpoint's", got)
+	}
+	if got, want := vethNames(t, n), []string{ep.HostIf}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("veths %v, want %v", got, want)
+	}
+	if got, want := dirNames(t, n.leases.dir), []string{ep.Addr.String()}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("leases %v, want %v", got, want)
+	}
+	assertReachable(t, ep)
+	if err := n.Detach(ctx, ep); err != nil {
+		t.Fatal(err)
 	}
 }

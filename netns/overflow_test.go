@@ -270,6 +270,7 @@ func TestOverflowPoolAndAsyncDetach(t *testing.T) {
 			}
 		}
 		n.bg.Wait()
+		n.Refill() // the second round takes from a full pool again
 	}
 	// 6 endpoints and a pool of 3 take 9 ports, 5 bridges: the second round
 	// reused the ports of the first.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 )
 
@@ -23,9 +24,7 @@ func (n *Network) startPool() {
 		if n.closed {
 			return
 		}
-		// The filler holds one ready endpoint while it waits to hand it
-		// over, so the channel holds one less.
-		n.pool = make(chan *Endpoint, n.cfg.PoolSize-1)
+		n.pool = make(chan *Endpoint, n.cfg.PoolSize)
 		n.poolStop = make(chan struct{})
 		ctx, cancel := context.WithCancel(context.Background())
 		n.poolCancel = cancel
@@ -34,43 +33,83 @@ func (n *Network) startPool() {
 	})
 }
 
-// fill keeps pool full until stop is closed. Failures back off, up to a
-// second. It is handed the channels rather than reading n.pool, which
-// stopPool clears.
+// Refill has the pooled endpoints taken so far made again, PoolGrace from
+// now. Attach never refills by itself: an endpoint is taken by a cold
+// start, which a refill (a namespace, a veth and their wiring: a few
+// milliseconds of CPU) would slow on a small host; the caller says when
+// that is over.
+func (n *Network) Refill() {
+	select {
+	case n.poolWake <- struct{}{}:
+	default:
+	}
+}
+
+// fill fills pool, then fills it again PoolGrace after each Refill, until
+// stop is closed. Failures back off, up to a second, and are retried
+// without waiting for a Refill. It is handed the channels rather than
+// reading n.pool, which stopPool clears.
 func (n *Network) fill(ctx context.Context, pool chan *Endpoint, stop chan struct{}) {
 	defer n.poolDone.Done()
 	backoff := 10 * time.Millisecond
 	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		name := fmt.Sprintf("%s%x", poolPrefix, n.poolSeq.Add(1))
-		ep, err := n.create(ctx, name, name)
-		if err != nil {
-			// At capacity the refill retries every second until an
-			// endpoint goes; the requests it fails are logged already.
-			lvl := slog.LevelWarn
-			if errors.Is(err, ErrCapacity) {
-				lvl = slog.LevelDebug
-			}
-			n.log.Log(ctx, lvl, "network pool refill", "network", n.cfg.Name, "err", err)
+		// Only this goroutine adds to pool: a send below never blocks.
+		for len(pool) < cap(pool) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(backoff):
+			default:
 			}
-			backoff = min(2*backoff, time.Second)
-			continue
+			// Random, not counted: the endpoints a restarted daemon adopted
+			// keep the names an earlier process gave them.
+			name := fmt.Sprintf("%s%016x", poolPrefix, rand.Uint64())
+			ep, err := n.create(ctx, name, name)
+			if err != nil {
+				// At capacity the refill retries every second until an
+				// endpoint goes; the requests it fails are logged already.
+				lvl := slog.LevelWarn
+				if errors.Is(err, ErrCapacity) {
+					lvl = slog.LevelDebug
+				}
+				n.log.Log(ctx, lvl, "network pool refill", "network", n.cfg.Name, "err", err)
+				if !sleepUnless(stop, backoff) {
+					return
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			backoff = 10 * time.Millisecond
+			pool <- ep
+			n.log.Debug("network endpoint pooled", "network", n.cfg.Name, "ready", len(pool))
 		}
-		backoff = 10 * time.Millisecond
 		select {
-		case pool <- ep:
 		case <-stop:
-			_ = n.teardown(ep)
 			return
+		case <-n.poolWake:
+			if !sleepUnless(stop, n.cfg.PoolGrace) {
+				return
+			}
 		}
+	}
+}
+
+// sleepUnless waits d; it reports false when stop was closed meanwhile.
+func sleepUnless(stop <-chan struct{}, d time.Duration) bool {
+	if d <= 0 {
+		select {
+		case <-stop:
+			return false
+		default:
+			return true
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-stop:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -22,9 +22,9 @@ import (
 func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error) {
 	sb, done := m.pool.take(spec)
 	r.mu.Lock()
-	// The disk spare this cold start may take is made again once it has
-	// answered, as the pool's sandbox is.
-	r.coldDone = func() { done(); m.spares.Refill() }
+	// The disk spare and the network endpoint this cold start may take
+	// are made again once it has answered, as the pool's sandbox is.
+	r.coldDone = func() { done(); m.refillParts() }
 	r.mu.Unlock()
 	if m.pool.serves(spec) {
 		m.cfg.Observer.Prewarm(ctx, sb != nil)
@@ -219,6 +219,7 @@ func (m *Manager) assembleBase(ctx context.Context, r *Runtime, image string, st
 		return nil, "", err
 	}
 	st.mark("network")
+	st.note("pooledNetwork", r.endpoint.Pooled)
 	if err := r.writeNetFiles(); err != nil {
 		return nil, "", err
 	}

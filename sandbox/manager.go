@@ -253,7 +253,7 @@ func New(cfg Config) (*Manager, error) {
 			Disk:   m.diskConfig(cfg.UserNS),
 			Dir:    m.runDir,
 			Count:  diskSpares,
-			Grace:  prewarmReplyGrace,
+			Grace:  RefillGrace,
 			Logger: m.log,
 		})
 		if err != nil {

@@ -56,6 +56,22 @@ const prewarmYield = 500 * time.Millisecond
 // and after).
 const prewarmReplyGrace = 5 * time.Millisecond
 
+// RefillGrace is how long the ready parts a cold start takes (disks, and
+// network endpoints: netns.Config.PoolGrace) wait to be made again after
+// the Manager asks, which it does once that cold start has answered: as
+// the prewarm pool's refills (prewarmReplyGrace), they would compete with
+// its reply.
+const RefillGrace = prewarmReplyGrace
+
+// refillParts has the ready disks and network endpoints taken so far made
+// again, RefillGrace from now.
+func (m *Manager) refillParts() {
+	m.spares.Refill()
+	for _, n := range m.cfg.Networks {
+		n.Refill()
+	}
+}
+
 // poolKey is what a prewarmed sandbox is made for: everything of it that
 // depends on the request before the request is known.
 type poolKey struct {
@@ -186,7 +202,7 @@ func (p *pool) loop() {
 				return
 			}
 			sb, err := p.m.park(context.Background(), key)
-			p.m.spares.Refill() // for the disk the sandbox took
+			p.m.refillParts() // for the disk and the endpoint the sandbox took
 			p.mu.Lock()
 			p.making[key]--
 			if err == nil && !p.closed {

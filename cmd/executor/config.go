@@ -206,7 +206,7 @@ func (c *config) settings(getenv func(string) string) []setting {
 		{name: "OPR_EXECUTOR_EGRESS_ALLOW", parse: prefixList(&c.EgressAllow)},
 		{name: "OPR_EXECUTOR_EGRESS_DENY", parse: prefixList(&c.EgressDeny)},
 		{name: "OPR_EXECUTOR_DNS", parse: c.setDNS},
-		{name: "OPR_EXECUTOR_NETWORK_POOL", def: "0", parse: count(&c.NetworkPool)},
+		{name: "OPR_EXECUTOR_NETWORK_POOL", def: "2", parse: count(&c.NetworkPool)},
 		{name: "OPR_EXECUTOR_INIT", parse: c.setInit},
 		// Unset with OPR_EXECUTOR_INIT=off, it is 0: sandboxes park executor-init.
 		{name: "OPR_EXECUTOR_PREWARM", def: strconv.Itoa(defaultPrewarm), parse: func(name, v string) error {

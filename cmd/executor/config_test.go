@@ -83,7 +83,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"OPR_EXECUTOR_EGRESS_ALLOW", func(c *config) any { return len(c.EgressAllow) }, 0},
 		{"OPR_EXECUTOR_EGRESS_DENY", func(c *config) any { return len(c.EgressDeny) }, 0},
 		{"OPR_EXECUTOR_DNS", func(c *config) any { return c.DNSServers == nil }, true}, // the host's
-		{"OPR_EXECUTOR_NETWORK_POOL", func(c *config) any { return c.NetworkPool }, 0},
+		{"OPR_EXECUTOR_NETWORK_POOL", func(c *config) any { return c.NetworkPool }, 2},
 		{"OPR_EXECUTOR_INIT", func(c *config) any { return c.Init }, filepath.Join(filepath.Dir(exe), "executor-init")},
 		{"OPR_EXECUTOR_PREWARM", func(c *config) any { return c.Prewarm }, defaultPrewarm},
 		{"OPR_EXECUTOR_LIVE_RESTORE", func(c *config) any { return c.LiveRestore }, false},

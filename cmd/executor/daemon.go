@@ -171,6 +171,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 			DenyCIDRs:             cfg.EgressDeny,
 			DNSServers:            cfg.DNSServers,
 			PoolSize:              cfg.NetworkPool,
+			PoolGrace:             sandbox.RefillGrace,
 			HostCIDRs:             parseHostAddrs(os.Getenv(hostAddrsEnv)),
 			// Deleting a veth takes ~30 ms: off the request path. The
 			// address is only reused once the veth is gone.

@@ -44,10 +44,10 @@ func reportDurations(b *testing.B, prefix string, ds []time.Duration) {
 // sandbox the boot alone.
 func BenchmarkColdStart(b *testing.B) {
 	for _, c := range []struct{ name, limit string }{{"disk-1GiB", "1GiB"}, {"no-disk", "0"}} {
-		b.Run(c.name, func(b *testing.B) { benchColdStart(b, "OPR_EXECUTOR_DISK_LIMIT="+c.limit) })
+		b.Run(c.name, func(b *testing.B) { benchColdStart(b, "OPR_EXECUTOR_DISK_LIMIT="+c.limit, networkPoolDefault) })
 	}
 	b.Run("rootless", func(b *testing.B) {
-		x := startRootless(b, rootlessUser(b, true))
+		x := startRootless(b, rootlessUser(b, true), networkPoolDefault)
 		benchColdStartOn(b, x.executor, x.source(b, map[string]string{"index.js": "x"}))
 	})
 	b.Run("prewarmed", benchColdStartPrewarmed)
@@ -56,7 +56,7 @@ func BenchmarkColdStart(b *testing.B) {
 // benchColdStartPrewarmed is a cold start made from a prewarmed sandbox
 // (OPR_EXECUTOR_PREWARM): before each, the pool has refilled.
 func benchColdStartPrewarmed(b *testing.B) {
-	x := startExecutor(b, "OPR_EXECUTOR_PREWARM=4")
+	x := startExecutor(b, "OPR_EXECUTOR_PREWARM=4", networkPoolDefault)
 	src := source(b, map[string]string{"index.js": "x"})
 	// The first cold start pulls the image and has the pool prewarm.
 	if r := x.request(b, "POST", "/v1/runtimes/warmup/executions", execBody(src, nil), jsonAccept); r.status != 200 {

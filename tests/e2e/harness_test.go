@@ -321,6 +321,16 @@ var instanceSeq struct {
 // daemon; "OPR_EXECUTOR_PREWARM=" among a test's settings undoes it.
 const prewarmOff = "OPR_EXECUTOR_PREWARM=0"
 
+// networkPoolOff keeps the network endpoints made ahead of need (two by
+// default) out of a test's daemon, for the reason prewarmOff does;
+// networkPoolDefault among a test's settings undoes it (the benchmarks
+// measure the defaults; TestNetworkPool and TestLiveRestoreNetworkPool
+// test the pool).
+const (
+	networkPoolOff     = "OPR_EXECUTOR_NETWORK_POOL=0"
+	networkPoolDefault = "OPR_EXECUTOR_NETWORK_POOL="
+)
+
 func startExecutor(t testing.TB, extra ...string) *executor {
 	t.Helper()
 	instanceSeq.mu.Lock()
@@ -384,8 +394,10 @@ func startExecutor(t testing.TB, extra ...string) *executor {
 		// The tests account for every runtime's container, mounts, veth
 		// and cgroups while the daemon runs, which sandboxes waiting in
 		// the pool would add to; prewarm_test.go runs with the pool (the
-		// default) and compares its runtimes with these.
+		// default) and compares its runtimes with these. The same for
+		// the network endpoints kept ready.
 		prewarmOff,
+		networkPoolOff,
 		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
 	}, extra...)
 	if x.unit != "" {

@@ -361,6 +361,48 @@ func TestLiveRestorePrewarmed(t *testing.T) {
 	}
 }
 
+// TestLiveRestoreNetworkPool: with network endpoints kept ready (the
+// default), a runtime whose endpoint came from the pool is adopted like
+// any other, through a graceful restart and then a SIGKILL: the endpoints
+// each new process makes ready never take the adopted one's namespace
+// (pooled namespaces are named by the process that made them), and the
+// ready ones of a stopped or killed process are removed.
+func TestLiveRestoreNetworkPool(t *testing.T) {
+	x := withLiveRestore(t, networkPoolDefault)
+	src := source(t, map[string]string{"index.js": "x"})
+	waitLog(t, x, "network endpoint pooled", 2)
+	if r := x.request(t, "POST", "/v1/runtimes/pooled/executions", execBody(src, nil), jsonAccept); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if line := waitLogLine(t, x, "runtime prepared", "runtime=pooled "); !strings.Contains(line, "pooledNetwork=true") {
+		t.Fatalf("the runtime did not take a ready endpoint: %s", line)
+	}
+	created := runtimeInfo(t, x, "pooled")["created"]
+	pooled := 3 // made ready so far: two at start, one refill
+	waitLog(t, x, "network endpoint pooled", pooled)
+	for _, restart := range []struct {
+		name string
+		stop func()
+	}{{"restart", x.stop}, {"SIGKILL", x.kill}} {
+		restart.stop()
+		x.start()
+		pooled += 2 // the new process makes two ready
+		waitLog(t, x, "network endpoint pooled", pooled)
+		if got := runtimeInfo(t, x, "pooled")["created"]; got != created {
+			t.Fatalf("after a %s: created %v, %v before: not adopted", restart.name, got, created)
+		}
+		if r := x.request(t, "POST", "/v1/runtimes/pooled/executions", map[string]any{"path": "/"}, jsonAccept); r.status != 200 {
+			t.Fatalf("after a %s: %d %s", restart.name, r.status, r.body)
+		}
+		// The runtime's namespace and two ready ones: the earlier
+		// process's ready ones are gone.
+		ns, _ := filepath.Glob(filepath.Join(x.dataDir, "networks", "*", "ns", "*"))
+		if len(ns) != 3 {
+			t.Errorf("after a %s: namespace files %v, want the runtime's and two ready", restart.name, ns)
+		}
+	}
+}
+
 // TestLiveRestoreRefusesAPrivateMountNamespace: a daemon in a mount
 // namespace of its own (systemd's ProtectHome= and the like) would take its
 // runtimes' mounts with it when it stops, so live restore refuses to start

@@ -394,6 +394,7 @@ func TestRootlessUserUnit(t *testing.T) {
 		"OPR_EXECUTOR_STOP_GRACE=1",
 		"OPR_EXECUTOR_LOG_LEVEL=debug",
 		prewarmOff,
+		networkPoolOff,
 		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
 		"OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS=" + regPort,
 	}

@@ -108,6 +108,7 @@ func startRootless(t testing.TB, u *testenv.Rootless, extra ...string) *rootless
 		"OPR_EXECUTOR_STOP_GRACE=1",
 		"OPR_EXECUTOR_LOG_LEVEL=debug",
 		prewarmOff,
+		networkPoolOff,
 		"CONTAINERS_REGISTRIES_CONF="+shared.registriesConf,
 		// The test registry listens on the host's loopback only.
 		"OPR_EXECUTOR_ROOTLESS_LOOPBACK_PORTS="+regPort,

@@ -250,14 +250,28 @@ func snapshot(t testing.TB, x *executor) hostState {
 	return s
 }
 
-func TestResolverAndNetworkPool(t *testing.T) {
-	x := startExecutor(t, "OPR_EXECUTOR_DNS=192.0.2.53,192.0.2.54", "OPR_EXECUTOR_NETWORK_POOL=2")
+// TestNetworkPool: with network endpoints kept ready (two, the default),
+// each cold start takes one, which is made again once it has answered;
+// the runtimes' network and files are those of any runtime; the stop
+// removes the ready ones (the harness's cleanup checks).
+func TestNetworkPool(t *testing.T) {
+	x := startExecutor(t, "OPR_EXECUTOR_DNS=192.0.2.53,192.0.2.54", networkPoolDefault)
 	src := source(t, map[string]string{"index.js": "x"})
+	waitLog(t, x, "network endpoint pooled", 2)
 	for i := 0; i < 4; i++ { // more than the pool holds: it refills
 		id := fmt.Sprintf("pooled-%d", i)
 		if r := x.request(t, "POST", "/v1/runtimes/"+id+"/executions", execBody(src, nil), jsonAccept); r.status != 200 {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
+		if line := waitLogLine(t, x, "runtime prepared", "runtime="+id+" "); !strings.Contains(line, "pooledNetwork=true") {
+			t.Errorf("%s did not take a ready endpoint: %s", id, line)
+		}
+		waitLog(t, x, "network endpoint pooled", 3+i)
+	}
+	// The four runtimes' namespaces, and two ready: no more.
+	ns, _ := filepath.Glob(filepath.Join(x.dataDir, "networks", "*", "ns", "*"))
+	if len(ns) != 6 {
+		t.Errorf("namespace files %v, want 6: four runtimes' and two ready", ns)
 	}
 	out, _ := command(t, x, "pooled-0", "cat /etc/resolv.conf; cat /etc/hosts; hostname")
 	if !strings.Contains(out, "nameserver 192.0.2.53\nnameserver 192.0.2.54\n") || strings.Count(out, "nameserver") != 2 {
@@ -267,7 +281,6 @@ func TestResolverAndNetworkPool(t *testing.T) {
 	if host := lines[len(lines)-1]; len(host) != 32 || !strings.Contains(out, "\t"+host+"\n") {
 		t.Fatalf("/etc/hosts does not name the runtime's hostname %q: %q", host, out)
 	}
-	// Shutdown (cleanup) must remove the pool's ready namespaces too.
 }
 
 // Runtimes' containers are started by executor-spawn, the daemon's child,

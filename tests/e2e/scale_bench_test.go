@@ -54,7 +54,7 @@ func BenchmarkScale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet.String())
+	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet.String(), networkPoolDefault)
 	pid := x.cmd.Process.Pid
 	src := source(b, map[string]string{"index.js": "x"})
 
@@ -203,7 +203,7 @@ func scaleCreate(b *testing.B, x *executor, src, id string, created *[]string) t
 func scalePrewarmed(b *testing.B, n int, subnet, src string) (first, last []time.Duration) {
 	b.Helper()
 	// "OPR_EXECUTOR_PREWARM=" undoes the harness's prewarmOff.
-	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet, "OPR_EXECUTOR_PREWARM=")
+	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet, "OPR_EXECUTOR_PREWARM=", networkPoolDefault)
 	defer x.stop()
 	var created []string
 	defer func() {

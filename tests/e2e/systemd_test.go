@@ -609,6 +609,7 @@ func startUnitErr(t *testing.T, name string, set map[string]string, add ...strin
 		"OPR_EXECUTOR_STOP_GRACE=1",
 		"OPR_EXECUTOR_LOG_LEVEL=debug",
 		prewarmOff,
+		networkPoolOff,
 		"CONTAINERS_REGISTRIES_CONF=" + shared.registriesConf,
 	}, "\n")+"\n")
 	replace := map[string]string{
