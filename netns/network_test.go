@@ -591,3 +591,57 @@ func TestAttachLeavesAnotherEndpointsNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A refill that fails (here at capacity) is tried again on its own, without
+// another Refill: the address a detached endpoint frees goes to the pool.
+func TestPoolRetriesAFailedRefill(t *testing.T) {
+	n := testNetwork(t, 29, func(c *Config) { c.PoolSize = 2 })
+	ctx := context.Background()
+	if err := n.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitPoolFull(t, n)
+	var eps []*Endpoint
+	defer func() {
+		for _, ep := range eps {
+			if err := n.Detach(ctx, ep); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		ep, err := n.Attach(ctx, fmt.Sprintf("full-%d", i))
+		if err != nil {
+			if !errors.Is(err, ErrCapacity) {
+				t.Fatalf("attach on a full subnet: %v, want a capacity error", err)
+			}
+			break
+		}
+		eps = append(eps, ep)
+	}
+	if len(eps) < 3 || !eps[0].Pooled || !eps[1].Pooled || eps[2].Pooled {
+		t.Fatalf("%d endpoints, the first two not from the pool or the third from it: %+v", len(eps), eps)
+	}
+	n.Refill() // fails: no address is free
+	time.Sleep(100 * time.Millisecond)
+	if got := len(n.pool); got != 0 {
+		t.Fatalf("%d pooled endpoints on a full subnet", got)
+	}
+	if err := n.Detach(ctx, eps[len(eps)-1]); err != nil {
+		t.Fatal(err)
+	}
+	eps = eps[:len(eps)-1]
+	for deadline := time.Now().Add(5 * time.Second); len(n.pool) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool did not take the freed address without a Refill")
+		}
+	}
+	ep, err := n.Attach(ctx, "after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps = append(eps, ep)
+	if !ep.Pooled {
+		t.Errorf("endpoint %+v not from the pool", ep)
+	}
+}
