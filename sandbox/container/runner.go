@@ -75,7 +75,7 @@ type Config struct {
 type Runner struct {
 	cfg     Config
 	cgroup2 bool
-	seccomp *configs.Seccomp // nil when unconfined
+	seccomp seccompProfile // its rules nil when unconfined
 	// limitsOff says why runtimes get no cgroup (rootless, nothing
 	// delegated); nil when they do.
 	limitsOff error
@@ -112,9 +112,9 @@ func New(cfg Config) (*Runner, error) {
 		}
 	}
 	if !cfg.Unconfined {
-		sc, err := oci.DefaultSeccomp()
+		sc, err := defaultSeccompProfile()
 		if err != nil {
-			return nil, fmt.Errorf("container: seccomp profile: %w", err)
+			return nil, fmt.Errorf("container: %w", err)
 		}
 		r.seccomp = sc
 	}
@@ -239,7 +239,7 @@ func (r *Runner) config(id string, spec oci.Spec) (*configs.Config, error) {
 	} else if spec.CgroupPath != cg {
 		return nil, fmt.Errorf("container: cgroup %q of container %s is not %q", spec.CgroupPath, id, cg)
 	}
-	spec.Seccomp = r.seccomp
+	spec.Seccomp = r.seccomp.rules
 	spec.Cgroup2 = r.cgroup2
 	spec.Rootless = r.cfg.Rootless
 	spec.OOMScoreAdj = r.oomScoreAdj

@@ -137,6 +137,7 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 		Files: len(p.extraFiles),
 		Carry: carry,
 	}
+	req.Config, req.Seccomp = proc.sendable(cfg, r.seccomp)
 	rep, files, exits, err := proc.start(req, append(slices.Clip(p.extraFiles), clones...))
 	if err != nil {
 		return nil, fmt.Errorf("start container: %w", err)
@@ -220,6 +221,9 @@ type spawnerProc struct {
 	conn *net.UnixConn
 	cmd  *exec.Cmd
 	gone chan struct{} // closed once its socket closed: it exited, or close
+	// seccomp is the digest of the spawner's default seccomp profile, as
+	// it greeted; empty when it has none.
+	seccomp string
 
 	mu      sync.Mutex
 	next    uint64
@@ -252,7 +256,8 @@ func startSpawnerProc(path string, spawn *spawnNS) (*spawnerProc, error) {
 	// Its end is the spawner's alone now: its death reads as the end of
 	// the socket.
 	theirs.Close()
-	if err := greeted(conn); err != nil {
+	hello, err := greeted(conn)
+	if err != nil {
 		conn.Close()
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -261,6 +266,7 @@ func startSpawnerProc(path string, spawn *spawnNS) (*spawnerProc, error) {
 	p := &spawnerProc{
 		conn:    conn,
 		cmd:     cmd,
+		seccomp: hello.Seccomp,
 		gone:    make(chan struct{}),
 		answers: map[uint64]chan spawnAnswer{},
 		exits:   map[uint64]chan ExitStatus{},
@@ -274,24 +280,37 @@ func startSpawnerProc(path string, spawn *spawnNS) (*spawnerProc, error) {
 const spawnerGreeting = 30 * time.Second
 
 // greeted reads a new spawner's first message, which says the protocol it
-// speaks: a spawner that dies at once (not executable here, a wrong
-// architecture) or speaks another protocol (left from another build) is
-// found before any start depends on it.
-func greeted(conn *net.UnixConn) error {
+// speaks and the seccomp profile it holds: a spawner that dies at once (not
+// executable here, a wrong architecture) or speaks another protocol (left
+// from another build) is found before any start depends on it.
+func greeted(conn *net.UnixConn) (spawnReply, error) {
+	var hello spawnReply
 	if err := conn.SetReadDeadline(time.Now().Add(spawnerGreeting)); err != nil {
-		return err
+		return hello, err
 	}
 	defer conn.SetReadDeadline(time.Time{})
-	var hello spawnReply
 	files, err := recvSpawnMsg(conn, make([]byte, 4096), &hello)
 	closeAll(files...)
 	if err != nil {
-		return fmt.Errorf("no greeting: %w", err)
+		return hello, fmt.Errorf("no greeting: %w", err)
 	}
 	if hello.Protocol != spawnProtocol {
-		return fmt.Errorf("it speaks protocol %d and this executor %d: install the executor-spawn built with this executor beside it", hello.Protocol, spawnProtocol)
+		return hello, fmt.Errorf("it speaks protocol %d and this executor %d: install the executor-spawn built with this executor beside it", hello.Protocol, spawnProtocol)
 	}
-	return nil
+	return hello, nil
+}
+
+// sendable is cfg as a start's message carries it, and the digest that
+// stands for its seccomp rules: when they are profile's, the runner's
+// default, and the spawner greeted with profile's digest, a copy of cfg
+// without them (see profile.go); else cfg itself and no digest.
+func (p *spawnerProc) sendable(cfg *configs.Config, profile seccompProfile) (*configs.Config, string) {
+	if cfg.Seccomp == nil || cfg.Seccomp != profile.rules || p.seccomp == "" || p.seccomp != profile.digest {
+		return cfg, ""
+	}
+	sent := *cfg
+	sent.Seccomp = nil
+	return &sent, profile.digest
 }
 
 // ended reports whether the process's socket closed.

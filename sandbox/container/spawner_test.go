@@ -2,6 +2,8 @@ package container
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
 
 	"executor/oci"
@@ -277,4 +280,73 @@ func memoryLimit(t *testing.T, c *Container) int64 {
 		t.Fatalf("%s %q: %v", name, v, err)
 	}
 	return n
+}
+
+// The spawner holds the runner's default seccomp profile: a start names it
+// by its digest rather than carrying its rules, and the container, and a
+// command exec'd into it later (from the state the spawner wrote), run
+// under it. A spawner that greeted with another digest is sent the rules;
+// a start naming a profile the spawner does not hold is refused.
+func TestSpawnerHoldsTheSeccompProfile(t *testing.T) {
+	root := busyboxRoot(t)
+	r := newRunner(t, Config{Spawner: buildSpawner(t)})
+	proc, err := r.spawner.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proc.seccomp == "" || proc.seccomp != r.seccomp.digest {
+		t.Fatalf("the spawner greeted with profile %q, the runner's is %q", proc.seccomp, r.seccomp.digest)
+	}
+	cfg, err := r.config(IDPrefix+"profile", testSpec(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		greeted   string
+		rules     *configs.Seccomp
+		omitsRule bool
+	}{
+		{"its own profile", r.seccomp.digest, r.seccomp.rules, true},
+		{"a spawner of another build", "another", r.seccomp.rules, false},
+		{"a spawner without a profile", "", r.seccomp.rules, false},
+		{"other rules", r.seccomp.digest, &configs.Seccomp{DefaultAction: configs.Allow}, false},
+		{"unconfined", r.seccomp.digest, nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := *cfg
+			in.Seccomp = c.rules
+			p := &spawnerProc{seccomp: c.greeted}
+			sent, digest := p.sendable(&in, r.seccomp)
+			if in.Seccomp != c.rules {
+				t.Fatal("sendable changed the configuration it was given")
+			}
+			if c.omitsRule {
+				if sent.Seccomp != nil || digest != r.seccomp.digest || sent.Hostname != in.Hostname {
+					t.Errorf("sent rules %v and digest %q, want none and %q", sent.Seccomp != nil, digest, r.seccomp.digest)
+				}
+			} else if sent != &in || digest != "" {
+				t.Errorf("sent %p (given %p) and digest %q, want the configuration itself and no digest", sent, &in, digest)
+			}
+		})
+	}
+
+	c := start(t, r, IDPrefix+"profile", testSpec(root), shell("grep Seccomp: /proc/self/status; exec sleep 60"))
+	waitOutput(t, c, "Seccomp:\t2\n")
+	var out strings.Builder
+	if code, err := c.Exec(context.Background(), []string{"grep", "Seccomp:", "/proc/self/status"}, &out, nil); err != nil || code != 0 || out.String() != "Seccomp:\t2\n" {
+		t.Errorf("exec: code %d, %v, output %q", code, err, out.String())
+	}
+	c.Stop(0)
+
+	sent, _ := proc.sendable(cfg, r.seccomp)
+	id := IDPrefix + "unknown-profile"
+	_, _, _, err = proc.start(&spawnRequest{StateDir: r.cfg.StateDir, ID: id, Config: sent, Seccomp: "not-the-spawners",
+		Process: spawnProcess{Args: []string{"true"}, Env: []string{oci.DefaultPATH}, Cwd: "/"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "seccomp profile") {
+		t.Errorf("a start naming another profile: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.cfg.StateDir, id)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("state of the refused start: %v", err)
+	}
 }

@@ -17,12 +17,14 @@ import (
 // the descriptors arrive with the message that names them.
 
 // spawnProtocol is the version of the messages below. executor-spawn says
-// its own first (a spawnReply with Protocol set); a runner refuses one that
-// speaks another, such as an executor-spawn left from an older install.
+// its own first (a spawnReply with Protocol set, and Seccomp); a runner
+// refuses one that speaks another, such as an executor-spawn left from an
+// older install.
 const spawnProtocol = 1
 
 // maxSpawnMsg bounds a message: a start carries the container's whole
-// configuration, the seccomp profile's rules the most of it.
+// configuration, the seccomp profile's rules the most of it when the
+// spawner does not hold them (see profile.go).
 const maxSpawnMsg = 1 << 20
 
 // maxSpawnFDs bounds the descriptors a message hands over (the kernel's
@@ -48,6 +50,10 @@ type spawnRequest struct {
 	// mounts, one each.
 	Files int      `json:"files"`
 	Carry []string `json:"carry,omitempty"`
+	// Seccomp, when set, is the digest of the spawner's own default
+	// profile (the one it greeted with), which Config is to get: Config's
+	// Seccomp is nil then (see profile.go).
+	Seccomp string `json:"seccomp,omitempty"`
 }
 
 // spawnProcess is a Process as it travels: its files are descriptors.
@@ -63,10 +69,13 @@ type spawnProcess struct {
 
 // spawnReply answers a request (Exit false) or reports, later, how the main
 // process it started ended (Exit true). The first message executor-spawn
-// sends is none of these: it has Protocol set, and nothing else.
+// sends is none of these: it has Protocol and Seccomp set, and nothing else.
 type spawnReply struct {
-	Protocol int    `json:"protocol,omitempty"`
-	Tag      uint64 `json:"tag"`
+	Protocol int `json:"protocol,omitempty"`
+	// Seccomp is, in the greeting, the digest of the spawner's default
+	// seccomp profile; empty when it has none.
+	Seccomp string `json:"seccomp,omitempty"`
+	Tag     uint64 `json:"tag"`
 	// Err is why the start failed; the container is gone then.
 	Err string `json:"err,omitempty"`
 	// A start's answer: the main process's pid, and as descriptors a

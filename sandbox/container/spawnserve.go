@@ -16,7 +16,9 @@ import (
 // asks for and reports how their main processes ended, until the runner
 // closes its end. The containers it started keep running when it returns.
 func ServeSpawner(conn *net.UnixConn) error {
-	if err := sendSpawnMsg(conn, spawnReply{Protocol: spawnProtocol}, nil); err != nil {
+	// Without its own profile it is sent the rules with every start.
+	profile, _ := defaultSeccompProfile()
+	if err := sendSpawnMsg(conn, spawnReply{Protocol: spawnProtocol, Seccomp: profile.digest}, nil); err != nil {
 		return fmt.Errorf("greet the executor: %w", err)
 	}
 	buf := make([]byte, maxSpawnMsg)
@@ -29,13 +31,13 @@ func ServeSpawner(conn *net.UnixConn) error {
 		if err != nil {
 			return err
 		}
-		go serveStart(conn, &req, files)
+		go serveStart(conn, &req, files, profile)
 	}
 }
 
 // serveStart starts req's container, answers, and once its main process
-// ended, reports how.
-func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
+// ended, reports how. profile is the spawner's default seccomp profile.
+func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File, profile seccompProfile) {
 	// The runner gone, nobody is left to tell: the send errors are the
 	// socket's end, which ServeSpawner sees too.
 	answer := func(rep spawnReply, fds ...*os.File) { _ = sendSpawnMsg(conn, rep, fds) }
@@ -44,6 +46,11 @@ func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
 		start = spawnExec
 	}
 	tag := req.Tag
+	if err := req.withProfile(profile); err != nil {
+		closeAll(files...)
+		answer(spawnReply{Tag: tag, Err: err.Error()})
+		return
+	}
 	lp, paths, fds, err := start(req, files)
 	if err != nil {
 		answer(spawnReply{Tag: tag, Err: err.Error()})
@@ -54,15 +61,36 @@ func serveStart(conn *net.UnixConn, req *spawnRequest, files []*os.File) {
 	closeAll(fds...)
 	// Neither req nor lp is used from here on, so that neither stays
 	// alive while the process runs: they hold the container's parsed
-	// configuration (the seccomp rules most of it, some 100 KB once
-	// parsed), which would cost the spawner that much per runtime. The
-	// process is waited for by pid; what is left of it is this goroutine.
+	// configuration, which would cost the spawner that much per runtime
+	// (the profile's rules, the most of it once parsed, some 100 KB, are
+	// shared when the runner sent their digest). The process is waited
+	// for by pid; what is left of it is this goroutine.
 	exit := reap(pid)
 	rep := spawnReply{Tag: tag, Exit: true, Code: exit.Code, Signal: exit.Signal}
 	if exit.Err != nil {
 		rep.ExitErr = exit.Err.Error()
 	}
 	answer(rep)
+}
+
+// withProfile gives req's configuration the spawner's profile when req
+// names it by its digest. A digest that is not the profile's is refused:
+// the container would otherwise run with another filter than the runner
+// asked for (or none).
+func (req *spawnRequest) withProfile(profile seccompProfile) error {
+	if req.Seccomp == "" {
+		return nil
+	}
+	if req.Config == nil || req.Config.Seccomp != nil {
+		return errors.New("spawner: a seccomp digest with no configuration for it, or with rules of its own")
+	}
+	if profile.rules == nil || req.Seccomp != profile.digest {
+		return fmt.Errorf("spawner: seccomp profile %q asked for, and this spawner's is %q", req.Seccomp, profile.digest)
+	}
+	// Shared by every start: libcontainer reads a configuration's
+	// profile and never writes it.
+	req.Config.Seccomp = profile.rules
+	return nil
 }
 
 // reap waits for pid, a child of this process, to exit, and reaps it. The
