@@ -12,10 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"executor/sandbox/container"
 	"executor/tests/cmd/benchtable/samples"
@@ -603,4 +607,125 @@ func BenchmarkStart(b *testing.B) {
 		}
 		samples.Report(b, "start", ds)
 	})
+}
+
+// denyMkdir is a seccomp program that fails mkdir and mkdirat with EPERM
+// and allows every other system call.
+func denyMkdir(t *testing.T) *os.File {
+	t.Helper()
+	prog := []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 2, K: unix.SYS_MKDIR},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 1, K: unix.SYS_MKDIRAT},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
+	}
+	return programFile(t, unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), len(prog)*int(unsafe.Sizeof(prog[0]))))
+}
+
+// programFile is a file holding raw, open for reading.
+func programFile(t *testing.T, raw []byte) *os.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "filter")
+	if err := os.WriteFile(path, raw, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// With --seccomp-fd executor-init installs the program on that descriptor
+// on itself before anything else, with the load flags given, and
+// everything it runs inherits it: the command, a parked one, one it
+// becomes with --exec (which keeps its own stdout, stderr and status).
+// Without a filter it can install, or with flags it does not know, it runs
+// nothing and exits 127.
+func TestSeccompFilter(t *testing.T) {
+	const mkdir = `mkdir "$1/made" && echo made; grep Seccomp: /proc/self/status; echo err >&2; exit 3`
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		filter   *os.File
+		park     *container.ParkedCommand
+		code     int
+		out, err string // err: stderr, when separate; want in out when empty
+	}{
+		{name: "command", args: []string{"--seccomp-flags", "4", "--", "sh", "-c", mkdir, "sh"}, filter: denyMkdir(t), code: 3,
+			out: "Operation not permitted\nSeccomp:\t2\nerr\n"},
+		{name: "no flags", args: []string{"--", "sh", "-c", mkdir, "sh"}, filter: denyMkdir(t), code: 3,
+			out: "Operation not permitted\nSeccomp:\t2\nerr\n"},
+		{name: "parked", args: []string{parkFlag}, filter: denyMkdir(t), code: 3,
+			park: &container.ParkedCommand{Args: []string{"sh", "-c", mkdir, "sh"}, Env: []string{"PATH=/usr/bin:/bin"}},
+			out:  "Operation not permitted\nSeccomp:\t2\nerr\n"},
+		{name: "exec", args: []string{"--exec", "--", "sh", "-c", mkdir, "sh"}, filter: denyMkdir(t), code: 3,
+			out: "Seccomp:\t2\n", err: "Operation not permitted\nerr\n"},
+		{name: "not a program", args: []string{"--", "sh", "-c", mkdir, "sh"}, filter: programFile(t, []byte("1234567")), code: 127,
+			out: "not a program (7 bytes)"},
+		{name: "no descriptor", args: []string{"--", "sh", "-c", mkdir, "sh"}, code: 127, out: "seccomp filter on fd 3"},
+		{name: "unknown flags", args: []string{"--seccomp-flags", "1", "--", "sh", "-c", mkdir, "sh"}, filter: denyMkdir(t), code: 127,
+			out: `--seccomp-flags "1": not a set of LOG and SPEC_ALLOW`},
+		{name: "exec reports no exit", args: []string{exitFDFlag, "4", "--exec", "--", "sh", "-c", mkdir, "sh"}, filter: denyMkdir(t), code: 127,
+			out: "reports no exit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			args := slices.Concat([]string{container.SeccompFDFlag, "3"}, tc.args)
+			var files []*os.File
+			if tc.filter != nil {
+				files = append(files, tc.filter)
+			}
+			if tc.park != nil {
+				// The parked command on fd 3, the filter on fd 4.
+				pr, pw, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer pr.Close()
+				files = []*os.File{pr, tc.filter}
+				args[1] = "4"
+				cmd := *tc.park
+				cmd.Args = append(slices.Clip(cmd.Args), dir)
+				b := parked(t, cmd)
+				go func() {
+					pw.WriteString(b)
+					pw.Close()
+				}()
+			} else {
+				args = append(args, dir)
+			}
+			if slices.Contains(args, exitFDFlag) {
+				null, err := os.Open(os.DevNull)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer null.Close()
+				files = append(files, null)
+			}
+			var out, errOut bytes.Buffer
+			cmd := exec.Command(initBin, args...)
+			cmd.ExtraFiles = files
+			cmd.Stdout = &out
+			cmd.Stderr = &out
+			if tc.err != "" {
+				cmd.Stderr = &errOut
+			}
+			cmd.WaitDelay = 5 * time.Second
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if code := exitCode(t, waitTimeout(t, cmd, 20*time.Second)); code != tc.code {
+				t.Errorf("exit code %d, want %d (output %q)", code, tc.code, out.String())
+			}
+			if !strings.Contains(out.String(), tc.out) || !strings.Contains(errOut.String(), tc.err) {
+				t.Errorf("stdout %q, stderr %q, want %q and %q", out.String(), errOut.String(), tc.out, tc.err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "made")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the command made a directory the filter denies: %v", err)
+			}
+		})
+	}
 }

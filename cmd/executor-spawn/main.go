@@ -4,6 +4,10 @@
 // each container's init by re-executing the binary that starts the
 // container, and this one starts in a fraction of the daemon's time.
 //
+// With the one argument "seccomp-filter" it is instead the process the
+// daemon has libcontainer compile the seccomp profile in, once, and reads
+// the loaded program back from (see sandbox/container/filter.go).
+//
 // It is not meant to be run by hand.
 package main
 
@@ -33,6 +37,15 @@ func init() {
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == container.FilterExportArg {
+		// The runner reads the seccomp filter compiled here (init
+		// locked this, the main goroutine, to the main thread).
+		if err := container.ServeFilterExport(); err != nil {
+			fmt.Fprintln(os.Stderr, "executor-spawn:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 {
 		fmt.Fprintln(os.Stderr, "executor-spawn: takes no arguments; the executor daemon runs it")
 		os.Exit(2)

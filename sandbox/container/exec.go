@@ -111,10 +111,14 @@ func (c *Container) Exec(ctx context.Context, args []string, stdout, stderr io.W
 // for the command is then the spawner's small binary rather than the
 // daemon's.
 func (c *Container) startCommand(args []string, stdout, stderr *os.File) (wait func(context.Context) (int, error), err error) {
+	args, extra, err := c.execFiltered(args)
+	if err != nil {
+		return nil, err
+	}
 	if s := c.runner.spawner; s != nil {
 		return s.exec(c.runner, c.id, c.cfg, spawnProcess{
 			Args: args, Env: c.main.Env, Cwd: c.main.Cwd, UID: c.main.UID, GID: c.main.GID, Groups: c.main.Groups,
-		}, stdout, stderr)
+		}, stdout, stderr, extra)
 	}
 	p := &libcontainer.Process{
 		Args:             args,
@@ -125,6 +129,7 @@ func (c *Container) startCommand(args []string, stdout, stderr *os.File) (wait f
 		AdditionalGroups: c.main.Groups,
 		Stdout:           stdout,
 		Stderr:           stderr,
+		ExtraFiles:       extra,
 	}
 	lc, err := c.lc()
 	if err != nil {

@@ -116,6 +116,9 @@ func (r *Runner) Unpark(c *Container, spec oci.Spec, p Process) error {
 	if err != nil {
 		return err
 	}
+	if filteredByInit(c.cfg) {
+		filterByInit(cfg)
+	}
 	if r.limitsOff == nil {
 		if err := c.setCgroups(cfg); err != nil {
 			return fmt.Errorf("container: set limits: %w", err)

@@ -76,6 +76,11 @@ type Runner struct {
 	cfg     Config
 	cgroup2 bool
 	seccomp seccompProfile // its rules nil when unconfined
+	// filter is seccomp compiled, for executor-init to install (see
+	// filter.go); nil, with filterErr saying why, when libcontainer
+	// compiles it at each start.
+	filter    *initFilter
+	filterErr error
 	// limitsOff says why runtimes get no cgroup (rootless, nothing
 	// delegated); nil when they do.
 	limitsOff error
@@ -117,6 +122,16 @@ func New(cfg Config) (*Runner, error) {
 			return nil, fmt.Errorf("container: %w", err)
 		}
 		r.seccomp = sc
+		switch {
+		case cfg.Spawner == "":
+			r.filterErr = errors.New("no executor-spawn to compile it with")
+		case cfg.Rootless:
+			r.filterErr = errors.New("rootless: reading a compiled filter back needs CAP_SYS_ADMIN on the host")
+		default:
+			r.filter, r.filterErr = compileFilter(cfg.Spawner, sc)
+		}
+	} else {
+		r.filterErr = errors.New("unconfined")
 	}
 	// State holds the containers' configurations: root's alone.
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
@@ -142,6 +157,11 @@ func New(cfg Config) (*Runner, error) {
 // although MountDirs were given (see spawn.go), or nil.
 func (r *Runner) SpawnErr() error { return r.spawnErr }
 
+// FilterErr says why libcontainer compiles the seccomp profile at each
+// container start rather than executor-init installing the runner's
+// compiled filter (see filter.go), or nil.
+func (r *Runner) FilterErr() error { return r.filterErr }
+
 // SpawnerErr says why containers start from this process although a
 // Spawner was given (see spawner.go), or nil.
 func (r *Runner) SpawnerErr() error { return r.spawnerErr }
@@ -156,6 +176,7 @@ func (r *Runner) Close() error {
 	if r.spawn != nil {
 		errs = append(errs, r.spawn.close())
 	}
+	errs = append(errs, r.filter.close())
 	return errors.Join(errs...)
 }
 
@@ -227,6 +248,9 @@ func (r *Runner) Start(id string, spec oci.Spec, p Process) (*Container, error) 
 	if err != nil {
 		return nil, err
 	}
+	if r.filter != nil && p.ReportsExit {
+		filterByInit(cfg)
+	}
 	return r.create(id, cfg, p)
 }
 
@@ -254,9 +278,32 @@ func (r *Runner) config(id string, spec oci.Spec) (*configs.Config, error) {
 // spawner when there is one, else from the spawn namespace, when there is
 // one, or from this process's own.
 func (r *Runner) create(id string, cfg *configs.Config, p Process) (*Container, error) {
-	if r.spawner != nil {
-		return r.spawner.create(r, id, cfg, p)
+	if p.ReportsExit && len(p.Args) > 0 {
+		if err := initMountPoint(cfg.Rootfs, p.Args[0]); err != nil {
+			return nil, fmt.Errorf("container: %w", err)
+		}
 	}
+	cfg, launch, err := r.launchable(cfg, p)
+	if err != nil {
+		return nil, err
+	}
+	var c *Container
+	if r.spawner != nil {
+		c, err = r.spawner.create(r, id, cfg, launch)
+	} else {
+		c, err = r.createHere(id, cfg, launch)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The process as given, not as launched: a restart hands the
+	// filter's descriptor anew. Nothing reads main before create returns.
+	c.main = p
+	return c, nil
+}
+
+// createHere is create from this process.
+func (r *Runner) createHere(id string, cfg *configs.Config, p Process) (*Container, error) {
 	lc, err := libcontainer.Create(r.cfg.StateDir, id, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)

@@ -178,7 +178,7 @@ func (s *spawner) create(r *Runner, id string, cfg *configs.Config, p Process) (
 // exec starts a command in container id of r through the spawner, with its
 // stdout and stderr on the files given, and returns how to wait for its exit
 // code (see Container.startCommand).
-func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess, stdout, stderr *os.File) (func(context.Context) (int, error), error) {
+func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess, stdout, stderr *os.File, extra []*os.File) (func(context.Context) (int, error), error) {
 	proc, err := s.current()
 	if err != nil {
 		return nil, err
@@ -191,8 +191,8 @@ func (s *spawner) exec(r *Runner, id string, cfg *configs.Config, p spawnProcess
 		return nil, err
 	}
 	defer closeAll(clones...)
-	req := &spawnRequest{Op: spawnOpExec, StateDir: r.cfg.StateDir, ID: id, Process: p, Files: 2, Carry: carry}
-	_, files, exits, err := proc.start(req, append([]*os.File{stdout, stderr}, clones...))
+	req := &spawnRequest{Op: spawnOpExec, StateDir: r.cfg.StateDir, ID: id, Process: p, Files: 2 + len(extra), Carry: carry}
+	_, files, exits, err := proc.start(req, slices.Concat([]*os.File{stdout, stderr}, extra, clones))
 	if err != nil {
 		return nil, err
 	}

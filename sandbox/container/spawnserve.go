@@ -167,14 +167,15 @@ func spawnStart(req *spawnRequest, files []*os.File) (*libcontainer.Process, map
 // spawnExec starts req's command in its running container, with the mounts
 // it carries placed while it starts, and returns the process, no cgroups
 // (the container's are known) and a pidfd of it, as spawnStart answers.
-// files are the command's stdout and stderr and the clones, closed before
-// it returns.
+// files are the command's stdout and stderr, its extra files (fds 3 and up:
+// the seccomp filter, see filter.go) and the clones, closed before it
+// returns.
 func spawnExec(req *spawnRequest, files []*os.File) (*libcontainer.Process, map[string]string, []*os.File, error) {
 	defer closeAll(files...)
-	if req.Files != 2 || len(files) != req.Files+len(req.Carry) {
-		return nil, nil, nil, fmt.Errorf("spawner: %d descriptors for a command's stdout and stderr and %d mounts", len(files), len(req.Carry))
+	if req.Files < 2 || len(files) != req.Files+len(req.Carry) {
+		return nil, nil, nil, fmt.Errorf("spawner: %d descriptors for a command's stdout, stderr, %d more files and %d mounts", len(files), max(req.Files-2, 0), len(req.Carry))
 	}
-	placed, err := placeMounts(req.Carry, files[2:])
+	placed, err := placeMounts(req.Carry, files[req.Files:])
 	defer unplaceMounts(placed)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("container: spawn namespace: %w", err)
@@ -186,7 +187,7 @@ func spawnExec(req *spawnRequest, files []*os.File) (*libcontainer.Process, map[
 	rp := req.Process
 	lp := &libcontainer.Process{
 		Args: rp.Args, Env: rp.Env, Cwd: rp.Cwd, UID: rp.UID, GID: rp.GID, AdditionalGroups: rp.Groups,
-		Stdout: files[0], Stderr: files[1],
+		Stdout: files[0], Stderr: files[1], ExtraFiles: files[2:req.Files],
 	}
 	if err := lc.Run(lp); err != nil {
 		return nil, nil, nil, err

@@ -62,6 +62,11 @@ func TestAttacksFromInsideFail(t *testing.T) {
 		if !strings.Contains(out, "Seccomp:\t2") || !strings.Contains(out, "NoNewPrivs:\t1") {
 			t.Fatalf("status: %q", out)
 		}
+		// Installed by executor-init, compiled once (sandbox/container's
+		// tests compare it with libcontainer's, instruction by instruction).
+		if n := x.logs.Count("executor-init installs the seccomp filter, compiled once"); n != 1 {
+			t.Errorf("the daemon said %d times that executor-init installs the filter:\n%s", n, x.logs.String())
+		}
 		// podman's set: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service sys_chroot setfcap
 		const want = "00000000800405fb"
 		if !strings.Contains(out, "CapEff:\t"+want) {

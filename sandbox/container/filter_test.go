@@ -1,0 +1,331 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"executor/oci"
+)
+
+// filterOf is the one seccomp program loaded into process pid, once it has
+// one: a container's start returns before its init has executed
+// executor-init, which then installs it.
+func filterOf(t *testing.T, pid int) []unix.SockFilter {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for procStatus(t, pid, "Seccomp") != "2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d has no seccomp filter after 10 s", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	prog, err := loadedFilter(pid)
+	if err != nil {
+		t.Fatalf("filter of process %d: %v", pid, err)
+	}
+	return prog
+}
+
+// procStatus is field key of process pid's /proc status.
+func procStatus(t *testing.T, pid int, key string) string {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// childOf is the one child of process pid, waited for up to 10 s.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		raw, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+		if f := strings.Fields(string(raw)); len(f) == 1 {
+			child, err := strconv.Atoi(f[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			return child
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d has children %q, want one", pid, raw)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// processWithArgs is the process whose command line is args, waited for up
+// to 10 s.
+func processWithArgs(t *testing.T, args ...string) int {
+	t.Helper()
+	want := strings.Join(args, "\x00") + "\x00"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if raw, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); string(raw) == want {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no process %q", args)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The filter executor-init installs is the one libcontainer loads, to the
+// instruction, on every path a runtime's processes start by: a started
+// container, a parked one and then its command, a restart, an exec, and
+// each again after another runner adopted the container. That runner,
+// without a compiled filter, restarts the container with the profile in its
+// configuration (libcontainer's filter once more) and refuses an exec into
+// it rather than run the command unfiltered.
+func TestInitInstallsTheCompiledFilter(t *testing.T) {
+	root := busyboxRoot(t)
+	spec := testSpec(root)
+	spec.Binds = []oci.Bind{{Source: buildInit(t), Destination: oci.InitPath, ReadOnly: true}}
+	r := newRunner(t, Config{Spawner: buildSpawner(t)})
+	if r.filter == nil {
+		t.Fatalf("no compiled filter: %v", r.FilterErr())
+	}
+	if r.seccomp.rules == nil {
+		t.Fatal("no profile")
+	}
+
+	// libcontainer's own filter: a main process that is not executor-init.
+	lcc := start(t, r, IDPrefix+"libcontainer", spec, shell("exec sleep 60"))
+	if filteredByInit(lcc.cfg) || lcc.cfg.Seccomp == nil {
+		t.Fatal("a main process other than executor-init is left without libcontainer's filter")
+	}
+	want := filterOf(t, initPID(t, lcc))
+	if len(want) != r.filter.insns {
+		t.Errorf("libcontainer's filter has %d instructions, the compiled one %d", len(want), r.filter.insns)
+	}
+	// The load flags (SPEC_ALLOW) show in the speculation state.
+	wantSSB := procStatus(t, initPID(t, lcc), "Speculation_Store_Bypass")
+	if wantSSB == "" {
+		t.Fatal("no Speculation_Store_Bypass in /proc/pid/status")
+	}
+	check := func(what string, pid int) {
+		t.Helper()
+		if got := filterOf(t, pid); !slices.Equal(got, want) {
+			t.Errorf("%s: filter of %d instructions is not libcontainer's (%d)", what, len(got), len(want))
+		}
+		if got := procStatus(t, pid, "Speculation_Store_Bypass"); got != wantSSB {
+			t.Errorf("%s: speculation store bypass %q, libcontainer's %q", what, got, wantSSB)
+		}
+	}
+
+	main := Process{
+		Args: oci.WithInit([]string{"sh", "-c", "echo up; exec sleep 61"}), Env: []string{oci.DefaultPATH}, Cwd: "/",
+		ReportsExit: true,
+	}
+	c := start(t, r, IDPrefix+"init", spec, main)
+	waitOutput(t, c, "up")
+	loaded, err := libcontainer.Load(r.cfg.StateDir, c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := loaded.Config(); !filteredByInit(&cfg) {
+		t.Fatalf("state of a container under executor-init: profile %v, labels %v", cfg.Seccomp != nil, cfg.Labels)
+	}
+	check("executor-init", initPID(t, c))
+	check("its command", childOf(t, initPID(t, c)))
+	if !slices.Equal(c.main.Args, main.Args) {
+		t.Errorf("recorded main process %q, want it as given %q", c.main.Args, main.Args)
+	}
+
+	// An exec: filtered, with its own stdout, stderr and exit code.
+	var out, errOut bytes.Buffer
+	code, err := c.Exec(t.Context(), []string{"sh", "-c", "grep Seccomp: /proc/self/status; echo err >&2; exit 3"}, &out, &errOut)
+	if err != nil || code != 3 || out.String() != "Seccomp:\t2\n" || errOut.String() != "err\n" {
+		t.Errorf("exec: code %d, %v, stdout %q, stderr %q", code, err, out.String(), errOut.String())
+	}
+	execCheck := func(what string, c *Container) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.Exec(ctx, []string{"sleep", "6543"}, nil, nil)
+			done <- err
+		}()
+		check(what, processWithArgs(t, "sleep", "6543"))
+		cancel()
+		<-done
+	}
+	execCheck("exec", c)
+
+	// Parked: filtered before any command exists.
+	p, err := r.StartParked(IDPrefix+"parked", spec, oci.InitPath, Process{Env: []string{oci.DefaultPATH}, Cwd: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { destroy(t, p) })
+	check("parked executor-init", initPID(t, p))
+	if err := r.Unpark(p, spec, Process{Args: oci.WithInit([]string{"sleep", "62"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !filteredByInit(p.cfg) {
+		t.Error("unparked: the configuration lost executor-init's filter")
+	}
+	check("unparked command", childOf(t, initPID(t, p)))
+	execCheck("exec into the unparked", p)
+
+	c.Stop(0)
+	n, err := c.Restart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { destroy(t, n) })
+	waitOutput(t, n, "up")
+	check("restarted executor-init", initPID(t, n))
+	check("restarted command", childOf(t, initPID(t, n)))
+
+	// Another runner adopts it.
+	r2 := restarted(t, r)
+	t.Cleanup(func() { r2.Close() })
+	a := adopt(t, r2, n.ID(), main)
+	execCheck("exec into the adopted", a)
+	a.Stop(0)
+	waitDone(t, a)
+	a2, err := a.Restart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { destroy(t, a2) })
+	waitOutput(t, a2, "up")
+	check("restarted by the adopter", initPID(t, a2))
+
+	// A runner without the compiled filter.
+	r3 := restarted(t, r)
+	t.Cleanup(func() { r3.Close() })
+	r3.filter.close()
+	r3.filter, r3.filterErr = nil, errors.New("none, for the test")
+	b := adopt(t, r3, a2.ID(), main)
+	if _, err := b.Exec(t.Context(), []string{"true"}, nil, nil); err == nil || !strings.Contains(err.Error(), "none compiled") {
+		t.Errorf("exec without a compiled filter: %v", err)
+	}
+	b.Stop(0)
+	waitDone(t, b)
+	b2, err := b.Restart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { destroy(t, b2) })
+	waitOutput(t, b2, "up")
+	if filteredByInit(b2.cfg) || b2.cfg.Seccomp == nil {
+		t.Error("restarted without a compiled filter: the profile is not libcontainer's to apply")
+	}
+	check("restarted with libcontainer's filter", initPID(t, b2))
+	var sc bytes.Buffer
+	if code, err := b2.Exec(t.Context(), []string{"grep", "Seccomp:", "/proc/self/status"}, &sc, nil); err != nil || code != 0 || sc.String() != "Seccomp:\t2\n" {
+		t.Errorf("exec after the restart with libcontainer's filter: %d, %v, %q", code, err, sc.String())
+	}
+}
+
+// A profile executor-init could not be given as a program alone (load flags,
+// a listener) is left to libcontainer.
+func TestPrecompilable(t *testing.T) {
+	profile, err := defaultSeccompProfile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := precompilable(profile.rules); err != nil {
+		t.Fatalf("the default profile: %v", err)
+	}
+	if flags, _ := loadFlags(profile.rules); flags != unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW {
+		t.Errorf("the default profile's load flags %#x, want SPEC_ALLOW", flags)
+	}
+	withFlags := *profile.rules
+	withFlags.Flags = []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagWaitKillableRecv}
+	notify := *profile.rules
+	notify.Syscalls = append(slices.Clip(notify.Syscalls), &configs.Syscall{Name: "mkdir", Action: configs.Notify})
+	for name, rules := range map[string]*configs.Seccomp{"none": nil, "flags": &withFlags, "notify": &notify} {
+		if err := precompilable(rules); err == nil {
+			t.Errorf("%s: precompilable", name)
+		}
+	}
+}
+
+// executor-init is mounted on a file, or where nothing is: never where a
+// symbolic link would take the mount elsewhere and stay behind, the
+// runtime's to point at a binary of its own for the next exec or restart.
+// A start into such a root is refused and leaves nothing behind.
+func TestInitMountPoint(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"dir", "sub/dir"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"link": "/file", "linkdir": "/sub", "dangling": "/nowhere"} {
+		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"/nothing", true},
+		{"/file", true},
+		{"/sub/nothing", true},
+		{"/link", false},
+		{"/dangling", false},
+		{"/dir", false},
+		{"/linkdir/dir", false},
+		{"/file/below", false},
+	} {
+		if err := initMountPoint(root, tc.name); (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+
+	rootfs := busyboxRoot(t)
+	if err := os.Symlink("/tmp/init", filepath.Join(rootfs, oci.InitPath)); err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec(rootfs)
+	spec.Binds = []oci.Bind{{Source: buildInit(t), Destination: oci.InitPath, ReadOnly: true}}
+	r := newRunner(t, Config{Spawner: buildSpawner(t)})
+	id := IDPrefix + "linked-init"
+	_, err := r.Start(id, spec, Process{Args: oci.WithInit([]string{"true"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true})
+	if err == nil || !strings.Contains(err.Error(), "not a file") {
+		t.Fatalf("start with executor-init's mount point a link: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.cfg.StateDir, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state of the refused start: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(rootfs, "tmp", "init")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the link's target was made: %v", err)
+	}
+}
