@@ -3,22 +3,82 @@ package container
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"executor/oci"
 )
+
+// loadedFilter is the seccomp program loaded into thread pid, which must
+// have exactly one: read through ptrace, which needs CAP_SYS_ADMIN, no
+// seccomp filter on this process and a kernel with CONFIG_CHECKPOINT_RESTORE
+// (the tests run as root, outside any unit).
+func loadedFilter(pid int) ([]unix.SockFilter, error) {
+	// Every ptrace request must come from the thread that attached.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.PtraceSeize(pid); err != nil {
+		return nil, os.NewSyscallError("ptrace", err)
+	}
+	defer func() { _ = unix.PtraceDetach(pid) }()
+	if err := unix.PtraceInterrupt(pid); err != nil {
+		return nil, os.NewSyscallError("ptrace", err)
+	}
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("wait4", err)
+		}
+		break
+	}
+	if !ws.Stopped() {
+		return nil, fmt.Errorf("process %d ended (%v)", pid, ws)
+	}
+	get := func(index int, prog []unix.SockFilter) (int, error) {
+		var p unsafe.Pointer
+		if len(prog) > 0 {
+			p = unsafe.Pointer(&prog[0])
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), uintptr(index), uintptr(p), 0, 0)
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(n), nil
+	}
+	n, err := get(0, nil)
+	if err != nil {
+		return nil, os.NewSyscallError("ptrace", err)
+	}
+	prog := make([]unix.SockFilter, n)
+	if got, err := get(0, prog); err != nil || got != n {
+		return nil, fmt.Errorf("%d of %d instructions: %w", got, n, err)
+	}
+	if _, err := get(1, nil); !errors.Is(err, unix.ENOENT) {
+		return nil, fmt.Errorf("process %d has more than one filter (%v)", pid, err)
+	}
+	return prog, nil
+}
 
 // filterOf is the one seccomp program loaded into process pid, once it has
 // one: a container's start returns before its init has executed
@@ -249,8 +309,8 @@ func TestInitInstallsTheCompiledFilter(t *testing.T) {
 	}
 }
 
-// A profile executor-init could not be given as a program alone (load flags,
-// a listener) is left to libcontainer.
+// A profile executor-init could not be given as a program alone (a
+// listener) is left to libcontainer.
 func TestPrecompilable(t *testing.T) {
 	profile, err := defaultSeccompProfile()
 	if err != nil {
@@ -259,14 +319,11 @@ func TestPrecompilable(t *testing.T) {
 	if err := precompilable(profile.rules); err != nil {
 		t.Fatalf("the default profile: %v", err)
 	}
-	if flags, _ := loadFlags(profile.rules); flags != unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW {
-		t.Errorf("the default profile's load flags %#x, want SPEC_ALLOW", flags)
-	}
-	withFlags := *profile.rules
-	withFlags.Flags = []specs.LinuxSeccompFlag{specs.LinuxSeccompFlagWaitKillableRecv}
 	notify := *profile.rules
 	notify.Syscalls = append(slices.Clip(notify.Syscalls), &configs.Syscall{Name: "mkdir", Action: configs.Notify})
-	for name, rules := range map[string]*configs.Seccomp{"none": nil, "flags": &withFlags, "notify": &notify} {
+	listener := *profile.rules
+	listener.ListenerPath = "/run/agent.sock"
+	for name, rules := range map[string]*configs.Seccomp{"none": nil, "notify": &notify, "listener": &listener} {
 		if err := precompilable(rules); err == nil {
 			t.Errorf("%s: precompilable", name)
 		}
@@ -327,5 +384,84 @@ func TestInitMountPoint(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(rootfs, "tmp", "init")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the link's target was made: %v", err)
+	}
+}
+
+// The compile works where a daemon runs: under a seccomp filter of its own
+// (systemd's LockPersonality= and RestrictAddressFamilies= make one) and
+// without privileges (rootless), and gives the same program and flags.
+func TestFilterCompiledUnderAFilterAndUnprivileged(t *testing.T) {
+	requireRoot(t)
+	// Where another user may run it: the test's own directories are 0700.
+	dir, err := os.MkdirTemp("", "filter-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spawner := filepath.Join(dir, "executor-spawn")
+	if err := os.Rename(buildSpawner(t), spawner); err != nil {
+		t.Fatal(err)
+	}
+	profile, err := defaultSeccompProfile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := compileFilter(spawner, profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.close()
+	wantProg, err := io.ReadAll(io.NewSectionReader(want.file, 0, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.flags != unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW {
+		t.Errorf("the default profile's load flags %#x, want SPEC_ALLOW", want.flags)
+	}
+	allowAll := filepath.Join(t.TempDir(), "allow")
+	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}}
+	if err := os.WriteFile(allowAll, unsafe.Slice((*byte)(unsafe.Pointer(&prog[0])), 8), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(allowAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		name string
+		cmd  func() *exec.Cmd
+	}{
+		{"under a filter", func() *exec.Cmd {
+			cmd := exec.Command(buildInit(t), SeccompFDFlag, "3", ExecFlag, "--", spawner, FilterExportArg)
+			cmd.ExtraFiles = []*os.File{f}
+			return cmd
+		}},
+		{"unprivileged", func() *exec.Cmd {
+			cmd := exec.Command(spawner, FilterExportArg)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+			return cmd
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := tc.cmd()
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("%v: %s", err, stderr.String())
+			}
+			var ex exportedFilter
+			if err := json.Unmarshal(out, &ex); err != nil {
+				t.Fatal(err)
+			}
+			if ex.Digest != profile.digest || ex.Flags != want.flags || !bytes.Equal(ex.Program, wantProg) {
+				t.Errorf("digest %s, flags %#x, %d bytes of program; want %s, %#x and the same %d bytes",
+					ex.Digest, ex.Flags, len(ex.Program), profile.digest, want.flags, len(wantProg))
+			}
+		})
 	}
 }

@@ -467,6 +467,10 @@ func TestRootlessUserUnit(t *testing.T) {
 	if j := u.journal(unit); !strings.Contains(j, "Executor is ready.") || !strings.Contains(j, "rootless=true") {
 		t.Errorf("the journal has no ready line saying rootless=true:\n%s", j)
 	}
+	// Compiled once rootless too, under the unit's own filters.
+	if j := u.journal(unit); !strings.Contains(j, filterCompiledOnce) {
+		t.Errorf("the journal lacks %q:\n%s", filterCompiledOnce, j)
+	}
 
 	t.Run("health: limits on (cgroup v2), off and said on v1", func(t *testing.T) {
 		w := unitHealthWarnings(t, x)

@@ -38,6 +38,11 @@ func command(t *testing.T, x *executor, id, cmd string) (string, int) {
 	return r.json(t)["output"].(string), r.status
 }
 
+// filterCompiledOnce is what the daemon logs when executor-init installs
+// the runtimes' seccomp filter, compiled once (sandbox/container's tests
+// compare it with libcontainer's, instruction by instruction).
+const filterCompiledOnce = "executor-init installs the seccomp filter, compiled once"
+
 func TestAttacksFromInsideFail(t *testing.T) {
 	x := startExecutor(t)
 	createIdle(t, x, "victim", nil)
@@ -64,7 +69,7 @@ func TestAttacksFromInsideFail(t *testing.T) {
 		}
 		// Installed by executor-init, compiled once (sandbox/container's
 		// tests compare it with libcontainer's, instruction by instruction).
-		if n := x.logs.Count("executor-init installs the seccomp filter, compiled once"); n != 1 {
+		if n := x.logs.Count(filterCompiledOnce); n != 1 {
 			t.Errorf("the daemon said %d times that executor-init installs the filter:\n%s", n, x.logs.String())
 		}
 		// podman's set: chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service sys_chroot setfcap

@@ -335,6 +335,11 @@ func TestSystemdUnit(t *testing.T) {
 				t.Errorf("/proc/%s/status lacks %q:\n%s", mainPID, want, status)
 			}
 		}
+		// The daemon's own filter (LockPersonality=, ...) does not keep it
+		// from compiling the runtimes' once.
+		if out, _ := exec.Command("journalctl", "-u", unit, "--no-pager", "-o", "cat").CombinedOutput(); !strings.Contains(string(out), filterCompiledOnce) {
+			t.Errorf("the journal lacks %q:\n%s", filterCompiledOnce, out)
+		}
 		if got := strings.TrimSpace(procFile(t, mainPID, "oom_score_adj")); got != directive(t, unitText, "OOMScoreAdjust") {
 			t.Errorf("oom_score_adj %s, want the unit's OOMScoreAdjust", got)
 		}
