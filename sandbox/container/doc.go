@@ -12,8 +12,9 @@
 // Config.Unconfined turns it off: libcontainer's own compiler runs in an
 // executor-spawn child, and a main process that is executor-init installs
 // the program on itself (filter.go); any other main process, and every
-// container of a runner that could not compile it (rootless), has
-// libcontainer compile the profile in its init, at each start.
+// container of a runner that could not compile it (no executor-spawn, a
+// kernel before 5.5), has libcontainer compile the profile in its init, at
+// each start.
 //
 // Runner.Start makes a Container: it turns an oci.Spec into a libcontainer
 // configuration with oci.Config and runs a Process as the container's init,

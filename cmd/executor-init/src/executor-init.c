@@ -32,8 +32,8 @@
  * With --seccomp-fd N it first installs the seccomp filter on fd N (a
  * classic BPF program, struct sock_filter[], as the kernel takes it) on
  * itself, before it does anything else: the executor compiles its profile
- * once (libcontainer's own compiler, read back from a process it loaded
- * into) rather than libcontainer compiling it again in every container's
+ * once (libcontainer's own compiler, its load caught in a process that
+ * ran it) rather than libcontainer compiling it again in every container's
  * init, 4-5 ms of each start. Everything it then runs inherits the filter;
  * when the filter cannot be installed, it runs nothing and exits 127.
  *
