@@ -465,3 +465,45 @@ func TestFilterCompiledUnderAFilterAndUnprivileged(t *testing.T) {
 		})
 	}
 }
+
+// A signal to the compiling thread while its load waits on the listener
+// (the Go runtime preempts with SIGURG) interrupts the call, which is made
+// again: the export still ends, with the same program. Without a listener
+// that goes on after such an interruption, most of these runs hung.
+func TestFilterExportSurvivesSignals(t *testing.T) {
+	requireRoot(t)
+	spawner := buildSpawner(t)
+	want, err := exec.Command(spawner, FilterExportArg).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		var out bytes.Buffer
+		cmd := exec.Command(spawner, FilterExportArg)
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		pid := cmd.Process.Pid
+		// Generous: an emulated guest (make test-cgroup2) runs these too.
+		deadline := time.After(60 * time.Second)
+	spam:
+		for {
+			select {
+			case err := <-done:
+				if err != nil || !bytes.Equal(out.Bytes(), want) {
+					t.Errorf("run %d: %v, %d bytes out, want the same %d as unsignalled", i, err, out.Len(), len(want))
+				}
+				break spam
+			case <-deadline:
+				_ = cmd.Process.Kill()
+				<-done
+				t.Fatalf("run %d: the export still runs after 60 s of SIGURG to its main thread", i)
+			default:
+				_ = unix.Tgkill(pid, pid, unix.SIGURG)
+			}
+		}
+	}
+}
