@@ -332,7 +332,10 @@ func TestPrecompilable(t *testing.T) {
 
 // executor-init is mounted on a file, or where nothing is: never where a
 // symbolic link would take the mount elsewhere and stay behind, the
-// runtime's to point at a binary of its own for the next exec or restart.
+// runtime's to point at a binary of its own for the next exec or restart,
+// nor on a FIFO or anything else. The check opens nothing of the root's but
+// directories (O_PATH, no link followed), so a FIFO cannot block it and a
+// file's size does not matter.
 // A start into such a root is refused and leaves nothing behind.
 func TestInitMountPoint(t *testing.T) {
 	root := t.TempDir()
@@ -342,6 +345,17 @@ func TestInitMountPoint(t *testing.T) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(root, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A FIFO is never opened (nothing would answer it); a huge file is
+	// never read: runc mounts over it.
+	if err := unix.Mkfifo(filepath.Join(root, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "huge"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(root, "huge"), 1<<40); err != nil {
 		t.Fatal(err)
 	}
 	for link, target := range map[string]string{"link": "/file", "linkdir": "/sub", "dangling": "/nowhere"} {
@@ -361,6 +375,8 @@ func TestInitMountPoint(t *testing.T) {
 		{"/dir", false},
 		{"/linkdir/dir", false},
 		{"/file/below", false},
+		{"/fifo", false},
+		{"/huge", true},
 	} {
 		if err := initMountPoint(root, tc.name); (err == nil) != tc.ok {
 			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
