@@ -55,7 +55,7 @@ func (m *Manager) prepare(ctx context.Context, r *Runtime, spec Spec) (err error
 	}
 	c, err := m.runner.Start(r.CID, m.ociSpec(r, spec, rootfs), ps)
 	if err != nil {
-		return fmt.Errorf("failed to start container: %w", err)
+		return startFailed(spec.Image, err)
 	}
 	st.mark("container")
 	r.mu.Lock()
@@ -96,7 +96,7 @@ func (m *Manager) assembleParked(ctx context.Context, r *Runtime, spec Spec, st 
 			// the copy's error says it in the request's terms.
 			return cerr
 		}
-		return fmt.Errorf("failed to start container: %w", err)
+		return startFailed(spec.Image, err)
 	}
 	// Recorded at once: a failure below leaves it to r.destroy.
 	r.mu.Lock()
@@ -121,6 +121,16 @@ func (m *Manager) assembleParked(ctx context.Context, r *Runtime, spec Spec, st 
 	r.main = ps
 	r.mu.Unlock()
 	return nil
+}
+
+// startFailed is a container start's failure as the client sees it: the
+// image's, for a root that cannot take executor-init; the host's otherwise.
+func startFailed(image string, err error) error {
+	var me *container.InitMountPointError
+	if errors.As(err, &me) {
+		return newError(RuntimeFailed, fmt.Sprintf("Image %s cannot be run: %s.", image, me), err)
+	}
+	return fmt.Errorf("failed to start container: %w", err)
 }
 
 // assembleConfig is assembleBase (own as there) and then the main process

@@ -212,6 +212,13 @@ func (p *pool) loop() {
 			p.mu.Unlock()
 			if err != nil {
 				p.m.log.Warn("prewarming a sandbox failed", "image", key.image, "err", err)
+				if imageRefused(err) {
+					// Every try would fail alike: forget the demand
+					// until a request asks for the image again.
+					p.mu.Lock()
+					delete(p.demand, key)
+					p.mu.Unlock()
+				}
 				break // the next tick tries again
 			}
 			if sb != nil {
@@ -224,6 +231,13 @@ func (p *pool) loop() {
 			}
 		}
 	}
+}
+
+// imageRefused tells whether err, a failed prewarm, is the image's own
+// (RuntimeFailed: its root, its user), which no later try can change.
+func imageRefused(err error) bool {
+	var se *Error
+	return errors.As(err, &se) && se.Kind == RuntimeFailed
 }
 
 // graceAfterReply waits until prewarmReplyGrace has passed since the last
@@ -359,7 +373,7 @@ func (m *Manager) park(ctx context.Context, key poolKey) (sb *parked, err error)
 	parkedSpec := m.ociSpec(r, Spec{Version: key.version, CPUs: 1, MemoryMB: 256}, rootfs)
 	c, err := m.runner.StartParked(r.CID, parkedSpec, oci.InitPath, ps)
 	if err != nil {
-		return nil, fmt.Errorf("failed to start container: %w", err)
+		return nil, startFailed(key.image, err)
 	}
 	r.mu.Lock()
 	r.ct = containerProc{c}

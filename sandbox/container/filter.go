@@ -142,22 +142,41 @@ func (r *Runner) launchable(cfg *configs.Config, p Process) (*configs.Config, Pr
 	return cfg, p, nil
 }
 
+// InitMountPointError is create's answer for a root where executor-init
+// cannot be mounted: something other than a file, or a symbolic link, at
+// its path or on the way. The root is the image's (or was written by the
+// runtime), so the request's image is to blame, never the host.
+type InitMountPointError struct {
+	Path string // executor-init's path in the container
+	At   string // the element of Path that is wrong
+	Is   string // what is there, in words: "a symbolic link"
+}
+
+func (e *InitMountPointError) Error() string {
+	want := "a regular file or absent"
+	if e.At != e.Path {
+		want = "a directory"
+	}
+	return fmt.Sprintf("%s in the runtime's root is %s, where executor-init is mounted at %s (it must be %s)", e.At, e.Is, e.Path, want)
+}
+
 // initMountPoint checks that name (executor-init's path in the container)
 // is, in rootfs, a file or nothing (runc makes it), with no symbolic link on
-// the way. runc follows a link at a mount's destination (within the root):
-// executor-init would be mounted at the link's target, and the link, left
-// in the runtime's writable root, would be the runtime's to point at a
-// binary of its own, which a later exec or restart then runs in
-// executor-init's place, trusted to install the filter. A file the mount
-// covers the runtime can neither unlink, rename over nor write (EBUSY, a
-// read-only mount).
+// the way; else it says what is wrong (*InitMountPointError). runc follows a
+// link at a mount's destination (within the root): executor-init would be
+// mounted at the link's target, and the link, left in the runtime's
+// writable root, would be the runtime's to point at a binary of its own,
+// which a later exec or restart then runs in executor-init's place, trusted
+// to install the filter. A file the mount covers the runtime can neither
+// unlink, rename over nor write (EBUSY, a read-only mount).
 func initMountPoint(rootfs, name string) error {
 	dir, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("root %s: %w", rootfs, os.NewSyscallError("open", err))
 	}
 	defer func() { unix.Close(dir) }()
-	parts := strings.Split(strings.Trim(path.Clean("/"+name), "/"), "/")
+	name = path.Clean("/" + name)
+	parts := strings.Split(strings.TrimPrefix(name, "/"), "/")
 	for i, part := range parts {
 		var st unix.Stat_t
 		err := unix.Fstatat(dir, part, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -168,14 +187,12 @@ func initMountPoint(rootfs, name string) error {
 			return fmt.Errorf("executor-init's mount point %s: %w", name, os.NewSyscallError("fstatat", err))
 		}
 		kind := st.Mode & unix.S_IFMT
-		if i == len(parts)-1 {
-			if kind != unix.S_IFREG {
-				return fmt.Errorf("executor-init's mount point %s in the runtime's root is not a file (mode %#o)", name, kind)
-			}
-			return nil
+		last := i == len(parts)-1
+		if last && kind != unix.S_IFREG || !last && kind != unix.S_IFDIR {
+			return &InitMountPointError{Path: name, At: "/" + path.Join(parts[:i+1]...), Is: fileKind(kind)}
 		}
-		if kind != unix.S_IFDIR {
-			return fmt.Errorf("executor-init's mount point %s: /%s in the runtime's root is not a directory (mode %#o)", name, path.Join(parts[:i+1]...), kind)
+		if last {
+			return nil
 		}
 		next, err := unix.Openat(dir, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -185,6 +202,27 @@ func initMountPoint(rootfs, name string) error {
 		dir = next
 	}
 	return nil
+}
+
+// fileKind names a file type (stat's S_IFMT bits) for a message.
+func fileKind(kind uint32) string {
+	switch kind {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symbolic link"
+	case unix.S_IFIFO:
+		return "a named pipe"
+	case unix.S_IFSOCK:
+		return "a socket"
+	case unix.S_IFCHR:
+		return "a character device"
+	case unix.S_IFBLK:
+		return "a block device"
+	}
+	return fmt.Sprintf("a file of type %#o", kind)
 }
 
 // execFiltered is args as c runs them when executor-init installs its

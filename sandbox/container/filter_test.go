@@ -364,22 +364,30 @@ func TestInitMountPoint(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name string
-		ok   bool
+		name   string
+		at, is string // what the refusal names; "" when accepted
 	}{
-		{"/nothing", true},
-		{"/file", true},
-		{"/sub/nothing", true},
-		{"/link", false},
-		{"/dangling", false},
-		{"/dir", false},
-		{"/linkdir/dir", false},
-		{"/file/below", false},
-		{"/fifo", false},
-		{"/huge", true},
+		{name: "/nothing"},
+		{name: "/file"},
+		{name: "/sub/nothing"},
+		{name: "/huge"},
+		{"/link", "/link", "a symbolic link"},
+		{"/dangling", "/dangling", "a symbolic link"},
+		{"/dir", "/dir", "a directory"},
+		{"/linkdir/dir", "/linkdir", "a symbolic link"},
+		{"/file/below", "/file", "a regular file"},
+		{"/fifo", "/fifo", "a named pipe"},
+		{"sub//./dir", "/sub/dir", "a directory"},
 	} {
-		if err := initMountPoint(root, tc.name); (err == nil) != tc.ok {
-			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
+		err := initMountPoint(root, tc.name)
+		var me *InitMountPointError
+		switch {
+		case tc.at == "" && err != nil:
+			t.Errorf("%s: %v, want it accepted", tc.name, err)
+		case tc.at != "" && !errors.As(err, &me):
+			t.Errorf("%s: %v, want an *InitMountPointError", tc.name, err)
+		case tc.at != "" && (me.At != tc.at || me.Is != tc.is):
+			t.Errorf("%s: refused as %q being %q, want %q being %q", tc.name, me.At, me.Is, tc.at, tc.is)
 		}
 	}
 
@@ -392,7 +400,8 @@ func TestInitMountPoint(t *testing.T) {
 	r := newRunner(t, Config{Spawner: buildSpawner(t)})
 	id := IDPrefix + "linked-init"
 	_, err := r.Start(id, spec, Process{Args: oci.WithInit([]string{"true"}), Env: []string{oci.DefaultPATH}, Cwd: "/", ReportsExit: true})
-	if err == nil || !strings.Contains(err.Error(), "not a file") {
+	var me *InitMountPointError
+	if !errors.As(err, &me) || me.At != oci.InitPath || !strings.Contains(err.Error(), oci.InitPath+" in the runtime's root is a symbolic link") {
 		t.Fatalf("start with executor-init's mount point a link: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(r.cfg.StateDir, id)); !errors.Is(err, os.ErrNotExist) {

@@ -10,6 +10,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -27,6 +28,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"executor/oci"
+	"executor/tests/testenv"
 )
 
 // hostileExecTimeout is the `timeout` of every execution here, in seconds;
@@ -656,4 +660,65 @@ func TestHostilePidsDefault(t *testing.T) {
 		t.Fatalf("DELETE after the bomb: %v %+v", err, r)
 	}
 	x.waitClean(t)
+}
+
+// An image cannot choose where executor-init is mounted: one whose
+// /.executor-init is a symbolic link (here to the image's own server, which
+// a restart or command would then run trusted to install the seccomp
+// filter) or a directory is refused with runtime_failed naming the path,
+// leaving nothing behind. Without executor-init (OPR_EXECUTOR_INIT=off)
+// nothing is mounted there and the same image runs.
+func TestHostileImageAtInitPath(t *testing.T) {
+	for _, tc := range []struct {
+		tag   string
+		entry testenv.OwnedEntry
+		is    string
+	}{
+		{"v5-initlink", testenv.OwnedEntry{Path: oci.InitPath, Mode: 0o777, Link: "/usr/local/bin/runtime-server"}, "a symbolic link"},
+		{"v5-initdir", testenv.OwnedEntry{Path: oci.InitPath, Mode: 0o755, Dir: true}, "a directory"},
+	} {
+		t.Run(tc.tag, func(t *testing.T) {
+			image := "openruntimes/test:" + tc.tag
+			layout, err := testenv.BuildOwnersImage(context.Background(), testenv.OwnersImageOptions{
+				ImageOptions: testenv.ImageOptions{
+					Dir: filepath.Join(t.TempDir(), tc.tag), Protocol: testenv.ProtocolV5, WithBash: true, Tag: tc.tag,
+					ServerBinary: filepath.Join(shared.work, "runtime-server"),
+				},
+				Entries: []testenv.OwnedEntry{tc.entry},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := testenv.PushImage(context.Background(), layout, tc.tag, shared.registry.Addr()+"/"+image, true); err != nil {
+				t.Fatal(err)
+			}
+			src := source(t, map[string]string{"index.js": "x"})
+			// With the prewarm pool (the default): it tries the image once
+			// for the request's demand, and gives up on it.
+			x := startExecutor(t, "OPR_EXECUTOR_PREWARM=4")
+			r := x.request(t, "POST", "/v1/runtimes/initpath/executions", execBody(src, map[string]any{"image": image, "path": "/echo"}), jsonAccept)
+			want := fmt.Sprintf("Image %s cannot be run: %s in the runtime's root is %s", image, oci.InitPath, tc.is)
+			assertAPIError(t, r, 400, want)
+			if typ := r.json(t)["type"]; typ != "runtime_failed" {
+				t.Errorf("type %v, want runtime_failed: %s", typ, r.body)
+			}
+			if l := x.request(t, "GET", "/v1/runtimes", nil, nil); l.status != 200 || strings.TrimSpace(string(l.body)) != "[]" {
+				t.Errorf("runtimes after the refusal: %d %s", l.status, l.body)
+			}
+			const prewarmFailed = "prewarming a sandbox failed"
+			for deadline := time.Now().Add(30 * time.Second); x.logs.Count(prewarmFailed) == 0; time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the pool never tried the image:\n%s", x.logs.String())
+				}
+			}
+			time.Sleep(2500 * time.Millisecond) // the pool looks again every second
+			if n := x.logs.Count(prewarmFailed); n != 1 || x.logs.Count(want) < 2 {
+				t.Errorf("%d prewarms of the image failed, want 1, with the same message as the request's:\n%s", n, x.logs.String())
+			}
+			x.waitClean(t) // a failed cold start's parts are released off the request's path
+
+			off := startExecutor(t, "OPR_EXECUTOR_INIT=off")
+			imagesColdStart(t, off, "initpath", image)
+		})
+	}
 }

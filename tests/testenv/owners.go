@@ -22,6 +22,7 @@ type OwnedEntry struct {
 	Mode     int64
 	UID, GID int
 	Data     string // a file's content
+	Link     string // when set, the entry is a symbolic link to Link
 }
 
 // Owners of the files npm leaves in real images: npm 9+ run as root keeps the
@@ -113,13 +114,16 @@ func ownersLayer(entries []OwnedEntry) ([]byte, digest.Digest, error) {
 			Name: strings.TrimPrefix(e.Path, "/"), Mode: e.Mode, Uid: e.UID, Gid: e.GID, ModTime: epoch,
 			Typeflag: tar.TypeReg, Size: int64(len(e.Data)), Format: tar.FormatPAX,
 		}
-		if e.Dir {
+		switch {
+		case e.Dir:
 			hdr.Typeflag, hdr.Size, hdr.Name = tar.TypeDir, 0, hdr.Name+"/"
+		case e.Link != "":
+			hdr.Typeflag, hdr.Size, hdr.Linkname = tar.TypeSymlink, 0, e.Link
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, "", fmt.Errorf("tar header %s: %w", hdr.Name, err)
 		}
-		if !e.Dir {
+		if hdr.Typeflag == tar.TypeReg {
 			if _, err := tw.Write([]byte(e.Data)); err != nil {
 				return nil, "", fmt.Errorf("tar data %s: %w", hdr.Name, err)
 			}
