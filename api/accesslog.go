@@ -158,11 +158,18 @@ func (w *accessWriter) sent() int {
 // flushComplete sends a complete answer now rather than when net/http finishes the request. Only an answer that
 // declared its Content-Length is complete once the handler returns; flushing any other would make net/http
 // frame it as chunked where it would have counted its length.
+//
+// Whatever net/http still writes once the handler returns (a chunked answer's end, or this flush) gets a stall
+// budget of its own: the last write's may have run out while a stream was quiet (a build that printed nothing for
+// a minute), and the client would see its answer cut short.
 func (w *accessWriter) flushComplete() {
-	if w.status == 0 || w.Header().Get("Content-Length") == "" {
-		return
+	if w.status == 0 {
+		return // nothing written: the deadline is still the one serveLogged cleared
 	}
 	w.armWrite()
+	if w.Header().Get("Content-Length") == "" {
+		return
+	}
 	_ = w.rc.Flush()
 }
 

@@ -369,3 +369,30 @@ func TestWriteStallEndsAStalledResponse(t *testing.T) {
 		t.Errorf("writing to a slow reader: %v", err)
 	}
 }
+
+// A stream may stay quiet for longer than the write stall (a build that
+// prints nothing for a minute) and still end as a complete answer: what
+// net/http writes once the handler returns (the chunked body's end) gets a
+// stall budget of its own, not what is left of the last write's.
+func TestWriteStallSparesAQuietStreamsEnd(t *testing.T) {
+	ts := time.Date(2026, 7, 23, 10, 0, 1, 0, time.UTC)
+	b := &fakeBackend{stream: &fakeStream{version: "v5", block: true,
+		batches: [][]sandbox.LogEntry{{{Timestamp: ts, Content: "early"}}}}}
+	s := newTestServer(t, b, func(c *Config) { c.WriteStall = 200 * time.Millisecond })
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest("GET", srv.URL+"/v1/runtimes/rt/logs?timeout=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if want := "2026-07-23T10:00:01.000+00:00 early\n"; err != nil || string(body) != want {
+		t.Fatalf("stream quiet for 1 s (write stall 200 ms): %q, %v; want %q and its end", body, err, want)
+	}
+}
