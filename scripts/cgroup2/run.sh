@@ -84,7 +84,7 @@ for c in "${checks[@]}"; do
 done
 printf '%s' "$unit_tests" >"$payload/unit-tests"
 printf '^(%s)$' "$(printf '%s\n' "${e2e_tests[@]}" | sort -u | paste -sd'|')" >"$payload/e2e-tests"
-echo 420s >"$payload/e2e-timeout"
+echo 780s >"$payload/e2e-timeout"
 truncate -s 1G "$work/payload.img"
 mkfs.ext4 -q -F -L payload -d "$payload" "$work/payload.img"
 
@@ -92,7 +92,7 @@ echo "== test-cgroup2: booting the cgroup v2 guest (qemu TCG); its console follo
 . scripts/guest/boot.sh
 set +e
 # Root: the cached image, its writes kept in a throwaway overlay (snapshot).
-boot_guest "$work/console.log" '^== cgroup2 guest:' 540 -accel tcg -cpu max -smp 2 -m 3072 \
+boot_guest "$work/console.log" '^== cgroup2 guest:' 900 -accel tcg -cpu max -smp 2 -m 3072 \
 	-display none -monitor none -serial stdio -no-reboot \
 	-kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" \
 	-append "root=/dev/vda rw console=ttyS0 cgroup_no_v1=all net.ifnames=0 init=/init.sh panic=-1 quiet" \
