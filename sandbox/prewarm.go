@@ -233,8 +233,9 @@ func (p *pool) loop() {
 	}
 }
 
-// imageRefused tells whether err, a failed prewarm, is the image's own
-// (RuntimeFailed: its root, its user), which no later try can change.
+// imageRefused tells whether err, a failed prewarm, is one a request for the
+// image gets too (RuntimeFailed: its root, its user, its pull): retrying each
+// tick would mostly fail alike, and the next request brings the demand back.
 func imageRefused(err error) bool {
 	var se *Error
 	return errors.As(err, &se) && se.Kind == RuntimeFailed
