@@ -196,7 +196,7 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 		b.Fatalf("%d %s", r.status, r.body)
 	}
 	rt := x.request(b, "GET", "/v1/runtimes/warm", nil, nil).json(b)
-	addr := runtimeAddr(b, x, rt["hostname"].(string))
+	addr, dir := runtimeAddrDir(b, x, rt["hostname"].(string))
 	key := rt["key"].(string)
 
 	// Both paths keep a connection per client: the default two idle
@@ -210,7 +210,7 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 	trx := &http.Transport{MaxIdleConnsPerHost: warmClients}
 	defer trx.CloseIdleConnections()
 	viaClient := &http.Client{Transport: trx, Timeout: time.Minute}
-	logs := filepath.Join(x.dataDir, "runtimes")
+	logs := filepath.Join(dir, "logs")
 	directOnce := func() (time.Duration, error) {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/status?code=200", nil)
 		req.Header.Set("x-open-runtimes-secret", key)
@@ -224,11 +224,11 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 		}
 		drain(resp)
 		if id := resp.Header.Get("x-open-runtimes-log-id"); id != "" {
-			// The executor reads and removes the log files; do the same so both paths do equal work on the runtime side.
-			matches, _ := filepath.Glob(filepath.Join(logs, "*", "logs", id+"_*"))
-			for _, m := range matches {
-				os.ReadFile(m)
-				os.Remove(m)
+			// The log files the runtime made for this request are read and removed, as a client
+			// of the runtime's own would: by their names, in the directory found once.
+			for _, name := range []string{id + "_logs.log", id + "_errors.log"} {
+				os.ReadFile(filepath.Join(logs, name))
+				os.Remove(filepath.Join(logs, name))
 			}
 		}
 		d := time.Since(start)
@@ -326,17 +326,24 @@ func concurrently(clients, perClient int, f func() (time.Duration, error)) (time
 // executor wrote for it.
 func runtimeAddr(t testing.TB, x *executor, hostname string) string {
 	t.Helper()
+	addr, _ := runtimeAddrDir(t, x, hostname)
+	return addr
+}
+
+// runtimeAddrDir is runtimeAddr, with the runtime's directory beside.
+func runtimeAddrDir(t testing.TB, x *executor, hostname string) (addr, dir string) {
+	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(x.dataDir, "runtimes", "*", "hosts"))
 	for _, f := range files {
 		data, _ := os.ReadFile(f)
 		for _, line := range strings.Split(string(data), "\n") {
 			if fields := strings.Fields(line); len(fields) == 2 && fields[1] == hostname {
-				return net.JoinHostPort(fields[0], "3000")
+				return net.JoinHostPort(fields[0], "3000"), filepath.Dir(f)
 			}
 		}
 	}
 	t.Fatalf("no address for runtime host %s", hostname)
-	return ""
+	return "", ""
 }
 
 func drain(resp *http.Response) {
