@@ -2,7 +2,9 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"slices"
 	"strings"
@@ -68,11 +70,19 @@ func (m *Manager) Execute(ctx context.Context, req ExecRequest) (res *ExecResult
 // reported as that.
 func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.Duration) (*ExecResult, error) {
 	t := protocol.Target{Addr: r.Addr(), Secret: r.Secret, Version: r.Version}
+	var files *logFiles
 	if r.Version.LogsDir() != "" {
 		// The files of the executions answered before this one go first:
 		// the runtime may reuse their log id.
 		r.logs.removePending(r.Dir, r.warnLogRemoval)
-		t.Logs = logFiles{r: r}
+		files = &logFiles{r: r}
+		// A log id the caller names is passed on instead, as the
+		// reference executor passes it: the runtime appends to its files.
+		if req.Logging && !namesLogID(req.Headers) {
+			files.lent = r.logs.lend()
+			t.LogID = files.lent
+		}
+		t.Logs = files
 	}
 	var oom oomMark
 	if ct := r.current(); ct != nil {
@@ -108,10 +118,27 @@ func (r *Runtime) forward(ctx context.Context, req ExecRequest, remaining time.D
 			return r.outOfMemory()
 		},
 	})
+	if files != nil && files.lent != "" {
+		if err == nil && files.taken == 2 {
+			r.logs.giveBack(files.lent)
+		} else {
+			r.logs.retire(r.Dir, files.lent, r.warnLogRemoval)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return &ExecResult{StatusCode: resp.StatusCode, Headers: resp.Headers, Body: resp.Body, Logs: resp.Logs, Errors: resp.Errors}, nil
+}
+
+// namesLogID tells whether the caller's headers name a log id.
+func namesLogID(h map[string]string) bool {
+	for k := range h {
+		if strings.EqualFold(k, "x-open-runtimes-log-id") {
+			return true
+		}
+	}
+	return false
 }
 
 // deathWait bounds how long a dropped exchange waits to see whether the main
@@ -141,32 +168,48 @@ func (r *Runtime) settleDeath(te *protocol.TransportError) {
 	r.mu.Unlock()
 }
 
-// logFiles are the runtime's execution log files, in logs/ of its
-// directory, read through safefs (see rtdir.go) and the runtime's logDir.
+// logFiles are the runtime's execution log files for one execution, in
+// logs/ of its directory, read through safefs (see rtdir.go) and the
+// runtime's logDir.
 type logFiles struct {
-	r *Runtime
+	r     *Runtime
+	lent  string // the log id lent to the execution, "" for none
+	taken int    // how many of the lent id's files were taken cleanly
 }
 
-func (l logFiles) ReadFile(name string, limit int64) (data []byte, size int64, err error) {
+// Take empties the files of the lent id in place, for the id's next
+// execution, and has any other name removed off the execution's path, on a
+// goroutine, or by the next execution before it is sent (see logDir).
+func (l *logFiles) Take(name string, limit int64) (data []byte, size int64, err error) {
+	lent := l.lent != "" && (name == l.lent+"_logs.log" || name == l.lent+"_errors.log")
 	err = l.r.logs.do(l.r.Dir, func(d *safefs.Dir) error {
+		if lent {
+			data, size, err = d.Drain(name, limit)
+			// A file the daemon may read but not write (a rootless
+			// daemon's, made by a runtime user other than the mapped
+			// root) is read and removed instead, its id retired.
+			if !errors.Is(err, fs.ErrPermission) {
+				return err
+			}
+			lent = false
+		}
 		data, size, err = d.ReadFile(name, limit)
 		return err
 	})
+	switch {
+	case !lent:
+		l.r.logs.removeLater(l.r.Dir, name, l.r.warnLogRemoval)
+	case err == nil || errors.Is(err, fs.ErrNotExist):
+		l.taken++
+	}
 	return data, size, err
-}
-
-// Remove has name removed off the execution's path, on a goroutine, or by
-// the next execution before it is sent (see logDir).
-func (l logFiles) Remove(name string) error {
-	l.r.logs.removeLater(l.r.Dir, name, l.r.warnLogRemoval)
-	return nil
 }
 
 func (r *Runtime) warnLogRemoval(name string, err error) {
 	r.log.Warn("cannot remove execution log file", "runtime", r.ID, "file", name, "err", err)
 }
 
-var _ protocol.LogFiles = logFiles{}
+var _ protocol.LogFiles = (*logFiles)(nil)
 
 // waitReady waits until the runtime accepts connections on its port, by
 // connecting: nothing tells when a socket starts listening. A refused

@@ -1,9 +1,12 @@
 package sandbox
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"executor/storage/safefs"
@@ -25,13 +28,26 @@ var errLogsReleased = errors.New("the runtime's logs directory is released")
 // (its descriptor could be reused by another file meanwhile). The directory
 // is on the runtime's disk: release closes it before the disk is unmounted.
 //
-// Log files are removed once read, on a goroutine (removeLater), so that
-// the answer does not wait: two unlinks on the runtime's disk were a third
-// of the warm path's log handling. A runtime may use one log id for every
-// execution (development's "dev", or one the client names): it appends to
-// the files, so the next execution is sent only once the files read before
-// it are gone (removePending), or it would answer with both executions'
-// logs, or lose its own to the earlier removal.
+// Each execution is lent a log id (lend): the runtime is asked to write its
+// files under it, and once they are read and emptied (safefs Drain) the id
+// goes back (giveBack) for a later execution, whose runtime appends to the
+// same two files. An id is lent to one execution at a time, so concurrent
+// executions never share files; one whose exchange failed, or whose files
+// could not be taken, is retired instead: its files are removed and the id
+// never lent again (the runtime may still write there). Ids begin with a
+// random part made per logDir, so that a runtime adopted by a later daemon
+// never has an earlier daemon's files taken as its own. Before lending, the
+// runtime created and the daemon unlinked two files per execution: most of
+// the warm path's log handling, and on a file system that scans recently
+// freed inodes at each allocation, most of the runtime's own work.
+//
+// Files of an id the runtime picked itself (one that ignores the header)
+// are removed once read, on a goroutine (removeLater), so that the answer
+// does not wait. A runtime may use one log id for every execution
+// (development's "dev"): it appends to the files, so the next execution is
+// sent only once the files read before it are gone (removePending), or it
+// would answer with both executions' logs, or lose its own to the earlier
+// removal.
 type logDir struct {
 	mu       sync.RWMutex
 	dir      *safefs.Dir
@@ -41,6 +57,46 @@ type logDir struct {
 	// removePending returns only once every earlier name is gone.
 	rm      sync.Mutex
 	pending []string
+
+	// ids guards the lending of log ids.
+	ids    sync.Mutex
+	idBase string   // the ids' random part, made at the first lend
+	idNext int      // the number of the next id made
+	idFree []string // ids given back, their files empty
+}
+
+// lend returns a log id no other execution holds, whose files (if any)
+// are empty.
+func (l *logDir) lend() string {
+	l.ids.Lock()
+	defer l.ids.Unlock()
+	if n := len(l.idFree); n > 0 {
+		id := l.idFree[n-1]
+		l.idFree = l.idFree[:n-1]
+		return id
+	}
+	if l.idBase == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+		l.idBase = "e" + hex.EncodeToString(b[:]) + "-"
+	}
+	id := l.idBase + strconv.Itoa(l.idNext)
+	l.idNext++
+	return id
+}
+
+// giveBack returns a lent id whose files were taken (read and emptied).
+func (l *logDir) giveBack(id string) {
+	l.ids.Lock()
+	l.idFree = append(l.idFree, id)
+	l.ids.Unlock()
+}
+
+// retire removes a lent id's files, which are not known to be empty, and
+// never lends it again.
+func (l *logDir) retire(rtDir, id string, warn func(name string, err error)) {
+	l.removeLater(rtDir, id+"_logs.log", warn)
+	l.removeLater(rtDir, id+"_errors.log", warn)
 }
 
 // do runs fn on the directory, opening it first if need be; rtDir is the

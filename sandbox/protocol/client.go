@@ -63,6 +63,11 @@ type Target struct {
 	// Logs is the runtime's log directory (LogsDir in the runtime); nil
 	// for versions without log files, or to drop their logs.
 	Logs LogFiles
+	// LogID, when set, is the log id the runtime is asked to write the
+	// execution's files under (x-open-runtimes-log-id; versions with log
+	// files, logging on), which the runtime otherwise picks. The daemon
+	// lends ids it can give again once their files are taken.
+	LogID string
 }
 
 // Request is one execution.
@@ -181,6 +186,9 @@ func (c *Client) executeHTTP(ctx context.Context, t Target, req Request) (*Respo
 				logging = "disabled"
 			}
 			hr.Header.Set("x-open-runtimes-logging", logging)
+			if rules.logsDir != "" && req.Logging && t.LogID != "" {
+				hr.Header.Set("x-open-runtimes-log-id", t.LogID)
+			}
 			hr.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("opr:"+t.Secret)))
 		}
 		hr.Header.Set("x-open-runtimes-secret", t.Secret)

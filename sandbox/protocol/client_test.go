@@ -154,8 +154,8 @@ func TestExecuteResponseHeaders(t *testing.T) {
 			if res.Logs != tt.logs || res.Errors != tt.errors {
 				t.Errorf("logs %q errors %q, want %q %q", res.Logs, res.Errors, tt.logs, tt.errors)
 			}
-			if len(files.read) != 0 {
-				t.Errorf("log files read: %q", files.read)
+			if len(files.taken) != 0 {
+				t.Errorf("log files taken: %q", files.taken)
 			}
 		})
 	}

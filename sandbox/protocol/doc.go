@@ -26,7 +26,8 @@
 //	    x-open-runtimes-logging on requests, OPEN_RUNTIMES_CPUS and
 //	    OPEN_RUNTIMES_MEMORY in the environment, and the logs written to
 //	    /mnt/logs/<id>_logs.log and <id>_errors.log, where <id> is the
-//	    x-open-runtimes-log-id the runtime answers with.
+//	    x-open-runtimes-log-id the runtime answers with: the one the
+//	    request names (Target.LogID), else its own.
 //	v5  v4's exchange; clients get build output as timestamped entries.
 //
 // All versions listen on Port, find their source in /tmp and

@@ -12,17 +12,17 @@ import (
 // say so with an error otherwise. Names are relative to the directory
 // ("<id>_logs.log").
 type LogFiles interface {
-	// ReadFile returns at most limit bytes of name and the file's size,
-	// which may exceed limit. A missing file is an error matching
-	// fs.ErrNotExist.
-	ReadFile(name string, limit int64) (data []byte, size int64, err error)
-	// Remove removes name (a link itself, never its target). It may do so
-	// after it returns, so that the execution's answer does not wait; it
-	// then reports a failure itself.
-	Remove(name string) error
+	// Take returns at most limit bytes of name and the file's size, which
+	// may exceed limit, and frees the name, whatever it held or was: the
+	// file is removed, or, when its id is the one the Target lent
+	// (Target.LogID), emptied for a later execution to be given. A missing
+	// file is an error matching fs.ErrNotExist. A removal may happen
+	// after Take returns, so that the execution's answer does not wait;
+	// the implementation then reports a failure itself.
+	Take(name string, limit int64) (data []byte, size int64, err error)
 }
 
-// readLogs reads and removes the execution's log files. The runtime names
+// readLogs takes the execution's log files. The runtime names
 // them with the id it answered, which is restricted to [A-Za-z0-9_-] so
 // that it cannot name a file outside its logs directory.
 func (c *Client) readLogs(files LogFiles, id string) (logs, errs string) {
@@ -47,14 +47,11 @@ func validLogID(id string) bool {
 	return true
 }
 
-// readCapped reads at most MaxLogFile bytes of name, appending note when the
-// file held more, and removes it. A file the reader refuses gives no logs:
-// what it points at is not the runtime's to show.
+// readCapped takes at most MaxLogFile bytes of name, appending note when the
+// file held more. A file the reader refuses gives no logs: what it points
+// at is not the runtime's to show.
 func (c *Client) readCapped(files LogFiles, name, note string) string {
-	data, size, err := files.ReadFile(name, MaxLogFile)
-	if rerr := files.Remove(name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		c.log().Warn("cannot remove execution log file", "file", name, "err", rerr)
-	}
+	data, size, err := files.Take(name, MaxLogFile)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			c.log().Warn("execution log file refused", "file", name, "err", err)

@@ -7,22 +7,19 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
 
 // fakeLogs is a log directory in memory.
 type fakeLogs struct {
-	files     map[string]string
-	refuse    map[string]error // ReadFile's error for these names
-	removeErr error
-	read      []string
-	removed   []string
+	files  map[string]string
+	refuse map[string]error // Take's error for these names
+	taken  []string
 }
 
-func (f *fakeLogs) ReadFile(name string, limit int64) ([]byte, int64, error) {
-	f.read = append(f.read, name)
+func (f *fakeLogs) Take(name string, limit int64) ([]byte, int64, error) {
+	f.taken = append(f.taken, name)
 	if err := f.refuse[name]; err != nil {
 		return nil, 0, err
 	}
@@ -30,23 +27,12 @@ func (f *fakeLogs) ReadFile(name string, limit int64) ([]byte, int64, error) {
 	if !ok {
 		return nil, 0, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
+	delete(f.files, name)
 	data := []byte(s)
 	if int64(len(data)) > limit {
 		data = data[:limit]
 	}
 	return data, int64(len(s)), nil
-}
-
-func (f *fakeLogs) Remove(name string) error {
-	f.removed = append(f.removed, name)
-	if f.removeErr != nil {
-		return f.removeErr
-	}
-	if _, ok := f.files[name]; !ok && f.refuse[name] == nil {
-		return &fs.PathError{Op: "remove", Path: name, Err: fs.ErrNotExist}
-	}
-	delete(f.files, name)
-	return nil
 }
 
 func TestExecuteLogFiles(t *testing.T) {
@@ -59,7 +45,6 @@ func TestExecuteLogFiles(t *testing.T) {
 		logID   string // the header's value; "-" sends none
 		files   map[string]string
 		refuse  map[string]error
-		rmErr   error
 		noFiles bool // Target.Logs is nil
 		// expectations
 		logs, errs string
@@ -96,12 +81,6 @@ func TestExecuteLogFiles(t *testing.T) {
 			errs:  big[:MaxLogFile] + "\nError file has been truncated to 5.00MB.",
 			read:  []string{"abc_logs.log", "abc_errors.log"},
 		},
-		{
-			name: "remove fails", v: V4, logID: "abc",
-			files: map[string]string{"abc_logs.log": "l"}, rmErr: syscall.EACCES,
-			logs: "l", read: []string{"abc_logs.log", "abc_errors.log"},
-			warning: `msg="cannot remove execution log file" file=abc_logs.log`,
-		},
 		{name: "invalid id", v: V4, logID: "..%2Fetc%2Fpasswd", warning: `msg="runtime sent an invalid log id"`},
 		{name: "invalid id dot", v: V4, logID: "a.b", warning: `msg="runtime sent an invalid log id"`},
 		{name: "no id", v: V4, logID: "-"},
@@ -118,7 +97,7 @@ func TestExecuteLogFiles(t *testing.T) {
 				}
 			})
 			c, lb := newClient(t)
-			files := &fakeLogs{files: tt.files, refuse: tt.refuse, removeErr: tt.rmErr}
+			files := &fakeLogs{files: tt.files, refuse: tt.refuse}
 			target := Target{Addr: addr, Version: tt.v, Logs: files}
 			if tt.noFiles {
 				target.Logs = nil
@@ -130,12 +109,8 @@ func TestExecuteLogFiles(t *testing.T) {
 			if res.Logs != tt.logs || res.Errors != tt.errs {
 				t.Errorf("logs %.60q errors %.60q, want %.60q %.60q", res.Logs, res.Errors, tt.logs, tt.errs)
 			}
-			if !slices.Equal(files.read, tt.read) {
-				t.Errorf("read %q, want %q", files.read, tt.read)
-			}
-			// Every file read is removed, whatever it held.
-			if !slices.Equal(files.removed, tt.read) {
-				t.Errorf("removed %q, want %q", files.removed, tt.read)
+			if !slices.Equal(files.taken, tt.read) {
+				t.Errorf("took %q, want %q", files.taken, tt.read)
 			}
 			logged := lb.String()
 			if tt.warning == "" && logged != "" {
@@ -143,6 +118,45 @@ func TestExecuteLogFiles(t *testing.T) {
 			}
 			if tt.warning != "" && !strings.Contains(logged, "level=WARN "+tt.warning) {
 				t.Errorf("log %q lacks %q", logged, tt.warning)
+			}
+		})
+	}
+}
+
+// TestLentLogID: the id the daemon lends reaches the runtime only where
+// there are log files to write and logging is on; it takes the place of a
+// caller's.
+func TestLentLogID(t *testing.T) {
+	tests := []struct {
+		name    string
+		v       Version
+		lent    string
+		logging bool
+		caller  string // the caller's x-open-runtimes-log-id, "" none
+		want    string // what the runtime sees, "" none
+	}{
+		{name: "v5", v: V5, lent: "e1a2b3c4-0", logging: true, want: "e1a2b3c4-0"},
+		{name: "v4", v: V4, lent: "e1a2b3c4-7", logging: true, want: "e1a2b3c4-7"},
+		{name: "none lent", v: V5, logging: true},
+		{name: "none lent, the caller's", v: V5, logging: true, caller: "mine", want: "mine"},
+		{name: "logging off", v: V5, lent: "e1a2b3c4-0"},
+		{name: "v3: logs in headers", v: V3, lent: "e1a2b3c4-0", logging: true},
+		{name: "v2", v: V2, lent: "e1a2b3c4-0", logging: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, reqs := runtimeServer(t, nil)
+			c, _ := newClient(t)
+			var headers map[string]string
+			if tt.caller != "" {
+				headers = map[string]string{"X-Open-Runtimes-Log-Id": tt.caller}
+			}
+			target := Target{Addr: addr, Version: tt.v, Logs: &fakeLogs{}, LogID: tt.lent}
+			if _, err := c.Execute(context.Background(), target, Request{Logging: tt.logging, Headers: headers, Timeout: time.Second}); err != nil {
+				t.Fatal(err)
+			}
+			if got := (<-reqs).header.Values("x-open-runtimes-log-id"); len(got) > 1 || strings.Join(got, "") != tt.want {
+				t.Errorf("the runtime saw log id %q, want %q", got, tt.want)
 			}
 		})
 	}

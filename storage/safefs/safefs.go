@@ -242,7 +242,47 @@ func (d *Dir) Open(name string) (*os.File, fs.FileInfo, error) {
 // O_NONBLOCK, which reads of a regular file ignore), and every execution
 // with logs reads two files.
 func (d *Dir) ReadFile(name string, limit int64) (data []byte, size int64, err error) {
-	fd, err := d.openat(name, unix.O_RDONLY, 0)
+	return d.readFile(name, limit, false)
+}
+
+// Drain reads at most limit bytes of the regular file name as ReadFile does
+// and then empties it, keeping the file (and whoever holds it open) for the
+// next use: a log file that is written, read and emptied again costs no
+// inode made and freed each time. A file that a stat beneath d (no link
+// followed) finds regular and empty is not opened at all.
+func (d *Dir) Drain(name string, limit int64) (data []byte, size int64, err error) {
+	fd, base, owned, err := d.parent(name)
+	if err != nil {
+		return nil, 0, &fs.PathError{Op: "stat", Path: name, Err: err}
+	}
+	var st unix.Stat_t
+	err = unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if owned {
+		unix.Close(fd)
+	}
+	if err != nil {
+		return nil, 0, &fs.PathError{Op: "stat", Path: name, Err: err}
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return nil, 0, &fs.PathError{Op: "open", Path: name, Err: ErrSymlink}
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		// Not opened for writing, whatever it is.
+		return nil, 0, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("%w (%s)", ErrNotRegular, modeType(st.Mode))}
+	case st.Size == 0:
+		return nil, 0, nil
+	}
+	return d.readFile(name, limit, true)
+}
+
+// readFile is ReadFile, and Drain once the file is known to be worth
+// opening: then the file is opened for writing too, and emptied once read.
+func (d *Dir) readFile(name string, limit int64, drain bool) (data []byte, size int64, err error) {
+	flags := unix.O_RDONLY
+	if drain {
+		flags = unix.O_RDWR
+	}
+	fd, err := d.openat(name, flags, 0)
 	if err != nil {
 		return nil, 0, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
@@ -272,6 +312,11 @@ func (d *Dir) ReadFile(name string, limit int64) (data []byte, size int64, err e
 			break
 		}
 		buf = buf[:len(buf)+n]
+	}
+	if drain && (st.Size > 0 || len(buf) > 0) {
+		if err := unix.Ftruncate(fd, 0); err != nil {
+			return nil, 0, &fs.PathError{Op: "truncate", Path: name, Err: err}
+		}
 	}
 	return buf, st.Size, nil
 }

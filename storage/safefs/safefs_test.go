@@ -343,3 +343,82 @@ func TestOpenDir(t *testing.T) {
 		}
 	})
 }
+
+func TestDrain(t *testing.T) {
+	modes(t, Options{}, func(t *testing.T, open func(string) *Dir) {
+		dir, canary := layout(t)
+		must(t, os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644))
+		d := open(dir)
+		tests := []struct {
+			name    string
+			limit   int64
+			want    string
+			size    int64
+			err     error  // nil: no error
+			leftLen int64  // the file's length after, -1: not a regular file
+			target  string // a file that must keep its bytes
+		}{
+			{name: "regular", limit: 1 << 10, want: "own bytes", size: 9},
+			{name: "sub/inner", limit: 1 << 10, want: "inner bytes", size: 11},
+			{name: "regular", limit: 1 << 10, want: "", size: 0}, // drained by the row before
+			{name: "empty", limit: 1 << 10},
+			{name: "sparse", limit: 4096, want: string(make([]byte, 4096)), size: 1 << 40},
+			{name: "abs-link", limit: 1 << 10, err: ErrSymlink, leftLen: -1, target: canary},
+			{name: "rel-link", limit: 1 << 10, err: ErrSymlink, leftLen: -1, target: canary},
+			{name: "inside-link", limit: 1 << 10, err: ErrSymlink, leftLen: -1},
+			{name: "zero-link", limit: 1 << 10, err: ErrSymlink, leftLen: -1},
+			{name: "dir-link/canary", limit: 1 << 10, err: ErrSymlink, leftLen: -1, target: canary},
+			{name: "fifo", limit: 1 << 10, err: ErrNotRegular, leftLen: -1},
+			{name: "socket", limit: 1 << 10, err: ErrNotRegular, leftLen: -1},
+			{name: "zero-dev", limit: 1 << 10, err: ErrNotRegular, leftLen: -1},
+			{name: "sub", limit: 1 << 10, err: ErrNotRegular, leftLen: -1},
+			{name: "missing", limit: 1 << 10, err: fs.ErrNotExist, leftLen: -1},
+			{name: "../canary", limit: 1 << 10, err: ErrInvalidName, leftLen: -1, target: canary},
+		}
+		for _, tt := range tests {
+			data, size, err := d.Drain(tt.name, tt.limit)
+			switch {
+			case tt.err == nil && err != nil:
+				t.Errorf("Drain(%s): %v", tt.name, err)
+			case tt.err != nil && !errors.Is(err, tt.err):
+				t.Errorf("Drain(%s): %v, want %v", tt.name, err, tt.err)
+			case string(data) != tt.want || size != tt.size:
+				t.Errorf("Drain(%s): %d bytes (%.20q) of %d, want %d of %d", tt.name, len(data), data, size, len(tt.want), tt.size)
+			}
+			if tt.leftLen >= 0 {
+				st, err := os.Lstat(filepath.Join(dir, tt.name))
+				if err != nil || !st.Mode().IsRegular() || st.Size() != tt.leftLen {
+					t.Errorf("after Drain(%s): %v, %v; want a regular file of %d bytes kept", tt.name, st, err, tt.leftLen)
+				}
+			}
+			if tt.target != "" {
+				if b, _ := os.ReadFile(tt.target); string(b) != canaryText {
+					t.Fatalf("Drain(%s) changed %s: %q", tt.name, tt.target, b)
+				}
+			}
+		}
+	})
+}
+
+// TestDrainKeepsTheWriter: a writer that holds the file open for appending
+// writes at its new end once it is drained, and the next Drain takes only
+// what came after.
+func TestDrainKeepsTheWriter(t *testing.T) {
+	dir := t.TempDir()
+	w, err := os.OpenFile(filepath.Join(dir, "x_logs.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	must(t, err)
+	defer w.Close()
+	d, err := OpenDir(dir, Options{})
+	must(t, err)
+	defer d.Close()
+	for i, line := range []string{"first\n", "second\n", ""} {
+		if line != "" {
+			_, err := w.WriteString(line)
+			must(t, err)
+		}
+		data, size, err := d.Drain("x_logs.log", 1<<10)
+		if err != nil || string(data) != line || size != int64(len(line)) {
+			t.Fatalf("drain %d: %q of %d, %v; want %q", i, data, size, err, line)
+		}
+	}
+}

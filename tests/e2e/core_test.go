@@ -3,7 +3,9 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -293,6 +295,114 @@ func TestRepliesLogsAndHeaders(t *testing.T) {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestLentLogIDs: the daemon lends each v4/v5 execution a log id and lends
+// it again once it has read and emptied its files. Executions at once each
+// answer with their own lines only; the runtime's logs directory is left
+// with a pair of empty files per id lent at once; an execution whose
+// exchange failed has its id's files removed, and the id is not lent again.
+func TestLentLogIDs(t *testing.T) {
+	x := startExecutor(t)
+	for _, version := range []string{"v5", "v4"} {
+		t.Run(version, func(t *testing.T) {
+			id := "lent-" + version
+			createIdle(t, x, id, map[string]any{"image": "openruntimes/test:" + version + "-1", "version": version})
+			rt := x.request(t, "GET", "/v1/runtimes/"+id, nil, nil).json(t)
+			_, dir := runtimeAddrDir(t, x, rt["hostname"].(string))
+			logsDir := filepath.Join(dir, "logs")
+			// shell runs script in the runtime; logging off keeps its
+			// log id out of the way.
+			shell := func(script string, logging bool, timeout int) (*response, error) {
+				return x.send("POST", "/v1/runtimes/"+id+"/executions", map[string]any{
+					"path": "/shell", "method": "POST", "body": script, "logging": logging, "timeout": timeout}, jsonAccept)
+			}
+			// Each execution writes a line of its own in both files
+			// and answers with the log id it wrote under.
+			const clients, rounds = 12, 4
+			var mu sync.Mutex
+			ids := map[string]int{}
+			var wg sync.WaitGroup
+			for c := range clients {
+				wg.Go(func() {
+					for r := range rounds {
+						line := fmt.Sprintf("line-%d-%d", c, r)
+						resp, err := shell(`echo `+line+` >>"$LOGS_DIR/${LOG_ID}_logs.log"; echo `+line+` >>"$LOGS_DIR/${LOG_ID}_errors.log"; printf %s "$LOG_ID"`, true, 30)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						var res map[string]any
+						if err := json.Unmarshal(resp.body, &res); err != nil || resp.status != 200 {
+							t.Errorf("%s: %d %s", line, resp.status, resp.body)
+							return
+						}
+						if res["logs"] != line+"\n" || res["errors"] != line+"\n" {
+							t.Errorf("%s answered logs %q errors %q: not its own lines only", line, res["logs"], res["errors"])
+						}
+						mu.Lock()
+						ids[res["body"].(string)]++
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			if len(ids) > clients {
+				t.Errorf("%d log ids for %d executions at a time: %v", len(ids), clients, ids)
+			}
+			entries, err := os.ReadDir(logsDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				lentID, _, _ := strings.Cut(e.Name(), "_")
+				info, err := e.Info()
+				if err != nil || ids[lentID] == 0 || !info.Mode().IsRegular() || info.Size() != 0 {
+					t.Errorf("left in logs/: %s (%v, %v): want only the lent ids' files, empty", e.Name(), info, err)
+				}
+			}
+			if len(entries) > 2*clients {
+				t.Errorf("%d files left in logs/, want at most %d", len(entries), 2*clients)
+			}
+
+			// The runtime's server stops answering (SIGSTOP) past the
+			// execution's timeout: the exchange fails, and the runtime
+			// may yet write under that id once it runs again.
+			resp, err := shell(`printf %s "$LOG_ID" >/tmp/stopped-id; ( sleep 7; kill -CONT $PPID ) >/dev/null 2>&1 & kill -STOP $PPID; echo resumed`, true, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.status == 200 && strings.Contains(string(resp.body), "resumed") {
+				t.Fatalf("the stopped runtime answered: %s", resp.body)
+			}
+			var stopped string
+			for deadline := time.Now().Add(time.Minute); stopped == ""; {
+				if resp, err := shell(`cat /tmp/stopped-id`, false, 30); err == nil && resp.status == 200 {
+					stopped, _ = resp.json(t)["body"].(string)
+				}
+				if stopped == "" && time.Now().After(deadline) {
+					t.Fatal("the runtime did not answer again after SIGCONT")
+				}
+			}
+			if ids[stopped] == 0 {
+				t.Errorf("the stopped execution wrote under %q, not a lent id seen before (%v)", stopped, ids)
+			}
+			for range 3 {
+				resp, err := shell(`printf %s "$LOG_ID"`, true, 30)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := resp.json(t)["body"].(string); got == stopped || got == "" {
+					t.Fatalf("an execution after the failed one was lent %q (the failed one's: %q)", got, stopped)
+				}
+			}
+			for _, suffix := range []string{"_logs.log", "_errors.log"} {
+				if _, err := os.Lstat(filepath.Join(logsDir, stopped+suffix)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s%s of the failed exchange: %v, want it removed", stopped, suffix, err)
+				}
+			}
+		})
+	}
 }
 
 func TestLimitsAndImageLayers(t *testing.T) {

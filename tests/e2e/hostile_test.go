@@ -140,8 +140,9 @@ var hostilePlants = []plant{
 
 // swapLoop swaps $P between a file of the runtime's own and a link to the
 // canary, in the background, while the daemon opens it: a check of the name
-// followed by an open of the name would lose this race.
-const swapLoop = `( i=0; while [ $i -lt 300 ]; do ln -sfn "$CANARY" "$P.l"; mv -f "$P.l" "$P"; echo own-bytes > "$P.f"; mv -f "$P.f" "$P"; i=$((i+1)); done ) >/dev/null 2>&1 &`
+// followed by an open of the name would lose this race. Each loop adds a
+// line to /tmp/swaps-over when it ends.
+const swapLoop = `( i=0; while [ $i -lt 300 ]; do ln -sfn "$CANARY" "$P.l"; mv -f "$P.l" "$P"; echo own-bytes > "$P.f"; mv -f "$P.f" "$P"; i=$((i+1)); done; echo >>/tmp/swaps-over ) >/dev/null 2>&1 &`
 
 func plantAt(path, sh string) string {
 	return fmt.Sprintf("P=\"%s\"; %s\n", path, sh)
@@ -259,13 +260,19 @@ func TestHostileExecutionLogs(t *testing.T) {
 			}
 			t.Run("swapped between its own file and a link while the daemon reads", func(t *testing.T) {
 				script := c.shell() + plantAt("$LOGS_DIR/${LOG_ID}_logs.log", swapLoop) + plantAt("$LOGS_DIR/${LOG_ID}_errors.log", swapLoop) + "echo planted"
-				for range 5 {
+				for i := range 5 {
 					logs, errs := execResult(t, c, shellExec(t, x, id, "/shell", script), "planted\n")
 					for _, s := range []string{logs, errs} {
 						if !strings.HasPrefix("own-bytes\n", s) {
 							t.Errorf("log file read as %.200q: not the runtime's own bytes", s)
 						}
 					}
+					// The loops outlive the execution, planting under its log
+					// id, which the daemon lends again once it took the files:
+					// the next execution would find a link to a path that is
+					// not there in the runtime, as its logs, and fail. That is
+					// the runtime's doing, not what is tested here.
+					waitSwapsOver(t, x, id, 2*(i+1))
 				}
 				c.intact(t)
 			})
@@ -291,6 +298,30 @@ func TestHostileExecutionLogs(t *testing.T) {
 				t.Fatalf("the runtime's own logs after the plants: %q", logs)
 			}
 		})
+	}
+}
+
+// waitSwapsOver waits until n swap loops have ended in runtime id (see
+// swapLoop), asking with executions that keep no logs.
+func waitSwapsOver(t *testing.T, x *executor, id string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		body := map[string]any{"path": "/shell", "method": "POST", "timeout": hostileExecTimeout, "logging": false,
+			"body": "cat /tmp/swaps-over 2>/dev/null | wc -l"}
+		r, err := hostileRequest(x, "POST", "/v1/runtimes/"+id+"/executions", body, jsonAccept, hostileExecTimeout*time.Second+hostileGrace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := r.json(t)
+		got, _ := res["body"].(string)
+		if ended, err := strconv.Atoi(strings.TrimSpace(got)); err == nil && ended >= n {
+			return
+		}
+		if r.status != 200 || time.Now().After(deadline) {
+			t.Fatalf("waiting for %d swap loops to end: %d %.500s", n, r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
