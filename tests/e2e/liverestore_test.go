@@ -331,9 +331,8 @@ func TestLiveRestorePrewarmed(t *testing.T) {
 	if r := x.request(t, "POST", "/v1/runtimes/pooled/executions", execBody(src, nil), jsonAccept); r.status != 200 {
 		t.Fatalf("pooled: %d %s", r.status, r.body)
 	}
-	if !strings.Contains(x.logs.String(), "runtime prepared from a prewarmed sandbox") {
-		t.Fatalf("pooled was not made from a sandbox:\n%s", x.logs.String())
-	}
+	// Logged before the answer, read from the daemon's pipe after it.
+	waitLog(t, x, "runtime prepared from a prewarmed sandbox", 1)
 	waitLog(t, x, "sandbox prewarmed", 2) // the pool refills: one waits at the stop
 	created := map[string]any{}
 	for _, id := range []string{"first", "pooled"} {
