@@ -287,7 +287,7 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 	// the clients, the daemon and the runtime share, the ratio of the two
 	// paths is one of CPU per request, and this is the daemon's part.
 	perClient := max(5, len(dd)/warmPairs)
-	daemon := servingPID(b, x.cmd.Process.Pid)
+	daemon := servingPID(x.cmd.Process.Pid)
 	var rps [2]float64
 	var daemonCPU time.Duration
 	for round := 0; round < 2; round++ {
@@ -313,23 +313,13 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 // servingPID is the process of a daemon started as pid that serves the
 // API: pid itself, or for a rootless daemon the last of the executor
 // processes its bootstrap leaves below it (a child in its namespaces).
-func servingPID(t testing.TB, pid int) int {
+func servingPID(pid int) int {
 	for {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-		next := 0
-		for _, f := range tasks {
-			data, _ := os.ReadFile(f)
-			for _, p := range strings.Fields(string(data)) {
-				comm, _ := os.ReadFile("/proc/" + p + "/comm")
-				if strings.TrimSpace(string(comm)) == "executor" {
-					next, _ = strconv.Atoi(p)
-				}
-			}
-		}
-		if next == 0 {
+		next := childrenNamed(pid, "executor")
+		if len(next) == 0 {
 			return pid
 		}
-		pid = next
+		pid = next[len(next)-1]
 	}
 }
 

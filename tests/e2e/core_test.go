@@ -314,8 +314,7 @@ func TestLentLogIDs(t *testing.T) {
 			// shell runs script in the runtime; logging off keeps its
 			// log id out of the way.
 			shell := func(script string, logging bool, timeout int) (*response, error) {
-				return x.send("POST", "/v1/runtimes/"+id+"/executions", map[string]any{
-					"path": "/shell", "method": "POST", "body": script, "logging": logging, "timeout": timeout}, jsonAccept)
+				return x.send("POST", "/v1/runtimes/"+id+"/executions", shellBody(script, logging, timeout), jsonAccept)
 			}
 			// Each execution writes a line of its own in both files
 			// and answers with the log id it wrote under.

@@ -301,14 +301,19 @@ func TestHostileExecutionLogs(t *testing.T) {
 	}
 }
 
+// shellBody is an execution of script by the test runtime's /shell, its
+// logs kept or not.
+func shellBody(script string, logging bool, timeout int) map[string]any {
+	return map[string]any{"path": "/shell", "method": "POST", "body": script, "logging": logging, "timeout": timeout}
+}
+
 // waitSwapsOver waits until n swap loops have ended in runtime id (see
 // swapLoop), asking with executions that keep no logs.
 func waitSwapsOver(t *testing.T, x *executor, id string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		body := map[string]any{"path": "/shell", "method": "POST", "timeout": hostileExecTimeout, "logging": false,
-			"body": "cat /tmp/swaps-over 2>/dev/null | wc -l"}
+		body := shellBody("cat /tmp/swaps-over 2>/dev/null | wc -l", false, hostileExecTimeout)
 		r, err := hostileRequest(x, "POST", "/v1/runtimes/"+id+"/executions", body, jsonAccept, hostileExecTimeout*time.Second+hostileGrace)
 		if err != nil {
 			t.Fatal(err)

@@ -298,22 +298,29 @@ func less(a, b []time.Duration) []time.Duration {
 // spawnerOf is the pid of the executor-spawn child of the daemon at pid.
 func spawnerOf(t testing.TB, pid int) int {
 	t.Helper()
+	found := childrenNamed(pid, "executor-spawn")
+	if len(found) != 1 {
+		t.Fatalf("the daemon %d has %d executor-spawn children, want 1", pid, len(found))
+	}
+	return found[0]
+}
+
+// childrenNamed is the pids of pid's children (of any of its threads)
+// whose command name is comm.
+func childrenNamed(pid int, comm string) []int {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
 	var found []int
 	for _, f := range tasks {
 		data, _ := os.ReadFile(f)
 		for _, p := range strings.Fields(string(data)) {
-			comm, _ := os.ReadFile("/proc/" + p + "/comm")
-			if strings.TrimSpace(string(comm)) == "executor-spawn" {
+			name, _ := os.ReadFile("/proc/" + p + "/comm")
+			if strings.TrimSpace(string(name)) == comm {
 				n, _ := strconv.Atoi(p)
 				found = append(found, n)
 			}
 		}
 	}
-	if len(found) != 1 {
-		t.Fatalf("the daemon %d has %d executor-spawn children, want 1", pid, len(found))
-	}
-	return found[0]
+	return found
 }
 
 // procStatus is what /proc/<pid>/status says of a process's size.
