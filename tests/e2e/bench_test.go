@@ -512,13 +512,13 @@ type startBench struct {
 	out *bufio.Scanner
 }
 
-func newStartBench(b *testing.B, args ...string) *startBench {
+func newStartBench(b *testing.B) *startBench {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "startbench")
 	if err := testenv.BuildStartBench(b.Context(), bin); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {

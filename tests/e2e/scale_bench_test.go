@@ -24,23 +24,20 @@ const scaleMemory = 64
 // BenchmarkScale holds N idle runtimes (memory=64) in one daemon, created one
 // after another, and reports what they cost it and how its API answers with
 // them: the daemon's RSS and OS threads at 10 and at N runtimes and the
-// increment per runtime between the two, the creation latency of runtimes
-// 1-10 and of the last 10, each beside a hardened container start taken
-// right after it (startBench, from a spawn namespace: the host's share of
-// any growth), health (authenticated) and list latency at N (apiSamples of
-// each per iteration), and the delete latency of all N. N is
-// $EXECUTOR_BENCH_RUNTIMES, 1000 when unset; at least 20, so that the first
-// ten and the last ten are different runtimes.
+// increment per runtime between the two, the creation latency of its first
+// 10 runtimes and of its last scalePairs(N), these against creations by a
+// second daemon holding 10 taken between them (see scalePaired), health (authenticated) and list
+// latency at N (apiSamples of each per iteration), and the delete latency of
+// all N. N is $EXECUTOR_BENCH_RUNTIMES, 1000 when unset; at least 20.
 //
 // The figures are the daemon's as it is: the benchmark measures whatever
 // per-runtime threads, memory and locking it has, and assumes none of it.
 //
 // Those creations are made on the spot (the harness turns the prewarm pool
-// off). Once the N runtimes are deleted and their daemon stopped, a daemon
-// with its defaults, the pool among them, creates N again (see
-// scalePrewarmed): the creation latency of its first and last ten, each
-// from a prewarmed sandbox, is what an operator's creations take when
-// they are not back to back.
+// off). Once the N runtimes are deleted and their daemons stopped, two
+// daemons with their defaults, the pool among them, do the same again (see
+// scalePrewarmed): what an operator's creations take when they are not back
+// to back.
 func BenchmarkScale(b *testing.B) {
 	n := 1000
 	if v := os.Getenv(scaleRuntimesEnv); v != "" {
@@ -54,64 +51,33 @@ func BenchmarkScale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet.String(), networkPoolDefault)
-	pid := x.cmd.Process.Pid
 	src := source(b, map[string]string{"index.js": "x"})
+	big := newScaleDaemon(b, src, "OPR_EXECUTOR_SUBNET="+subnet.String(), networkPoolDefault)
+	small := newScaleDaemon(b, src, networkPoolDefault)
+	pid := big.x.cmd.Process.Pid
 
-	// Registered after startExecutor's cleanup, so it runs first: every
-	// runtime made is deleted, whatever failed, before the daemon stops and
-	// its leftovers are checked.
-	var created []string
-	b.Cleanup(func() {
-		for _, id := range created {
-			if r := x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 && r.status != 404 {
-				b.Errorf("cleanup: delete %s: %d %s", id, r.status, r.body)
-			}
-		}
-	})
-
-	create := func(id string) time.Duration { return scaleCreate(b, x, src, id, &created) }
-	// Pull the image first, outside the figures.
-	create("scale-pull")
-	if r := x.request(b, "DELETE", "/v1/runtimes/scale-pull", nil, nil); r.status != 200 {
-		b.Fatalf("delete scale-pull: %d %s", r.status, r.body)
-	}
-	created = created[:0]
-
-	// A hardened container start beside each of the first and the last
-	// ten creations, from a spawn namespace made now, as the daemon's
-	// was: what the host's growing number of runtimes does to a container
-	// start alone, apart from the executor's own part of a creation.
-	starts := newStartBench(b, "-spawn-namespace")
-	var first, last, firstStarts, lastStarts []time.Duration
-	// executor-spawn, the daemon's child that starts the containers, is
-	// the executor's memory too.
 	var at10, spawnAt10 procStatus
-	for i := range n {
-		d := create(fmt.Sprintf("scale-%d", i))
-		switch {
-		case i < 10:
-			first = append(first, d)
-			settle()
-			firstStarts = append(firstStarts, starts.once(b))
-			settle()
-		case i >= n-10:
-			last = append(last, d)
-			settle()
-			lastStarts = append(lastStarts, starts.once(b))
-			settle()
-		}
-		if i == 9 {
-			at10 = readProcStatus(b, pid)
-			spawnAt10 = readProcStatus(b, spawnerOf(b, pid))
-		}
+	var first []time.Duration
+	for range 10 {
+		small.create(b)
+		settle()
+		first = append(first, big.create(b))
+		settle()
 	}
-	atN := readProcStatus(b, pid)
+	at10 = readProcStatus(b, pid)
+	spawnAt10 = readProcStatus(b, spawnerOf(b, pid))
+	pairs := scalePairs(n)
+	for len(big.created) < n-pairs {
+		big.create(b)
+	}
+	atN, atSmall, slower := scalePaired(b, big, small, pairs, settle)
+	atNStatus := readProcStatus(b, pid)
 	spawnAtN := readProcStatus(b, spawnerOf(b, pid))
 
 	// The first keyed health request starts the background CPU sampler
 	// and waits for its first figures (about 100 ms, see README); a
 	// balancer polls steadily, which is what is measured.
+	x := big.x
 	if r := x.request(b, "GET", "/v1/health", nil, nil); r.status != 200 {
 		b.Fatalf("health at %d runtimes: %d %s", n, r.status, r.body)
 	}
@@ -129,119 +95,209 @@ func BenchmarkScale(b *testing.B) {
 			if r.status != 200 {
 				b.Fatalf("list at %d runtimes: %d %s", n, r.status, r.body)
 			}
-			if got := strings.Count(string(r.body), `"hostname"`); got != len(created) {
-				b.Fatalf("list at %d runtimes shows %d", len(created), got)
+			if got := strings.Count(string(r.body), `"hostname"`); got != len(big.created) {
+				b.Fatalf("list at %d runtimes shows %d", len(big.created), got)
 			}
 		}
 	}
 
 	var del []time.Duration
-	for len(created) > 0 {
-		id := created[len(created)-1]
+	for len(big.created) > 0 {
+		id := big.created[len(big.created)-1]
 		start := time.Now()
 		r := x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil)
 		del = append(del, time.Since(start))
 		if r.status != 200 {
 			b.Fatalf("delete %s: %d %s", id, r.status, r.body)
 		}
-		created = created[:len(created)-1]
+		big.created = big.created[:len(big.created)-1]
 	}
 
 	b.ReportMetric(float64(n), "runtimes")
 	b.ReportMetric(at10.rssMB(), "rss-at10-MB")
-	b.ReportMetric(atN.rssMB(), "rss-atN-MB")
-	b.ReportMetric(float64(atN.rssKiB-at10.rssKiB)/float64(n-10), "rss-per-runtime-KiB")
+	b.ReportMetric(atNStatus.rssMB(), "rss-atN-MB")
+	b.ReportMetric(float64(atNStatus.rssKiB-at10.rssKiB)/float64(n-10), "rss-per-runtime-KiB")
 	b.ReportMetric(spawnAt10.rssMB(), "spawner-rss-at10-MB")
 	b.ReportMetric(spawnAtN.rssMB(), "spawner-rss-atN-MB")
 	b.ReportMetric(float64(at10.threads), "threads-at10")
-	b.ReportMetric(float64(atN.threads), "threads-atN")
-	b.ReportMetric(float64(atN.threads-at10.threads)/float64(n-10), "threads-per-runtime")
+	b.ReportMetric(float64(atNStatus.threads), "threads-atN")
+	b.ReportMetric(float64(atNStatus.threads-at10.threads)/float64(n-10), "threads-per-runtime")
 	samples.Report(b, "create-first10", first)
-	samples.Report(b, "create-last10", last)
-	samples.Report(b, "container-first10", firstStarts)
-	samples.Report(b, "container-last10", lastStarts)
-	samples.Report(b, "create-less-container-first10", less(first, firstStarts))
-	samples.Report(b, "create-less-container-last10", less(last, lastStarts))
+	samples.Report(b, "create-atN", atN)
+	samples.Report(b, "create-at10", atSmall)
+	b.ReportMetric(float64(slower), "create-atN-slower-pairs")
 	samples.Report(b, "delete", del)
 	samples.Report(b, "health", health)
 	samples.Report(b, "list", list)
 
-	x.stop()
+	small.stop(b)
+	big.stop(b)
 	// The kernel frees what the runtimes held (network namespaces,
 	// cgroups, loop devices) in its own workers, seconds after: the next
-	// daemon's first creations would share the CPU with that.
+	// daemons' first creations would share the CPU with that.
 	waitHostIdle(b)
-	first, last = scalePrewarmed(b, n, subnet.String(), src)
+	first, atN, atSmall, slower = scalePrewarmed(b, n, subnet.String(), src)
 	samples.Report(b, "prewarmed-create-first10", first)
-	samples.Report(b, "prewarmed-create-last10", last)
+	samples.Report(b, "prewarmed-create-atN", atN)
+	samples.Report(b, "prewarmed-create-at10", atSmall)
+	b.ReportMetric(float64(slower), "prewarmed-create-atN-slower-pairs")
 }
 
-// scaleCreate creates runtime id on x, idle, as BenchmarkScale's runtimes
-// are, adds it to created and says how long the creation took.
-func scaleCreate(b *testing.B, x *executor, src, id string, created *[]string) time.Duration {
+// scalePairs is how many of the last creations of BenchmarkScale's N are
+// paired with a creation by a daemon holding 10: 30 at the issue's 1,000 (a
+// one-sided sign test then tells a daemon slower in 20 pairs of 30 at 5%),
+// a few for make test's smoke run.
+func scalePairs(n int) int { return min(30, n/4) }
+
+// scalePaired has big make its last pairs creations and small one creation
+// between each two of them, the two taking turns at going first, with
+// before(d) called for each daemon before its creation (the pause that
+// keeps one creation's aftermath out of the next). It returns the latencies
+// of big's creations, of small's, and in how many pairs big's was the
+// slower: a sign test of whether big is slower, with the host's drift over
+// the minutes a run takes (this VM's neighbours) the same for both sides
+// of each pair, as is whatever the host's number of runtimes does to a
+// container start (the kernel's pivot_root visits every thread on the
+// host): the executor's own growth is what is left.
+func scalePaired(b *testing.B, big, small *scaleDaemon, pairs int, before func()) (atN, at10 []time.Duration, slower int) {
 	b.Helper()
-	body := map[string]any{
-		"runtimeId": id, "image": "openruntimes/test:v5-1", "source": src, "entrypoint": "index.js",
-		"runtimeEntrypoint": startCommand, "memory": scaleMemory,
+	for i := range pairs {
+		first, second := big, small
+		if i%2 == 1 {
+			first, second = small, big
+		}
+		before()
+		d1 := first.create(b)
+		before()
+		d2 := second.create(b)
+		dBig, dSmall := d1, d2
+		if first == small {
+			dBig, dSmall = d2, d1
+		}
+		atN, at10 = append(atN, dBig), append(at10, dSmall)
+		if dBig > dSmall {
+			slower++
+		}
 	}
-	start := time.Now()
-	r := x.request(b, "POST", "/v1/runtimes", body, jsonAccept)
-	d := time.Since(start)
-	if r.status != 201 {
-		b.Fatalf("creating runtime %s (%d held): %d %s", id, len(*created), r.status, r.body)
-	}
-	*created = append(*created, id)
+	return atN, at10, slower
+}
+
+// scaleDaemon is a daemon of BenchmarkScale and the runtimes it holds.
+type scaleDaemon struct {
+	x       *executor
+	src     string
+	created []string
+	// made counts the runtimes made, for their ids: one deleted may
+	// still be going when the next is made.
+	made int
+	// prewarmed checks that each creation was made from a prewarmed
+	// sandbox.
+	prewarmed bool
+}
+
+// newScaleDaemon starts a daemon with env, has it pull the test image
+// (outside the figures), and deletes every runtime it made when b ends,
+// whatever failed, before the daemon stops and its leftovers are checked.
+func newScaleDaemon(b *testing.B, src string, env ...string) *scaleDaemon {
+	b.Helper()
+	d := &scaleDaemon{x: startExecutor(b, env...), src: src}
+	// Registered after startExecutor's cleanup, so it runs first.
+	b.Cleanup(func() { d.deleteAll(b) })
+	d.create(b)
+	d.deleteAll(b)
 	return d
 }
 
-// scalePrewarmed has a daemon with its defaults, the prewarm pool among
-// them, create n idle runtimes one after another and returns how long the
-// first ten and the last ten creations took. Each of those twenty waits
-// until the pool has refilled and is checked to be made from a prewarmed
-// sandbox; the others come back to back, and the pool serves what it has.
-// The runtimes are deleted before it returns.
-func scalePrewarmed(b *testing.B, n int, subnet, src string) (first, last []time.Duration) {
+// create creates the daemon's next runtime, idle, and says how long the
+// creation took.
+func (d *scaleDaemon) create(b *testing.B) time.Duration {
 	b.Helper()
-	// "OPR_EXECUTOR_PREWARM=" undoes the harness's prewarmOff.
-	x := startExecutor(b, "OPR_EXECUTOR_SUBNET="+subnet, "OPR_EXECUTOR_PREWARM=", networkPoolDefault)
-	defer x.stop()
-	var created []string
-	defer func() {
-		for _, id := range created {
-			if r := x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 && r.status != 404 {
-				b.Errorf("delete %s: %d %s", id, r.status, r.body)
-			}
-		}
-	}()
-	// The image is pulled, and the pool has demand for it.
-	scaleCreate(b, x, src, "scale-pull", &created)
-	pooled := func() int { return x.logs.Count("from a prewarmed sandbox") }
-	for i := range n {
-		id := fmt.Sprintf("scale-%d", i)
-		if i >= 10 && i < n-10 {
-			scaleCreate(b, x, src, id, &created)
-			continue
-		}
-		// Settled first, so that the count of sandboxes taken is
-		// whole: a sandbox made beyond them is waiting.
-		waitPoolSettled(b, x)
-		waitLog(b, x, "sandbox prewarmed", pooled()+1)
-		waitPoolSettled(b, x)
-		d := scaleCreate(b, x, src, id, &created)
+	id := fmt.Sprintf("scale-%d", d.made)
+	d.made++
+	body := map[string]any{
+		"runtimeId": id, "image": "openruntimes/test:v5-1", "source": d.src, "entrypoint": "index.js",
+		"runtimeEntrypoint": startCommand, "memory": scaleMemory,
+	}
+	start := time.Now()
+	r := d.x.request(b, "POST", "/v1/runtimes", body, jsonAccept)
+	took := time.Since(start)
+	if r.status != 201 {
+		b.Fatalf("creating runtime %s (%d held): %d %s", id, len(d.created), r.status, r.body)
+	}
+	d.created = append(d.created, id)
+	if d.prewarmed {
 		// Each creation logs how it was made, in a line that names it;
 		// the log may lag the reply.
-		line := waitLogLine(b, x, `msg="runtime prepared`, " runtime="+id+" ")
+		line := waitLogLine(b, d.x, `msg="runtime prepared`, " runtime="+id+" ")
 		if !strings.Contains(line, "from a prewarmed sandbox") {
-			b.Fatalf("creation %d of %d was not made from a prewarmed sandbox: %s", i, n, line)
-		}
-		if i < 10 {
-			first = append(first, d)
-		} else {
-			last = append(last, d)
+			b.Fatalf("creation %d was not made from a prewarmed sandbox: %s", len(d.created), line)
 		}
 	}
-	b.Logf("prewarmed daemon: %d of %d creations made from a prewarmed sandbox", pooled(), n+1)
-	return first, last
+	return took
+}
+
+func (d *scaleDaemon) deleteAll(b *testing.B) {
+	b.Helper()
+	for _, id := range d.created {
+		if r := d.x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 && r.status != 404 {
+			b.Errorf("delete %s: %d %s", id, r.status, r.body)
+		}
+	}
+	d.created = d.created[:0]
+}
+
+func (d *scaleDaemon) stop(b *testing.B) {
+	b.Helper()
+	d.deleteAll(b)
+	d.x.stop()
+}
+
+// poolReady waits until the daemon's prewarm pool holds a sandbox and
+// makes no other: the next creation is made from one, and no refill shares
+// the host's cores with it.
+func (d *scaleDaemon) poolReady(b *testing.B) {
+	b.Helper()
+	// Settled first, so that the count of sandboxes taken is whole: a
+	// sandbox made beyond them is waiting.
+	waitPoolSettled(b, d.x)
+	waitLog(b, d.x, "sandbox prewarmed", d.x.logs.Count("from a prewarmed sandbox")+1)
+	waitPoolSettled(b, d.x)
+}
+
+// scalePrewarmed has two daemons with their defaults, the prewarm pool
+// among them, do what BenchmarkScale's did: one creates n idle runtimes one
+// after another, the other 10 beside its first 10, and their last
+// creations are then paired as scalePaired pairs them. The first daemon's
+// first 10 and the paired creations are each taken once both pools have
+// refilled and settled, and checked to be made from a prewarmed sandbox;
+// the others come back to back, and the pool serves what it has. The
+// runtimes are deleted and the daemons stopped before it returns.
+func scalePrewarmed(b *testing.B, n int, subnet, src string) (first, atN, at10 []time.Duration, slower int) {
+	b.Helper()
+	// "OPR_EXECUTOR_PREWARM=" undoes the harness's prewarmOff.
+	big := newScaleDaemon(b, src, "OPR_EXECUTOR_SUBNET="+subnet, "OPR_EXECUTOR_PREWARM=", networkPoolDefault)
+	defer big.stop(b)
+	small := newScaleDaemon(b, src, "OPR_EXECUTOR_PREWARM=", networkPoolDefault)
+	defer small.stop(b)
+	ready := func() {
+		small.poolReady(b)
+		big.poolReady(b)
+	}
+	big.prewarmed = true
+	for range 10 {
+		small.create(b)
+		ready()
+		first = append(first, big.create(b))
+	}
+	big.prewarmed = false
+	pairs := scalePairs(n)
+	for len(big.created) < n-pairs {
+		big.create(b)
+	}
+	b.Logf("prewarmed daemon: %d of %d creations made from a prewarmed sandbox", big.x.logs.Count("from a prewarmed sandbox"), n-pairs+1)
+	big.prewarmed, small.prewarmed = true, true
+	atN, at10, slower = scalePaired(b, big, small, pairs, ready)
+	return first, atN, at10, slower
 }
 
 // waitHostIdle waits until the host's CPUs were at least 90% idle over half
@@ -285,15 +341,6 @@ func waitHostIdle(b *testing.B) {
 // BenchmarkScale times: with one each, 20 iterations would make the p99 the
 // one slowest request.
 const apiSamples = 10
-
-// less is a[i]-b[i] for each i: each figure less the baseline taken beside it.
-func less(a, b []time.Duration) []time.Duration {
-	out := make([]time.Duration, len(a))
-	for i := range a {
-		out[i] = a[i] - b[i]
-	}
-	return out
-}
 
 // spawnerOf is the pid of the executor-spawn child of the daemon at pid.
 func spawnerOf(t testing.TB, pid int) int {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +12,9 @@ import (
 )
 
 // testdata/bench.out is a real make bench run's raw output (reduced:
-// -benchtime 5x, 20 runtimes, against the daemon at dde5b68);
+// -benchtime 5x, 20 runtimes, against the daemon at dde5b68; its
+// BenchmarkScale line from the same run of that benchmark alone, against the
+// daemon at 36c063e, once its creations were paired);
 // testdata/bench.json a real go test -json run of one benchmark.
 
 func readSample(t *testing.T, name string) *results {
@@ -143,5 +146,28 @@ func TestNoResults(t *testing.T) {
 	cmd.Stdin = strings.NewReader("FAIL\texecutor/tests/e2e\t1.0s\n")
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Errorf("exit 0 on no results: %s", out)
+	}
+}
+
+func TestSignTest(t *testing.T) {
+	tests := []struct {
+		k, n int
+		want float64
+	}{
+		{0, 0, 1},
+		{0, 30, 1},
+		{30, 30, 1 / float64(1<<30)},
+		{1, 1, 0.5},
+		{2, 3, 0.5},        // 3+1 of 8
+		{19, 30, 0.100244}, // the last count a sign test of 30 pairs calls chance at 5%
+		{20, 30, 0.049369}, // the first it does not
+		{16, 30, 0.427768}, // about half
+		{25, 30, 0.000162}, // clearly slower
+		{31, 30, 0},        // more than n
+	}
+	for _, tt := range tests {
+		if got := signTest(tt.k, tt.n); math.Abs(got-tt.want) > 1e-6 {
+			t.Errorf("signTest(%d, %d) = %.6f, want %.6f", tt.k, tt.n, got, tt.want)
+		}
 	}
 }

@@ -10,19 +10,12 @@
 // start to the first output byte, in nanoseconds, or with "error: ..." and
 // exits 1. It removes everything it made when stdin ends. Needs root; built
 // with cgo and the seccomp tag (testenv.BuildStartBench).
-//
-// With -spawn-namespace its containers start as the daemon's do, from a
-// spawn namespace made when it starts (see sandbox/container's spawn.go),
-// rather than from the host's mount namespace: beside a daemon that holds
-// many runtimes, whose mounts the host's namespace has, the start is then
-// timed under the daemon's conditions.
 package main
 
 import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -48,15 +41,13 @@ func init() {
 const mappedRoot = 1000000000
 
 func main() {
-	spawnNS := flag.Bool("spawn-namespace", false, "start the containers from a spawn namespace, as the daemon does")
-	flag.Parse()
-	if err := run(os.Stdin, os.Stdout, *spawnNS); err != nil {
+	if err := run(os.Stdin, os.Stdout); err != nil {
 		fmt.Printf("error: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(in io.Reader, out io.Writer, spawnNS bool) (err error) {
+func run(in io.Reader, out io.Writer) (err error) {
 	dir, err := os.MkdirTemp("", "startbench-")
 	if err != nil {
 		return err
@@ -70,23 +61,11 @@ func run(in io.Reader, out io.Writer, spawnNS bool) (err error) {
 		StateDir:     filepath.Join(dir, "state"),
 		CgroupParent: fmt.Sprintf("/executor-startbench-%d", os.Getpid()),
 	}
-	if spawnNS {
-		// Its own directory stands for the daemon's mount directories:
-		// what matters is that the namespace is made now, before the
-		// daemon's runtimes add their mounts to the host's.
-		cfg.MountDirs, cfg.Needed = []string{filepath.Join(dir, "mounts")}, []string{dir}
-		if err := os.Mkdir(cfg.MountDirs[0], 0o700); err != nil {
-			return err
-		}
-	}
 	r, err := container.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, cleanUp(r)) }()
-	if err := r.SpawnErr(); spawnNS && err != nil {
-		return err
-	}
 	sc := bufio.NewScanner(in)
 	for i := 0; sc.Scan(); i++ {
 		first, err := start(r, fmt.Sprintf("%sstartbench-%d", container.IDPrefix, i), root)
