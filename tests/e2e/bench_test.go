@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -164,8 +165,26 @@ func waitTornDown(b *testing.B, x *executor) {
 // the same request sent straight to the runtime's address, in the same run.
 func BenchmarkWarmExecution(b *testing.B) {
 	x := startExecutor(b)
-	benchWarm(b, x, source(b, map[string]string{"index.js": "x"}), nil)
+	benchWarm(b, x, source(b, map[string]string{"index.js": "x"}), warmPath, nil)
 }
+
+// BenchmarkWarmExecutionWorking is BenchmarkWarmExecution with a function
+// that spends workingUS of CPU on each request (the test runtime's /work):
+// what the executor's overhead is beside a function's own work, where the
+// runtime (one CPU, the default) bounds throughput rather than the
+// two-core host's shared CPUs.
+func BenchmarkWarmExecutionWorking(b *testing.B) {
+	x := startExecutor(b)
+	benchWarm(b, x, source(b, map[string]string{"index.js": "x"}), fmt.Sprintf("/work?us=%d", workingUS), nil)
+}
+
+// warmPath is what the warm benchmarks ask the runtime for: an answer
+// without work.
+const warmPath = "/status?code=200"
+
+// workingUS is the CPU, in microseconds, BenchmarkWarmExecutionWorking's
+// function spends on each request.
+const workingUS = 1000
 
 // BenchmarkWarmExecutionRootless is BenchmarkWarmExecution against the
 // rootless daemon; the direct requests reach the runtime from inside the
@@ -173,7 +192,7 @@ func BenchmarkWarmExecution(b *testing.B) {
 func BenchmarkWarmExecutionRootless(b *testing.B) {
 	x := startRootless(b, rootlessUser(b, true))
 	src := x.source(b, map[string]string{"index.js": "x"})
-	benchWarm(b, x.executor, src, func() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	benchWarm(b, x.executor, src, warmPath, func() func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return dialInNetns(x.inner(b))
 	})
 }
@@ -186,13 +205,13 @@ const warmClients = 40
 // warm latency benchmarks.
 const warmPairs = 10
 
-// benchWarm measures warm executions on x against the same request sent
-// straight to the runtime, in the same run: latency one request at a time,
+// benchWarm measures warm executions of path on x against the same request
+// sent straight to the runtime, in the same run: latency one request at a time,
 // the two paths interleaved, then throughput with warmClients clients at
 // once, each path in turn. dialer, when not nil, gives the direct requests'
 // dial function (once the runtime runs).
-func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx context.Context, network, addr string) (net.Conn, error)) {
-	if r := x.request(b, "POST", "/v1/runtimes/warm/executions", execBody(src, map[string]any{"path": "/status?code=200"}), jsonAccept); r.status != 200 {
+func benchWarm(b *testing.B, x *executor, src, path string, dialer func() func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	if r := x.request(b, "POST", "/v1/runtimes/warm/executions", execBody(src, map[string]any{"path": path}), jsonAccept); r.status != 200 {
 		b.Fatalf("%d %s", r.status, r.body)
 	}
 	rt := x.request(b, "GET", "/v1/runtimes/warm", nil, nil).json(b)
@@ -212,7 +231,7 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 	viaClient := &http.Client{Transport: trx, Timeout: time.Minute}
 	logs := filepath.Join(dir, "logs")
 	directOnce := func() (time.Duration, error) {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/status?code=200", nil)
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
 		req.Header.Set("x-open-runtimes-secret", key)
 		req.Header.Set("x-open-runtimes-timeout", "15")
 		req.Header.Set("x-open-runtimes-logging", "enabled")
@@ -237,7 +256,10 @@ func benchWarm(b *testing.B, x *executor, src string, dialer func() func(ctx con
 		}
 		return d, nil
 	}
-	body := []byte(`{"path":"/status?code=200"}`)
+	body, err := json.Marshal(map[string]string{"path": path})
+	if err != nil {
+		b.Fatal(err)
+	}
 	viaExecutor := func() (time.Duration, error) {
 		req, _ := http.NewRequest("POST", x.url+"/v1/runtimes/warm/executions", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

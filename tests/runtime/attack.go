@@ -148,6 +148,30 @@ func behaveAlloc(_ context.Context, inv *invocation) (response, error) {
 	return textResponse(http.StatusOK, "allocated"), nil
 }
 
+// behaveWork spends us microseconds (1000 when unset) of CPU on one
+// thread and answers "worked": a function that computes, for the warm
+// benchmarks' throughput where the runtime's own work bounds it. The time is
+// the thread's own CPU time, so a busy host stretches the request, not the
+// work: every request costs the same CPU whatever else runs.
+func behaveWork(_ context.Context, inv *invocation) (response, error) {
+	us, err := queryInt(inv.req, "us", 1000)
+	if err != nil {
+		return response{}, err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &now); err != nil {
+		return response{}, err
+	}
+	for end := now.Nano() + int64(us)*1000; now.Nano() < end; {
+		if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &now); err != nil {
+			return response{}, err
+		}
+	}
+	return textResponse(http.StatusOK, "worked"), nil
+}
+
 // behaveSpin keeps every CPU busy for ms milliseconds.
 func behaveSpin(_ context.Context, inv *invocation) (response, error) {
 	ms, err := queryInt(inv.req, "ms", 500)

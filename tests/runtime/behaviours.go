@@ -65,6 +65,7 @@ var behaviours = map[string]behaviour{
 	"/attack":  behaveAttack,
 	"/alloc":   behaveAlloc,
 	"/spin":    behaveSpin,
+	"/work":    behaveWork,
 	"/shell":   behaveShell,
 }
 

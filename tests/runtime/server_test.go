@@ -268,6 +268,7 @@ func TestBehaviours(t *testing.T) {
 		{name: "status 201", target: "/status?code=201", wantStatus: 201, wantBody: "status 201"},
 		{name: "status garbage is a function error", target: "/status?code=x", wantStatus: 500, wantBody: ""},
 		{name: "sleep", target: "/sleep?ms=10", wantStatus: 200, wantBody: "OK"},
+		{name: "work", target: "/work?us=2000", wantStatus: 200, wantBody: "worked"},
 		{name: "headers", target: "/headers", wantStatus: 200, wantBody: "OK",
 			wantHeaders: map[string][]string{
 				"Set-Cookie":           {"a=1; HttpOnly", "b=2; HttpOnly"},
@@ -697,4 +698,27 @@ func freePort(t *testing.T) string {
 	}
 	defer ln.Close()
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// TestWork: /work spends the CPU it is asked for, on the process's own
+// counters (user and system time), not merely the wall time.
+func TestWork(t *testing.T) {
+	f := newFixture(t, ProtocolV5)
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for _, us := range []int{20000, 60000} {
+		before := cpu()
+		res := f.do(t, http.MethodGet, "/work?us="+strconv.Itoa(us), "", nil)
+		if body := readBody(t, res); res.StatusCode != 200 || body != "worked" {
+			t.Fatalf("/work?us=%d: %d %q", us, res.StatusCode, body)
+		}
+		if spent, want := cpu()-before, time.Duration(us)*time.Microsecond; spent < want {
+			t.Errorf("/work?us=%d spent %v of CPU, want at least %v", us, spent, want)
+		}
+	}
 }

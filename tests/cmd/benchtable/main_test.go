@@ -13,8 +13,9 @@ import (
 
 // testdata/bench.out is a real make bench run's raw output (reduced:
 // -benchtime 5x, 20 runtimes, against the daemon at dde5b68; its
-// BenchmarkScale line from the same run of that benchmark alone, against the
-// daemon at 36c063e, once its creations were paired);
+// BenchmarkScale line from a run of that benchmark alone, against the
+// daemon at 36c063e, once its creations were paired, and its
+// BenchmarkWarmExecutionWorking line from a 20x run of that one alone);
 // testdata/bench.json a real go test -json run of one benchmark.
 
 func readSample(t *testing.T, name string) *results {

@@ -20,6 +20,7 @@ const (
 	runtimeBoot    = "BenchmarkRuntimeBoot"
 	warm           = "BenchmarkWarmExecution"
 	warmRootless   = "BenchmarkWarmExecutionRootless"
+	warmWorking    = "BenchmarkWarmExecutionWorking"
 	imagePull      = "BenchmarkImagePull"
 	scale          = "BenchmarkScale"
 	balancer       = "BenchmarkBalancer"
@@ -144,6 +145,18 @@ func targetRows(r *results) []row {
 		l = &lookup{r: r}
 		add(l, row{label: "warm, daemon CPU per execution" + w.label + " (us)", value: l.one(w.bench, "daemon-cpu-us")})
 	}
+	// The same with a function that spends 1 ms of CPU per request: no
+	// verdict of their own (the targets are the rows above); they
+	// show the executor's overhead where the runtime's work bounds
+	// throughput rather than the host's two shared CPUs.
+	{
+		l := &lookup{r: r}
+		add(l, row{label: "warm execution, function working 1 ms (ms)", value: l.fig(warmWorking, "executor"),
+			baseLabel: "direct", base: l.fig(warmWorking, "direct")})
+		l = &lookup{r: r}
+		add(l, row{label: "warm, 40 clients, function working 1 ms (req/s)", value: l.one(warmWorking, "executor-c40-rps"),
+			baseLabel: "direct", base: l.one(warmWorking, "direct-c40-rps")})
+	}
 	{
 		l := &lookup{r: r}
 		add(l, row{label: "warm execution, rootless vs root (ms)", value: l.fig(warmRootless, "executor"),
@@ -259,6 +272,7 @@ var shownFigures = []string{
 	coldStart + " boot", coldNoDisk + " boot", coldRootless + " boot", coldPrewarmed + " boot",
 	coldStart + " share", coldNoDisk + " share", coldRootless + " share", coldPrewarmed + " share",
 	warm + " executor", warm + " direct", warmRootless + " executor", warmRootless + " direct",
+	warmWorking + " executor", warmWorking + " direct",
 	imagePull + " ours", imagePull + " skopeo+umoci",
 	scale + " create-atN", scale + " create-at10", scale + " delete", scale + " health", scale + " list",
 	scale + " prewarmed-create-atN", scale + " prewarmed-create-at10",
