@@ -26,9 +26,9 @@ const scaleMemory = 64
 // them: the daemon's RSS and OS threads at 10 and at N runtimes and the
 // increment per runtime between the two, the creation latency of its first
 // 10 runtimes and of its last scalePairs(N), these against creations by a
-// second daemon holding 10 taken between them (see scalePaired), health (authenticated) and list
-// latency at N (apiSamples of each per iteration), and the delete latency of
-// all N. N is $EXECUTOR_BENCH_RUNTIMES, 1000 when unset; at least 20.
+// second daemon holding 10 taken between them (see scalePaired), health
+// (authenticated) and list latency at N (apiSamples of each per iteration),
+// and the delete latency of all N. N is $EXECUTOR_BENCH_RUNTIMES, 1000 when unset; at least 20.
 //
 // The figures are the daemon's as it is: the benchmark measures whatever
 // per-runtime threads, memory and locking it has, and assumes none of it.
@@ -56,7 +56,6 @@ func BenchmarkScale(b *testing.B) {
 	small := newScaleDaemon(b, src, networkPoolDefault)
 	pid := big.x.cmd.Process.Pid
 
-	var at10, spawnAt10 procStatus
 	var first []time.Duration
 	for range 10 {
 		small.create(b)
@@ -64,14 +63,14 @@ func BenchmarkScale(b *testing.B) {
 		first = append(first, big.create(b))
 		settle()
 	}
-	at10 = readProcStatus(b, pid)
-	spawnAt10 = readProcStatus(b, spawnerOf(b, pid))
+	at10 := readProcStatus(b, pid)
+	spawnAt10 := readProcStatus(b, spawnerOf(b, pid))
 	pairs := scalePairs(n)
 	for len(big.created) < n-pairs {
 		big.create(b)
 	}
-	atN, atSmall, slower := scalePaired(b, big, small, pairs, settle)
-	atNStatus := readProcStatus(b, pid)
+	pairedN, paired10, slower := scalePaired(b, big, small, pairs, settle)
+	atN := readProcStatus(b, pid)
 	spawnAtN := readProcStatus(b, spawnerOf(b, pid))
 
 	// The first keyed health request starts the background CPU sampler
@@ -115,16 +114,16 @@ func BenchmarkScale(b *testing.B) {
 
 	b.ReportMetric(float64(n), "runtimes")
 	b.ReportMetric(at10.rssMB(), "rss-at10-MB")
-	b.ReportMetric(atNStatus.rssMB(), "rss-atN-MB")
-	b.ReportMetric(float64(atNStatus.rssKiB-at10.rssKiB)/float64(n-10), "rss-per-runtime-KiB")
+	b.ReportMetric(atN.rssMB(), "rss-atN-MB")
+	b.ReportMetric(float64(atN.rssKiB-at10.rssKiB)/float64(n-10), "rss-per-runtime-KiB")
 	b.ReportMetric(spawnAt10.rssMB(), "spawner-rss-at10-MB")
 	b.ReportMetric(spawnAtN.rssMB(), "spawner-rss-atN-MB")
 	b.ReportMetric(float64(at10.threads), "threads-at10")
-	b.ReportMetric(float64(atNStatus.threads), "threads-atN")
-	b.ReportMetric(float64(atNStatus.threads-at10.threads)/float64(n-10), "threads-per-runtime")
+	b.ReportMetric(float64(atN.threads), "threads-atN")
+	b.ReportMetric(float64(atN.threads-at10.threads)/float64(n-10), "threads-per-runtime")
 	samples.Report(b, "create-first10", first)
-	samples.Report(b, "create-atN", atN)
-	samples.Report(b, "create-at10", atSmall)
+	samples.Report(b, "create-atN", pairedN)
+	samples.Report(b, "create-at10", paired10)
 	b.ReportMetric(float64(slower), "create-atN-slower-pairs")
 	samples.Report(b, "delete", del)
 	samples.Report(b, "health", health)
@@ -136,10 +135,10 @@ func BenchmarkScale(b *testing.B) {
 	// cgroups, loop devices) in its own workers, seconds after: the next
 	// daemons' first creations would share the CPU with that.
 	waitHostIdle(b)
-	first, atN, atSmall, slower = scalePrewarmed(b, n, subnet.String(), src)
+	first, pairedN, paired10, slower = scalePrewarmed(b, n, subnet.String(), src)
 	samples.Report(b, "prewarmed-create-first10", first)
-	samples.Report(b, "prewarmed-create-atN", atN)
-	samples.Report(b, "prewarmed-create-at10", atSmall)
+	samples.Report(b, "prewarmed-create-atN", pairedN)
+	samples.Report(b, "prewarmed-create-at10", paired10)
 	b.ReportMetric(float64(slower), "prewarmed-create-atN-slower-pairs")
 }
 
@@ -150,9 +149,9 @@ func BenchmarkScale(b *testing.B) {
 func scalePairs(n int) int { return min(30, n/4) }
 
 // scalePaired has big make its last pairs creations and small one creation
-// between each two of them, the two taking turns at going first, with
-// before(d) called for each daemon before its creation (the pause that
-// keeps one creation's aftermath out of the next). It returns the latencies
+// beside each of them, the two taking turns at going first, with before
+// called before every creation (the pause that keeps one creation's
+// aftermath out of the next). It returns the latencies
 // of big's creations, of small's, and in how many pairs big's was the
 // slower: a sign test of whether big is slower, with the host's drift over
 // the minutes a run takes (this VM's neighbours) the same for both sides
@@ -162,17 +161,17 @@ func scalePairs(n int) int { return min(30, n/4) }
 func scalePaired(b *testing.B, big, small *scaleDaemon, pairs int, before func()) (atN, at10 []time.Duration, slower int) {
 	b.Helper()
 	for i := range pairs {
-		first, second := big, small
-		if i%2 == 1 {
-			first, second = small, big
-		}
-		before()
-		d1 := first.create(b)
-		before()
-		d2 := second.create(b)
-		dBig, dSmall := d1, d2
-		if first == small {
-			dBig, dSmall = d2, d1
+		var dBig, dSmall time.Duration
+		if i%2 == 0 {
+			before()
+			dBig = big.create(b)
+			before()
+			dSmall = small.create(b)
+		} else {
+			before()
+			dSmall = small.create(b)
+			before()
+			dBig = big.create(b)
 		}
 		atN, at10 = append(atN, dBig), append(at10, dSmall)
 		if dBig > dSmall {
