@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -14,8 +15,10 @@ import (
 // testdata/bench.out is a real make bench run's raw output (reduced:
 // -benchtime 5x, 20 runtimes, against the daemon at dde5b68; its
 // BenchmarkScale line from a run of that benchmark alone, against the
-// daemon at 36c063e, once its creations were paired, and its
-// BenchmarkWarmExecutionWorking line from a 20x run of that one alone);
+// daemon at 36c063e, once its creations were paired, its
+// BenchmarkWarmExecutionWorking line from a 20x run of that one alone, and
+// its BenchmarkColdStart lines from a 5x run of that one alone, against the
+// daemon at 730d37e, once the shares above their allowance were counted);
 // testdata/bench.json a real go test -json run of one benchmark.
 
 func readSample(t *testing.T, name string) *results {
@@ -170,5 +173,43 @@ func TestSignTest(t *testing.T) {
 		if got := signTest(tt.k, tt.n); math.Abs(got-tt.want) > 1e-6 {
 			t.Errorf("signTest(%d, %d) = %.6f, want %.6f", tt.k, tt.n, got, tt.want)
 		}
+	}
+}
+
+// A cold start's executor's share is judged by its pairs above the
+// allowance (the benchmark's share-over-slack-pairs), not by its p50: with
+// 20 pairs, 14 above is chance at 5% and 15 is not, whatever the p50 reads;
+// and without the count there is no verdict.
+func TestColdShareVerdict(t *testing.T) {
+	const line = "BenchmarkColdStart/%s-2 \t 20\t 1 ns/op\t 20 share-n\t %g share-p50-ms\t 30 share-p90-ms\t 40 share-p99-ms%s\n"
+	tests := []struct {
+		name, bench string
+		p50         float64
+		over        string // the count's field, "" for none
+		label, want string
+	}{
+		{"chance", "disk-1GiB", 12, "\t 14 share-over-slack-pairs", "cold start, executor's share (ms)", "yes"},
+		{"above", "no-disk", 9, "\t 15 share-over-slack-pairs", "cold start, no disk, executor's share (ms)", "NO"},
+		{"prewarmed", "prewarmed", 2, "\t 0 share-over-slack-pairs", "cold start, prewarmed, executor's share (ms)", "yes"},
+		{"no count", "rootless", 1, "", "cold start, rootless, executor's share (ms)", "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := parse(strings.NewReader(fmt.Sprintf(line, tt.bench, tt.p50, tt.over)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rw := range targetRows(res) {
+				if rw.label != tt.label {
+					continue
+				}
+				cells := strings.Split(rw.line(len(rw.label)), "\t")
+				if got := cells[len(cells)-2]; got != tt.want {
+					t.Errorf("verdict %q, want %q: %q", got, tt.want, cells)
+				}
+				return
+			}
+			t.Fatalf("no row %q", tt.label)
+		})
 	}
 }
