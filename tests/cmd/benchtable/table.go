@@ -128,11 +128,9 @@ func targetRows(r *results) []row {
 	} {
 		l := &lookup{r: r}
 		value := l.fig(c.bench, "share")
-		over := l.one(c.bench, "share-over-slack-pairs")
-		p := signTest(int(over.p50), int(value.n))
+		target, met := signVerdict("not above", l.one(c.bench, "share-over-slack-pairs"), value)
 		add(l, row{label: c.label, value: value, baseLabel: "allowed", base: stat{p50: c.slack}, difference: true,
-			target: fmt.Sprintf("not above, sign test: %d/%d, p %.2f > %.2f", int(over.p50), int(value.n), p, signLevel),
-			met:    func(_, _ stat) bool { return p > signLevel }})
+			target: target, met: met})
 	}
 	{
 		l := &lookup{r: r}
@@ -226,12 +224,10 @@ func targetRows(r *results) []row {
 		} {
 			l = &lookup{r: r}
 			value := l.fig(scale, c.fig+"-atN")
-			slower := l.one(scale, c.fig+"-atN-slower-pairs")
-			p := signTest(int(slower.p50), int(value.n))
+			target, met := signVerdict("not slower", l.one(scale, c.fig+"-atN-slower-pairs"), value)
 			add(l, row{label: c.label, value: value,
 				baseLabel: "holding 10, beside", base: l.fig(scale, c.fig+"-at10"),
-				target: fmt.Sprintf("not slower, sign test: %d/%d, p %.2f > %.2f", int(slower.p50), int(value.n), p, signLevel),
-				met:    func(_, _ stat) bool { return p > signLevel }})
+				target: target, met: met})
 		}
 		// The same creations against the same daemon's first 10, minutes
 		// earlier: the comparison as it reads, the VM's drift
@@ -301,6 +297,16 @@ var shownFigures = []string{
 // when it was above it in more pairs than chance would make it at 5% with
 // a median at the allowance.
 const signLevel = 0.05
+
+// signVerdict is a paired row's target and verdict: of value's pairs,
+// count (a benchmark's single figure) went the wrong way, and the row meets
+// what is named when that is chance at signLevel.
+func signVerdict(name string, count, value stat) (string, func(v, b stat) bool) {
+	k, n := int(count.p50), int(value.n)
+	p := signTest(k, n)
+	return fmt.Sprintf("%s, sign test: %d/%d, p %.2f > %.2f", name, k, n, p, signLevel),
+		func(_, _ stat) bool { return p > signLevel }
+}
 
 // signTest is the one-sided p-value of k or more of n pairs going one way
 // when each goes either way with probability 1/2: the sum over i >= k of
