@@ -9,7 +9,7 @@ import (
 
 // runCommand is POST /v1/runtimes/:runtimeId/commands (§3.8).
 func (s *Server) runCommand(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	req, err := bindRequest(r, ps, commandParams)
+	req, err := s.endpoints.command.bind(r, ps)
 	if err != nil {
 		return err
 	}

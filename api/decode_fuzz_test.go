@@ -116,13 +116,13 @@ func FuzzRequestParams(f *testing.F) {
 			}
 		}
 
-		if req, err := bindRequest(newRequest(), nil, s.createParams); err == nil {
+		if req, err := s.endpoints.create.bind(newRequest(), nil); err == nil {
 			checkCommon(t, req.RuntimeID, req.Timeout, req.CPUs, req.Memory, req.Version, req.RestartPolicy, s.versions)
 			if n := utf8.RuneCountInString(req.Image); n < 1 || n > 128 {
 				t.Fatalf("image %q accepted", req.Image)
 			}
 		}
-		if req, err := bindRequest(newRequest(), nil, s.executionParams); err == nil {
+		if req, err := s.endpoints.execution.bind(newRequest(), nil); err == nil {
 			checkCommon(t, req.RuntimeID, req.Timeout, req.CPUs, req.Memory, req.Version, req.RestartPolicy, s.versions)
 			if !slices.Contains([]string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"}, req.Method) {
 				t.Fatalf("method %q accepted", req.Method)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -169,14 +170,15 @@ type headerSet struct {
 func newHeaderSet(hs []protocol.Header, arrays bool) headerSet {
 	// Merge repeated names defensively: a JSON object must not have duplicate keys.
 	var fields []protocol.Header
-	index := map[string]int{}
+	index := make(map[string]int, len(hs))
 	for _, h := range hs {
 		if i, ok := index[h.Name]; ok {
 			fields[i].Values = append(fields[i].Values, h.Values...)
 			continue
 		}
 		index[h.Name] = len(fields)
-		fields = append(fields, protocol.Header{Name: h.Name, Values: append([]string(nil), h.Values...)})
+		// Capped: a merge onto them copies rather than writes to hs's values.
+		fields = append(fields, protocol.Header{Name: h.Name, Values: slices.Clip(h.Values)})
 	}
 	return headerSet{fields: fields, arrays: arrays}
 }

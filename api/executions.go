@@ -17,7 +17,7 @@ import (
 
 // execute is POST /v1/runtimes/:runtimeId/executions (and the /execution alias), §3.6 and §6.
 func (s *Server) execute(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	req, err := bindRequest(r, ps, s.executionParams)
+	req, err := s.endpoints.execution.bind(r, ps)
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,7 @@ type statsBackend struct {
 
 func (s statsBackend) Usage() (float64, map[string]float64) { return s.host, s.per }
 
-func newTestServer(t *testing.T, b Backend, mutate ...func(*Config)) *Server {
+func newTestServer(t testing.TB, b Backend, mutate ...func(*Config)) *Server {
 	t.Helper()
 	cfg := Config{
 		Backend:         b,

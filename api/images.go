@@ -75,7 +75,7 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request, ps httprouter
 	if s.images == nil {
 		return newRequestError(http.StatusNotFound, "Not Found")
 	}
-	req, err := bindRequest(r, ps, pullImageParams)
+	req, err := s.endpoints.pullImage.bind(r, ps)
 	if err != nil {
 		return err
 	}

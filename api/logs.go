@@ -21,7 +21,7 @@ const logsWait = 10 * time.Second
 // (newlines in the content escaped), v2-v4 as raw text. It ends when the build
 // ends, the runtime goes away, the client leaves or `timeout` seconds pass.
 func (s *Server) streamLogs(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	req, err := bindRequest(r, ps, logsParams)
+	req, err := s.endpoints.logs.bind(r, ps)
 	if err != nil {
 		return err
 	}

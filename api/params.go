@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/julienschmidt/httprouter"
+
+	"executor/sandbox/protocol"
 )
 
 // maxRequestBody bounds request bodies: the reference's 22 MiB package limit, which leaves room for a 20 MiB
@@ -32,20 +35,48 @@ type param struct {
 	dst      any // pointer to the request struct's field
 }
 
-// bindRequest binds the parameters of r into a new request struct, declared by params (the endpoint's
-// declaration, called with the struct to fill).
-func bindRequest[T any](r *http.Request, ps httprouter.Params, params func(*T) []param) (*T, error) {
+// endpoint is an endpoint's declaration, checked and resolved once when the server is made: each parameter with
+// the index of the field of T it fills. Building a declaration per request made the execution route allocate a
+// tenth of its bytes before reading a parameter.
+type endpoint[T any] struct {
+	params []param // made over a template struct: dst is not used past newEndpoint
+	fields []int   // params[i] fills field fields[i] of T
+}
+
+// newEndpoint checks declare's parameters against T (see checkParams) and resolves the field each fills.
+func newEndpoint[T any](declare func(*T) []param) (*endpoint[T], error) {
+	tmpl := new(T)
+	params := declare(tmpl)
+	if err := checkParams(tmpl, params); err != nil {
+		return nil, err
+	}
+	sv := reflect.ValueOf(tmpl).Elem()
+	fields := make([]int, len(params))
+	for i, p := range params {
+		fields[i] = fieldIndex(sv, p.dst)
+	}
+	return &endpoint[T]{params: params, fields: fields}, nil
+}
+
+// bind binds the parameters of r into a new request struct.
+func (e *endpoint[T]) bind(r *http.Request, ps httprouter.Params) (*T, error) {
 	req := new(T)
-	if err := bind(r, ps, params(req)); err != nil {
+	sv := reflect.ValueOf(req).Elem()
+	err := bind(r, ps, e.params, func(i int, v any) {
+		// checkParams has made sure, when the server was made, that every default and every validator's value
+		// fits its field.
+		sv.Field(e.fields[i]).Set(reflect.ValueOf(v))
+	})
+	if err != nil {
 		return nil, err
 	}
 	return req, nil
 }
 
 // bind collects the parameters of r (§2.2), lets path parameters win over body ones (Appwrite sends
-// `runtimeId` in both), validates them against params and stores each value in its field. Unknown parameters
-// are ignored.
-func bind(r *http.Request, ps httprouter.Params, params []param) error {
+// `runtimeId` in both), validates them against params and gives each value to set with its parameter's index.
+// Unknown parameters are ignored.
+func bind(r *http.Request, ps httprouter.Params, params []param, set func(i int, v any)) error {
 	raw := map[string]any{}
 	if needsRequestParams(ps, params) {
 		var err error
@@ -62,7 +93,7 @@ func bind(r *http.Request, ps httprouter.Params, params []param) error {
 		raw[p.Key] = p.Value
 	}
 
-	for _, p := range params {
+	for i, p := range params {
 		rv, present := raw[p.name]
 		// The framework skips validation of an optional null: treat it as absent.
 		if present && rv == nil && p.optional {
@@ -72,28 +103,25 @@ func bind(r *http.Request, ps httprouter.Params, params []param) error {
 			if !p.optional {
 				return errNotOptional(p.name)
 			}
-			store(p.dst, p.def)
+			set(i, fresh(p.def))
 			continue
 		}
 		v, ok := p.check.convert(rv)
 		if !ok {
 			return errInvalidParam(p.name, p.check.description())
 		}
-		store(p.dst, v)
+		set(i, v)
 	}
 	return nil
 }
 
-// store sets the field dst points to. checkParams has made sure, when the server was made, that every default
-// and every validator's value fits its field.
-func store(dst, v any) {
-	reflect.ValueOf(dst).Elem().Set(reflect.ValueOf(v))
-}
-
-// checkDeclaration checks params, an endpoint's declaration, against its request struct.
-func checkDeclaration[T any](params func(*T) []param) error {
-	req := new(T)
-	return checkParams(req, params(req))
+// fresh is a default as a request may hold it: an object default is copied, as every request's struct must
+// have its own map, not one the endpoint's other requests share.
+func fresh(def any) any {
+	if m, ok := def.(map[string]any); ok {
+		return maps.Clone(m)
+	}
+	return def
 }
 
 // checkParams reports how params and the struct req points to have drifted apart: a parameter declared twice,
@@ -174,10 +202,11 @@ func requestParams(r *http.Request) (map[string]any, error) {
 	}
 
 	ct := r.Header.Get("Content-Type")
-	mediaType := strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
+	mediaType, _, _ := strings.Cut(ct, ";")
+	mediaType = strings.ToLower(strings.TrimSpace(mediaType))
 	switch mediaType {
 	case "application/json":
-		data, err := readBody(r.Body)
+		data, err := readBody(r.Body, r.ContentLength)
 		if err != nil {
 			return nil, err
 		}
@@ -191,7 +220,7 @@ func requestParams(r *http.Request) (map[string]any, error) {
 		}
 		return obj, nil
 	case "application/x-www-form-urlencoded":
-		data, err := readBody(r.Body)
+		data, err := readBody(r.Body, r.ContentLength)
 		if err != nil {
 			return nil, err
 		}
@@ -255,8 +284,9 @@ func drain(body io.Reader) error {
 	return nil
 }
 
-func readBody(body io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(body)
+// readBody reads a whole body that declared size bytes (-1: unknown).
+func readBody(body io.Reader, size int64) ([]byte, error) {
+	data, err := protocol.ReadAll(body, size)
 	if err != nil {
 		return nil, bodyError(err)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/julienschmidt/httprouter"
 
 	"executor/sandbox"
 )
@@ -196,10 +199,10 @@ func sampleParams(r *paramsSample) []param {
 // endpoint's must.
 func TestEndpointDeclarations(t *testing.T) {
 	s := newTestServer(t, &fakeBackend{})
-	if err := s.checkDeclarations(); err != nil {
+	if _, err := s.newEndpoints(); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkDeclaration(sampleParams); err != nil {
+	if _, err := newEndpoint(sampleParams); err != nil {
 		t.Fatalf("sample: %v", err)
 	}
 }
@@ -247,9 +250,9 @@ func TestCheckParamsFindsDrift(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkDeclaration(tt.declare)
+			_, err := newEndpoint(tt.declare)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("checkDeclaration = %v, want an error with %q", err, tt.want)
+				t.Fatalf("newEndpoint = %v, want an error with %q", err, tt.want)
 			}
 		})
 	}
@@ -260,6 +263,10 @@ func TestCheckParamsFindsDrift(t *testing.T) {
 
 // TestBindRequestFillsTheStruct: values, defaults and conversions land in the fields they are declared for.
 func TestBindRequestFillsTheStruct(t *testing.T) {
+	e, err := newEndpoint(sampleParams)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		body string
 		want paramsSample
@@ -271,9 +278,52 @@ func TestBindRequestFillsTheStruct(t *testing.T) {
 	for _, tt := range tests {
 		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tt.body))
 		r.Header.Set("Content-Type", "application/json")
-		got, err := bindRequest(r, nil, sampleParams)
+		got, err := e.bind(r, nil)
 		if err != nil || *got != tt.want {
 			t.Errorf("%s: %+v, %v; want %+v", tt.body, got, err, tt.want)
+		}
+	}
+}
+
+// TestBindDefaultsAreNotShared: the endpoint's declaration is made once, but an object default is each request's
+// own: what one request's handling puts in it is not in the next request's.
+func TestBindDefaultsAreNotShared(t *testing.T) {
+	s := newTestServer(t, &fakeBackend{})
+	bind := func() *executionRequest {
+		r := httptest.NewRequest(http.MethodPost, "/v1/runtimes/a/executions", strings.NewReader(`{}`))
+		r.Header.Set("Content-Type", "application/json")
+		req, err := s.endpoints.execution.bind(r, httprouter.Params{{Key: "runtimeId", Value: "a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	first := bind()
+	for _, v := range []any{first.Headers, first.Variables} {
+		m, ok := v.(map[string]any)
+		if !ok || len(m) != 0 {
+			t.Fatalf("default %#v, want an empty object", v)
+		}
+		m["x"] = "1"
+	}
+	second := bind()
+	if h, v := second.Headers.(map[string]any), second.Variables.(map[string]any); len(h) != 0 || len(v) != 0 {
+		t.Fatalf("a later request's defaults hold an earlier one's values: headers %v, variables %v", h, v)
+	}
+}
+
+// BenchmarkBindExecution is the execution route's parameter binding, what every execution pays before it reaches
+// its runtime.
+func BenchmarkBindExecution(b *testing.B) {
+	s := newTestServer(b, &fakeBackend{})
+	body := []byte(`{"path":"/status?code=200","method":"POST","headers":{"x-a":"1"},"timeout":15}`)
+	ps := httprouter.Params{{Key: "runtimeId", Value: "warm"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/v1/runtimes/warm/executions", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		if _, err := s.endpoints.execution.bind(r, ps); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -26,7 +26,7 @@ const (
 func wholeSeconds(d time.Duration) int64 { return int64(d / time.Second) }
 
 // Each endpoint's request struct holds its validated parameters; its declaration (the func beside it) lists the
-// parameters in the reference's validation order, each bound to one field. checkParams, run by New, refuses a
+// parameters in the reference's validation order, each bound to one field. checkParams, run by New (newEndpoints), refuses a
 // declaration and a struct that do not match one to one.
 
 // createRuntimeRequest is POST /v1/runtimes (§3.2).
@@ -153,15 +153,28 @@ func commandParams(req *commandRequest) []param {
 	}
 }
 
-// checkDeclarations checks every endpoint's declaration against its request struct (see checkParams).
-func (s *Server) checkDeclarations() error {
-	return errors.Join(
-		checkDeclaration(s.createParams),
-		checkDeclaration(s.executionParams),
-		checkDeclaration(runtimeParams),
-		checkDeclaration(logsParams),
-		checkDeclaration(commandParams),
-	)
+// endpoints are the server's endpoint declarations, checked and resolved once (see newEndpoint).
+type endpoints struct {
+	create    *endpoint[createRuntimeRequest]
+	execution *endpoint[executionRequest]
+	runtime   *endpoint[runtimeRequest]
+	logs      *endpoint[logsRequest]
+	command   *endpoint[commandRequest]
+	pullImage *endpoint[pullImageRequest]
+}
+
+// newEndpoints checks every endpoint's declaration against its request struct (see checkParams); the
+// declarations depend on the server's versions and bounds.
+func (s *Server) newEndpoints() (endpoints, error) {
+	var e endpoints
+	var errs [6]error
+	e.create, errs[0] = newEndpoint(s.createParams)
+	e.execution, errs[1] = newEndpoint(s.executionParams)
+	e.runtime, errs[2] = newEndpoint(runtimeParams)
+	e.logs, errs[3] = newEndpoint(logsParams)
+	e.command, errs[4] = newEndpoint(commandParams)
+	e.pullImage, errs[5] = newEndpoint(pullImageParams)
+	return e, errors.Join(errs[:]...)
 }
 
 // runtimeIDParam is the `runtimeId` parameter of every runtime route, wherever it comes from (the path, or the

@@ -15,7 +15,7 @@ import (
 
 // createRuntime is POST /v1/runtimes (§3.2): create a runtime and run its build.
 func (s *Server) createRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	req, err := bindRequest(r, ps, s.createParams)
+	req, err := s.endpoints.create.bind(r, ps)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func (s *Server) listRuntimes(w http.ResponseWriter, r *http.Request, _ httprout
 
 // getRuntime is GET /v1/runtimes/:runtimeId.
 func (s *Server) getRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	req, err := bindRequest(r, ps, runtimeParams)
+	req, err := s.endpoints.runtime.bind(r, ps)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (s *Server) getRuntime(w http.ResponseWriter, r *http.Request, ps httproute
 
 // deleteRuntime is DELETE /v1/runtimes/:runtimeId: 200 with an empty body.
 func (s *Server) deleteRuntime(w http.ResponseWriter, r *http.Request, ps httprouter.Params) error {
-	req, err := bindRequest(r, ps, runtimeParams)
+	req, err := s.endpoints.runtime.bind(r, ps)
 	if err != nil {
 		return err
 	}

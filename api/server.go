@@ -97,6 +97,7 @@ type Server struct {
 	hostname       string
 	log            *slog.Logger
 	router         *httprouter.Router
+	endpoints      endpoints // the routes' parameter declarations
 	bodyTimeout    time.Duration
 	writeStall     time.Duration
 	drain          drainGate  // keyed requests in flight, turned away once Drain began
@@ -171,7 +172,8 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	// The declarations depend on the versions and bounds above.
-	if err := s.checkDeclarations(); err != nil {
+	var err error
+	if s.endpoints, err = s.newEndpoints(); err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 

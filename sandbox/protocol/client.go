@@ -10,7 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,7 +203,7 @@ func (c *Client) executeHTTP(ctx context.Context, t Target, req Request) (*Respo
 	defer resp.Body.Close()
 	var body []byte
 	if method != http.MethodHead {
-		body, err = io.ReadAll(io.LimitReader(resp.Body, MaxResponseBody+1))
+		body, err = ReadAll(io.LimitReader(resp.Body, MaxResponseBody+1), resp.ContentLength)
 		if err != nil {
 			return nil, transportError(err, attempts)
 		}
@@ -288,38 +288,83 @@ func (b *cancelBody) Close() error {
 
 // responseHeaders lower-cases and trims the runtime's headers, drops the
 // protocol's own x-open-runtimes-* headers and returns the log id among them.
+// Headers whose names differ only in case or surrounding space are merged,
+// their values in the order of the names as sent, sorted.
 func responseHeaders(h http.Header) ([]Header, string) {
 	names := make([]string, 0, len(h))
 	for k := range h {
 		names = append(names, k)
 	}
-	sort.Strings(names)
-	merged := map[string]*Header{}
-	var out []Header
-	var order []string
+	slices.Sort(names)
+	out := make([]Header, 0, len(names))
+	at := make(map[string]int, len(names))
 	logID := ""
 	for _, k := range names {
-		name := strings.ToLower(strings.TrimSpace(k))
+		name := lowerName(strings.TrimSpace(k))
 		if name == "x-open-runtimes-log-id" && len(h[k]) > 0 {
 			logID, _ = url.QueryUnescape(strings.TrimSpace(h[k][0]))
 		}
 		if strings.HasPrefix(name, headerPrefix) {
 			continue
 		}
-		hd := merged[name]
-		if hd == nil {
-			hd = &Header{Name: name}
-			merged[name] = hd
-			order = append(order, name)
+		values := trimmed(h[k])
+		if i, ok := at[name]; ok {
+			out[i].Values = append(out[i].Values, values...)
+			continue
 		}
-		for _, v := range h[k] {
-			hd.Values = append(hd.Values, strings.TrimSpace(v))
-		}
+		at[name] = len(out)
+		out = append(out, Header{Name: name, Values: values})
 	}
-	for _, n := range order {
-		out = append(out, *merged[n])
+	if len(out) == 0 {
+		return nil, logID
 	}
 	return out, logID
+}
+
+// lowerName is a header name in lower case. The names runtimes commonly
+// send come from a table, as a warm execution would otherwise allocate each.
+func lowerName(name string) string {
+	if lower, ok := commonLowerNames[name]; ok {
+		return lower
+	}
+	return strings.ToLower(name)
+}
+
+// commonLowerNames maps the canonical form of the header names most replies
+// carry to their lower case. It is never written.
+var commonLowerNames = map[string]string{
+	"Cache-Control":          "cache-control",
+	"Connection":             "connection",
+	"Content-Encoding":       "content-encoding",
+	"Content-Length":         "content-length",
+	"Content-Type":           "content-type",
+	"Date":                   "date",
+	"Etag":                   "etag",
+	"Keep-Alive":             "keep-alive",
+	"Last-Modified":          "last-modified",
+	"Location":               "location",
+	"Server":                 "server",
+	"Set-Cookie":             "set-cookie",
+	"Vary":                   "vary",
+	"X-Open-Runtimes-Log-Id": "x-open-runtimes-log-id",
+	"X-Powered-By":           "x-powered-by",
+}
+
+// trimmed is values with surrounding space trimmed from each: values
+// itself, capped so that a merge appending to it copies, when none has any.
+func trimmed(values []string) []string {
+	for i, v := range values {
+		if strings.TrimSpace(v) == v {
+			continue
+		}
+		out := make([]string, len(values))
+		copy(out, values[:i])
+		for j := i; j < len(values); j++ {
+			out[j] = strings.TrimSpace(values[j])
+		}
+		return out
+	}
+	return slices.Clip(values)
 }
 
 func (c *Client) log() *slog.Logger {

@@ -178,12 +178,24 @@ func TestResponseHeadersUnit(t *testing.T) {
 		{"first log id wins", http.Header{
 			"X-Open-Runtimes-Log-Id": {"one", "two"},
 		}, nil, "one"},
+		{"common and other names", http.Header{
+			"Content-Type": {"text/plain"}, "Date": {"d"}, "X-Custom-Name": {"c"}, "Set-Cookie": {"a=1", " b=2"},
+		}, []Header{{Name: "content-type", Values: []string{"text/plain"}}, {Name: "date", Values: []string{"d"}},
+			{Name: "set-cookie", Values: []string{"a=1", "b=2"}}, {Name: "x-custom-name", Values: []string{"c"}}}, ""},
+		{"merge onto untrimmed values", http.Header{
+			"A": {"1", "2"}, "a": {"3"},
+		}, []Header{{Name: "a", Values: []string{"1", "2", "3"}}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			before := tt.in.Clone()
 			got, id := responseHeaders(tt.in)
 			if !reflect.DeepEqual(got, tt.want) || id != tt.logID {
 				t.Errorf("responseHeaders = %q, %q; want %q, %q", got, id, tt.want, tt.logID)
+			}
+			// The values may share the runtime's header's slices, never write to them.
+			if !reflect.DeepEqual(tt.in, before) {
+				t.Errorf("the runtime's headers were changed: %q, were %q", tt.in, before)
 			}
 		})
 	}
