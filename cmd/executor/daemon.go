@@ -27,6 +27,7 @@ func run(cfg *config, log *slog.Logger, level *slog.LevelVar) error {
 	if err := checkCapabilities(); err != nil {
 		return err
 	}
+	defer keepGCHeadroom(log, gcHeadroom)()
 	if cfg.LiveRestore {
 		own, err := os.ReadFile("/proc/self/cgroup")
 		if err == nil {
