@@ -26,8 +26,8 @@ const (
 func wholeSeconds(d time.Duration) int64 { return int64(d / time.Second) }
 
 // Each endpoint's request struct holds its validated parameters; its declaration (the func beside it) lists the
-// parameters in the reference's validation order, each bound to one field. checkParams, run by New (newEndpoints), refuses a
-// declaration and a struct that do not match one to one.
+// parameters in the reference's validation order, each bound to one field. checkParams, run by New (through
+// newEndpoints), refuses a declaration and a struct that do not match one to one.
 
 // createRuntimeRequest is POST /v1/runtimes (§3.2).
 type createRuntimeRequest struct {
