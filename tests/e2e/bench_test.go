@@ -218,44 +218,56 @@ func benchWarm(b *testing.B, x *executor, src, path string, dialer func() func(c
 	addr, dir := runtimeAddrDir(b, x, rt["hostname"].(string))
 	key := rt["key"].(string)
 
-	// Both paths keep a connection per client: the default two idle
-	// connections per host would make the concurrent runs dial per request.
-	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: warmClients}
+	var dial dialFunc
 	if dialer != nil {
-		tr.DialContext = dialer()
+		dial = dialer()
 	}
-	defer tr.CloseIdleConnections()
-	direct := &http.Client{Transport: tr, Timeout: time.Minute}
+	// Every path keeps a connection per client: the default two idle
+	// connections per host would make the concurrent runs dial per request.
+	client := func(dial dialFunc) *http.Client {
+		tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: warmClients, DialContext: dial}
+		b.Cleanup(tr.CloseIdleConnections)
+		return &http.Client{Transport: tr, Timeout: time.Minute}
+	}
 	trx := &http.Transport{MaxIdleConnsPerHost: warmClients}
 	defer trx.CloseIdleConnections()
 	viaClient := &http.Client{Transport: trx, Timeout: time.Minute}
 	logs := filepath.Join(dir, "logs")
-	directOnce := func() (time.Duration, error) {
-		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
-		req.Header.Set("x-open-runtimes-secret", key)
-		req.Header.Set("x-open-runtimes-timeout", "15")
-		req.Header.Set("x-open-runtimes-logging", "enabled")
-		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("opr:"+key)))
-		start := time.Now()
-		resp, err := direct.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		drain(resp)
-		if id := resp.Header.Get("x-open-runtimes-log-id"); id != "" {
-			// The log files the runtime made for this request are read and removed, as a client
-			// of the runtime's own would: by their names, in the directory found once.
-			for _, name := range []string{id + "_logs.log", id + "_errors.log"} {
-				os.ReadFile(filepath.Join(logs, name))
-				os.Remove(filepath.Join(logs, name))
+	// sendDirect sends the request a client of the runtime's own would to
+	// addr: the runtime, or a reference proxy in front of it.
+	sendDirect := func(name, addr string, c *http.Client) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+			req.Header.Set("x-open-runtimes-secret", key)
+			req.Header.Set("x-open-runtimes-timeout", "15")
+			req.Header.Set("x-open-runtimes-logging", "enabled")
+			req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("opr:"+key)))
+			start := time.Now()
+			resp, err := c.Do(req)
+			if err != nil {
+				return 0, err
 			}
+			drain(resp)
+			if id := resp.Header.Get("x-open-runtimes-log-id"); id != "" {
+				// The log files the runtime made for this request are read and removed, as a client
+				// of the runtime's own would: by their names, in the directory found once.
+				for _, name := range []string{id + "_logs.log", id + "_errors.log"} {
+					os.ReadFile(filepath.Join(logs, name))
+					os.Remove(filepath.Join(logs, name))
+				}
+			}
+			d := time.Since(start)
+			if resp.StatusCode != 200 {
+				return d, fmt.Errorf("%s: status %d", name, resp.StatusCode)
+			}
+			return d, nil
 		}
-		d := time.Since(start)
-		if resp.StatusCode != 200 {
-			return d, fmt.Errorf("direct: status %d", resp.StatusCode)
-		}
-		return d, nil
 	}
+	directOnce := sendDirect("direct", addr, client(dial))
+	// The reference proxies (bench_proxies_test.go) take the direct
+	// request to the runtime: what relaying costs this host at all.
+	viaRelay := sendDirect("through the relay", startRelay(b, addr, dial), client(nil))
+	viaProxy := sendDirect("through the reverse proxy", startReverseProxy(b, addr, dial), client(nil))
 	body, err := json.Marshal(map[string]string{"path": path})
 	if err != nil {
 		b.Fatal(err)
@@ -285,9 +297,11 @@ func benchWarm(b *testing.B, x *executor, src, path string, dialer func() func(c
 		}
 		return d
 	}
-	for i := 0; i < 20; i++ { // warm both paths' connections
+	for i := 0; i < 20; i++ { // warm every path's connections
 		must(directOnce())
 		must(viaExecutor())
+		must(viaRelay())
+		must(viaProxy())
 	}
 	// Each iteration takes warmPairs pairs: a p99 of make bench's 20
 	// samples would be the slowest request, one the VM delayed.
@@ -304,32 +318,37 @@ func benchWarm(b *testing.B, x *executor, src, path string, dialer func() func(c
 	b.ReportMetric(samples.Millis(samples.Quantile(de, 0.99)-samples.Quantile(dd, 0.99)), "p99-added-ms")
 
 	// Throughput: each client sends perClient requests back to back; the
-	// paths take turns twice so that neither always runs on a warmer host.
+	// paths take turns twice so that none always runs on a warmer host.
 	// The daemon's own CPU is taken around its turns: on a host whose CPUs
-	// the clients, the daemon and the runtime share, the ratio of the two
+	// the clients, the daemon and the runtime share, the ratio of two
 	// paths is one of CPU per request, and this is the daemon's part.
 	perClient := max(5, len(dd)/warmPairs)
 	daemon := servingPID(x.cmd.Process.Pid)
-	var rps [2]float64
+	paths := []struct {
+		name string
+		send func() (time.Duration, error)
+		rps  float64
+	}{{"direct", directOnce, 0}, {"executor", viaExecutor, 0}, {"relay", viaRelay, 0}, {"proxy", viaProxy, 0}}
 	var daemonCPU time.Duration
 	for round := 0; round < 2; round++ {
-		for i, f := range []func() (time.Duration, error){directOnce, viaExecutor} {
+		for i := range paths {
+			p := &paths[i]
 			cpu := processCPU(b, daemon)
-			d, err := concurrently(warmClients, perClient, f)
+			d, err := concurrently(warmClients, perClient, p.send)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if i == 1 {
+			if p.name == "executor" {
 				daemonCPU += processCPU(b, daemon) - cpu
 			}
-			rps[i] += float64(warmClients*perClient) / d.Seconds() / 2
+			p.rps += float64(warmClients*perClient) / d.Seconds() / 2
 		}
 	}
 	b.ReportMetric(float64(daemonCPU.Microseconds())/float64(2*warmClients*perClient), "daemon-cpu-us")
-	b.ReportMetric(float64(2*warmClients*perClient), "direct-c40-n")
-	b.ReportMetric(rps[0], "direct-c40-rps")
-	b.ReportMetric(float64(2*warmClients*perClient), "executor-c40-n")
-	b.ReportMetric(rps[1], "executor-c40-rps")
+	for _, p := range paths {
+		b.ReportMetric(float64(2*warmClients*perClient), p.name+"-c40-n")
+		b.ReportMetric(p.rps, p.name+"-c40-rps")
+	}
 }
 
 // servingPID is the process of a daemon started as pid that serves the

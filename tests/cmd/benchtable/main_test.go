@@ -18,8 +18,11 @@ import (
 // daemon at 36c063e, once its creations were paired, its
 // BenchmarkWarmExecutionWorking line from a 20x run of that one alone, and
 // its BenchmarkColdStart lines from a 5x run of that one alone, against the
-// daemon at 730d37e, once the shares above their allowance were counted);
-// testdata/bench.json a real go test -json run of one benchmark.
+// daemon at 730d37e, once the shares above their allowance were counted,
+// and its BenchmarkWarmExecution and BenchmarkWarmExecutionRootless lines
+// from a 5x run of those two, against the daemon at 743bea5, once the
+// reference proxies were measured beside it); testdata/bench.json a real
+// go test -json run of one benchmark.
 
 func readSample(t *testing.T, name string) *results {
 	t.Helper()
@@ -117,7 +120,7 @@ func TestRender(t *testing.T) {
 	if got, want := rows[0].base.p50, c.p50+b.p50+10; got != want {
 		t.Errorf("cold-start floor %v, want %v", got, want)
 	}
-	for _, want := range []string{"cold start (ms)", "warm, 40 clients (req/s)", "health at 20 (ms)", "other figures", "AttachDetach/sync attach (ms)"} {
+	for _, want := range []string{"cold start (ms)", "warm, 40 clients (req/s)", "warm, 40 clients vs bare TCP relay (req/s)", "health at 20 (ms)", "other figures", "AttachDetach/sync attach (ms)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the table", want)
 		}

@@ -155,6 +155,20 @@ func targetRows(r *results) []row {
 		// shared: the daemon's CPU for each execution of its turns.
 		l = &lookup{r: r}
 		add(l, row{label: "warm, daemon CPU per execution" + w.label + " (us)", value: l.one(w.bench, "daemon-cpu-us")})
+		// And what it is bounded by there: the same clients through a
+		// bare TCP relay (the least any proxy does: a read and a write
+		// per hop each way) and through net/http/httputil's
+		// ReverseProxy, both in the same run. No target: they measure
+		// the host, not the executor.
+		l = &lookup{r: r}
+		add(l, row{label: "warm, 40 clients, bare TCP relay" + w.label + " (req/s)", value: l.one(w.bench, "relay-c40-rps"),
+			baseLabel: "direct", base: l.one(w.bench, "direct-c40-rps")})
+		l = &lookup{r: r}
+		add(l, row{label: "warm, 40 clients, httputil.ReverseProxy" + w.label + " (req/s)", value: l.one(w.bench, "proxy-c40-rps"),
+			baseLabel: "direct", base: l.one(w.bench, "direct-c40-rps")})
+		l = &lookup{r: r}
+		add(l, row{label: "warm, 40 clients vs bare TCP relay" + w.label + " (req/s)", value: l.one(w.bench, "executor-c40-rps"),
+			baseLabel: "relay", base: l.one(w.bench, "relay-c40-rps")})
 	}
 	// The same with a function that spends 1 ms of CPU per request: no
 	// verdict of their own (the targets are the rows above); they
