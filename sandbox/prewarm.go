@@ -189,6 +189,7 @@ func (p *pool) loop() {
 		for {
 			key, grow, extra := p.next()
 			if extra != nil {
+				p.m.log.Debug("prewarmed sandbox retired", "image", key.image, "version", key.version, "container", extra.rt.CID)
 				p.m.destroyParked(extra)
 				continue
 			}

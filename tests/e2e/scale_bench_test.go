@@ -256,11 +256,36 @@ func (d *scaleDaemon) stop(b *testing.B) {
 // the host's cores with it.
 func (d *scaleDaemon) poolReady(b *testing.B) {
 	b.Helper()
-	// Settled first, so that the count of sandboxes taken is whole: a
-	// sandbox made beyond them is waiting.
+	// Settled first, so that the counts are whole: a sandbox made beyond
+	// those taken and those the pool retired is waiting.
 	waitPoolSettled(b, d.x)
-	waitLog(b, d.x, "sandbox prewarmed", d.x.logs.Count("from a prewarmed sandbox")+1)
+	logs := d.x.logs
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		parked := logs.Count("sandbox prewarmed") - logs.Count("from a prewarmed sandbox") - logs.Count("prewarmed sandbox retired")
+		if parked > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the prewarm pool holds no sandbox a minute on:\n%s", logs.String())
+		}
+	}
 	waitPoolSettled(b, d.x)
+}
+
+// renewDemand makes one runtime and deletes it: the cold start it takes
+// counts as demand, so that a pool that shrank while the daemon was idle
+// (it lasts prewarmWindow, a minute, without one) is made again.
+func (d *scaleDaemon) renewDemand(b *testing.B) {
+	b.Helper()
+	prewarmed := d.prewarmed
+	d.prewarmed = false
+	d.create(b)
+	d.prewarmed = prewarmed
+	id := d.created[len(d.created)-1]
+	if r := d.x.request(b, "DELETE", "/v1/runtimes/"+id, nil, nil); r.status != 200 {
+		b.Fatalf("delete %s: %d %s", id, r.status, r.body)
+	}
+	d.created = d.created[:len(d.created)-1]
 }
 
 // scalePrewarmed has two daemons with their defaults, the prewarm pool
@@ -294,6 +319,9 @@ func scalePrewarmed(b *testing.B, n int, subnet, src string) (first, atN, at10 [
 		big.create(b)
 	}
 	b.Logf("prewarmed daemon: %d of %d creations made from a prewarmed sandbox", big.x.logs.Count("from a prewarmed sandbox"), n-pairs+1)
+	// The second daemon was idle while the first made them, for longer
+	// than an unused pool lasts on a slow run.
+	small.renewDemand(b)
 	big.prewarmed, small.prewarmed = true, true
 	atN, at10, slower = scalePaired(b, big, small, pairs, ready)
 	return first, atN, at10, slower
