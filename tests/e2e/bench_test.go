@@ -264,9 +264,9 @@ func benchWarm(b *testing.B, x *executor, src, path string, dialer func() func(c
 		}
 	}
 	directOnce := sendDirect("direct", addr, client(dial))
-	// The reference proxies (bench_proxies_test.go) take the direct
-	// request to the runtime: what relaying costs this host at all.
-	viaRelay := sendDirect("through the relay", startRelay(b, addr, dial), client(nil))
+	// The reference proxies (proxies_test.go) take the direct request to
+	// the runtime: what relaying costs this host at all.
+	viaRelay := sendDirect("through the relay", startSwitchProxy(b, addr, dial).addr, client(nil))
 	viaProxy := sendDirect("through the reverse proxy", startReverseProxy(b, addr, dial), client(nil))
 	body, err := json.Marshal(map[string]string{"path": path})
 	if err != nil {

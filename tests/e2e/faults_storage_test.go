@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,84 +18,6 @@ import (
 
 	"executor/tests/testenv"
 )
-
-// switchProxy forwards TCP to a server and can be taken down (its port
-// closed, its connections cut) and brought back on the same port: a storage
-// service that goes away and returns, at the address the daemon was given.
-type switchProxy struct {
-	t      *testing.T
-	addr   string
-	target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startSwitchProxy(t *testing.T, target string) *switchProxy {
-	t.Helper()
-	p := &switchProxy{t: t, target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(func() { p.down(); p.wg.Wait() })
-	return p
-}
-
-func (p *switchProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); _, _ = io.Copy(up, c); up.Close() }()
-			go func() { defer p.wg.Done(); _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-// down closes the port and every connection through it.
-func (p *switchProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-// up listens on the same port again.
-func (p *switchProxy) up() {
-	p.t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.serve(ln)
-}
 
 // gatedBuild is a build command that packs the artifact, makes /tmp/built
 // and waits for /tmp/go before it ends: the test breaks the destination in
@@ -169,7 +89,7 @@ func TestFaultsS3Down(t *testing.T) {
 	_, err = admin.FPutObject(ctx, bucket, sourceKey, tarball, minio.PutObjectOptions{})
 	noErr(t, err)
 
-	proxy := startSwitchProxy(t, srv.Addr)
+	proxy := startSwitchProxy(t, srv.Addr, nil)
 	dsn := strings.Replace(srv.DSN(bucket, srv.Access, srv.Secret), url.QueryEscape(srv.URL()), url.QueryEscape("http://"+proxy.addr), 1)
 	if !strings.Contains(dsn, url.QueryEscape(proxy.addr)) {
 		t.Fatalf("DSN %s does not name the proxy", dsn)
