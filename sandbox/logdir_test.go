@@ -266,6 +266,14 @@ func TestLogDir(t *testing.T) {
 		name := files.lent + "_logs.log"
 		write(name, "kept line\n")
 		setAppendOnly(t, filepath.Join(logs, name), true)
+		// Take queues the file's removal, on a goroutine of its own when
+		// nothing else is queued, which would race the flag's clearing
+		// below (an append-only file may not be removed: that part of the
+		// stand-in is the test's). With a name queued already, it waits
+		// for the removePending below.
+		r.logs.rm.Lock()
+		r.logs.pending = append(r.logs.pending, "queued_logs.log")
+		r.logs.rm.Unlock()
 		data, _, err := files.Take(name, 1<<10)
 		if string(data) != "kept line\n" || err != nil || files.taken != 0 {
 			t.Errorf("Take of a file not writable: %q, %v, %d taken; want its line, not counted", data, err, files.taken)
