@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -212,7 +211,8 @@ func (r *Runtime) warnLogRemoval(name string, err error) {
 var _ protocol.LogFiles = (*logFiles)(nil)
 
 // waitReady waits until the runtime accepts connections on its port, by
-// connecting: nothing tells when a socket starts listening. A refused
+// connecting: nothing tells when a socket starts listening. The connection
+// that succeeds carries the execution (protocol.Client.Probe). A refused
 // connect on the bridge costs microseconds, so the runtime is polled
 // often while a fast boot is still likely (every 200 µs at first, then a
 // 32nd of the time waited so far, at most every millisecond) and every
@@ -234,11 +234,8 @@ func (r *Runtime) waitReady(ctx context.Context, deadline time.Time, timeout tim
 		defer ft.close()
 	}
 	began := time.Now()
-	var d net.Dialer
 	for {
-		c, err := d.DialContext(wctx, "tcp", r.Addr())
-		if err == nil {
-			c.Close()
+		if err := r.client.Probe(wctx, r.Addr()); err == nil {
 			r.mu.Lock()
 			r.listening = true
 			r.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -53,6 +54,24 @@ type Client struct {
 	// id, a refused log file); give it the runtime's attributes. Nil uses
 	// slog.Default().
 	Log *slog.Logger
+}
+
+// Probe reports whether something accepts connections at addr, by
+// connecting. The connection is kept for the next execution when the
+// client's transport is this package's (see Transport.Probe), else closed.
+func (c *Client) Probe(ctx context.Context, addr string) error {
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTPClient()
+	}
+	if t, ok := hc.Transport.(*Transport); ok {
+		return t.Probe(ctx, addr)
+	}
+	conn, err := (&net.Dialer{Timeout: connectTimeout}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // Target is the runtime an execution goes to.

@@ -132,15 +132,34 @@ func (t *Transport) conn(ctx context.Context, addr string) (*persistConn, bool, 
 		}
 		pc.conn.Close()
 	}
+	pc, err := t.dial(ctx, addr)
+	return pc, false, err
+}
+
+// dial opens a new connection to addr.
+func (t *Transport) dial(ctx context.Context, addr string) (*persistConn, error) {
 	dial := t.Dial
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
 	c, err := dial(ctx, "tcp", addr)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	return &persistConn{t: t, addr: addr, conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+	return &persistConn{t: t, addr: addr, conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10)}, nil
+}
+
+// Probe connects to addr and keeps the connection on the idle list for
+// the next exchange: a readiness check that connects and closes leaves
+// the first exchange to dial again, and the runtime to accept and drop a
+// connection it never gets a request on, on a cold start's path.
+func (t *Transport) Probe(ctx context.Context, addr string) error {
+	pc, err := t.dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	t.putIdle(pc)
+	return nil
 }
 
 func (t *Transport) takeIdle(addr string) *persistConn {

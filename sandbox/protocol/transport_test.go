@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -323,5 +324,81 @@ func TestTransportSendsAWrittenRequestOnce(t *testing.T) {
 		if n := got.Load(); n != 2 {
 			t.Errorf("%s: the runtime got %d requests, want 2 (the second sent once)", method, n)
 		}
+	}
+}
+
+// A readiness probe's connection carries the next execution: the runtime
+// accepts one connection, not a probe's to drop and then the request's.
+// One the runtime closed meanwhile is retired and the execution dials
+// anew; a client without this package's transport closes the probe's.
+func TestClientProbe(t *testing.T) {
+	tests := []struct {
+		name      string
+		own       bool          // the client's transport is this package's
+		drop      time.Duration // the runtime drops a connection idle this long
+		wantConns int32
+	}{
+		{"kept for the execution", true, 0, 1},
+		{"dropped by the runtime before the execution", true, 30 * time.Millisecond, 2},
+		{"another transport", false, 0, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var conns atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				w.Write(b)
+			}))
+			srv.Config.ReadHeaderTimeout = tt.drop
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
+			t.Cleanup(srv.Close)
+			addr := strings.TrimPrefix(srv.URL, "http://")
+			c, _ := newClient(t)
+			if !tt.own {
+				tr := &http.Transport{}
+				t.Cleanup(tr.CloseIdleConnections)
+				c.HTTP = &http.Client{Transport: tr}
+			}
+			if err := c.Probe(context.Background(), addr); err != nil {
+				t.Fatal(err)
+			}
+			if tt.drop > 0 {
+				time.Sleep(tt.drop + 100*time.Millisecond)
+			}
+			res, err := c.Execute(context.Background(), Target{Addr: addr, Version: V5}, Request{Method: "POST", Body: []byte("after the probe"), Timeout: time.Second})
+			if err != nil || string(res.Body) != "after the probe" {
+				t.Fatalf("execution after the probe: %v, body %q", err, bodyOf(res))
+			}
+			if n := conns.Load(); n != tt.wantConns {
+				t.Errorf("%d connections accepted, want %d", n, tt.wantConns)
+			}
+		})
+	}
+}
+
+// A probe of a port nothing listens on fails as a refused connection,
+// which the readiness wait polls on, and keeps nothing.
+func TestClientProbeRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c, _ := newClient(t)
+	if err := c.Probe(context.Background(), addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("probe of a closed port: %v, want ECONNREFUSED", err)
+	}
+	tr := c.HTTP.Transport.(*Transport)
+	tr.mu.Lock()
+	n := len(tr.idle[addr])
+	tr.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d idle connections kept after a refused probe", n)
 	}
 }
