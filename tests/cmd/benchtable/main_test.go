@@ -16,9 +16,10 @@ import (
 // -benchtime 5x, 20 runtimes, against the daemon at dde5b68; its
 // BenchmarkScale line from a run of that benchmark alone, against the
 // daemon at 36c063e, once its creations were paired, its
-// BenchmarkWarmExecutionWorking line from a 20x run of that one alone, and
-// its BenchmarkColdStart lines from a 5x run of that one alone, against the
-// daemon at 730d37e, once the shares above their allowance were counted,
+// BenchmarkWarmExecutionWorking line from a 20x run of that one alone, its
+// BenchmarkColdStart, BenchmarkColdStartIDRange and BenchmarkRuntimeBoot
+// lines from a 5x run of those three, against the daemon of the commit that
+// added this, once the runtime's first answer was measured beside the boot,
 // and its BenchmarkWarmExecution and BenchmarkWarmExecutionRootless lines
 // from a 5x run of those two, against the daemon at 743bea5, once the
 // reference proxies were measured beside it); testdata/bench.json a real
@@ -117,7 +118,8 @@ func TestRender(t *testing.T) {
 	}
 	c, _ := res.figure(coldStart, "container")
 	b, _ := res.figure(coldStart, "boot")
-	if got, want := rows[0].base.p50, c.p50+b.p50+10; got != want {
+	a, _ := res.figure(coldStart, "answer")
+	if got, want := rows[0].base.p50, c.p50+b.p50+a.p50+10; got != want {
 		t.Errorf("cold-start floor %v, want %v", got, want)
 	}
 	for _, want := range []string{"cold start (ms)", "warm, 40 clients (req/s)", "warm, 40 clients vs bare TCP relay (req/s)", "health at 20 (ms)", "other figures", "AttachDetach/sync attach (ms)"} {
