@@ -691,9 +691,9 @@ const settleTime = 100 * time.Millisecond
 // sign test). Paired so, the VM's drift over the run cancels out.
 //
 // The runtime's first answer is its own work (its code paths run for the
-// first time: 2 ms of the test runtime's, where a second answer takes 1),
-// which a cold start waits for after the runtime listens. The share with
-// it left in, as though the executor's, is reported too, as
+// first time: 1.4-2 ms of the test runtime's, where a later answer takes
+// 0.5-1), which a cold start waits for after the runtime listens. The
+// share with it left in, as though the executor's, is reported too, as
 // share-with-answer.
 func (c *coldBaseline) report(b *testing.B, cold []time.Duration) {
 	b.Helper()
