@@ -202,8 +202,12 @@ func BenchmarkWarmExecutionRootless(b *testing.B) {
 const warmClients = 40
 
 // warmPairs is how many requests each path sends in one iteration of the
-// warm latency benchmarks.
-const warmPairs = 10
+// warm latency benchmarks: make bench's 20 iterations take 1,000 of each,
+// so that its p99 is the 10th slowest request. With 200 (10 a turn) it was
+// the 2nd or 3rd, one or two of the VM's multi-millisecond stalls: five
+// runs of 200 read p99 added 0.03-0.63 ms where three of 1,000, in the
+// same hour, read 0.54-0.61.
+const warmPairs = 50
 
 // benchWarm measures warm executions of path on x against the same request
 // sent straight to the runtime, in the same run: latency one request at a time,
@@ -303,8 +307,7 @@ func benchWarm(b *testing.B, x *executor, src, path string, dialer func() func(c
 		must(viaRelay())
 		must(viaProxy())
 	}
-	// Each iteration takes warmPairs pairs: a p99 of make bench's 20
-	// samples would be the slowest request, one the VM delayed.
+	// Each iteration takes warmPairs pairs (see there).
 	var dd, de []time.Duration
 	for b.Loop() {
 		for range warmPairs {
